@@ -1,0 +1,25 @@
+"""The composition root: the one place that picks adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tally.engine.engine import Engine
+from tally.engine.ports import Store
+from tally.money import currencies
+from tally.store.sqlite import SqliteStore
+
+
+def open_store(db: str | Path) -> Store:
+    """A store for `db`: a SQLite file path (PostgreSQL URLs arrive with the PostgreSQL store)."""
+    text = str(db)
+    if text.startswith(("postgres://", "postgresql://")):
+        raise ValueError("PostgreSQL is not supported yet; pass a SQLite file path")
+    return SqliteStore(text)
+
+
+def open_engine(db: str | Path, *, batch_commands_max: int | None = None) -> Engine:
+    store = open_store(db)
+    if batch_commands_max is None:
+        return Engine(store, currencies=currencies())
+    return Engine(store, currencies=currencies(), batch_commands_max=batch_commands_max)

@@ -1,0 +1,357 @@
+"""`tally`: record, inspect, replay and verify a ledger from the shell.
+
+Every command takes `--db PATH` (default ./tally.db), `--ledger NAME` (default "default")
+and `--json`. Exit status: 0 ok, 1 refused or verification failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+from rich.console import Console
+from rich.table import Table
+
+from tally import __version__, views
+from tally.bootstrap import open_engine
+from tally.cli.demo import run_demo
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.rejections import Rejected, Rejection
+from tally.engine.engine import Engine
+from tally.money import parse_amount
+from tally.verification import Verification, verify
+
+app = App(name="tally", help=__doc__, version=__version__)
+console = Console()
+errors = Console(stderr=True)
+
+
+@Parameter(name="*")
+@dataclass(kw_only=True)
+class Common:
+    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
+    "SQLite file to use (created if missing)."
+    ledger: str = "default"
+    "The ledger (a tenant's book)."
+    json: bool = False
+    "Print JSON instead of tables."
+
+
+@contextmanager
+def _engine(common: Common) -> Iterator[Engine]:
+    engine = open_engine(common.db)
+    try:
+        yield engine
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _refused(rejection: Rejected, common: Common) -> int:
+    if common.json:
+        _print_json(
+            {"error": rejection.reason.code, "field": rejection.field, "detail": rejection.detail}
+        )
+    else:
+        errors.print(
+            f"[red]refused[/red] {rejection.reason.code}: {rejection.detail} ({rejection.field})"
+        )
+    return 1
+
+
+def _write(common: Common, envelope: Envelope) -> int:
+    with _engine(common) as engine:
+        try:
+            committed = engine.execute(common.ledger, envelope)
+        except Rejected as rejection:
+            return _refused(rejection, common)
+        view = views.committed_view(committed)
+    if common.json:
+        _print_json(view)
+    else:
+        replay = " (replayed: this key was already used for this request)" * committed.replayed
+        console.print(
+            f"{view['event_type']} {view['transaction_id']} seq {view['seq']}: "
+            f"{view['amount']} {view['currency']}, balance after {view['balance_after']}{replay}"
+        )
+    return 0
+
+
+@app.command
+def recharge(
+    user: str,
+    amount: str,
+    currency: str,
+    /,
+    *,
+    gateway: str,
+    key: str,
+    common: Common | None = None,
+) -> int:
+    """Credit USER's wallet with AMOUNT CURRENCY received through a payment gateway."""
+    common = common or Common()
+    try:
+        command = Recharge(
+            user_id=user,
+            amount=parse_amount(amount, currency),
+            currency=currency,
+            gateway=gateway,
+        )
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    return _write(common, Envelope(idempotency_key=key, command=command))
+
+
+@app.command
+def expense(
+    user: str,
+    currency: str,
+    /,
+    *,
+    order: Annotated[list[str], Parameter(consume_multiple=False)],
+    key: str,
+    common: Common | None = None,
+) -> int:
+    """Pay one or many orders from USER's wallet, atomically: --order ORDER_ID:AMOUNT ..."""
+    common = common or Common()
+    try:
+        lines = tuple(_order_line(text, currency, index) for index, text in enumerate(order))
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    command = Expense(user_id=user, currency=currency, orders=lines)
+    return _write(common, Envelope(idempotency_key=key, command=command))
+
+
+def _order_line(text: str, currency: str, index: int) -> OrderLine:
+    order_id, separator, amount = text.rpartition(":")
+    if not separator:
+        raise Rejected(
+            Rejection.AMOUNT_INVALID,
+            field=f"orders[{index}]",
+            detail=f"expected ORDER_ID:AMOUNT, got {text!r}",
+        )
+    return OrderLine(
+        order_id=order_id, amount=parse_amount(amount, currency, field=f"orders[{index}].amount")
+    )
+
+
+@app.command
+def refund(
+    expense_transaction_id: str,
+    order_id: str,
+    amount: str,
+    /,
+    *,
+    key: str,
+    reason: str = "",
+    common: Common | None = None,
+) -> int:
+    """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet."""
+    common = common or Common()
+    with _engine(common) as engine:
+        expense_view = views.find_transaction(engine.store, common.ledger, expense_transaction_id)
+    try:
+        if expense_view is None or expense_view["event_type"] != "expense":
+            raise Rejected(
+                Rejection.EXPENSE_UNKNOWN,
+                field="expense_id",
+                detail=f"no expense {expense_transaction_id}",
+            )
+        currency = expense_view["currency"]
+        command = Refund(
+            expense_id=expense_transaction_id,
+            order_id=order_id,
+            amount=parse_amount(amount, currency),
+            currency=currency,
+            reason=reason,
+        )
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    return _write(common, Envelope(idempotency_key=key, command=command))
+
+
+@app.command
+def balance(user: str, /, *, common: Common | None = None) -> int:
+    """USER's wallet balance in every currency."""
+    common = common or Common()
+    with _engine(common) as engine:
+        view = views.balances(engine.store, common.ledger, user)
+    if common.json:
+        _print_json(view)
+        return 0
+    table = Table("currency", "balance", title=f"{user} @ {common.ledger}")
+    for line in view["balances"]:
+        table.add_row(line["currency"], line["balance"])
+    console.print(table)
+    return 0
+
+
+@app.command
+def statement(user: str, /, *, currency: str, common: Common | None = None) -> int:
+    """USER's statement in CURRENCY: every wallet line with its balance after."""
+    common = common or Common()
+    with _engine(common) as engine:
+        entries = views.full_statement(engine.store, common.ledger, user, currency)
+    if common.json:
+        _print_json({"entries": entries})
+    else:
+        console.print(statement_table(user, currency, entries))
+    return 0
+
+
+def statement_table(user: str, currency: str, entries: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "seq",
+        "timestamp",
+        "event",
+        "amount",
+        "balance after",
+        "orders",
+        "transaction",
+        title=f"statement of {user} ({currency})",
+    )
+    for line in entries:
+        table.add_row(
+            str(line["seq"]),
+            line["timestamp"],
+            line["event_type"],
+            line["amount"],
+            line["balance_after"],
+            ", ".join(line["reference_order_ids"]),
+            line["transaction_id"],
+        )
+    return table
+
+
+@app.command
+def order(order_id: str, /, *, common: Common | None = None) -> int:
+    """What ORDER_ID was paid, what was refunded, what is still refundable."""
+    common = common or Common()
+    with _engine(common) as engine:
+        row = engine.store.order(common.ledger, order_id)
+        view = None if row is None else views.order_view(engine.store, common.ledger, row)
+    if view is None:
+        return _refused(
+            Rejected(Rejection.ORDER_UNKNOWN, field="order_id", detail=f"no order {order_id}"),
+            common,
+        )
+    if common.json:
+        _print_json(view)
+        return 0
+    console.print(
+        f"order {view['order_id']} ({view['currency']}): paid {view['paid']}, refunded "
+        f"{view['refunded']}, refundable {view['refundable']}; expense {view['expense_id']}"
+    )
+    for line in view["transactions"]:
+        console.print(f"  {line['event_type']} {line['transaction_id']} seq {line['seq']}")
+    return 0
+
+
+@app.command(name="verify")
+def verify_command(*, common: Common | None = None) -> int:
+    """Check seq, hash chain, head and invariants, and that projections equal a replay."""
+    common = common or Common()
+    with _engine(common) as engine:
+        if engine.store.head(common.ledger) is None:
+            errors.print(f"no ledger {common.ledger!r} in {common.db}")
+            return 1
+        result = verify(engine, common.ledger)
+    print_verification(result, common.json)
+    return 0 if result.ok else 1
+
+
+def verification_view(result: Verification) -> dict[str, Any]:
+    return {
+        "ledger": result.ledger,
+        "ok": result.ok,
+        "events": result.events,
+        "head_hash": result.head_hash,
+        "first_bad_seq": result.first_bad_seq,
+        "problem": result.problem,
+        "projection_differences": [
+            {
+                "table": d.table,
+                "expected": [list(r) for r in d.expected],
+                "found": [list(r) for r in d.found],
+            }
+            for d in result.projection_differences
+        ],
+    }
+
+
+def print_verification(result: Verification, as_json: bool) -> None:
+    if as_json:
+        _print_json(verification_view(result))
+        return
+    if result.ok:
+        console.print(
+            f"[green]verified[/green] ledger {result.ledger}: {result.events} events, seq "
+            f"gapless, chain intact (head {result.head_hash[:16]}…), invariants hold, "
+            "projections equal a fresh replay"
+        )
+        return
+    if result.problem is not None:
+        where = "head row" if result.first_bad_seq is None else f"seq {result.first_bad_seq}"
+        errors.print(f"[red]FAILED[/red] ledger {result.ledger} at {where}: {result.problem}")
+    for difference in result.projection_differences:
+        errors.print(
+            f"[red]FAILED[/red] projection {difference.table} differs from a replay: "
+            f"replay has {list(difference.expected)}, table has {list(difference.found)}"
+        )
+
+
+@app.command
+def replay(*, common: Common | None = None) -> int:
+    """Rebuild every projection of the ledger from its log alone."""
+    common = common or Common()
+    with _engine(common) as engine:
+        head = engine.replay(common.ledger)
+    if common.json:
+        _print_json({"ledger": common.ledger, "seq": head.seq, "head_hash": head.hash.hex()})
+    else:
+        console.print(f"replayed ledger {common.ledger}: {head.seq} events, projections rebuilt")
+    return 0
+
+
+@app.command
+def demo(*, common: Common | None = None) -> int:
+    """Alice's journey: recharge 200.00, pay two orders at once, refund 20.00; then verify."""
+    common = common or Common()
+    with _engine(common) as engine:
+        outcome = run_demo(engine, common.ledger)
+    if common.json:
+        _print_json(
+            {
+                "transactions": outcome.transactions,
+                "statement": {"entries": outcome.statement},
+                "verification": verification_view(outcome.verification),
+            }
+        )
+    else:
+        for line in outcome.transactions:
+            orders = ", ".join(line["reference_order_ids"]) or "-"
+            console.print(
+                f"{line['event_type']:>10} {line['amount']:>8} {line['currency']}  "
+                f"balance after {line['balance_after']:>8}  orders {orders}"
+            )
+        console.print(statement_table("alice", "USD", outcome.statement))
+        print_verification(outcome.verification, False)
+    return 0 if outcome.verification.ok else 1
+
+
+def main() -> None:
+    try:
+        code = app(exit_on_error=True)
+    except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)
+        errors.print(f"[red]refused[/red] {rejection.reason.code}: {rejection.detail}")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,47 @@
+"""Account identities: `kind:owner:currency`.
+
+Every account holds one currency. Identifiers are validated (see `decide.py`) to a charset
+without `:`, so an account id splits back into its three parts unambiguously.
+
+- `wallet:<user>:<CUR>`      a user's wallet; may never go below zero.
+- `clearing:<gateway>:<CUR>` money received from a payment gateway, not yet settled; it goes
+                             negative as users recharge (the gateway owes the platform).
+- `revenue:<merchant>:<CUR>` what orders paid a merchant, less refunds.
+- `equity:adjustments:<CUR>` the other side of manual adjustments.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+WALLET: Final = "wallet"
+CLEARING: Final = "clearing"
+REVENUE: Final = "revenue"
+EQUITY: Final = "equity"
+
+
+def wallet(user_id: str, currency: str) -> str:
+    return f"{WALLET}:{user_id}:{currency}"
+
+
+def clearing(gateway: str, currency: str) -> str:
+    return f"{CLEARING}:{gateway}:{currency}"
+
+
+def revenue(merchant_id: str, currency: str) -> str:
+    return f"{REVENUE}:{merchant_id}:{currency}"
+
+
+def adjustments(currency: str) -> str:
+    return f"{EQUITY}:adjustments:{currency}"
+
+
+def split(account: str) -> tuple[str, str, str]:
+    """Return `(kind, owner, currency)` of an account id."""
+    kind, owner, currency = account.split(":")
+    return kind, owner, currency
+
+
+def floor_of(account: str) -> int | None:
+    """The lowest balance the account may reach, or None when it is unbounded."""
+    return 0 if account.startswith("wallet:") else None

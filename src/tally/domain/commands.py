@@ -1,0 +1,89 @@
+"""What clients ask for. Amounts are already integer minor units here.
+
+Commands are plain frozen facts; whether one is acceptable is decided in `decide.py`.
+`Envelope` carries what every write has besides its body: the client's idempotency key and
+who sent it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Metadata = tuple[tuple[str, str], ...]
+"""Flat string-to-string metadata, sorted by key so equal metadata is equal data."""
+
+
+def metadata_from(mapping: dict[str, str] | None) -> Metadata:
+    """Freeze a metadata mapping; types are checked by the decider."""
+    if not mapping:
+        return ()
+    return tuple(sorted(mapping.items()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recharge:
+    """Money arrives from a payment gateway into a user's wallet."""
+
+    user_id: str
+    amount: int
+    currency: str
+    gateway: str
+    metadata: Metadata = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderLine:
+    """One order paid by an expense."""
+
+    order_id: str
+    amount: int
+    merchant_id: str = "platform"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expense:
+    """One wallet pays one or many orders, all or none."""
+
+    user_id: str
+    currency: str
+    orders: tuple[OrderLine, ...]
+    metadata: Metadata = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refund:
+    """Money goes back to the wallet, against one order of one expense.
+
+    `currency` is what the caller believes the expense was paid in; the edge fills it in
+    from the expense when the caller gives none.
+    """
+
+    expense_id: str
+    order_id: str
+    amount: int
+    currency: str
+    reason: str = ""
+    metadata: Metadata = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjustment:
+    """A manual correction with a reason: history is never edited, it is corrected."""
+
+    user_id: str
+    amount: int  # signed: positive credits the wallet, negative debits it
+    currency: str
+    reason: str
+    metadata: Metadata = ()
+
+
+Command = Recharge | Expense | Refund | Adjustment
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """A command as it reaches the writer."""
+
+    idempotency_key: str
+    command: Command
+    actor: str = "cli"  # who sent it: an API key id, or "cli"

@@ -1,0 +1,420 @@
+"""The rules: turn a command into an event, or refuse it.
+
+Each decider is a straight ladder of checks in the precedence order of `Rejection`; the
+first failing check is the answer. Deciders read the state and never change it: the writer
+applies the returned event with `evolve`, so a refused command leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import TypedDict
+
+from tally.domain import accounts, limits
+from tally.domain.commands import (
+    Adjustment,
+    Command,
+    Envelope,
+    Expense,
+    Metadata,
+    OrderLine,
+    Recharge,
+    Refund,
+)
+from tally.domain.events import (
+    BalanceAdjusted,
+    Event,
+    ExpensePaid,
+    Posting,
+    RefundIssued,
+    WalletRecharged,
+)
+from tally.domain.rejections import Rejected, Rejection
+from tally.domain.state import LedgerState
+
+_IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{limits.identifier_length_max - 1}}}")
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stamp:
+    """What the writer assigns to an accepted command."""
+
+    seq: int
+    transaction_id: str
+    timestamp_us: int
+    command_digest: str
+
+
+def recall(state: LedgerState, envelope: Envelope, command_digest: str) -> int | None:
+    """The seq of the event this exact request already produced, if any.
+
+    Raises `Rejected` when the key is malformed or was used for a different command.
+    """
+    key = envelope.idempotency_key
+    if not key or len(key) > limits.idempotency_key_length_max or not key.isprintable():
+        raise Rejected(
+            Rejection.IDEMPOTENCY_KEY_INVALID,
+            field="idempotency_key",
+            detail=f"must be 1 to {limits.idempotency_key_length_max} printable characters",
+        )
+    prior = state.keys.get(key)
+    if prior is None:
+        return None
+    if prior.command_digest != command_digest:
+        raise Rejected(
+            Rejection.IDEMPOTENCY_KEY_REUSED,
+            field="idempotency_key",
+            detail=f"key already used for a different request (seq {prior.seq})",
+        )
+    return prior.seq
+
+
+def decide(
+    state: LedgerState, envelope: Envelope, stamp: Stamp, *, currencies: Container[str]
+) -> Event:
+    """Decide `envelope` against `state`; return the event to append or raise `Rejected`."""
+    command = envelope.command
+    common = _Common(state, envelope, stamp, currencies)
+    if isinstance(command, Expense):
+        return _expense(common, command)
+    if isinstance(command, Recharge):
+        return _recharge(common, command)
+    if isinstance(command, Refund):
+        return _refund(common, command)
+    return _adjustment(common, command)
+
+
+class _EventHeader(TypedDict):
+    seq: int
+    transaction_id: str
+    timestamp_us: int
+    idempotency_key: str
+    command_digest: str
+    actor: str
+    user_id: str
+    currency: str
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class _Common:
+    state: LedgerState
+    envelope: Envelope
+    stamp: Stamp
+    currencies: Container[str]
+
+    def event_fields(self, user_id: str, currency: str, metadata: Metadata) -> _EventHeader:
+        return {
+            "seq": self.stamp.seq,
+            "transaction_id": self.stamp.transaction_id,
+            "timestamp_us": self.stamp.timestamp_us,
+            "idempotency_key": self.envelope.idempotency_key,
+            "command_digest": self.stamp.command_digest,
+            "actor": self.envelope.actor,
+            "user_id": user_id,
+            "currency": currency,
+            "metadata": metadata,
+        }
+
+
+def _recharge(common: _Common, command: Recharge) -> Event:
+    _check_identifier(command.user_id, "user_id")
+    _check_identifier(command.gateway, "gateway")
+    _check_currency(common, command.currency)
+    _check_amount(command.amount, "amount")
+    _check_metadata(command.metadata)
+    wallet = accounts.wallet(command.user_id, command.currency)
+    clearing = accounts.clearing(command.gateway, command.currency)
+    _check_credit(common.state, wallet, command.amount)
+    _check_debit_unbounded(common.state, clearing, command.amount)
+    return WalletRecharged(
+        **common.event_fields(command.user_id, command.currency, command.metadata),
+        postings=(
+            Posting(account=clearing, currency=command.currency, amount=-command.amount),
+            Posting(account=wallet, currency=command.currency, amount=command.amount),
+        ),
+        gateway=command.gateway,
+    )
+
+
+def _expense(common: _Common, command: Expense) -> Event:
+    orders = command.orders
+    if not orders:
+        raise Rejected(Rejection.ORDERS_EMPTY, field="orders", detail="an expense pays 1+ orders")
+    if len(orders) > limits.orders_per_expense_max:
+        raise Rejected(
+            Rejection.ORDERS_TOO_MANY,
+            field="orders",
+            detail=f"at most {limits.orders_per_expense_max} orders per expense",
+        )
+    _check_identifier(command.user_id, "user_id")
+    for index, line in enumerate(orders):
+        _check_identifier(line.order_id, f"orders[{index}].order_id")
+        _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
+    _check_currency(common, command.currency)
+    total = 0
+    for index, line in enumerate(orders):
+        _check_amount(line.amount, f"orders[{index}].amount")
+        total += line.amount
+    if total > limits.amount_max:
+        raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
+    _check_metadata(command.metadata)
+    _check_orders_new(common.state, orders)
+    wallet = accounts.wallet(command.user_id, command.currency)
+    available = common.state.balance(wallet)
+    if available < total:
+        raise Rejected(
+            Rejection.INSUFFICIENT_FUNDS,
+            field="orders",
+            detail=f"wallet holds {available} minor units, the orders need {total}",
+        )
+    postings: list[Posting] = []
+    credits: dict[str, int] = {}
+    for line in orders:
+        revenue = accounts.revenue(line.merchant_id, command.currency)
+        credits[revenue] = credits.get(revenue, 0) + line.amount
+        postings.append(
+            Posting(
+                account=wallet,
+                currency=command.currency,
+                amount=-line.amount,
+                order_id=line.order_id,
+            )
+        )
+        postings.append(
+            Posting(
+                account=revenue,
+                currency=command.currency,
+                amount=line.amount,
+                order_id=line.order_id,
+            )
+        )
+    for revenue, amount in credits.items():
+        _check_credit(common.state, revenue, amount)
+    return ExpensePaid(
+        **common.event_fields(command.user_id, command.currency, command.metadata),
+        postings=tuple(postings),
+        orders=orders,
+    )
+
+
+def _refund(common: _Common, command: Refund) -> Event:
+    _check_identifier(command.expense_id, "expense_id")
+    _check_identifier(command.order_id, "order_id")
+    _check_currency(common, command.currency)
+    _check_amount(command.amount, "amount")
+    _check_metadata(command.metadata)
+    _check_reason(command.reason, required=False)
+    state = common.state
+    if command.expense_id not in state.expenses:
+        raise Rejected(
+            Rejection.EXPENSE_UNKNOWN,
+            field="expense_id",
+            detail=f"no expense {command.expense_id}",
+        )
+    order = state.orders.get(command.order_id)
+    if order is None or order.expense_id != command.expense_id:
+        raise Rejected(
+            Rejection.ORDER_UNKNOWN,
+            field="order_id",
+            detail=f"expense {command.expense_id} did not pay order {command.order_id}",
+        )
+    if order.currency != command.currency:
+        raise Rejected(
+            Rejection.CURRENCY_MISMATCH,
+            field="currency",
+            detail=f"the order was paid in {order.currency}",
+        )
+    if command.amount > order.refundable:
+        raise Rejected(
+            Rejection.REFUND_EXCEEDS_REFUNDABLE,
+            field="amount",
+            detail=f"order {order.order_id} has {order.refundable} minor units refundable",
+        )
+    wallet = accounts.wallet(order.user_id, order.currency)
+    revenue = accounts.revenue(order.merchant_id, order.currency)
+    _check_credit(state, wallet, command.amount)
+    return RefundIssued(
+        **common.event_fields(order.user_id, order.currency, command.metadata),
+        postings=(
+            Posting(
+                account=revenue,
+                currency=order.currency,
+                amount=-command.amount,
+                order_id=order.order_id,
+            ),
+            Posting(
+                account=wallet,
+                currency=order.currency,
+                amount=command.amount,
+                order_id=order.order_id,
+            ),
+        ),
+        expense_id=command.expense_id,
+        order_id=command.order_id,
+        amount=command.amount,
+        reason=command.reason,
+    )
+
+
+def _adjustment(common: _Common, command: Adjustment) -> Event:
+    _check_identifier(command.user_id, "user_id")
+    _check_currency(common, command.currency)
+    if command.amount == 0:
+        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field="amount", detail="must not be zero")
+    _check_amount(abs(command.amount), "amount")
+    _check_metadata(command.metadata)
+    _check_reason(command.reason, required=True)
+    state = common.state
+    wallet = accounts.wallet(command.user_id, command.currency)
+    equity = accounts.adjustments(command.currency)
+    if command.amount < 0 and state.balance(wallet) + command.amount < 0:
+        raise Rejected(
+            Rejection.INSUFFICIENT_FUNDS,
+            field="amount",
+            detail=f"wallet holds {state.balance(wallet)} minor units",
+        )
+    if command.amount > 0:
+        _check_credit(state, wallet, command.amount)
+        _check_debit_unbounded(state, equity, command.amount)
+    else:
+        _check_credit(state, equity, -command.amount)
+    return BalanceAdjusted(
+        **common.event_fields(command.user_id, command.currency, command.metadata),
+        postings=(
+            Posting(account=equity, currency=command.currency, amount=-command.amount),
+            Posting(account=wallet, currency=command.currency, amount=command.amount),
+        ),
+        amount=command.amount,
+        reason=command.reason,
+    )
+
+
+# -- the rungs -------------------------------------------------------------------------
+
+
+def _check_identifier(value: object, field: str) -> None:
+    if not isinstance(value, str) or _IDENTIFIER.fullmatch(value) is None:
+        raise Rejected(
+            Rejection.IDENTIFIER_INVALID,
+            field=field,
+            detail=f"must be 1 to {limits.identifier_length_max} of A-Z a-z 0-9 _ . @ -, "
+            "starting with a letter or digit",
+        )
+
+
+def _check_currency(common: _Common, currency: str) -> None:
+    if currency not in common.currencies:
+        raise Rejected(
+            Rejection.CURRENCY_UNKNOWN,
+            field="currency",
+            detail=f"{currency!r} is not an ISO 4217 currency with minor units",
+        )
+
+
+def _check_amount(amount: object, field: str) -> None:
+    if type(amount) is not int:
+        raise Rejected(Rejection.AMOUNT_INVALID, field=field, detail="must be integer minor units")
+    if amount <= 0:
+        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
+    if amount > limits.amount_max:
+        raise Rejected(Rejection.AMOUNT_TOO_LARGE, field=field, detail="exceeds 64 bits")
+
+
+def _check_metadata(metadata: Metadata) -> None:
+    if not metadata:
+        return
+    if len(metadata) > limits.metadata_entries_max:
+        raise Rejected(
+            Rejection.METADATA_TOO_LARGE,
+            field="metadata",
+            detail=f"at most {limits.metadata_entries_max} entries",
+        )
+    size = 0
+    for key, value in metadata:
+        if not isinstance(key, str) or _METADATA_KEY.fullmatch(key) is None:
+            raise Rejected(
+                Rejection.METADATA_INVALID,
+                field=f"metadata.{key}",
+                detail="keys are 1 to 64 of A-Z a-z 0-9 _ . -",
+            )
+        if not isinstance(value, str):
+            raise Rejected(
+                Rejection.METADATA_INVALID, field=f"metadata.{key}", detail="values are strings"
+            )
+        size += len(key) + _utf8_length(value, f"metadata.{key}", Rejection.METADATA_INVALID)
+    if size > limits.metadata_bytes_max:
+        raise Rejected(
+            Rejection.METADATA_TOO_LARGE,
+            field="metadata",
+            detail=f"at most {limits.metadata_bytes_max} bytes of keys and values",
+        )
+
+
+def _check_reason(reason: str, *, required: bool) -> None:
+    if required and not reason.strip():
+        raise Rejected(Rejection.REASON_INVALID, field="reason", detail="a reason is required")
+    if _utf8_length(reason, "reason", Rejection.REASON_INVALID) > limits.reason_bytes_max:
+        raise Rejected(
+            Rejection.REASON_INVALID,
+            field="reason",
+            detail=f"at most {limits.reason_bytes_max} bytes",
+        )
+
+
+def _utf8_length(text: str, field: str, reason: Rejection) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise Rejected(reason, field=field, detail="must be valid Unicode text") from None
+
+
+def _check_orders_new(state: LedgerState, orders: tuple[OrderLine, ...]) -> None:
+    seen: set[str] = set()
+    for index, line in enumerate(orders):
+        if line.order_id in seen:
+            raise Rejected(
+                Rejection.ORDER_DUPLICATED,
+                field=f"orders[{index}].order_id",
+                detail=f"order {line.order_id} appears twice in one expense",
+            )
+        seen.add(line.order_id)
+    for index, line in enumerate(orders):
+        if line.order_id in state.orders:
+            raise Rejected(
+                Rejection.ORDER_ALREADY_PAID,
+                field=f"orders[{index}].order_id",
+                detail=f"order {line.order_id} was already paid",
+            )
+
+
+def _check_credit(state: LedgerState, account: str, amount: int) -> None:
+    if state.balance(account) + amount > limits.INT64_MAX:
+        raise Rejected(
+            Rejection.BALANCE_LIMIT_EXCEEDED,
+            field="amount",
+            detail=f"{account} would exceed the 64-bit balance limit",
+        )
+
+
+def _check_debit_unbounded(state: LedgerState, account: str, amount: int) -> None:
+    if state.balance(account) - amount < limits.INT64_MIN:
+        raise Rejected(
+            Rejection.BALANCE_LIMIT_EXCEEDED,
+            field="amount",
+            detail=f"{account} would exceed the 64-bit balance limit",
+        )
+
+
+def command_kind(command: Command) -> str:
+    """The event type a command produces."""
+    if isinstance(command, Expense):
+        return ExpensePaid.event_type
+    if isinstance(command, Recharge):
+        return WalletRecharged.event_type
+    if isinstance(command, Refund):
+        return RefundIssued.event_type
+    return BalanceAdjusted.event_type

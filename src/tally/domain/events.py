@@ -1,0 +1,79 @@
+"""What happened: one immutable event per committed transaction.
+
+Every event carries its postings explicitly, so anyone can check that they sum to zero per
+currency without knowing tally's business rules, and carries its idempotency key and the
+digest of the command that produced it, so the idempotency index can be rebuilt from the log
+alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tally.domain.commands import Metadata, OrderLine
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Posting:
+    """One leg of a transaction: `amount` minor units added to `account` (negative: taken)."""
+
+    account: str
+    currency: str
+    amount: int
+    order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """The fields every event has. `seq` is its place in the ledger's log, from 1."""
+
+    event_type: ClassVar[str] = ""
+
+    seq: int
+    transaction_id: str
+    timestamp_us: int  # microseconds since the Unix epoch, UTC
+    idempotency_key: str
+    command_digest: str  # hex SHA-256 of the command's canonical bytes
+    actor: str
+    user_id: str
+    currency: str
+    postings: tuple[Posting, ...]
+    metadata: Metadata = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalletRecharged(Event):
+    event_type: ClassVar[str] = "recharge"
+
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpensePaid(Event):
+    event_type: ClassVar[str] = "expense"
+
+    orders: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundIssued(Event):
+    event_type: ClassVar[str] = "refund"
+
+    expense_id: str
+    order_id: str
+    amount: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceAdjusted(Event):
+    event_type: ClassVar[str] = "adjustment"
+
+    amount: int
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls for cls in (WalletRecharged, ExpensePaid, RefundIssued, BalanceAdjusted)
+}

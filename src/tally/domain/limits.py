@@ -1,0 +1,15 @@
+"""Every bound tally enforces, in one place. Units last in names."""
+
+from __future__ import annotations
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+amount_max = INT64_MAX  # a single amount, in minor units
+identifier_length_max = 128  # user, order, merchant, gateway and transaction ids
+idempotency_key_length_max = 255
+orders_per_expense_max = 100
+metadata_entries_max = 32
+metadata_bytes_max = 4096  # UTF-8 bytes of all keys and values together
+reason_bytes_max = 1024
+batch_commands_max = 1000  # commands one writer decides and commits together

@@ -1,0 +1,1 @@
+"""The sequencer: one writer per ledger, batching commands into single commits."""

@@ -1,0 +1,128 @@
+"""What the engine needs from a store, and the rows it hands over.
+
+Rows are plain tuples in the column order of the tables in store/migrations, so a store
+writes a whole batch with one multi-row statement per table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from tally.domain.state import Entry as EntryRow
+
+__all__ = [
+    "AccountRow",
+    "BatchWrite",
+    "EntryRow",
+    "EventRow",
+    "Head",
+    "HeadMoved",
+    "KeyRow",
+    "OrderRow",
+    "Projections",
+    "Store",
+]
+
+
+class EventRow(NamedTuple):
+    seq: int
+    transaction_id: str
+    event_type: str
+    body: bytes  # canonical v1 bytes
+    hash: bytes  # chain hash after this event
+
+
+class AccountRow(NamedTuple):
+    account: str
+    balance: int
+    last_seq: int
+
+
+class OrderRow(NamedTuple):
+    order_id: str
+    expense_id: str
+    user_id: str
+    currency: str
+    merchant_id: str
+    paid: int
+    refunded: int
+
+
+class KeyRow(NamedTuple):
+    idempotency_key: str
+    command_digest: str
+    seq: int
+
+
+class Head(NamedTuple):
+    seq: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Projections:
+    """Every projection row of one ledger; what replay writes and verify compares."""
+
+    accounts: list[AccountRow]
+    entries: list[EntryRow]
+    orders: list[OrderRow]
+    keys: list[KeyRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchWrite:
+    """One batch: the head moves from `base` to `head` with these rows, or nothing does."""
+
+    ledger: str
+    base: Head
+    head: Head
+    events: list[EventRow]
+    projections: Projections  # accounts and orders hold only what changed, as of `head`
+
+
+class HeadMoved(Exception):
+    """Another writer moved the ledger's head; nothing of the batch was written."""
+
+
+class Store(Protocol):
+    """Durable storage of events and projections. Implementations: store/sqlite.py."""
+
+    def ensure_ledger(self, ledger: str) -> None: ...
+
+    def ledgers(self) -> list[str]: ...
+
+    def head(self, ledger: str) -> Head | None: ...
+
+    def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]: ...
+
+    def commit(self, batch: BatchWrite) -> None:
+        """Write the batch in one transaction, moving the head by compare-and-set.
+
+        Raises `HeadMoved` (having written nothing) when the head is not `batch.base`.
+        """
+        ...
+
+    def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
+        """Drop and rewrite every projection of `ledger` (replay), if the head is `head`."""
+        ...
+
+    def projections(self, ledger: str) -> Projections: ...
+
+    def entries_of(self, ledger: str, seq: int) -> list[EntryRow]: ...
+
+    def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None: ...
+
+    def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]: ...
+
+    def statement(
+        self, ledger: str, account: str, *, after: tuple[int, int], limit: int
+    ) -> list[tuple[EntryRow, bytes]]:
+        """Entries of `account` after `(seq, index)`, oldest first, each with its event body."""
+        ...
+
+    def order(self, ledger: str, order_id: str) -> OrderRow | None: ...
+
+    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]: ...
+
+    def close(self) -> None: ...

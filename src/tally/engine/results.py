@@ -1,0 +1,31 @@
+"""What a writer answers for each command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tally.domain.events import Event
+from tally.domain.rejections import Rejected
+from tally.domain.state import Entry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Committed:
+    """A durable transaction. `replayed` means an earlier request with the same key made it."""
+
+    ledger: str
+    event: Event
+    hash: bytes
+    entries: tuple[Entry, ...]
+    replayed: bool = False
+
+
+Outcome = Committed | Rejected
+
+
+class WriterStopped(Exception):
+    """The ledger's writer is closed; the command was not taken."""
+
+
+class CommitFailed(Exception):
+    """The database refused the batch; nothing was acknowledged. Retry with the same key."""

@@ -1,0 +1,1 @@
+"""Storage adapters implementing `tally.engine.ports.Store`."""

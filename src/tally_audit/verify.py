@@ -1,0 +1,201 @@
+"""Check a log: gapless seq, canonical bytes, the hash chain, the head, and the invariants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+GENESIS = bytes(32)
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+EVENT_TYPES = frozenset({"recharge", "expense", "refund", "adjustment"})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The first thing wrong with a ledger's log; `seq` is None for the head row."""
+
+    ledger: str
+    seq: int | None
+    problem: str
+
+
+@dataclass(slots=True)
+class Report:
+    ledger: str
+    events: int = 0
+    head_seq: int = 0
+    head_hash: bytes = GENESIS
+    finding: Finding | None = None
+    balances: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.finding is None
+
+
+class _Bad(Exception):
+    pass
+
+
+def canonical(value: object) -> bytes:
+    """The canonical bytes of a parsed JSON value (docs/log-format.md, "Canonical JSON")."""
+    return json.dumps(
+        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+
+
+def verify_events(
+    ledger: str, rows: Iterable[tuple[int, bytes, bytes]], head: tuple[int, bytes] | None
+) -> Report:
+    """Verify `rows` of `(seq, body, hash)` in stored order, and the ledger's head row."""
+    report = Report(ledger)
+    checker = _Invariants(report.balances)
+    previous = GENESIS
+    expected_seq = 1
+    for seq, body, stored_hash in rows:
+        try:
+            if seq != expected_seq:
+                raise _Bad(f"expected seq {expected_seq}, found {seq} (a gap or a reordering)")
+            chained = hashlib.sha256(previous + hashlib.sha256(body).digest()).digest()
+            if chained != bytes(stored_hash):
+                raise _Bad("hash does not chain: the event or one before it was altered")
+            event = _parse(body, ledger, seq)
+            checker.apply(event)
+        except _Bad as bad:
+            report.finding = Finding(ledger, seq, str(bad))
+            return report
+        previous = chained
+        expected_seq += 1
+        report.events += 1
+    report.head_seq, report.head_hash = expected_seq - 1, previous
+    if head is None:
+        report.finding = Finding(ledger, None, "the ledger has no head row")
+    elif head[0] != report.head_seq or bytes(head[1]) != previous:
+        report.finding = Finding(
+            ledger,
+            None,
+            f"head row says seq {head[0]}, the log ends at seq {report.head_seq} "
+            "(events were removed or the head was edited)",
+        )
+    return report
+
+
+def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:
+    try:
+        event = json.loads(body)
+    except ValueError as error:
+        raise _Bad(f"body is not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise _Bad("body is not a JSON object")
+    if canonical(event) != bytes(body):
+        raise _Bad("body is not in canonical form")
+    if event.get("v") != 1:
+        raise _Bad(f"unknown format version {event.get('v')!r}")
+    if event.get("ledger") != ledger or event.get("seq") != seq:
+        raise _Bad("body names another ledger or seq than its row")
+    if event.get("type") not in EVENT_TYPES:
+        raise _Bad(f"unknown event type {event.get('type')!r}")
+    return event
+
+
+class _Invariants:
+    """Folds balances and orders; raises `_Bad` at the first broken invariant."""
+
+    def __init__(self, balances: dict[str, int]) -> None:
+        self.balances = balances
+        self.orders: dict[str, list[object]] = {}  # order_id -> [expense_id, paid, refunded]
+        self.keys: set[str] = set()
+
+    def apply(self, event: dict[str, object]) -> None:
+        key = event.get("idempotency_key")
+        if not isinstance(key, str) or key in self.keys:
+            raise _Bad("idempotency key missing or used twice")
+        self.keys.add(key)
+        self._post(event.get("postings"))
+        kind = event["type"]
+        if kind == "expense":
+            self._expense(event)
+        elif kind == "refund":
+            self._refund(event)
+
+    def _post(self, postings: object) -> None:
+        if not isinstance(postings, list) or not postings:
+            raise _Bad("postings missing")
+        totals: dict[str, int] = {}
+        for posting in postings:
+            account, currency, amount = _posting(posting)
+            after = self.balances.get(account, 0) + amount
+            if not INT64_MIN <= after <= INT64_MAX:
+                raise _Bad(f"{account} leaves the signed 64-bit range")
+            if account.startswith("wallet:") and after < 0:
+                raise _Bad(f"{account} goes below zero ({after})")
+            self.balances[account] = after
+            totals[currency] = totals.get(currency, 0) + amount
+        unbalanced = {c: t for c, t in totals.items() if t}
+        if unbalanced:
+            raise _Bad(f"postings do not sum to zero: {unbalanced}")
+
+    def _expense(self, event: dict[str, object]) -> None:
+        orders = event.get("orders")
+        if not isinstance(orders, list) or not orders:
+            raise _Bad("expense without orders")
+        for order in orders:
+            if not isinstance(order, dict):
+                raise _Bad("malformed order")
+            order_id, amount = order.get("order_id"), order.get("amount")
+            if not isinstance(order_id, str) or type(amount) is not int or amount <= 0:
+                raise _Bad("malformed order")
+            if order_id in self.orders:
+                raise _Bad(f"order {order_id} paid twice")
+            self.orders[order_id] = [event.get("transaction_id"), amount, 0]
+
+    def _refund(self, event: dict[str, object]) -> None:
+        order = self.orders.get(str(event.get("order_id")))
+        amount = event.get("amount")
+        if order is None or order[0] != event.get("expense_id"):
+            raise _Bad("refund of an order its expense did not pay")
+        if type(amount) is not int or amount <= 0:
+            raise _Bad("malformed refund amount")
+        refunded = int(str(order[2])) + amount
+        if refunded > int(str(order[1])):
+            raise _Bad(f"order {event.get('order_id')} refunded beyond what it was paid")
+        order[2] = refunded
+
+
+def _posting(posting: object) -> tuple[str, str, int]:
+    if not isinstance(posting, dict):
+        raise _Bad("malformed posting")
+    account, currency, amount = (
+        posting.get("account"),
+        posting.get("currency"),
+        posting.get("amount"),
+    )
+    if not isinstance(account, str) or not isinstance(currency, str) or type(amount) is not int:
+        raise _Bad("malformed posting")
+    if not account.endswith(":" + currency):
+        raise _Bad(f"posting currency {currency} does not match account {account}")
+    return account, currency, amount
+
+
+def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
+    """Verify every ledger (or one) of a tally SQLite file, opened read-only."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        heads = {
+            name: (seq, bytes(hash_))
+            for name, seq, hash_ in db.execute("SELECT name, seq, hash FROM ledgers")
+        }
+        names = sorted(heads) if ledger is None else [ledger]
+        reports = []
+        for name in names:
+            rows = db.execute(
+                "SELECT seq, body, hash FROM events WHERE ledger = ? ORDER BY seq", (name,)
+            )
+            reports.append(verify_events(name, rows, heads.get(name)))
+        return reports
+    finally:
+        db.close()
