@@ -5,9 +5,9 @@ it re-checks the invariants as it goes and returns the ledger lines (`Entry`) th
 produced, each with the account's balance after it.
 
 State is mutable for speed (a writer folds tens of thousands of events a second), but every
-change inside a batch is journaled: `begin()` starts a journal, `rollback()` puts back exactly
-what the batch changed, `commit()` forgets the journal. A batch whose database commit fails
-therefore leaves the state as it was.
+change inside a batch is journaled: `begin()` opens a batch, `rollback_newest()` puts back
+exactly what the batch changed, `release_oldest()` forgets the journal of a committed batch.
+A batch whose database commit fails therefore leaves the state as it was.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class LedgerState:
     """Balances, orders, expenses and idempotency keys of one ledger, after `seq` events."""
 
     __slots__ = (
+        "_levels",
         "_undo",
         "balances",
         "dirty_accounts",
@@ -87,33 +88,44 @@ class LedgerState:
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
+        self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_accounts: set[str] = set()
         self.dirty_orders: set[str] = set()
 
     # -- the batch journal -------------------------------------------------------------
-    def begin(self) -> tuple[int, int]:
-        """Start journaling; returns the mark `rollback` restores."""
-        if self._undo is not None:
-            raise InvariantViolated("a batch is already open")
+    # Batches nest: while batch N is being committed the writer already decides batch N+1
+    # on top of it. Each open batch is a level with its own undo list; the oldest level is
+    # released when its commit lands, the newest is rolled back when a commit fails.
+    def begin(self) -> None:
+        """Open a new batch level; changes from now on can be rolled back."""
         self._undo = []
+        self._levels.append((self._undo, self.seq, self.last_timestamp_us))
         self.dirty_accounts = set()
         self.dirty_orders = set()
-        return self.seq, self.last_timestamp_us
 
-    def commit(self) -> None:
-        self._undo = None
+    @property
+    def open_batches(self) -> int:
+        return len(self._levels)
 
-    def rollback(self, mark: tuple[int, int]) -> None:
-        undo = self._undo
-        if undo is None:
-            raise InvariantViolated("rollback without a batch")
+    def release_oldest(self) -> None:
+        """The oldest open batch committed: forget how to undo it."""
+        if not self._levels:
+            raise InvariantViolated("no open batch to release")
+        del self._levels[0]
+        if not self._levels:
+            self._undo = None
+
+    def rollback_newest(self) -> None:
+        """Put back exactly what the newest open batch changed."""
+        if not self._levels:
+            raise InvariantViolated("no open batch to roll back")
+        undo, self.seq, self.last_timestamp_us = self._levels.pop()
         for table, key, old in reversed(undo):
             if old is _MISSING:
                 del table[key]
             else:
                 table[key] = old
-        self.seq, self.last_timestamp_us = mark
-        self._undo = None
+        self._undo = self._levels[-1][0] if self._levels else None
 
     def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if self._undo is not None:

@@ -2,12 +2,16 @@
 
 The writer thread owns the ledger's in-memory state. It takes every queued command up to
 `batch_commands_max`, decides each against the state (a refused command leaves no trace),
-chains the accepted events, and writes the whole batch in one database transaction that
-moves the ledger's head by compare-and-set. Only after that commit does any caller hear back.
+chains the accepted events, and hands the batch to its committer thread, which writes it in
+one database transaction that moves the ledger's head by compare-and-set. Only after that
+commit does any caller hear back.
 
-If the commit fails the journal puts the state back as it was. If another process moved the
-head (`HeadMoved`), the writer catches up from the log with the same `evolve` replay uses and
-decides the batch again.
+The two threads form a pipeline of depth two: while batch N is being committed (SQLite and
+fsync work that runs without the GIL), the writer decides batch N+1 on top of N's state.
+Batch N+1 is handed over only after N has committed. If N's commit fails, the journal rolls
+back N+1 and then N, so the state is again exactly what the database holds; N's callers get
+the error (or, when another process moved the head, N is decided again after catching up
+from the log with the same `evolve` replay uses), and N+1 is decided again.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import queue
 import threading
 import time
 from collections.abc import Container, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import structlog
 
@@ -43,16 +48,28 @@ from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
 
-fence_retries_max = 16  # catch-up-and-redecide rounds before a batch gives up
+fence_retries_max = 16  # consecutive fenced commits before a batch gives up
 catch_up_page_events = 10_000
 
 
 class _Submission:
-    __slots__ = ("envelopes", "future")
+    __slots__ = ("envelopes", "fenced", "future")
 
     def __init__(self, envelopes: Sequence[Envelope]) -> None:
         self.envelopes = envelopes
         self.future: Future[list[Outcome]] = Future()
+        self.fenced = 0  # how many times its batch lost the compare-and-set
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A decided batch whose state changes are journaled until its commit is known."""
+
+    submissions: list[_Submission]
+    outcomes: list[Outcome | int]
+    batch: BatchWrite
+    head_before: bytes
+    commit: Future[None] | None = None
 
 
 _STOP = object()
@@ -71,7 +88,7 @@ def transaction_ids(count: int, unix_ms: int) -> list[str]:
 
 
 class LedgerWriter:
-    """The single writer of one ledger, on a thread of its own."""
+    """The single writer of one ledger, on a thread of its own (plus its committer)."""
 
     def __init__(
         self,
@@ -89,7 +106,9 @@ class LedgerWriter:
         self.head_hash = GENESIS_HASH
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
+        self._broken: BaseException | None = None
         self._stale = True  # the state must catch up with the log before deciding
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"tally-commit-{ledger}")
         self._thread = threading.Thread(target=self._run, name=f"tally-writer-{ledger}")
         store.ensure_ledger(ledger)
         self._catch_up()
@@ -98,8 +117,8 @@ class LedgerWriter:
     # -- the callers' side -------------------------------------------------------------
     def submit(self, envelopes: Sequence[Envelope]) -> Future[list[Outcome]]:
         """Queue commands; the future resolves once their batch has committed."""
-        if self._closed:
-            raise WriterStopped(self.ledger)
+        if self._closed or self._broken is not None:
+            raise WriterStopped(self.ledger) from self._broken
         submission = _Submission(envelopes)
         self._queue.put(submission)
         return submission.future
@@ -109,26 +128,43 @@ class LedgerWriter:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join()
+            self._committer.shutdown()
 
     # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            submissions, stop = self._take()
-            if submissions:
-                self._process(submissions)
-            if stop:
-                return
+        in_flight: _Decided | None = None
+        carried: list[_Submission] = []
+        stop = False
+        try:
+            while True:
+                if carried:
+                    submissions, carried = carried, []
+                elif stop:
+                    submissions = []
+                else:
+                    submissions, stop = self._take(block=in_flight is None)
+                decided = self._decide_batch(submissions) if submissions else None
+                if in_flight is not None:
+                    carried = self._finish(in_flight, newer=decided)
+                    if carried:
+                        decided = None
+                    in_flight = None
+                if decided is not None:
+                    in_flight = self._start_commit(decided)
+                if stop and in_flight is None and not carried:
+                    return
+        except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
+            self._broken = error
+            log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
+            self._fail_all(error, in_flight, carried)
+            raise
 
-    def _take(self) -> tuple[list[_Submission], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, _Submission)
-        taken = [first]
-        count = len(first.envelopes)
+    def _take(self, *, block: bool) -> tuple[list[_Submission], bool]:
+        taken: list[_Submission] = []
+        count = 0
         while count < self.batch_commands_max:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get() if block and not taken else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -138,48 +174,78 @@ class LedgerWriter:
             count += len(item.envelopes)
         return taken, False
 
-    def _process(self, submissions: list[_Submission]) -> None:
+    def _decide_batch(self, submissions: list[_Submission]) -> _Decided:
+        if self._stale:
+            self._catch_up()
+        head_before = self.head_hash
+        self.state.begin()
         envelopes = [e for s in submissions for e in s.envelopes]
-        try:
-            outcomes = self._decide_and_commit(envelopes)
-        except Exception as error:  # the batch failed as a whole: tell every caller
-            log.warning("batch failed", ledger=self.ledger, error=repr(error))
-            for submission in submissions:
-                submission.future.set_exception(error)
-            if isinstance(error, InvariantViolated):
-                raise
-            return
+        outcomes, batch = self._decide(envelopes)
+        return _Decided(submissions, outcomes, batch, head_before)
+
+    def _start_commit(self, decided: _Decided) -> _Decided | None:
+        if not decided.batch.events:  # only refusals and replays: nothing to write
+            self._answer(decided)
+            return None
+        decided.commit = self._committer.submit(self.store.commit, decided.batch)
+        return decided
+
+    def _finish(self, in_flight: _Decided, *, newer: _Decided | None) -> list[_Submission]:
+        """Wait for the in-flight commit; returns the submissions to decide again."""
+        assert in_flight.commit is not None
+        error = in_flight.commit.exception()
+        if error is None:
+            self._answer(in_flight)
+            return []
+        if newer is not None:
+            self.state.rollback_newest()
+        self.state.rollback_newest()
+        self.head_hash = in_flight.head_before
+        self._stale = True  # the commit may even have landed: learn it from the log
+        again = [] if newer is None else list(newer.submissions)
+        if isinstance(error, HeadMoved):
+            retry = []
+            for submission in in_flight.submissions:
+                submission.fenced += 1
+                if submission.fenced < fence_retries_max:
+                    retry.append(submission)
+                else:
+                    submission.future.set_exception(
+                        CommitFailed(f"ledger {self.ledger}: fenced {fence_retries_max} times")
+                    )
+            return retry + again
+        log.warning("commit failed", ledger=self.ledger, error=repr(error))
+        failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
+        failure.__cause__ = error
+        for submission in in_flight.submissions:
+            submission.future.set_exception(failure)
+        return again
+
+    def _answer(self, decided: _Decided) -> None:
+        self.state.release_oldest()
+        outcomes = self._resolve_replays(decided.outcomes)
         start = 0
-        for submission in submissions:
+        for submission in decided.submissions:
             end = start + len(submission.envelopes)
             submission.future.set_result(outcomes[start:end])
             start = end
 
-    def _decide_and_commit(self, envelopes: list[Envelope]) -> list[Outcome]:
-        for _ in range(fence_retries_max):
-            if self._stale:
-                self._catch_up()
-            mark = self.state.begin()
-            head_before = self.head_hash
+    def _fail_all(
+        self, error: BaseException, in_flight: _Decided | None, carried: list[_Submission]
+    ) -> None:
+        pending = list(carried)
+        if in_flight is not None:
+            pending.extend(in_flight.submissions)
+        while True:
             try:
-                outcomes, batch = self._decide(envelopes)
-                if batch.events:
-                    self.store.commit(batch)
-            except HeadMoved:
-                self.state.rollback(mark)
-                self.head_hash = head_before
-                self._stale = True
-                continue
-            except Exception as error:
-                self.state.rollback(mark)
-                self.head_hash = head_before
-                self._stale = True  # the commit may have landed: learn it from the log
-                if isinstance(error, InvariantViolated | Rejected):
-                    raise
-                raise CommitFailed(f"ledger {self.ledger}: {error!r}") from error
-            self.state.commit()
-            return self._resolve_replays(outcomes, batch)
-        raise CommitFailed(f"ledger {self.ledger}: fenced {fence_retries_max} times in a row")
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Submission):
+                pending.append(item)
+        for submission in pending:
+            if not submission.future.done():
+                submission.future.set_exception(WriterStopped(self.ledger))
 
     def _decide(self, envelopes: list[Envelope]) -> tuple[list[Outcome | int], BatchWrite]:
         """Decide every command, applying accepted events to the (journaled) state."""
@@ -238,7 +304,7 @@ class LedgerWriter:
         )
         return outcomes, batch
 
-    def _resolve_replays(self, outcomes: list[Outcome | int], batch: BatchWrite) -> list[Outcome]:
+    def _resolve_replays(self, outcomes: list[Outcome | int]) -> list[Outcome]:
         """Answer repeated requests with the transaction their key first produced."""
         resolved: list[Outcome] = []
         in_batch: dict[int, Committed] = {}
@@ -277,12 +343,15 @@ class LedgerWriter:
             )
             for row in rows:
                 self._apply_logged(row)
-            if len(rows) < catch_up_page_events:
-                break
-        head = self.store.head(self.ledger)
-        if head is None or head != Head(self.state.seq, self.head_hash):
-            raise InvariantViolated(f"ledger {self.ledger}: head row disagrees with the log")
-        self._stale = False
+            if len(rows) == catch_up_page_events:
+                continue
+            head = self.store.head(self.ledger)
+            if head is not None and head.seq > self.state.seq:
+                continue  # another writer committed meanwhile
+            if head is None or head != Head(self.state.seq, self.head_hash):
+                raise InvariantViolated(f"ledger {self.ledger}: head row disagrees with the log")
+            self._stale = False
+            return
 
     def _apply_logged(self, row: EventRow) -> None:
         ledger, event = decode_event(row.body)

@@ -29,17 +29,42 @@ from tally.store.migrate import migrations
 
 busy_timeout_ms = 30_000
 
-_INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?)"
-_INSERT_ENTRY = "INSERT INTO entries VALUES (?,?,?,?,?,?,?)"
-_UPSERT_ACCOUNT = (
-    "INSERT INTO accounts VALUES (?,?,?,?,?,?,?) ON CONFLICT (ledger, account) "
-    "DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq"
+rows_per_statement = 128  # multi-row VALUES: one statement step per 128 rows
+
+
+class _Insert:
+    """A multi-row INSERT: full chunks of `rows_per_statement` rows, then single rows.
+
+    Fixed chunk sizes keep the SQL text constant, so sqlite3's statement cache reuses it.
+    """
+
+    def __init__(self, table: str, columns: int, suffix: str = "") -> None:
+        row = "(" + ",".join("?" * columns) + ")"
+        self.one = f"INSERT INTO {table} VALUES {row} {suffix}"
+        self.chunk = f"INSERT INTO {table} VALUES {','.join([row] * rows_per_statement)} {suffix}"
+
+    def run(self, db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+        full = len(rows) - len(rows) % rows_per_statement
+        for start in range(0, full, rows_per_statement):
+            db.execute(
+                self.chunk, [v for row in rows[start : start + rows_per_statement] for v in row]
+            )
+        if full < len(rows):
+            db.executemany(self.one, rows[full:])
+
+
+_INSERT_EVENT = _Insert("events", 6)
+_INSERT_ENTRY = _Insert("entries", 7)
+_UPSERT_ACCOUNT = _Insert(
+    "accounts",
+    7,
+    "ON CONFLICT (ledger, account) "
+    "DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq",
 )
-_UPSERT_ORDER = (
-    "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (ledger, order_id) "
-    "DO UPDATE SET refunded = excluded.refunded"
+_UPSERT_ORDER = _Insert(
+    "orders", 8, "ON CONFLICT (ledger, order_id) DO UPDATE SET refunded = excluded.refunded"
 )
-_INSERT_KEY = "INSERT INTO idempotency_keys VALUES (?,?,?,?)"
+_INSERT_KEY = _Insert("idempotency_keys", 4)
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 
 
@@ -105,7 +130,6 @@ class SqliteStore:
     def commit(self, batch: BatchWrite) -> None:
         db = self._connection()
         ledger = batch.ledger
-        p = batch.projections
         db.execute("BEGIN IMMEDIATE")
         try:
             moved = db.execute(
@@ -114,11 +138,8 @@ class SqliteStore:
             ).rowcount
             if moved != 1:
                 raise HeadMoved(ledger)
-            db.executemany(_INSERT_EVENT, [(ledger, *row) for row in batch.events])
-            db.executemany(_INSERT_ENTRY, [(ledger, *row) for row in p.entries])
-            db.executemany(_UPSERT_ACCOUNT, [_account_values(ledger, row) for row in p.accounts])
-            db.executemany(_UPSERT_ORDER, [(ledger, *row) for row in p.orders])
-            db.executemany(_INSERT_KEY, [(ledger, *row) for row in p.keys])
+            _INSERT_EVENT.run(db, [(ledger, *row) for row in batch.events])
+            self._write_projections(db, ledger, batch.projections)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -133,16 +154,19 @@ class SqliteStore:
                 raise HeadMoved(ledger)
             for table in ("entries", "accounts", "orders", "idempotency_keys"):
                 db.execute(f"DELETE FROM {table} WHERE ledger = ?", (ledger,))
-            p = projections
-            db.executemany(_INSERT_ENTRY, [(ledger, *row) for row in p.entries])
-            db.executemany(_UPSERT_ACCOUNT, [_account_values(ledger, row) for row in p.accounts])
-            db.executemany(_UPSERT_ORDER, [(ledger, *row) for row in p.orders])
-            db.executemany(_INSERT_KEY, [(ledger, *row) for row in p.keys])
+            self._write_projections(db, ledger, projections)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _write_projections(db: sqlite3.Connection, ledger: str, p: Projections) -> None:
+        _INSERT_ENTRY.run(db, [(ledger, *row) for row in p.entries])
+        _UPSERT_ACCOUNT.run(db, [_account_values(ledger, row) for row in p.accounts])
+        _UPSERT_ORDER.run(db, [(ledger, *row) for row in p.orders])
+        _INSERT_KEY.run(db, [(ledger, *row) for row in p.keys])
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:

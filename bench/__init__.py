@@ -1,0 +1,1 @@
+"""tally's benchmarks: run on purpose (`python -m bench.engine`), never as timed tests."""

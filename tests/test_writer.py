@@ -1,0 +1,141 @@
+"""The writer's pipeline under failure: failed commits, fencing by another writer, bugs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tally.bootstrap import open_engine
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
+from tally.domain.rejections import Rejected, Rejection
+from tally.engine.engine import Engine
+from tally.engine.ports import BatchWrite
+from tally.engine.results import CommitFailed, Committed
+from tally.store.sqlite import SqliteStore
+from tally.verification import verify
+
+LEDGER = "default"
+
+
+def recharge(key: str, user: str, amount: int) -> Envelope:
+    return Envelope(
+        idempotency_key=key,
+        command=Recharge(user_id=user, amount=amount, currency="USD", gateway="paypal"),
+    )
+
+
+def expense(key: str, user: str, order: str, amount: int) -> Envelope:
+    return Envelope(
+        idempotency_key=key,
+        command=Expense(
+            user_id=user, currency="USD", orders=(OrderLine(order_id=order, amount=amount),)
+        ),
+    )
+
+
+class FlakyStore(SqliteStore):
+    """Fails the commits whose number (from 1) is in `failing`, before writing anything."""
+
+    def __init__(self, path: Path, failing: set[int]) -> None:
+        super().__init__(path)
+        self.failing = failing
+        self.commits = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def commit(self, batch: BatchWrite) -> None:
+        self.gate.wait(10)
+        self.commits += 1
+        if self.commits in self.failing:
+            raise OSError("disk unplugged")
+        super().commit(batch)
+
+
+def wallet_balance(engine: Engine, user: str) -> int:
+    return engine.writer(LEDGER).state.balance(f"wallet:{user}:USD")
+
+
+def test_a_failed_commit_leaves_state_as_the_database_has_it(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "flaky.db", failing={2})
+    engine = Engine(store, currencies={"USD"})
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1000))
+        with pytest.raises(CommitFailed):
+            engine.execute(LEDGER, expense("e1", "alice", "o1", 600))
+        assert wallet_balance(engine, "alice") == 1000
+        assert "o1" not in engine.writer(LEDGER).state.orders
+        # The retry with the same key succeeds exactly once.
+        retried = engine.execute(LEDGER, expense("e1", "alice", "o1", 600))
+        assert retried.event.seq == 2
+        assert not retried.replayed
+        assert wallet_balance(engine, "alice") == 400
+        engine.close()
+        assert verify(engine, LEDGER).ok
+    finally:
+        engine.close()
+        store.close()
+
+
+def test_a_batch_decided_behind_a_failed_commit_is_decided_again(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "flaky.db", failing={2})
+    engine = Engine(store, currencies={"USD"}, batch_commands_max=1)
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1000))
+        writer = engine.writer(LEDGER)
+        store.gate.clear()  # hold commit 2 so that the next command is decided behind it
+        first = writer.submit([expense("e1", "alice", "o1", 600)])
+        second = writer.submit([expense("e2", "alice", "o2", 600)])
+        store.gate.set()
+        with pytest.raises(CommitFailed):
+            first.result(10)
+        (outcome,) = second.result(10)
+        # e1 never landed, so e2 (decided again on the true state) has the funds.
+        assert isinstance(outcome, Committed)
+        assert outcome.event.seq == 2
+        assert wallet_balance(engine, "alice") == 400
+        engine.close()
+        assert verify(engine, LEDGER).ok
+    finally:
+        engine.close()
+        store.close()
+
+
+def test_two_writers_on_one_file_are_fenced_and_never_overdraw(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    engines = [open_engine(path), open_engine(path)]
+    try:
+        engines[0].execute(LEDGER, recharge("r1", "alice", 1000))
+        results: list[list[object]] = [[], []]
+
+        def spend(which: int) -> None:
+            for i in range(20):
+                try:
+                    results[which].append(
+                        engines[which].execute(
+                            LEDGER, expense(f"w{which}-{i}", "alice", f"w{which}-o{i}", 30)
+                        )
+                    )
+                except Rejected as rejection:
+                    results[which].append(rejection.reason)
+
+        threads = [threading.Thread(target=spend, args=(n,)) for n in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        committed = [r for rs in results for r in rs if isinstance(r, Committed)]
+        refused = [r for rs in results for r in rs if not isinstance(r, Committed)]
+        assert len(committed) == 33  # 1000 // 30, whoever wins each race
+        assert set(refused) == {Rejection.INSUFFICIENT_FUNDS}
+        assert sorted(c.event.seq for c in committed) == list(range(2, 35))
+        for engine in engines:
+            engine.close()
+        verification = verify(engines[0], LEDGER)
+        assert verification.ok, verification
+        assert verification.events == 34
+    finally:
+        for engine in engines:
+            engine.close()
+            engine.store.close()
