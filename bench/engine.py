@@ -1,26 +1,35 @@
-"""In-process engine throughput on SQLite (durable: WAL, synchronous=FULL).
+"""In-process engine throughput, durable, on SQLite or PostgreSQL.
 
-    .venv/bin/python -m bench.engine [--expenses N] [--wallets N] [--out docs/benchmarks.md]
+    .venv/bin/python -m bench.engine [--store sqlite|postgresql] [--expenses N] [--wallets N]
+
+SQLite runs with WAL and synchronous=FULL; PostgreSQL with synchronous_commit=on (the
+server's default, checked). Each scenario gets a fresh file or database.
 
 Scenarios, all measured in one run so the ratios compare like with like on a noisy machine:
 - tally, batch size 1000, expenses spread uniformly over `--wallets` wallets;
 - tally, batch size 1000, every expense on one hot wallet;
 - tally, batch size 1 (one commit, so one fsync, per expense), uniform and hot;
 - baseline: the conventional ledger on the same SQLite settings, one database transaction
-  per expense (read the balance, check it, insert the entries with balance_after, update
-  both balances), uniform.
+  per expense (lock and read both balances, check, insert the entries with balance_after,
+  update both balances), uniform.
 Each expense pays one order of 1.00 USD. Wallets are funded before the clock starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
 
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
@@ -68,8 +77,35 @@ def _expenses(users: list[str], count: int, tag: str) -> list[Envelope]:
     ]
 
 
-def run_tally(name: str, *, wallets: int, expenses: int, batch: int, folder: Path) -> Result:
-    engine = open_engine(folder / f"{name}.db", batch_commands_max=batch)
+PG_ADMIN_URL = os.environ.get("TALLY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def _database(store: str, folder: Path, name: str) -> Iterator[str]:
+    """A fresh SQLite path or PostgreSQL database URL for one scenario."""
+    if store == "sqlite":
+        yield str(folder / f"{name}.db")
+        return
+    database = f"tally_bench_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        db = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            if await db.fetchval("SHOW synchronous_commit") != "on":
+                raise RuntimeError("benchmarks need synchronous_commit=on")
+            await db.execute(sql)
+        finally:
+            await db.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{database}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+def run_tally(name: str, *, wallets: int, expenses: int, batch: int, db: str) -> Result:
+    engine = open_engine(db, batch_commands_max=batch)
     users = [f"user{i}" for i in range(wallets)]
     try:
         _fund(engine, users, amount=100 * (expenses // wallets + 1))
@@ -89,9 +125,15 @@ def run_tally(name: str, *, wallets: int, expenses: int, batch: int, folder: Pat
     return Result(name, expenses, elapsed)
 
 
-def run_baseline(name: str, *, wallets: int, expenses: int, folder: Path) -> Result:
-    """The conventional ledger: one transaction per expense, balances read and updated."""
-    db = sqlite3.connect(folder / f"{name}.db", isolation_level=None)
+def run_baseline(name: str, *, store: str, wallets: int, expenses: int, db: str) -> Result:
+    """The conventional ledger: one database transaction per expense."""
+    if store == "sqlite":
+        return _baseline_sqlite(name, wallets=wallets, expenses=expenses, path=db)
+    return asyncio.run(_baseline_postgres(name, wallets=wallets, expenses=expenses, url=db))
+
+
+def _baseline_sqlite(name: str, *, wallets: int, expenses: int, path: str) -> Result:
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.executescript(
@@ -128,42 +170,98 @@ def run_baseline(name: str, *, wallets: int, expenses: int, folder: Path) -> Res
     return Result(name, expenses, elapsed)
 
 
+baseline_connections = 16
+
+
+async def _baseline_postgres(name: str, *, wallets: int, expenses: int, url: str) -> Result:
+    """Each transfer: lock both accounts in id order, check, insert entries, update balances."""
+    pool = await asyncpg.create_pool(
+        url, min_size=baseline_connections, max_size=baseline_connections
+    )
+    async with pool.acquire() as db:
+        await db.execute(
+            "CREATE TABLE accounts (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);"
+            "CREATE TABLE entries (id BIGSERIAL PRIMARY KEY, account TEXT, txn BIGINT, "
+            "amount BIGINT, balance_after BIGINT, order_id TEXT);"
+            "CREATE INDEX entries_by_account ON entries (account, id);"
+        )
+        per_wallet = 100 * (expenses // wallets + 1)
+        await db.copy_records_to_table(
+            "accounts",
+            records=[(f"wallet:u{i}", per_wallet) for i in range(wallets)] + [("revenue:shop", 0)],
+        )
+    counter = iter(range(expenses))
+
+    async def worker() -> None:
+        async with pool.acquire() as db:
+            for i in counter:
+                wallet = f"wallet:u{i % wallets}"
+                async with db.transaction():
+                    rows = await db.fetch(
+                        "SELECT id, balance FROM accounts WHERE id = ANY($1::text[]) "
+                        "ORDER BY id FOR UPDATE",
+                        [wallet, "revenue:shop"],
+                    )
+                    balance = {row[0]: row[1] for row in rows}
+                    if balance[wallet] < 100:
+                        raise RuntimeError("baseline overdraw")
+                    await db.execute(
+                        "INSERT INTO entries (account, txn, amount, balance_after, order_id) "
+                        "VALUES ($1, $2, -100, $3, $4), ('revenue:shop', $2, 100, $5, $4)",
+                        wallet,
+                        i,
+                        balance[wallet] - 100,
+                        f"o{i}",
+                        balance["revenue:shop"] + 100,
+                    )
+                    await db.execute(
+                        "UPDATE accounts SET balance = balance + CASE id WHEN $1 THEN -100 "
+                        "ELSE 100 END WHERE id = ANY($2::text[])",
+                        wallet,
+                        [wallet, "revenue:shop"],
+                    )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(baseline_connections)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return Result(name, expenses, elapsed)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--expenses", type=int, default=100_000)
     parser.add_argument("--single-expenses", type=int, default=2_000)
     parser.add_argument("--wallets", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, help="write the results table to this file")
     args = parser.parse_args()
+    store = args.store
     with tempfile.TemporaryDirectory(prefix="tally-bench-") as tmp:
         folder = Path(tmp)
+
+        def tally(name: str, wallets: int, expenses: int, batch: int) -> Callable[[], Result]:
+            def run() -> Result:
+                with _database(store, folder, name) as db:
+                    return run_tally(name, wallets=wallets, expenses=expenses, batch=batch, db=db)
+
+            return run
+
+        def baseline() -> Result:
+            with _database(store, folder, "baseline") as db:
+                return run_baseline(
+                    "baseline-uniform",
+                    store=store,
+                    wallets=args.wallets,
+                    expenses=args.single_expenses,
+                    db=db,
+                )
+
         runs: list[Callable[[], Result]] = [
-            lambda: run_tally(
-                "uniform-batch1000",
-                wallets=args.wallets,
-                expenses=args.expenses,
-                batch=1000,
-                folder=folder,
-            ),
-            lambda: run_tally(
-                "hot-batch1000", wallets=1, expenses=args.expenses, batch=1000, folder=folder
-            ),
-            lambda: run_tally(
-                "uniform-batch1",
-                wallets=args.wallets,
-                expenses=args.single_expenses,
-                batch=1,
-                folder=folder,
-            ),
-            lambda: run_tally(
-                "hot-batch1", wallets=1, expenses=args.single_expenses, batch=1, folder=folder
-            ),
-            lambda: run_baseline(
-                "baseline-uniform",
-                wallets=args.wallets,
-                expenses=args.single_expenses,
-                folder=folder,
-            ),
+            tally("uniform-batch1000", args.wallets, args.expenses, 1000),
+            tally("hot-batch1000", 1, args.expenses, 1000),
+            tally("uniform-batch1", args.wallets, args.single_expenses, 1),
+            tally("hot-batch1", 1, args.single_expenses, 1),
+            baseline,
         ]
         results = {}
         for run in runs:
@@ -174,10 +272,8 @@ def main() -> None:
                 f"{result.seconds:6.2f} s = {result.per_second:>9,.0f}/s",
                 flush=True,
             )
-    table = _table(results)
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    print(f"store: {store}")
+    print(_table(results))
 
 
 def _table(results: dict[str, Result]) -> str:

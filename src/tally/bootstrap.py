@@ -11,10 +11,12 @@ from tally.store.sqlite import SqliteStore
 
 
 def open_store(db: str | Path) -> Store:
-    """A store for `db`: a SQLite file path (PostgreSQL URLs arrive with the PostgreSQL store)."""
+    """A store for `db`: a `postgresql://` URL, or else a SQLite file path."""
     text = str(db)
     if text.startswith(("postgres://", "postgresql://")):
-        raise ValueError("PostgreSQL is not supported yet; pass a SQLite file path")
+        from tally.store.postgres import PostgresStore  # asyncpg loads only when used
+
+        return PostgresStore(text)
     return SqliteStore(text)
 
 

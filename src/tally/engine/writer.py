@@ -31,7 +31,7 @@ from tally.audit.chain import GENESIS_HASH, link
 from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.decide import Stamp, decide, recall
-from tally.domain.rejections import InvariantViolated, Rejected
+from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.domain.state import LedgerState, evolve
 from tally.engine.ports import (
     AccountRow,
@@ -260,7 +260,11 @@ class LedgerWriter:
         key_rows: list[KeyRow] = []
         head_hash = self.head_hash
         for index, envelope in enumerate(envelopes):
-            digest = command_digest(envelope.command)
+            try:
+                digest = command_digest(envelope.command)
+            except UnicodeEncodeError:  # a lone surrogate: let the ladder name the field
+                outcomes.append(self._unencodable(envelope))
+                continue
             try:
                 prior_seq = recall(state, envelope, digest)
                 if prior_seq is not None:
@@ -303,6 +307,16 @@ class LedgerWriter:
             ),
         )
         return outcomes, batch
+
+    def _unencodable(self, envelope: Envelope) -> Rejected:
+        stamp = Stamp(seq=0, transaction_id="", timestamp_us=0, command_digest="")
+        try:
+            decide(self.state, envelope, stamp, currencies=self.currencies)
+        except Rejected as rejection:
+            return rejection
+        return Rejected(
+            Rejection.METADATA_INVALID, field="command", detail="text must be valid Unicode"
+        )
 
     def _resolve_replays(self, outcomes: list[Outcome | int]) -> list[Outcome]:
         """Answer repeated requests with the transaction their key first produced."""

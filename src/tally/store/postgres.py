@@ -1,0 +1,333 @@
+"""The production store: PostgreSQL through asyncpg, with the SQLite store's exact semantics.
+
+The engine is thread-based (one writer and one committer thread per ledger), asyncpg is
+asyncio-based: the store owns a private event loop on a thread of its own and every call
+hops onto it. A batch costs a constant number of round trips whatever its size: the head's
+compare-and-set, one binary COPY per append-only table, one `unnest` upsert per mutable
+projection, and the commit.
+
+Correctness rests only on the compare-and-set of the head row under any isolation level:
+a second writer's UPDATE waits for the first to commit, re-reads the row, no longer matches
+`(seq, hash)` and changes nothing, which the engine sees as `HeadMoved`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+
+from tally.audit.chain import GENESIS_HASH
+from tally.domain import accounts
+from tally.engine.ports import (
+    AccountRow,
+    BatchWrite,
+    EntryRow,
+    EventRow,
+    Head,
+    HeadMoved,
+    KeyRow,
+    OrderRow,
+    Projections,
+)
+from tally.store.migrate import migrations
+
+T = TypeVar("T")
+_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+pool_connections_max = 8
+command_timeout_s = 60.0
+
+_EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash")
+_ENTRY_COLUMNS = ("ledger", "account", "seq", "idx", "amount", "balance_after", "order_id")
+_KEY_COLUMNS = ("ledger", "idempotency_key", "command_digest", "seq")
+_MOVE_HEAD = "UPDATE ledgers SET seq = $1, hash = $2 WHERE name = $3 AND seq = $4 AND hash = $5"
+_UPSERT_ACCOUNTS = """
+INSERT INTO accounts (ledger, account, kind, owner, currency, balance, last_seq)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                         $7::bigint[])
+ON CONFLICT (ledger, account)
+DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq
+"""
+_UPSERT_ORDERS = """
+INSERT INTO orders (ledger, order_id, expense_id, user_id, currency, merchant_id, paid, refunded)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::bigint[])
+ON CONFLICT (ledger, order_id) DO UPDATE SET refunded = excluded.refunded
+"""
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh event loop (for tools and tests)."""
+    return asyncio.run(coroutine)
+
+
+class PostgresStore:
+    """`Store` on PostgreSQL (and engines that speak its protocol and SQL profile)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tally-postgres", daemon=True
+        )
+        self._thread.start()
+        self._pool: asyncpg.Pool | None = None
+        try:
+            self._pool = self._call(self._open())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # -- the loop ----------------------------------------------------------------------
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _open(self) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=pool_connections_max,
+            command_timeout=command_timeout_s,
+        )
+        async with pool.acquire() as db:
+            await _migrate(db)
+        return pool
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            self._call(pool.close())
+            self._stop_loop()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is closed")
+        return self._pool
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as db:
+            rows: list[asyncpg.Record] = await db.fetch(query, *args)
+            return rows
+
+    def _rows(self, query: str, *args: object) -> list[asyncpg.Record]:
+        return self._call(self._fetch(query, *args))
+
+    # -- the write path ----------------------------------------------------------------
+    def ensure_ledger(self, ledger: str) -> None:
+        self._rows(
+            "INSERT INTO ledgers VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
+            ledger,
+            GENESIS_HASH,
+            time.time_ns() // 1000,
+        )
+
+    def commit(self, batch: BatchWrite) -> None:
+        self._call(self._commit(batch))
+
+    async def _commit(self, batch: BatchWrite) -> None:
+        ledger = batch.ledger
+        async with self.pool.acquire() as db, db.transaction():
+            status = await db.execute(
+                _MOVE_HEAD,
+                batch.head.seq,
+                batch.head.hash,
+                ledger,
+                batch.base.seq,
+                batch.base.hash,
+            )
+            if status != "UPDATE 1":
+                raise HeadMoved(ledger)
+            await db.copy_records_to_table(
+                "events",
+                records=[(ledger, *row) for row in batch.events],
+                columns=_EVENT_COLUMNS,
+            )
+            await _write_projections(db, ledger, batch.projections)
+
+    def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
+        self._call(self._replace(ledger, projections, head))
+
+    async def _replace(self, ledger: str, projections: Projections, head: Head) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            row = await db.fetchrow(
+                "SELECT seq, hash FROM ledgers WHERE name = $1 FOR UPDATE", ledger
+            )
+            if row is None or Head(row[0], bytes(row[1])) != head:
+                raise HeadMoved(ledger)
+            for table in ("entries", "accounts", "orders", "idempotency_keys"):
+                await db.execute(f"DELETE FROM {table} WHERE ledger = $1", ledger)
+            await _write_projections(db, ledger, projections)
+
+    # -- reads -------------------------------------------------------------------------
+    def ledgers(self) -> list[str]:
+        return [r[0] for r in self._rows("SELECT name FROM ledgers ORDER BY 1")]
+
+    def head(self, ledger: str) -> Head | None:
+        rows = self._rows("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
+        return Head(rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
+        rows = self._rows(
+            "SELECT seq, transaction_id, event_type, body, hash FROM events "
+            "WHERE ledger = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            ledger,
+            after_seq,
+            limit,
+        )
+        return [EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+    def projections(self, ledger: str) -> Projections:
+        return self._call(self._projections(ledger))
+
+    async def _projections(self, ledger: str) -> Projections:
+        async with self.pool.acquire() as db:
+            account_rows = await db.fetch(
+                "SELECT account, balance, last_seq FROM accounts WHERE ledger = $1 "
+                'ORDER BY account COLLATE "C"',
+                ledger,
+            )
+            entry_rows = await db.fetch(
+                "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
+                'WHERE ledger = $1 ORDER BY account COLLATE "C", seq, idx',
+                ledger,
+            )
+            order_rows = await db.fetch(
+                "SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded "
+                'FROM orders WHERE ledger = $1 ORDER BY order_id COLLATE "C"',
+                ledger,
+            )
+            key_rows = await db.fetch(
+                "SELECT idempotency_key, command_digest, seq FROM idempotency_keys "
+                'WHERE ledger = $1 ORDER BY idempotency_key COLLATE "C"',
+                ledger,
+            )
+        return Projections(
+            accounts=[AccountRow(*r) for r in account_rows],
+            entries=[EntryRow(*r) for r in entry_rows],
+            orders=[OrderRow(*r) for r in order_rows],
+            keys=[KeyRow(*r) for r in key_rows],
+        )
+
+    def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
+        rows = self._rows(
+            "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
+            "WHERE ledger = $1 AND seq = $2 ORDER BY idx",
+            ledger,
+            seq,
+        )
+        return [EntryRow(*r) for r in rows]
+
+    def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None:
+        rows = self._rows(
+            "SELECT seq, transaction_id, event_type, body, hash FROM events "
+            "WHERE ledger = $1 AND transaction_id = $2",
+            ledger,
+            transaction_id,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]))
+
+    def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
+        rows = self._rows(
+            "SELECT account, balance, last_seq FROM accounts "
+            "WHERE ledger = $1 AND kind = $2 AND owner = $3 ORDER BY currency",
+            ledger,
+            kind,
+            owner,
+        )
+        return [AccountRow(*r) for r in rows]
+
+    def statement(
+        self, ledger: str, account: str, *, after: tuple[int, int], limit: int
+    ) -> list[tuple[EntryRow, bytes]]:
+        rows = self._rows(
+            "SELECT n.account, n.seq, n.idx, n.amount, n.balance_after, n.order_id, e.body "
+            "FROM entries n JOIN events e ON e.ledger = n.ledger AND e.seq = n.seq "
+            "WHERE n.ledger = $1 AND n.account = $2 AND (n.seq, n.idx) > ($3, $4) "
+            "ORDER BY n.seq, n.idx LIMIT $5",
+            ledger,
+            account,
+            after[0],
+            after[1],
+            limit,
+        )
+        return [(EntryRow(*r[:6]), bytes(r[6])) for r in rows]
+
+    def order(self, ledger: str, order_id: str) -> OrderRow | None:
+        rows = self._rows(
+            "SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded "
+            "FROM orders WHERE ledger = $1 AND order_id = $2",
+            ledger,
+            order_id,
+        )
+        return OrderRow(*rows[0]) if rows else None
+
+    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
+        rows = self._rows(
+            "SELECT DISTINCT seq FROM entries WHERE ledger = $1 AND order_id = $2 ORDER BY seq",
+            ledger,
+            order_id,
+        )
+        return [r[0] for r in rows]
+
+
+async def _write_projections(db: _Connection, ledger: str, p: Projections) -> None:
+    await db.copy_records_to_table(
+        "entries", records=[(ledger, *row) for row in p.entries], columns=_ENTRY_COLUMNS
+    )
+    if p.accounts:
+        parts = [accounts.split(row.account) for row in p.accounts]
+        await db.execute(
+            _UPSERT_ACCOUNTS,
+            ledger,
+            [row.account for row in p.accounts],
+            [part[0] for part in parts],
+            [part[1] for part in parts],
+            [part[2] for part in parts],
+            [row.balance for row in p.accounts],
+            [row.last_seq for row in p.accounts],
+        )
+    if p.orders:
+        columns = list(zip(*p.orders, strict=True))
+        await db.execute(_UPSERT_ORDERS, ledger, *(list(column) for column in columns))
+    await db.copy_records_to_table(
+        "idempotency_keys", records=[(ledger, *row) for row in p.keys], columns=_KEY_COLUMNS
+    )
+
+
+async def _migrate(db: _Connection) -> None:
+    """Apply the PostgreSQL migrations not yet applied, each in its own transaction."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)"
+    )
+    for migration in migrations("postgresql"):
+        async with db.transaction():
+            # Serialize concurrent migrators: the first takes the lock, the others wait
+            # and then find the version applied.
+            await db.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            done = await db.fetchval(
+                "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
+            )
+            if done:
+                continue
+            await db.execute(migration.sql)
+            await db.execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                time.time_ns() // 1000,
+            )

@@ -1,0 +1,674 @@
+"""Every reason a command can be refused, one table row each, plus precedence and purity.
+
+Each row builds the same small ledger, submits one command the way the writer does
+(`recall` the idempotency key, then `decide`), and expects one exact `Rejection` and `field`.
+Amount rungs that only the edge can reach (a float, too many decimal places) go through
+`tally.money.parse_amount` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tally.audit.canonical import command_digest
+from tally.bootstrap import open_engine
+from tally.domain import limits
+from tally.domain.commands import (
+    Adjustment,
+    Command,
+    Envelope,
+    Expense,
+    Metadata,
+    OrderLine,
+    Recharge,
+    Refund,
+)
+from tally.domain.decide import Stamp, decide, recall
+from tally.domain.events import Event
+from tally.domain.limits import INT64_MAX
+from tally.domain.rejections import Rejected, Rejection
+from tally.domain.state import LedgerState, evolve
+from tally.engine.results import Committed
+from tally.money import currencies, parse_amount
+
+CURRENCIES = currencies()
+EXPENSE_ID = "txn-0002"  # the expense `funded_ledger` commits second
+ALICE = "wallet:alice:USD"
+
+
+def untyped(value: object) -> Any:
+    """Let a test hand the domain a value its type hints forbid, as a careless edge might."""
+    return value
+
+
+def stamp_for(state: LedgerState, command: Command) -> Stamp:
+    seq = state.seq + 1
+    return Stamp(
+        seq=seq,
+        transaction_id=f"txn-{seq:04d}",
+        timestamp_us=1_700_000_000_000_000 + seq,
+        command_digest=command_digest(command),
+    )
+
+
+def submit(state: LedgerState, command: Command, key: str = "k-new") -> Event | int:
+    """What the writer does with one envelope: recall the key, else decide. Never evolves."""
+    envelope = Envelope(idempotency_key=key, command=command)
+    prior = recall(state, envelope, command_digest(command))
+    if prior is not None:
+        return prior
+    return decide(state, envelope, stamp_for(state, command), currencies=CURRENCIES)
+
+
+def accept(state: LedgerState, key: str, command: Command) -> Event:
+    event = submit(state, command, key)
+    assert isinstance(event, Event)
+    evolve(state, event)
+    return event
+
+
+def funded_ledger() -> LedgerState:
+    """Alice recharged 100.00 USD, then paid o-1 (60.00, m-1) and o-2 (10.00): 30.00 left."""
+    state = LedgerState("test")
+    accept(
+        state,
+        "k-recharge",
+        Recharge(user_id="alice", amount=100_00, currency="USD", gateway="paypal"),
+    )
+    paid = accept(
+        state,
+        "k-expense",
+        Expense(
+            user_id="alice",
+            currency="USD",
+            orders=(
+                OrderLine(order_id="o-1", amount=60_00, merchant_id="m-1"),
+                OrderLine(order_id="o-2", amount=10_00),
+            ),
+        ),
+    )
+    assert paid.transaction_id == EXPENSE_ID
+    assert state.balance(ALICE) == 30_00
+    return state
+
+
+# -- command builders with sane defaults --------------------------------------------------
+
+
+def recharge(
+    *,
+    user_id: object = "alice",
+    amount: object = 5_00,
+    currency: str = "USD",
+    gateway: object = "paypal",
+    metadata: Metadata = (),
+) -> Recharge:
+    return Recharge(
+        user_id=untyped(user_id),
+        amount=untyped(amount),
+        currency=currency,
+        gateway=untyped(gateway),
+        metadata=metadata,
+    )
+
+
+def expense(
+    *lines: tuple[object, object] | OrderLine,
+    user_id: object = "alice",
+    currency: str = "USD",
+    metadata: Metadata = (),
+) -> Expense:
+    orders = tuple(
+        line
+        if isinstance(line, OrderLine)
+        else OrderLine(order_id=untyped(line[0]), amount=untyped(line[1]))
+        for line in lines
+    )
+    return Expense(user_id=untyped(user_id), currency=currency, orders=orders, metadata=metadata)
+
+
+def refund(
+    *,
+    expense_id: object = EXPENSE_ID,
+    order_id: object = "o-1",
+    amount: object = 1_00,
+    currency: str = "USD",
+    reason: object = "",
+    metadata: Metadata = (),
+) -> Refund:
+    return Refund(
+        expense_id=untyped(expense_id),
+        order_id=untyped(order_id),
+        amount=untyped(amount),
+        currency=currency,
+        reason=untyped(reason),
+        metadata=metadata,
+    )
+
+
+def adjustment(
+    *,
+    user_id: object = "alice",
+    amount: object = 1_00,
+    currency: str = "USD",
+    reason: object = "goodwill credit",
+    metadata: Metadata = (),
+) -> Adjustment:
+    return Adjustment(
+        user_id=untyped(user_id),
+        amount=untyped(amount),
+        currency=currency,
+        reason=untyped(reason),
+        metadata=metadata,
+    )
+
+
+# -- the table ----------------------------------------------------------------------------
+
+Attempt = Callable[[LedgerState], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    id: str
+    reason: Rejection
+    field: str
+    attempt: Attempt
+
+
+def command(built: Command, key: str = "k-new") -> Attempt:
+    return lambda state: submit(state, built, key)
+
+
+def decided(built: Command) -> Attempt:
+    """`decide` alone, for a command `command_digest` cannot hash (see the xfail below)."""
+
+    def attempt(state: LedgerState) -> Event:
+        envelope = Envelope(idempotency_key="k-new", command=built)
+        stamp = Stamp(
+            seq=state.seq + 1, transaction_id="txn-new", timestamp_us=1, command_digest="0" * 64
+        )
+        return decide(state, envelope, stamp, currencies=CURRENCIES)
+
+    return attempt
+
+
+def parsed(text: object, currency: str, field: str = "amount") -> Attempt:
+    return lambda _state: parse_amount(text, currency, field=field)
+
+
+R = Rejection
+TOO_MANY_ORDERS = tuple((f"o-{i}", 1) for i in range(limits.orders_per_expense_max + 1))
+TOO_MANY_ENTRIES = tuple((f"k{i:02d}", "v") for i in range(limits.metadata_entries_max + 1))
+
+CASES = [
+    Case("key empty", R.IDEMPOTENCY_KEY_INVALID, "idempotency_key", command(recharge(), "")),
+    Case(
+        "key unprintable",
+        R.IDEMPOTENCY_KEY_INVALID,
+        "idempotency_key",
+        command(recharge(), "k\nnew"),
+    ),
+    Case(
+        "key too long",
+        R.IDEMPOTENCY_KEY_INVALID,
+        "idempotency_key",
+        command(recharge(), "k" * (limits.idempotency_key_length_max + 1)),
+    ),
+    Case(
+        "key reused for another request",
+        R.IDEMPOTENCY_KEY_REUSED,
+        "idempotency_key",
+        command(recharge(amount=100_01), "k-recharge"),
+    ),
+    Case("expense without orders", R.ORDERS_EMPTY, "orders", command(expense())),
+    Case(
+        "expense with too many orders",
+        R.ORDERS_TOO_MANY,
+        "orders",
+        command(expense(*TOO_MANY_ORDERS)),
+    ),
+    Case(
+        "user id with a space", R.IDENTIFIER_INVALID, "user_id", command(recharge(user_id="al ice"))
+    ),
+    Case("user id empty", R.IDENTIFIER_INVALID, "user_id", command(adjustment(user_id=""))),
+    Case(
+        "user id too long",
+        R.IDENTIFIER_INVALID,
+        "user_id",
+        command(recharge(user_id="a" * (limits.identifier_length_max + 1))),
+    ),
+    Case("user id not a string", R.IDENTIFIER_INVALID, "user_id", command(recharge(user_id=7))),
+    Case(
+        "gateway with a colon",
+        R.IDENTIFIER_INVALID,
+        "gateway",
+        command(recharge(gateway="pay:pal")),
+    ),
+    Case(
+        "order id starting with a dash",
+        R.IDENTIFIER_INVALID,
+        "orders[1].order_id",
+        command(expense(("o-9", 1), ("-o", 1))),
+    ),
+    Case(
+        "merchant id invalid",
+        R.IDENTIFIER_INVALID,
+        "orders[0].merchant_id",
+        command(expense(OrderLine(order_id="o-9", amount=1, merchant_id="m 1"))),
+    ),
+    Case("expense id invalid", R.IDENTIFIER_INVALID, "expense_id", command(refund(expense_id=""))),
+    Case(
+        "refund order id invalid", R.IDENTIFIER_INVALID, "order_id", command(refund(order_id="o/1"))
+    ),
+    Case("currency gold", R.CURRENCY_UNKNOWN, "currency", command(recharge(currency="XAU"))),
+    Case(
+        "currency lowercase",
+        R.CURRENCY_UNKNOWN,
+        "currency",
+        command(expense(("o-9", 1), currency="usd")),
+    ),
+    Case("currency parsed", R.CURRENCY_UNKNOWN, "currency", parsed("1.00", "XAU")),
+    Case("amount a bool", R.AMOUNT_INVALID, "amount", command(recharge(amount=True))),
+    Case("amount a float", R.AMOUNT_INVALID, "amount", command(refund(amount=1.0))),
+    Case(
+        "order amount a float",
+        R.AMOUNT_INVALID,
+        "orders[0].amount",
+        command(expense(("o-9", 1.5))),
+    ),
+    Case("adjustment amount a bool", R.AMOUNT_INVALID, "amount", command(adjustment(amount=True))),
+    Case("adjustment amount a float", R.AMOUNT_INVALID, "amount", command(adjustment(amount=-1.5))),
+    Case("amount parsed from a float", R.AMOUNT_INVALID, "amount", parsed(1.5, "USD")),
+    Case("amount parsed from 1e5", R.AMOUNT_INVALID, "amount", parsed("1e5", "USD")),
+    Case("recharge of zero", R.AMOUNT_NOT_POSITIVE, "amount", command(recharge(amount=0))),
+    Case("negative refund", R.AMOUNT_NOT_POSITIVE, "amount", command(refund(amount=-1))),
+    Case("adjustment of zero", R.AMOUNT_NOT_POSITIVE, "amount", command(adjustment(amount=0))),
+    Case(
+        "order of zero",
+        R.AMOUNT_NOT_POSITIVE,
+        "orders[1].amount",
+        command(expense(("o-8", 1), ("o-9", 0))),
+    ),
+    Case("too precise", R.AMOUNT_TOO_PRECISE, "amount", parsed("1.001", "USD")),
+    Case(
+        "too precise for yen",
+        R.AMOUNT_TOO_PRECISE,
+        "orders[0].amount",
+        parsed("1.5", "JPY", "orders[0].amount"),
+    ),
+    Case("recharge over 64 bits", R.AMOUNT_TOO_LARGE, "amount", command(recharge(amount=2**63))),
+    Case(
+        "adjustment under 64 bits",
+        R.AMOUNT_TOO_LARGE,
+        "amount",
+        command(adjustment(amount=-(2**63))),
+    ),
+    Case(
+        "order total over 64 bits",
+        R.AMOUNT_TOO_LARGE,
+        "orders",
+        command(expense(("o-8", INT64_MAX), ("o-9", 1))),
+    ),
+    Case(
+        "amount parsed over 64 bits",
+        R.AMOUNT_TOO_LARGE,
+        "amount",
+        parsed("92233720368547758.08", "USD"),
+    ),
+    Case(
+        "metadata key with a space",
+        R.METADATA_INVALID,
+        "metadata.bad key",
+        command(recharge(metadata=(("bad key", "x"),))),
+    ),
+    Case(
+        "metadata value not a string",
+        R.METADATA_INVALID,
+        "metadata.note",
+        command(refund(metadata=(("note", untyped(5)),))),
+    ),
+    Case(
+        "metadata value not Unicode",
+        R.METADATA_INVALID,
+        "metadata.note",
+        decided(adjustment(metadata=(("note", "\ud800"),))),
+    ),
+    Case(
+        "metadata with too many entries",
+        R.METADATA_TOO_LARGE,
+        "metadata",
+        command(recharge(metadata=TOO_MANY_ENTRIES)),
+    ),
+    Case(
+        "metadata over its byte budget (UTF-8 bytes, not characters)",
+        R.METADATA_TOO_LARGE,
+        "metadata",
+        command(expense(("o-9", 1), metadata=(("k", "é" * (limits.metadata_bytes_max // 2)),))),
+    ),
+    Case(
+        "adjustment without a reason", R.REASON_INVALID, "reason", command(adjustment(reason="  "))
+    ),
+    Case(
+        "refund reason too long",
+        R.REASON_INVALID,
+        "reason",
+        command(refund(reason="x" * (limits.reason_bytes_max + 1))),
+    ),
+    Case(
+        "order twice in one expense",
+        R.ORDER_DUPLICATED,
+        "orders[1].order_id",
+        command(expense(("o-9", 1), ("o-9", 1))),
+    ),
+    Case(
+        "order already paid",
+        R.ORDER_ALREADY_PAID,
+        "orders[1].order_id",
+        command(expense(("o-9", 1), ("o-1", 1))),
+    ),
+    Case(
+        "expense unknown", R.EXPENSE_UNKNOWN, "expense_id", command(refund(expense_id="txn-9999"))
+    ),
+    Case(
+        "expense id names a recharge",
+        R.EXPENSE_UNKNOWN,
+        "expense_id",
+        command(refund(expense_id="txn-0001")),
+    ),
+    Case("order not in the expense", R.ORDER_UNKNOWN, "order_id", command(refund(order_id="o-9"))),
+    Case(
+        "refund in another currency",
+        R.CURRENCY_MISMATCH,
+        "currency",
+        command(refund(currency="EUR")),
+    ),
+    Case(
+        "refund beyond paid",
+        R.REFUND_EXCEEDS_REFUNDABLE,
+        "amount",
+        command(refund(order_id="o-2", amount=10_01)),
+    ),
+    Case(
+        "expense beyond the wallet",
+        R.INSUFFICIENT_FUNDS,
+        "orders",
+        command(expense(("o-8", 20_00), ("o-9", 10_01))),
+    ),
+    Case(
+        "debit adjustment beyond the wallet",
+        R.INSUFFICIENT_FUNDS,
+        "amount",
+        command(adjustment(amount=-30_01)),
+    ),
+    Case(
+        "wallet over 64 bits",
+        R.BALANCE_LIMIT_EXCEEDED,
+        "amount",
+        command(recharge(amount=INT64_MAX)),
+    ),
+    Case(
+        "clearing account under 64 bits",
+        R.BALANCE_LIMIT_EXCEEDED,
+        "amount",
+        command(recharge(user_id="bob", amount=INT64_MAX)),
+    ),
+    Case(
+        "credit adjustment over 64 bits",
+        R.BALANCE_LIMIT_EXCEEDED,
+        "amount",
+        command(adjustment(amount=INT64_MAX)),
+    ),
+]
+
+
+def test_table_covers_every_rejection() -> None:
+    assert {case.reason for case in CASES} == set(Rejection)
+
+
+def test_case_ids_are_unique() -> None:
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+def snapshot(state: LedgerState) -> tuple[object, ...]:
+    """Everything a command could change. Values are immutable, so shallow copies suffice."""
+    return (
+        state.seq,
+        state.last_timestamp_us,
+        dict(state.balances),
+        dict(state.orders),
+        dict(state.expenses),
+        dict(state.keys),
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_rejection(case: Case) -> None:
+    state = funded_ledger()
+    before = snapshot(state)
+    with pytest.raises(Rejected) as caught:
+        case.attempt(state)
+    assert (caught.value.reason, caught.value.field) == (case.reason, case.field)
+    assert caught.value.detail
+    assert snapshot(state) == before
+
+
+def test_the_ledger_still_accepts_after_rejections() -> None:
+    state = funded_ledger()
+    for case in CASES:
+        with pytest.raises(Rejected):
+            case.attempt(state)
+    event = accept(state, "k-after", refund(order_id="o-2", amount=10_00))
+    assert event.seq == 3
+    assert state.balance(ALICE) == 40_00
+    assert state.orders["o-2"].refundable == 0
+
+
+def test_same_key_same_request_recalls_the_original() -> None:
+    state = funded_ledger()
+    again = recharge(amount=100_00)
+    assert submit(state, again, "k-recharge") == 1
+
+
+def test_refund_exceeds_what_is_left_after_a_partial_refund() -> None:
+    state = funded_ledger()
+    accept(state, "k-partial", refund(order_id="o-1", amount=50_00))
+    with pytest.raises(Rejected) as caught:
+        submit(state, refund(order_id="o-1", amount=10_01))
+    assert caught.value.reason == Rejection.REFUND_EXCEEDS_REFUNDABLE
+    assert isinstance(submit(state, refund(order_id="o-1", amount=10_00)), Event)
+
+
+def test_order_of_another_expense_is_unknown_to_this_one() -> None:
+    state = funded_ledger()
+    other = accept(state, "k-expense-2", expense(("o-3", 1_00)))
+    with pytest.raises(Rejected) as caught:
+        submit(state, refund(expense_id=other.transaction_id, order_id="o-1"))
+    assert (caught.value.reason, caught.value.field) == (Rejection.ORDER_UNKNOWN, "order_id")
+
+
+# -- precedence: two problems, the lower Rejection is reported ------------------------------
+
+PRECEDENCE = [
+    Case(
+        "bad key over empty orders",
+        R.IDEMPOTENCY_KEY_INVALID,
+        "idempotency_key",
+        command(expense(), ""),
+    ),
+    Case(
+        "reused key over bad user",
+        R.IDEMPOTENCY_KEY_REUSED,
+        "idempotency_key",
+        command(recharge(user_id="a b"), "k-recharge"),
+    ),
+    Case("empty orders over bad user", R.ORDERS_EMPTY, "orders", command(expense(user_id="a b"))),
+    Case(
+        "too many orders over bad currency",
+        R.ORDERS_TOO_MANY,
+        "orders",
+        command(expense(*TOO_MANY_ORDERS, currency="XAU")),
+    ),
+    Case(
+        "bad user over bad currency",
+        R.IDENTIFIER_INVALID,
+        "user_id",
+        command(recharge(user_id="a b", currency="XAU")),
+    ),
+    Case(
+        "bad later order id over bad earlier amount",
+        R.IDENTIFIER_INVALID,
+        "orders[1].order_id",
+        command(expense(("o-8", 0), ("o 9", 1))),
+    ),
+    Case(
+        "bad currency over bad amount",
+        R.CURRENCY_UNKNOWN,
+        "currency",
+        command(recharge(currency="XAU", amount=0)),
+    ),
+    Case(
+        "float amount over zero amount, across orders",
+        R.AMOUNT_INVALID,
+        "orders[1].amount",
+        command(expense(("o-8", 0), ("o-9", 1.5))),
+    ),
+    Case(
+        "zero amount over huge amount, across orders",
+        R.AMOUNT_NOT_POSITIVE,
+        "orders[1].amount",
+        command(expense(("o-8", 2**63), ("o-9", 0))),
+    ),
+    Case(
+        "bool adjustment amount is invalid, not zero",
+        R.AMOUNT_INVALID,
+        "amount",
+        command(adjustment(amount=False)),
+    ),
+    Case(
+        "float zero adjustment is invalid, not zero",
+        R.AMOUNT_INVALID,
+        "amount",
+        command(adjustment(amount=0.0)),
+    ),
+    Case(
+        "zero amount over bad metadata",
+        R.AMOUNT_NOT_POSITIVE,
+        "amount",
+        command(recharge(amount=0, metadata=(("bad key", "x"),))),
+    ),
+    Case(
+        "huge amount over bad metadata",
+        R.AMOUNT_TOO_LARGE,
+        "amount",
+        command(recharge(amount=2**63, metadata=(("bad key", "x"),))),
+    ),
+    Case(
+        "bad metadata key over too many entries",
+        R.METADATA_INVALID,
+        "metadata.bad key",
+        command(recharge(metadata=(*TOO_MANY_ENTRIES, ("bad key", "x")))),
+    ),
+    Case(
+        "too much metadata over a missing reason",
+        R.METADATA_TOO_LARGE,
+        "metadata",
+        command(adjustment(reason="", metadata=TOO_MANY_ENTRIES)),
+    ),
+    Case(
+        "bad reason over unknown expense",
+        R.REASON_INVALID,
+        "reason",
+        command(refund(expense_id="txn-9999", reason="x" * (limits.reason_bytes_max + 1))),
+    ),
+    Case(
+        "duplicate order over an already paid one",
+        R.ORDER_DUPLICATED,
+        "orders[2].order_id",
+        command(expense(("o-1", 1), ("o-9", 1), ("o-9", 1))),
+    ),
+    Case(
+        "already paid over insufficient funds",
+        R.ORDER_ALREADY_PAID,
+        "orders[0].order_id",
+        command(expense(("o-1", 1_000_00))),
+    ),
+    Case(
+        "unknown expense over unknown order",
+        R.EXPENSE_UNKNOWN,
+        "expense_id",
+        command(refund(expense_id="txn-9999", order_id="o-9")),
+    ),
+    Case(
+        "unknown order over currency mismatch",
+        R.ORDER_UNKNOWN,
+        "order_id",
+        command(refund(order_id="o-9", currency="EUR")),
+    ),
+    Case(
+        "currency mismatch over refund beyond paid",
+        R.CURRENCY_MISMATCH,
+        "currency",
+        command(refund(currency="EUR", amount=1_000_00)),
+    ),
+    Case(
+        "insufficient funds over revenue overflow",
+        R.INSUFFICIENT_FUNDS,
+        "orders",
+        command(expense(("o-9", INT64_MAX))),
+    ),
+    Case(
+        "parsed: bad currency over a float",
+        R.CURRENCY_UNKNOWN,
+        "currency",
+        parsed(1.5, "XAU"),
+    ),
+    Case(
+        "parsed: negative over too precise",
+        R.AMOUNT_NOT_POSITIVE,
+        "amount",
+        parsed("-1.005", "USD"),
+    ),
+    Case(
+        "parsed: too precise over too large",
+        R.AMOUNT_TOO_PRECISE,
+        "amount",
+        parsed("92233720368547758.071", "USD"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", PRECEDENCE, ids=[case.id for case in PRECEDENCE])
+def test_precedence(case: Case) -> None:
+    state = funded_ledger()
+    before = snapshot(state)
+    with pytest.raises(Rejected) as caught:
+        case.attempt(state)
+    assert (caught.value.reason, caught.value.field) == (case.reason, case.field)
+    assert snapshot(state) == before
+
+
+def test_rejection_codes_are_stable_lowercase_names() -> None:
+    assert Rejection.INSUFFICIENT_FUNDS.code == "insufficient_funds"
+    assert sorted(Rejection) == sorted(Rejection, key=lambda member: member.value)
+    assert [member.value for member in Rejection] == list(range(1, len(Rejection) + 1))
+
+
+def test_unencodable_metadata_is_rejected_on_the_writer_path(tmp_path: Path) -> None:
+    engine = open_engine(tmp_path / "surrogate.db")
+    try:
+        bad = Envelope(idempotency_key="k-bad", command=recharge(metadata=(("note", "\udcff"),)))
+        good = Envelope(idempotency_key="k-good", command=recharge())
+        outcomes = engine.execute_many("default", [bad, good])
+        rejection = outcomes[0]
+        assert isinstance(rejection, Rejected)
+        assert (rejection.reason, rejection.field) == (Rejection.METADATA_INVALID, "metadata.note")
+        assert isinstance(outcomes[1], Committed)  # its batch-mate is unaffected
+    finally:
+        engine.close()
+        engine.store.close()
