@@ -56,6 +56,10 @@ def parse_amount(
             detail='must be a decimal string such as "150.00": digits, one optional point',
         )
     sign, whole, fraction = match[1], match[2], match[3] or ""
+    # Sign before precision: AMOUNT_NOT_POSITIVE outranks AMOUNT_TOO_PRECISE ("-1.005").
+    is_zero = not (whole + fraction).strip("0")
+    if is_zero or (sign and not signed):
+        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
     if len(fraction) > places:
         raise Rejected(
             Rejection.AMOUNT_TOO_PRECISE,
@@ -65,8 +69,6 @@ def parse_amount(
     minor = int(whole + fraction.ljust(places, "0"))
     if sign:
         minor = -minor
-    if minor == 0 or (minor < 0 and not signed):
-        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
     if abs(minor) > INT64_MAX:
         raise Rejected(Rejection.AMOUNT_TOO_LARGE, field=field, detail="exceeds 64-bit minor units")
     return minor

@@ -155,10 +155,8 @@ def _expense(common: _Common, command: Expense) -> Event:
         _check_identifier(line.order_id, f"orders[{index}].order_id")
         _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
     _check_currency(common, command.currency)
-    total = 0
-    for index, line in enumerate(orders):
-        _check_amount(line.amount, f"orders[{index}].amount")
-        total += line.amount
+    _check_amounts(tuple((f"orders[{i}].amount", line.amount) for i, line in enumerate(orders)))
+    total = sum(line.amount for line in orders)
     if total > limits.amount_max:
         raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
     _check_metadata(command.metadata)
@@ -263,6 +261,10 @@ def _refund(common: _Common, command: Refund) -> Event:
 def _adjustment(common: _Common, command: Adjustment) -> Event:
     _check_identifier(command.user_id, "user_id")
     _check_currency(common, command.currency)
+    if type(command.amount) is not int:  # before `== 0` and `abs`, which accept bools
+        raise Rejected(
+            Rejection.AMOUNT_INVALID, field="amount", detail="must be integer minor units"
+        )
     if command.amount == 0:
         raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field="amount", detail="must not be zero")
     _check_amount(abs(command.amount), "amount")
@@ -316,24 +318,30 @@ def _check_currency(common: _Common, currency: str) -> None:
 
 
 def _check_amount(amount: object, field: str) -> None:
-    if type(amount) is not int:
-        raise Rejected(Rejection.AMOUNT_INVALID, field=field, detail="must be integer minor units")
-    if amount <= 0:
-        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
-    if amount > limits.amount_max:
-        raise Rejected(Rejection.AMOUNT_TOO_LARGE, field=field, detail="exceeds 64 bits")
+    _check_amounts(((field, amount),))
+
+
+def _check_amounts(amounts: tuple[tuple[str, object], ...]) -> None:
+    """One rung at a time across all amounts, so the lowest Rejection wins across orders."""
+    checked: list[tuple[str, int]] = []
+    for field, amount in amounts:
+        if type(amount) is not int:
+            raise Rejected(
+                Rejection.AMOUNT_INVALID, field=field, detail="must be integer minor units"
+            )
+        checked.append((field, amount))
+    for field, amount in checked:
+        if amount <= 0:
+            raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
+    for field, amount in checked:
+        if amount > limits.amount_max:
+            raise Rejected(Rejection.AMOUNT_TOO_LARGE, field=field, detail="exceeds 64 bits")
 
 
 def _check_metadata(metadata: Metadata) -> None:
     if not metadata:
         return
-    if len(metadata) > limits.metadata_entries_max:
-        raise Rejected(
-            Rejection.METADATA_TOO_LARGE,
-            field="metadata",
-            detail=f"at most {limits.metadata_entries_max} entries",
-        )
-    size = 0
+    size = 0  # every entry is checked first: METADATA_INVALID outranks METADATA_TOO_LARGE
     for key, value in metadata:
         if not isinstance(key, str) or _METADATA_KEY.fullmatch(key) is None:
             raise Rejected(
@@ -346,6 +354,12 @@ def _check_metadata(metadata: Metadata) -> None:
                 Rejection.METADATA_INVALID, field=f"metadata.{key}", detail="values are strings"
             )
         size += len(key) + _utf8_length(value, f"metadata.{key}", Rejection.METADATA_INVALID)
+    if len(metadata) > limits.metadata_entries_max:
+        raise Rejected(
+            Rejection.METADATA_TOO_LARGE,
+            field="metadata",
+            detail=f"at most {limits.metadata_entries_max} entries",
+        )
     if size > limits.metadata_bytes_max:
         raise Rejected(
             Rejection.METADATA_TOO_LARGE,
