@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Container, Sequence
@@ -48,7 +49,8 @@ from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
 
-fence_retries_max = 16  # consecutive fenced commits before a batch gives up
+fence_retries_max = 32  # consecutive fenced commits before a batch gives up
+fence_backoff_s_max = 0.05  # jittered backoff after a fence, so two writers stop thrashing
 catch_up_page_events = 10_000
 
 
@@ -109,7 +111,11 @@ class LedgerWriter:
         self._broken: BaseException | None = None
         self._stale = True  # the state must catch up with the log before deciding
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"tally-commit-{ledger}")
-        self._thread = threading.Thread(target=self._run, name=f"tally-writer-{ledger}")
+        # A daemon: a process that exits without closing its engine must not hang. Nothing
+        # is lost if it dies mid-batch: no caller hears back before the commit is durable.
+        self._thread = threading.Thread(
+            target=self._run, name=f"tally-writer-{ledger}", daemon=True
+        )
         store.ensure_ledger(ledger)
         self._catch_up()
         self._thread.start()
@@ -204,6 +210,8 @@ class LedgerWriter:
         self._stale = True  # the commit may even have landed: learn it from the log
         again = [] if newer is None else list(newer.submissions)
         if isinstance(error, HeadMoved):
+            fenced = max(s.fenced for s in in_flight.submissions) + 1
+            time.sleep(random.uniform(0, min(fence_backoff_s_max, 0.001 * 2**fenced)))
             retry = []
             for submission in in_flight.submissions:
                 submission.fenced += 1

@@ -1,0 +1,385 @@
+"""The `tally` command line, run as a real subprocess (`python -m tally.cli`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Run, TallyRunner, subprocess_env
+
+LEDGER = "shop"
+
+
+class Cli:
+    """`tally` bound to one database and ledger."""
+
+    def __init__(self, tally: TallyRunner, db: Path, ledger: str = LEDGER) -> None:
+        self.tally = tally
+        self.db = db
+        self.ledger = ledger
+
+    def run(self, *args: str, as_json: bool = True) -> Run:
+        common = ("--db", str(self.db), "--ledger", self.ledger)
+        return self.tally(*args, *common, *(("--json",) if as_json else ()))
+
+    def ok(self, *args: str) -> Any:
+        run = self.run(*args)
+        assert run.returncode == 0, run.describe()
+        return run.json()
+
+    def refused(self, *args: str) -> dict[str, Any]:
+        run = self.run(*args)
+        assert run.returncode == 1, run.describe()
+        error = run.json()
+        assert isinstance(error, dict)
+        return error
+
+
+@pytest.fixture
+def cli(tally: TallyRunner, db_path: Path) -> Cli:
+    return Cli(tally, db_path)
+
+
+# -- the demo ------------------------------------------------------------------------------
+
+
+def test_demo_prints_alices_balances(tally: TallyRunner, db_path: Path) -> None:
+    run = tally("demo", "--db", str(db_path), "--json")
+    assert run.returncode == 0, run.describe()
+    out = run.json()
+    entries = out["statement"]["entries"]
+    assert [e["balance_after"] for e in entries] == ["200.00", "150.00", "115.00", "135.00"]
+    assert [e["amount"] for e in entries] == ["200.00", "-50.00", "-35.00", "20.00"]
+    assert [e["reference_order_ids"] for e in entries] == [
+        [],
+        ["order-1001"],
+        ["order-1002"],
+        ["order-1001"],
+    ]
+    transactions = out["transactions"]
+    assert [t["event_type"] for t in transactions] == ["recharge", "expense", "refund"]
+    assert [t["balance_after"] for t in transactions] == ["200.00", "115.00", "135.00"]
+    assert transactions[1]["reference_order_ids"] == ["order-1001", "order-1002"]
+    assert transactions[2]["refund_of"] == {
+        "expense_id": transactions[1]["transaction_id"],
+        "order_id": "order-1001",
+    }
+    assert out["verification"]["ok"] is True
+    assert out["verification"]["events"] == 3
+
+
+def test_demo_text_output(tally: TallyRunner, db_path: Path) -> None:
+    run = tally("demo", "--db", str(db_path))
+    assert run.returncode == 0, run.describe()
+    for balance in ("200.00", "150.00", "115.00", "135.00"):
+        assert balance in run.stdout
+    assert "verified ledger default: 3 events" in run.stdout
+
+
+def test_demo_twice_is_idempotent(tally: TallyRunner, db_path: Path) -> None:
+    first = tally("demo", "--db", str(db_path), "--json")
+    second = tally("demo", "--db", str(db_path), "--json")
+    assert first.returncode == second.returncode == 0, second.describe()
+
+    def ids(run: Run) -> list[str]:
+        return [t["transaction_id"] for t in run.json()["transactions"]]
+
+    assert ids(first) == ids(second)
+    assert len(set(ids(first))) == 3
+    assert second.json()["statement"] == first.json()["statement"]
+    verified = tally("verify", "--db", str(db_path), "--json")
+    assert verified.returncode == 0, verified.describe()
+    assert verified.json()["events"] == 3
+    balance = tally("balance", "alice", "--db", str(db_path), "--json").json()
+    assert balance["balances"] == [{"currency": "USD", "balance": "135.00"}]
+
+
+# -- every command -------------------------------------------------------------------------
+
+
+def test_every_command_with_db_ledger_and_json(cli: Cli) -> None:
+    recharged = cli.ok("recharge", "alice", "200.00", "USD", "--gateway", "paypal", "--key", "r1")
+    assert recharged["event_type"] == "recharge"
+    assert recharged["ledger"] == LEDGER
+    assert recharged["seq"] == 1
+    assert recharged["amount"] == "200.00"
+    assert recharged["balance_after"] == "200.00"
+    assert recharged["idempotency_key"] == "r1"
+    assert recharged["metadata"] == {"payment_gateway": "paypal"}
+
+    paid = cli.ok(
+        "expense", "alice", "USD", "--order", "o-1:50.00", "--order", "o-2:35.00", "--key", "e1"
+    )
+    assert paid["event_type"] == "expense"
+    assert paid["seq"] == 2
+    assert paid["amount"] == "-85.00"
+    assert paid["balance_after"] == "115.00"
+    assert paid["reference_order_ids"] == ["o-1", "o-2"]
+    assert [e["balance_after"] for e in paid["entries"]] == ["150.00", "115.00"]
+    expense_id = paid["transaction_id"]
+
+    refunded = cli.ok("refund", expense_id, "o-1", "20.00", "--key", "f1", "--reason", "returned")
+    assert refunded["event_type"] == "refund"
+    assert refunded["amount"] == "20.00"
+    assert refunded["currency"] == "USD"  # taken from the expense
+    assert refunded["balance_after"] == "135.00"
+    assert refunded["refund_of"] == {"expense_id": expense_id, "order_id": "o-1"}
+
+    assert cli.ok("balance", "alice") == {
+        "user_id": "alice",
+        "balances": [{"currency": "USD", "balance": "135.00"}],
+    }
+
+    statement = cli.ok("statement", "alice", "--currency", "USD")
+    assert set(statement) == {"entries"}
+    entries = statement["entries"]
+    assert [e["balance_after"] for e in entries] == ["200.00", "150.00", "115.00", "135.00"]
+    assert [e["seq"] for e in entries] == [1, 2, 2, 3]
+    assert {e["user_id"] for e in entries} == {"alice"}
+
+    order = cli.ok("order", "o-1")
+    assert order["order_id"] == "o-1"
+    assert order["expense_id"] == expense_id
+    assert (order["paid"], order["refunded"], order["refundable"]) == ("50.00", "20.00", "30.00")
+    assert [t["event_type"] for t in order["transactions"]] == ["expense", "refund"]
+    assert [t["transaction_id"] for t in order["transactions"]] == [
+        expense_id,
+        refunded["transaction_id"],
+    ]
+    other = cli.ok("order", "o-2")
+    assert (other["paid"], other["refunded"], other["refundable"]) == ("35.00", "0.00", "35.00")
+
+    verified = cli.ok("verify")
+    assert verified["ok"] is True
+    assert verified["ledger"] == LEDGER
+    assert verified["events"] == 3
+    assert verified["first_bad_seq"] is None
+    assert verified["projection_differences"] == []
+
+    replayed = cli.ok("replay")
+    assert replayed["ledger"] == LEDGER
+    assert replayed["seq"] == 3
+    assert replayed["head_hash"] == verified["head_hash"]
+    assert cli.ok("statement", "alice", "--currency", "USD") == statement
+    assert cli.ok("verify")["ok"] is True
+
+
+def test_text_output_of_every_command(cli: Cli) -> None:
+    def text(*args: str) -> str:
+        run = cli.run(*args, as_json=False)
+        assert run.returncode == 0, run.describe()
+        return run.stdout
+
+    out = text("recharge", "bob", "5000", "JPY", "--gateway", "stripe", "--key", "r1")
+    assert "recharge" in out
+    assert "balance after 5000" in out
+    out = text("expense", "bob", "JPY", "--order", "j-1:1200", "--order", "j-2:300", "--key", "e1")
+    assert "balance after 3500" in out
+    expense_id = cli.ok("order", "j-1")["expense_id"]
+    out = text("refund", expense_id, "j-2", "300", "--key", "f1")
+    assert "balance after 3800" in out
+    assert "JPY" in text("balance", "bob")
+    assert "3800" in text("balance", "bob")
+    assert "j-1" in text("statement", "bob", "--currency", "JPY")
+    assert "refundable 0" in text("order", "j-2")
+    assert "verified ledger shop: 3 events" in text("verify")
+    assert "replayed ledger shop: 3 events" in text("replay")
+
+
+def test_ledgers_are_separate(cli: Cli, tally: TallyRunner, db_path: Path) -> None:
+    cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "k")
+    other = Cli(tally, db_path, ledger="other")
+    assert other.ok("balance", "alice") == {"user_id": "alice", "balances": []}
+    assert (
+        other.ok("recharge", "alice", "2.00", "USD", "--gateway", "paypal", "--key", "k")["seq"]
+        == 1
+    )
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "1.00"}]
+    assert other.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "2.00"}]
+
+
+def test_balance_across_currencies(cli: Cli) -> None:
+    cli.ok("recharge", "carol", "12.34", "USD", "--gateway", "paypal", "--key", "a")
+    cli.ok("recharge", "carol", "500", "JPY", "--gateway", "paypal", "--key", "b")
+    assert cli.ok("balance", "carol")["balances"] == [
+        {"currency": "JPY", "balance": "500"},
+        {"currency": "USD", "balance": "12.34"},
+    ]
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def test_refused_command_exits_1_with_the_rejection_code(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "10.00", "USD", "--gateway", "paypal", "--key", "r1")
+    error = cli.refused("expense", "alice", "USD", "--order", "o-1:10.01", "--key", "e1")
+    assert error["error"] == "insufficient_funds"
+    assert error["field"] == "orders"
+    # Nothing was written: the balance is unchanged and the log has one event.
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "10.00"}]
+    assert cli.ok("verify")["events"] == 1
+
+    text = cli.run("expense", "alice", "USD", "--order", "o-1:10.01", "--key", "e1", as_json=False)
+    assert text.returncode == 1, text.describe()
+    assert "refused insufficient_funds" in text.stderr
+    assert text.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (
+            ("recharge", "alice", "1.001", "USD", "--gateway", "p", "--key", "k"),
+            "amount_too_precise",
+        ),
+        (("recharge", "alice", "1.5", "JPY", "--gateway", "p", "--key", "k"), "amount_too_precise"),
+        (
+            ("recharge", "alice", "0.00", "USD", "--gateway", "p", "--key", "k"),
+            "amount_not_positive",
+        ),
+        (("recharge", "alice", "ten", "USD", "--gateway", "p", "--key", "k"), "amount_invalid"),
+        (("recharge", "alice", "1.00", "XXX", "--gateway", "p", "--key", "k"), "currency_unknown"),
+        (
+            ("recharge", "al:ice", "1.00", "USD", "--gateway", "p", "--key", "k"),
+            "identifier_invalid",
+        ),
+        (("expense", "alice", "USD", "--order", "o-1", "--key", "k"), "amount_invalid"),
+        (
+            ("expense", "alice", "USD", "--order", "o-1:1.00", "--order", "o-1:2.00", "--key", "k"),
+            "order_duplicated",
+        ),
+        (("refund", "txn_nope", "o-1", "1.00", "--key", "k"), "expense_unknown"),
+        (("order", "o-404"), "order_unknown"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else " ".join(value[:2]),
+)
+def test_refusals(cli: Cli, args: tuple[str, ...], code: str) -> None:
+    assert cli.refused(*args)["error"] == code
+    assert cli.ok("balance", "alice")["balances"] == []
+
+
+def test_refund_refusals(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "100.00", "USD", "--gateway", "paypal", "--key", "r1")
+    expense_id = cli.ok("expense", "alice", "USD", "--order", "o-1:40.00", "--key", "e1")[
+        "transaction_id"
+    ]
+    recharge_id = cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r2")[
+        "transaction_id"
+    ]
+    assert cli.refused("refund", expense_id, "o-1", "40.01", "--key", "f")["error"] == (
+        "refund_exceeds_refundable"
+    )
+    assert cli.refused("refund", expense_id, "o-2", "1.00", "--key", "f")["error"] == (
+        "order_unknown"
+    )
+    assert cli.refused("refund", recharge_id, "o-1", "1.00", "--key", "f")["error"] == (
+        "expense_unknown"
+    )
+    cli.ok("refund", expense_id, "o-1", "30.00", "--key", "f1")
+    assert cli.refused("refund", expense_id, "o-1", "10.01", "--key", "f2")["error"] == (
+        "refund_exceeds_refundable"
+    )
+    cli.ok("refund", expense_id, "o-1", "10.00", "--key", "f2")
+    assert cli.ok("order", "o-1")["refundable"] == "0.00"
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "101.00"}]
+
+
+# -- idempotency -------------------------------------------------------------------------------
+
+
+def test_same_key_same_request_returns_the_same_transaction(cli: Cli) -> None:
+    args = ("recharge", "alice", "10.00", "USD", "--gateway", "paypal", "--key", "same")
+    first = cli.ok(*args)
+    second = cli.ok(*args)
+    assert second["transaction_id"] == first["transaction_id"]
+    assert second["seq"] == first["seq"] == 1
+    assert second["balance_after"] == "10.00"
+    text = cli.run(*args, as_json=False)
+    assert text.returncode == 0, text.describe()
+    assert "replayed" in text.stdout
+    assert first["transaction_id"] in text.stdout
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "10.00"}]
+    assert cli.ok("verify")["events"] == 1
+
+
+def test_same_key_same_expense_returns_the_same_transaction(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "10.00", "USD", "--gateway", "paypal", "--key", "r")
+    args = ("expense", "alice", "USD", "--order", "a:1.00", "--order", "b:2.00", "--key", "e")
+    first = cli.ok(*args)
+    # Spending the rest makes the expense unaffordable now; the replay still answers it.
+    cli.ok("expense", "alice", "USD", "--order", "c:7.00", "--key", "e2")
+    second = cli.ok(*args)
+    assert second["transaction_id"] == first["transaction_id"]
+    assert second["entries"] == first["entries"]
+    assert cli.ok("verify")["events"] == 3
+
+
+@pytest.mark.parametrize(
+    "different",
+    [
+        ("recharge", "alice", "10.01", "USD", "--gateway", "paypal", "--key", "same"),
+        ("recharge", "bob", "10.00", "USD", "--gateway", "paypal", "--key", "same"),
+        ("recharge", "alice", "10.00", "USD", "--gateway", "stripe", "--key", "same"),
+        ("expense", "alice", "USD", "--order", "o-1:1.00", "--key", "same"),
+    ],
+    ids=["amount", "user", "gateway", "kind"],
+)
+def test_same_key_different_request_is_refused(cli: Cli, different: tuple[str, ...]) -> None:
+    first = cli.ok("recharge", "alice", "10.00", "USD", "--gateway", "paypal", "--key", "same")
+    error = cli.refused(*different)
+    assert error["error"] == "idempotency_key_reused"
+    assert error["field"] == "idempotency_key"
+    verified = cli.ok("verify")
+    assert verified["events"] == 1
+    assert verified["ok"] is True
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "10.00"}]
+    assert cli.ok("balance", "bob")["balances"] == []
+    # The original request still replays.
+    again = cli.ok("recharge", "alice", "10.00", "USD", "--gateway", "paypal", "--key", "same")
+    assert again["transaction_id"] == first["transaction_id"]
+
+
+def test_refused_request_does_not_burn_its_key(cli: Cli) -> None:
+    assert cli.refused("expense", "alice", "USD", "--order", "o:1.00", "--key", "k")["error"] == (
+        "insufficient_funds"
+    )
+    cli.ok("recharge", "alice", "5.00", "USD", "--gateway", "paypal", "--key", "r")
+    paid = cli.ok("expense", "alice", "USD", "--order", "o:1.00", "--key", "k")
+    assert paid["balance_after"] == "4.00"
+
+
+# -- usage and verification errors --------------------------------------------------------------
+
+
+def test_usage_error_exits_2(cli: Cli) -> None:
+    run = cli.run("recharge", "alice", "1.00", "USD", "--gateway", "paypal")  # no --key
+    assert run.returncode == 2, run.describe()
+    assert "--key" in run.stderr + run.stdout
+
+
+def test_verify_of_an_unknown_ledger_fails(cli: Cli) -> None:
+    run = cli.run("verify", as_json=False)
+    assert run.returncode == 1, run.describe()
+    assert "no ledger 'shop'" in run.stderr
+
+
+def test_db_may_come_from_the_environment(tally: TallyRunner, db_path: Path) -> None:
+    """--db is optional: TALLY_DB names the file (conftest clears it for everyone else)."""
+    env = subprocess_env() | {"TALLY_DB": str(db_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tally.cli", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=db_path.parent,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert db_path.exists()
+    verified = tally("verify", "--db", str(db_path), "--json")
+    assert verified.json()["events"] == 3

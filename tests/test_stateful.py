@@ -1,0 +1,378 @@
+"""A Hypothesis state machine drives the engine against a model small enough to trust.
+
+Random recharges, multi-order expenses (sometimes paying an order twice, or more than the
+wallet holds), refunds (sometimes more than is refundable, of the wrong order or currency),
+adjustments, and idempotency keys used again with the same or a different command, over a few
+users and two currencies (USD, JPY), one command at a time or in batches. Every outcome must
+be the one the model predicts (including the exact rejection code); after every step money is
+conserved, no wallet is below zero and every balance equals the model's; at the end the log
+verifies and a replay equals the live projections.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from tally import views
+from tally.bootstrap import open_engine
+from tally.domain import accounts
+from tally.domain.commands import (
+    Adjustment,
+    Command,
+    Envelope,
+    Expense,
+    OrderLine,
+    Recharge,
+    Refund,
+)
+from tally.domain.rejections import Rejected, Rejection
+from tally.engine.results import Committed, Outcome
+from tally.money import format_amount
+from tally.verification import verify
+from tally_audit.verify import verify_sqlite
+
+LEDGER = "prop"
+USERS = ("ann", "ben", "cy")
+CURRENCIES = ("JPY", "USD")  # sorted: the order balances are listed in
+
+
+@dataclass(slots=True)
+class ModelOrder:
+    expense_id: str
+    user_id: str
+    currency: str
+    paid: int
+    refunded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    transaction_id: str
+
+
+Expected = Rejection | Replay | None  # None: a new transaction
+
+
+def rarely(data: st.DataObject, one_in: int, label: str) -> bool:
+    """True about once in `one_in` draws (and never in the simplest, shrunk example)."""
+    return data.draw(st.integers(1, one_in), label=label) == one_in
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="tally-stateful-"))
+        self.path = self.directory / "ledger.db"
+        # Small batches, so one execute_many spans several submissions the writer may merge.
+        self.engine = open_engine(self.path, batch_commands_max=4)
+        self.wallets: dict[tuple[str, str], int] = {}  # (user, currency) -> minor units
+        self.orders: dict[str, ModelOrder] = {}
+        self.expenses: dict[str, str] = {}  # expense transaction id -> currency
+        self.keys: dict[str, tuple[Command, str]] = {}  # key -> (command, transaction id)
+        self.sent: list[str] = []  # every key ever submitted, committed or not
+        self.events = 0
+        self.fresh = 0
+
+    # -- drawing commands ---------------------------------------------------------------
+    def _fresh(self, prefix: str) -> str:
+        self.fresh += 1
+        return f"{prefix}{self.fresh}"
+
+    def _key(self, data: st.DataObject) -> str:
+        if self.sent and rarely(data, 6, "reuse key?"):
+            return data.draw(st.sampled_from(self.sent), label="reused key")
+        return self._fresh("k")
+
+    def _recharge(self, data: st.DataObject) -> Recharge:
+        return Recharge(
+            user_id=data.draw(st.sampled_from(USERS), label="user"),
+            amount=data.draw(st.integers(1, 10_000), label="amount"),
+            currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
+            gateway=data.draw(st.sampled_from(("paypal", "stripe")), label="gateway"),
+        )
+
+    def _expense(self, data: st.DataObject) -> Expense:
+        lines: list[OrderLine] = []
+        for _ in range(data.draw(st.integers(1, 3), label="orders")):
+            if self.orders and rarely(data, 10, "paid order?"):  # pay an order already paid
+                order_id = data.draw(st.sampled_from(sorted(self.orders)), label="paid order")
+            elif lines and rarely(data, 10, "duplicate?"):  # the same order twice in one expense
+                order_id = data.draw(st.sampled_from(lines), label="duplicate").order_id
+            else:
+                order_id = self._fresh("o")
+            amount = data.draw(st.integers(1, 4_000), label="order amount")
+            merchant = data.draw(st.sampled_from(("platform", "shop-1")), label="merchant")
+            lines.append(OrderLine(order_id=order_id, amount=amount, merchant_id=merchant))
+        return Expense(
+            user_id=data.draw(st.sampled_from(USERS), label="user"),
+            currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
+            orders=tuple(lines),
+        )
+
+    def _refund(self, data: st.DataObject) -> Refund:
+        if not self.orders or rarely(data, 10, "unknown expense?"):
+            return Refund(
+                expense_id="txn_unknown",
+                order_id=self._fresh("o"),
+                amount=1,
+                currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
+            )
+        order_id = data.draw(st.sampled_from(sorted(self.orders)), label="order")
+        order = self.orders[order_id]
+        expense_id = order.expense_id
+        if rarely(data, 8, "other expense?"):
+            expense_id = data.draw(st.sampled_from(sorted(self.expenses)), label="other expense")
+        refundable = order.paid - order.refunded
+        if refundable > 0 and not rarely(data, 4, "too much?"):
+            amount = data.draw(st.integers(1, refundable), label="amount")
+        else:
+            amount = data.draw(st.integers(refundable + 1, refundable + 100), label="too much")
+        currency = order.currency
+        if rarely(data, 8, "wrong currency?"):
+            currency = "USD" if currency == "JPY" else "JPY"
+        reason = data.draw(st.sampled_from(("", "returned")), label="reason")
+        return Refund(
+            expense_id=expense_id,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            reason=reason,
+        )
+
+    def _adjustment(self, data: st.DataObject) -> Adjustment:
+        amount = 0
+        if not rarely(data, 10, "zero?"):
+            sign = data.draw(st.sampled_from((1, -1)), label="sign")
+            amount = sign * data.draw(st.integers(1, 3_000), label="amount")
+        blank = rarely(data, 10, "blank reason?")
+        return Adjustment(
+            user_id=data.draw(st.sampled_from(USERS), label="user"),
+            amount=amount,
+            currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
+            reason=" " if blank else "correction",
+        )
+
+    def _any(self, data: st.DataObject) -> Command:
+        kind = data.draw(st.sampled_from(("recharge", "expense", "refund", "adjust")))
+        if kind == "recharge":
+            return self._recharge(data)
+        if kind == "expense":
+            return self._expense(data)
+        if kind == "refund":
+            return self._refund(data)
+        return self._adjustment(data)
+
+    # -- the model ------------------------------------------------------------------------
+    def _expect(self, key: str, command: Command) -> Expected:
+        prior = self.keys.get(key)
+        if prior is not None:
+            previous_command, transaction_id = prior
+            if previous_command == command:
+                return Replay(transaction_id)
+            return Rejection.IDEMPOTENCY_KEY_REUSED
+        if isinstance(command, Recharge):
+            return None
+        if isinstance(command, Expense):
+            ids = [line.order_id for line in command.orders]
+            if len(set(ids)) != len(ids):
+                return Rejection.ORDER_DUPLICATED
+            if any(order_id in self.orders for order_id in ids):
+                return Rejection.ORDER_ALREADY_PAID
+            total = sum(line.amount for line in command.orders)
+            if total > self.wallets.get((command.user_id, command.currency), 0):
+                return Rejection.INSUFFICIENT_FUNDS
+            return None
+        if isinstance(command, Refund):
+            if command.expense_id not in self.expenses:
+                return Rejection.EXPENSE_UNKNOWN
+            order = self.orders.get(command.order_id)
+            if order is None or order.expense_id != command.expense_id:
+                return Rejection.ORDER_UNKNOWN
+            if order.currency != command.currency:
+                return Rejection.CURRENCY_MISMATCH
+            if command.amount > order.paid - order.refunded:
+                return Rejection.REFUND_EXCEEDS_REFUNDABLE
+            return None
+        if command.amount == 0:
+            return Rejection.AMOUNT_NOT_POSITIVE
+        if not command.reason.strip():
+            return Rejection.REASON_INVALID
+        wallet = self.wallets.get((command.user_id, command.currency), 0)
+        if wallet + command.amount < 0:
+            return Rejection.INSUFFICIENT_FUNDS
+        return None
+
+    def _apply(self, command: Command, transaction_id: str) -> tuple[str, str]:
+        """Fold a committed command into the model; returns the wallet it touched last."""
+        if isinstance(command, Recharge | Adjustment):
+            wallet = (command.user_id, command.currency)
+            self.wallets[wallet] = self.wallets.get(wallet, 0) + command.amount
+            return wallet
+        if isinstance(command, Expense):
+            wallet = (command.user_id, command.currency)
+            self.expenses[transaction_id] = command.currency
+            for line in command.orders:
+                self.wallets[wallet] -= line.amount
+                self.orders[line.order_id] = ModelOrder(
+                    transaction_id, command.user_id, command.currency, line.amount
+                )
+            return wallet
+        order = self.orders[command.order_id]
+        order.refunded += command.amount
+        wallet = (order.user_id, order.currency)
+        self.wallets[wallet] += command.amount
+        return wallet
+
+    def _check(self, envelope: Envelope, expected: Expected, outcome: Outcome) -> None:
+        key, command = envelope.idempotency_key, envelope.command
+        if isinstance(expected, Rejection):
+            assert isinstance(outcome, Rejected), (command, outcome)
+            assert outcome.reason == expected, (command, outcome)
+            return
+        assert isinstance(outcome, Committed), (command, expected, outcome)
+        if isinstance(expected, Replay):
+            assert outcome.replayed
+            assert outcome.event.transaction_id == expected.transaction_id
+            return
+        assert not outcome.replayed
+        self.events += 1
+        assert outcome.event.seq == self.events
+        assert outcome.event.idempotency_key == key
+        self.keys[key] = (command, outcome.event.transaction_id)
+        user, currency = self._apply(command, outcome.event.transaction_id)
+        wallet = accounts.wallet(user, currency)
+        lines = [entry for entry in outcome.entries if entry.account == wallet]
+        assert lines, outcome.entries
+        assert lines[-1].balance_after == self.wallets[(user, currency)]
+
+    def _submit(self, envelopes: list[Envelope]) -> None:
+        """Submit in one `execute_many`; the model decides the same commands in order."""
+        outcomes = self.engine.execute_many(LEDGER, envelopes)
+        assert len(outcomes) == len(envelopes)
+        for envelope, outcome in zip(envelopes, outcomes, strict=True):
+            self._check(envelope, self._expect(envelope.idempotency_key, envelope.command), outcome)
+            self.sent.append(envelope.idempotency_key)
+
+    def _one(self, data: st.DataObject, command: Command) -> None:
+        envelope = Envelope(idempotency_key=self._key(data), command=command)
+        expected = self._expect(envelope.idempotency_key, command)
+        try:
+            outcome: Outcome = self.engine.execute(LEDGER, envelope)
+        except Rejected as rejection:
+            outcome = rejection
+        self._check(envelope, expected, outcome)
+        self.sent.append(envelope.idempotency_key)
+
+    # -- rules ------------------------------------------------------------------------------
+    @rule(data=st.data())
+    def recharge(self, data: st.DataObject) -> None:
+        self._one(data, self._recharge(data))
+
+    @rule(data=st.data())
+    def expense(self, data: st.DataObject) -> None:
+        self._one(data, self._expense(data))
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        self._one(data, self._refund(data))
+
+    @rule(data=st.data())
+    def adjust(self, data: st.DataObject) -> None:
+        self._one(data, self._adjustment(data))
+
+    @rule(data=st.data())
+    def resend(self, data: st.DataObject) -> None:
+        """An earlier key again, with its own command (a client retry) or another one."""
+        if not self.keys:
+            return
+        key = data.draw(st.sampled_from(sorted(self.keys)), label="committed key")
+        command = self.keys[key][0]
+        if data.draw(st.booleans(), label="different command?"):
+            command = self._any(data)
+        self._one_with_key(key, command)
+
+    def _one_with_key(self, key: str, command: Command) -> None:
+        envelope = Envelope(idempotency_key=key, command=command)
+        expected = self._expect(key, command)
+        try:
+            outcome: Outcome = self.engine.execute(LEDGER, envelope)
+        except Rejected as rejection:
+            outcome = rejection
+        self._check(envelope, expected, outcome)
+
+    @rule(data=st.data())
+    def batch(self, data: st.DataObject) -> None:
+        """Several commands in one `execute_many`, keys possibly repeated within it."""
+        envelopes: list[Envelope] = []
+        for _ in range(data.draw(st.integers(2, 6), label="batch size")):
+            if envelopes and rarely(data, 5, "repeat in batch?"):
+                earlier = data.draw(st.sampled_from(envelopes), label="repeated")
+                same = data.draw(st.booleans(), label="same command?")
+                command = earlier.command if same else self._any(data)
+                envelopes.append(Envelope(idempotency_key=earlier.idempotency_key, command=command))
+            else:
+                envelopes.append(Envelope(idempotency_key=self._key(data), command=self._any(data)))
+        self._submit(envelopes)
+
+    # -- invariants -------------------------------------------------------------------------
+    @invariant()
+    def money_is_conserved_and_wallets_match_the_model(self) -> None:
+        projections = self.engine.store.projections(LEDGER)
+        totals: dict[str, int] = defaultdict(int)
+        wallets: dict[tuple[str, str], int] = {}
+        for row in projections.accounts:
+            kind, owner, currency = accounts.split(row.account)
+            totals[currency] += row.balance
+            if kind == accounts.WALLET:
+                assert row.balance >= 0, row
+                wallets[(owner, currency)] = row.balance
+        assert all(total == 0 for total in totals.values()), dict(totals)
+        assert wallets == self.wallets
+        for user in USERS:
+            shown = views.balances(self.engine.store, LEDGER, user)["balances"]
+            assert shown == [
+                {"currency": c, "balance": format_amount(self.wallets[(user, c)], c)}
+                for c in CURRENCIES
+                if (user, c) in self.wallets
+            ]
+        refunded = {row.order_id: row.refunded for row in projections.orders}
+        assert refunded == {order_id: o.refunded for order_id, o in self.orders.items()}
+
+    def teardown(self) -> None:
+        try:
+            if self.events:
+                result = verify(self.engine, LEDGER)
+                assert result.ok, (result.problem, result.projection_differences)
+                assert result.events == self.events
+                live = self.engine.store.projections(LEDGER)
+                rebuilt, head = self.engine.rebuild(LEDGER)
+                assert rebuilt == live
+                assert head == self.engine.store.head(LEDGER)
+                self.engine.close()
+                assert self.engine.replay(LEDGER) == head
+                assert self.engine.store.projections(LEDGER) == live
+                (audit,) = verify_sqlite(str(self.path), LEDGER)
+                assert audit.ok, audit.finding
+                assert audit.events == self.events
+        finally:
+            self.engine.close()
+            self.engine.store.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_ledger_machine = pytest.mark.slow(LedgerMachine.TestCase)
