@@ -149,7 +149,7 @@ class LedgerWriter:
                     submissions = []
                 else:
                     submissions, stop = self._take(block=in_flight is None)
-                decided = self._decide_batch(submissions) if submissions else None
+                decided = self._decide_or_fail(submissions) if submissions else None
                 if in_flight is not None:
                     carried = self._finish(in_flight, newer=decided)
                     if carried:
@@ -188,6 +188,24 @@ class LedgerWriter:
         envelopes = [e for s in submissions for e in s.envelopes]
         outcomes, batch = self._decide(envelopes)
         return _Decided(submissions, outcomes, batch, head_before)
+
+    def _decide_or_fail(self, submissions: list[_Submission]) -> _Decided | None:
+        """Decide a batch; if the store fails while we catch up, fail it (retryable)."""
+        levels = self.state.open_batches
+        try:
+            return self._decide_batch(submissions)
+        except InvariantViolated:
+            raise
+        except Exception as error:  # e.g. the database went away during catch-up
+            while self.state.open_batches > levels:
+                self.state.rollback_newest()
+            self._stale = True
+            log.warning("catch-up failed", ledger=self.ledger, error=repr(error))
+            failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
+            failure.__cause__ = error
+            for submission in submissions:
+                submission.future.set_exception(failure)
+            return None
 
     def _start_commit(self, decided: _Decided) -> _Decided | None:
         if not decided.batch.events:  # only refusals and replays: nothing to write
@@ -231,11 +249,19 @@ class LedgerWriter:
 
     def _answer(self, decided: _Decided) -> None:
         self.state.release_oldest()
-        outcomes = self._resolve_replays(decided.outcomes)
+        in_batch = {o.event.seq: o for o in decided.outcomes if isinstance(o, Committed)}
         start = 0
         for submission in decided.submissions:
             end = start + len(submission.envelopes)
-            submission.future.set_result(outcomes[start:end])
+            try:
+                answer = self._resolve_replays(decided.outcomes[start:end], in_batch)
+                submission.future.set_result(answer)
+            except InvariantViolated:
+                raise
+            except Exception as error:  # reading an earlier transaction back failed
+                failure = CommitFailed(f"ledger {self.ledger}: answer unavailable: {error!r}")
+                failure.__cause__ = error
+                submission.future.set_exception(failure)
             start = end
 
     def _fail_all(
@@ -326,13 +352,11 @@ class LedgerWriter:
             Rejection.METADATA_INVALID, field="command", detail="text must be valid Unicode"
         )
 
-    def _resolve_replays(self, outcomes: list[Outcome | int]) -> list[Outcome]:
+    def _resolve_replays(
+        self, outcomes: list[Outcome | int], in_batch: dict[int, Committed]
+    ) -> list[Outcome]:
         """Answer repeated requests with the transaction their key first produced."""
         resolved: list[Outcome] = []
-        in_batch: dict[int, Committed] = {}
-        for outcome in outcomes:
-            if isinstance(outcome, Committed):
-                in_batch[outcome.event.seq] = outcome
         for outcome in outcomes:
             if isinstance(outcome, int):
                 original = in_batch.get(outcome) or self._load_committed(outcome)

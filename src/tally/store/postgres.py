@@ -39,6 +39,8 @@ from tally.store.migrate import migrations
 T = TypeVar("T")
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
+_TRANSIENT = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
 pool_connections_max = 8
 command_timeout_s = 60.0
 
@@ -133,7 +135,12 @@ class PostgresStore:
         )
 
     def commit(self, batch: BatchWrite) -> None:
-        self._call(self._commit(batch))
+        try:
+            self._call(self._commit(batch))
+        except _TRANSIENT as error:
+            # Nothing was written. The writer treats it like a fence: it catches up from the
+            # log and decides the batch again, a bounded number of times.
+            raise HeadMoved(f"{batch.ledger}: {error!r}") from error
 
     async def _commit(self, batch: BatchWrite) -> None:
         ledger = batch.ledger
@@ -309,12 +316,22 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
 
 
 async def _migrate(db: _Connection) -> None:
-    """Apply the PostgreSQL migrations not yet applied, each in its own transaction."""
+    """Apply the PostgreSQL migrations not yet applied, each in its own transaction.
+
+    When everything is applied this only reads `schema_migrations`, so tally can run as a
+    role that may not create tables (docs/postgresql.md).
+    """
+    applied: set[int] = set()
+    if await db.fetchval("SELECT to_regclass('schema_migrations')") is not None:
+        applied = {row[0] for row in await db.fetch("SELECT version FROM schema_migrations")}
+    pending = [m for m in migrations("postgresql") if m.version not in applied]
+    if not pending:
+        return
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)"
     )
-    for migration in migrations("postgresql"):
+    for migration in pending:
         async with db.transaction():
             # Serialize concurrent migrators: the first takes the lock, the others wait
             # and then find the version applied.

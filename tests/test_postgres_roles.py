@@ -1,0 +1,67 @@
+"""The log is insert-only for the role tally runs as (docs/postgresql.md's grants)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from pg import ADMIN_URL, fresh_database
+from tally.bootstrap import open_engine
+from tally.cli.demo import run_demo
+from tally.store.postgres import run_sync
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "postgresql.md"
+
+
+def grants(role: str) -> str:
+    match = re.search(r"```sql role-grants\n(.*?)```", DOC.read_text(), re.S)
+    assert match is not None, "docs/postgresql.md lost its role-grants block"
+    return match.group(1).replace("ROLE", f'"{role}"')
+
+
+async def _as(url: str, *statements: str) -> None:
+    db = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await db.execute(statement)
+    finally:
+        await db.close()
+
+
+def test_the_application_role_may_append_but_never_change_the_log() -> None:
+    role = f"tally_app_{uuid.uuid4().hex[:10]}"
+    run_sync(_as(ADMIN_URL, f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        with fresh_database() as owner_url:
+            owner = open_engine(owner_url)  # migrates as the owner
+            owner.close()
+            owner.store.close()
+            run_sync(_as(owner_url, grants(role)))
+            app_url = owner_url.replace("postgres@", f"{role}@", 1)
+
+            engine = open_engine(app_url)
+            try:
+                outcome = run_demo(engine, "default")
+                assert outcome.verification.ok
+                engine.close()
+                engine.replay("default")  # projections are disposable: rewritable
+            finally:
+                engine.close()
+                engine.store.close()
+
+            for statement in (
+                "UPDATE events SET body = body WHERE seq = 1",
+                "DELETE FROM events WHERE seq = 1",
+                "TRUNCATE events",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                    run_sync(_as(app_url, statement))
+                # Even the owner is refused by the trigger.
+                with pytest.raises(asyncpg.PostgresError, match="events are insert-only"):
+                    run_sync(_as(owner_url, statement))
+    finally:
+        run_sync(_as(ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"'))
