@@ -1,0 +1,163 @@
+"""`tally serve`, `tally ledger create` and `tally key create|revoke|list`.
+
+Registered into the `tally` app by the last lines of cli/app.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+from rich.console import Console
+
+from tally.api_keys import ApiKey, KeyRefused, check_ledger_name, parse_scopes
+from tally.bootstrap import open_store
+from tally.store.sqlite_keys import SqliteKeyStore
+
+console = Console()
+errors = Console(stderr=True)
+
+ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
+key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
+
+
+@Parameter(name="*")
+@dataclass(kw_only=True)
+class Database:
+    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
+    "SQLite file to use (created if missing)."
+    json: bool = False
+    "Print JSON instead of text."
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def _key_view(key: ApiKey) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "ledger": key.ledger,
+        "scopes": sorted(scope.value for scope in key.scopes),
+        "created_at_us": key.created_at_us,
+        "revoked": key.revoked,
+    }
+
+
+def _keys(db: str) -> SqliteKeyStore:
+    open_store(db).close()  # creates the file and runs the migrations
+    return SqliteKeyStore(db)
+
+
+def serve(
+    *,
+    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    key_cache_ttl_s: float = 2.0,
+) -> int:
+    """Serve the HTTP API (docs at /docs, schema at /openapi.json, metrics at /metrics)."""
+    import uvicorn
+
+    from tally.http.compose import open_app
+
+    uvicorn.run(
+        open_app(db, key_cache_ttl_s=key_cache_ttl_s),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+    return 0
+
+
+@ledger_app.command(name="create")
+def ledger_create(name: str, /, *, database: Database | None = None) -> int:
+    """Create the ledger NAME (lowercase letters, digits, _ and -)."""
+    database = database or Database()
+    try:
+        check_ledger_name(name)
+    except KeyRefused as refusal:
+        errors.print(f"[red]refused[/red] {refusal}")
+        return 1
+    store = open_store(database.db)
+    try:
+        existed = store.head(name) is not None
+        store.ensure_ledger(name)
+    finally:
+        store.close()
+    if database.json:
+        _print_json({"ledger": name, "created": not existed})
+    else:
+        console.print(f"ledger {name} {'already exists' if existed else 'created'}")
+    return 0
+
+
+@key_app.command(name="create")
+def key_create(
+    *,
+    ledger: str,
+    scope: Annotated[list[str], Parameter(consume_multiple=False)],
+    database: Database | None = None,
+) -> int:
+    """Make an API key for LEDGER with one or more --scope read|write|admin.
+
+    The secret is printed once and never stored; keep it.
+    """
+    database = database or Database()
+    keys = _keys(database.db)
+    try:
+        issued = keys.create(ledger, parse_scopes(scope))
+    except KeyRefused as refusal:
+        errors.print(f"[red]refused[/red] {refusal}")
+        return 1
+    finally:
+        keys.close()
+    if database.json:
+        _print_json({"key": issued.secret, **_key_view(issued.key)})
+    else:
+        console.print(f"key {issued.key.key_id} for ledger {ledger}, scopes {sorted(scope)}")
+        console.print("secret (shown once, keep it):", style="bold")
+        sys.stdout.write(issued.secret + "\n")
+    return 0
+
+
+@key_app.command(name="revoke")
+def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
+    """Revoke KEY_ID: requests with it are refused from now on (401)."""
+    database = database or Database()
+    keys = _keys(database.db)
+    try:
+        key = keys.revoke(key_id)
+    except KeyRefused as refusal:
+        errors.print(f"[red]refused[/red] {refusal}")
+        return 1
+    finally:
+        keys.close()
+    if database.json:
+        _print_json(_key_view(key))
+    else:
+        console.print(f"key {key.key_id} revoked")
+    return 0
+
+
+@key_app.command(name="list")
+def key_list(*, ledger: str, database: Database | None = None) -> int:
+    """The keys of LEDGER (ids and scopes, never secrets)."""
+    database = database or Database()
+    keys = _keys(database.db)
+    try:
+        found = keys.keys(ledger)
+    finally:
+        keys.close()
+    if database.json:
+        _print_json({"keys": [_key_view(key) for key in found]})
+    else:
+        for key in found:
+            state = "revoked" if key.revoked else "live"
+            console.print(f"{key.key_id} {state} {' '.join(sorted(key.scopes))}")
+    return 0

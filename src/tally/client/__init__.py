@@ -1,0 +1,82 @@
+"""The Python SDK for tally's HTTP API: `Client` (blocking) and `AsyncClient` (asyncio).
+
+    from tally.client import Client, OrderLine
+
+    with Client("http://127.0.0.1:8000", "tally_key_...") as tally:
+        tally.recharge("alice", "200.00", "USD", gateway="paypal")
+        paid = tally.expense("alice", "USD", [OrderLine(order_id="o-1", amount="50.00")])
+        tally.refund(paid.transaction_id, "o-1", "20.00", reason="returned")
+        print(tally.balances("alice").of("USD"))
+
+It depends on httpx and msgspec only, never on the server's code, so it ships alone.
+"""
+
+from __future__ import annotations
+
+from tally.client._async import AsyncClient
+from tally.client._sync import Client
+from tally.client.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Refused,
+    ServerError,
+    TallyError,
+    TransportError,
+    Unauthorized,
+)
+from tally.client.models import (
+    AdjustmentCommand,
+    Balance,
+    Balances,
+    BatchCommand,
+    BatchResult,
+    Entry,
+    EventsPage,
+    ExpenseCommand,
+    LoggedEvent,
+    Order,
+    OrderLine,
+    OrderTransaction,
+    Problem,
+    RechargeCommand,
+    RefundCommand,
+    RefundOf,
+    StatementPage,
+    Transaction,
+)
+
+__all__ = [
+    "AdjustmentCommand",
+    "ApiError",
+    "AsyncClient",
+    "Balance",
+    "Balances",
+    "BatchCommand",
+    "BatchResult",
+    "Client",
+    "Conflict",
+    "Entry",
+    "EventsPage",
+    "ExpenseCommand",
+    "Forbidden",
+    "InvalidRequest",
+    "LoggedEvent",
+    "NotFound",
+    "Order",
+    "OrderLine",
+    "OrderTransaction",
+    "Problem",
+    "RechargeCommand",
+    "RefundCommand",
+    "RefundOf",
+    "Refused",
+    "ServerError",
+    "StatementPage",
+    "TallyError",
+    "Transaction",
+    "TransportError",
+    "Unauthorized",
+]

@@ -1,0 +1,174 @@
+"""The asyncio client: the same calls as `Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from tally.client import _plans, models
+from tally.client.errors import TransportError
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Talks to a tally server with one API key (and so one ledger).
+
+        async with AsyncClient("http://127.0.0.1:8000", api_key) as tally:
+            await tally.recharge("alice", "200.00", "USD", gateway="paypal")
+
+    Every write gets an idempotency key (yours, or a fresh one) that is reused when the call
+    is retried after a network error, so a retry never writes twice.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 10.0,
+        retries_max: int = _plans.retries_max,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries_max = retries_max
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_plans.auth_headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(self, plan: _plans.Plan[T]) -> T:
+        headers = {"Content-Type": "application/json", **plan.headers()} if plan.body else {}
+        content = plan.content()
+        for attempt in range(self.retries_max + 1):
+            last = attempt == self.retries_max
+            try:
+                response = await self._http.request(
+                    plan.method, plan.path, params=plan.params, content=content, headers=headers
+                )
+            except httpx.TransportError as error:
+                if last:
+                    raise TransportError(f"{plan.method} {plan.path}: {error!r}") from error
+            else:
+                if last or not _plans.should_retry(response):
+                    return plan.read(response)
+            await asyncio.sleep(_plans.backoff_s(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- writes ------------------------------------------------------------------------
+    async def recharge(
+        self,
+        user_id: str,
+        amount: models.Amount,
+        currency: str,
+        *,
+        gateway: str,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        body = _plans.recharge_body(user_id, amount, currency, gateway, metadata)
+        return await self._call(_plans.write("/v1/recharges", body, idempotency_key))
+
+    async def expense(
+        self,
+        user_id: str,
+        currency: str,
+        orders: Sequence[models.OrderLine],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        body = _plans.expense_body(user_id, currency, orders, metadata)
+        return await self._call(_plans.write("/v1/expenses", body, idempotency_key))
+
+    async def refund(
+        self,
+        expense_id: str,
+        order_id: str,
+        amount: models.Amount,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        body = _plans.refund_body(expense_id, order_id, amount, reason, metadata)
+        return await self._call(_plans.write("/v1/refunds", body, idempotency_key))
+
+    async def adjust(
+        self,
+        user_id: str,
+        amount: models.Amount,
+        currency: str,
+        *,
+        reason: str,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        body = _plans.adjustment_body(user_id, amount, currency, reason, metadata)
+        return await self._call(_plans.write("/v1/adjustments", body, idempotency_key))
+
+    async def batch(
+        self, commands: Sequence[models.BatchCommand], *, idempotency_key: str | None = None
+    ) -> list[models.BatchResult]:
+        return await self._call(_plans.batch(commands, idempotency_key))
+
+    # -- reads -------------------------------------------------------------------------
+    async def balances(self, user_id: str) -> models.Balances:
+        return await self._call(_plans.balances(user_id))
+
+    async def statement(
+        self,
+        user_id: str,
+        currency: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> models.StatementPage:
+        return await self._call(
+            _plans.statement(
+                user_id, currency, limit=limit, cursor=cursor, since=since, until=until
+            )
+        )
+
+    async def iter_statement(
+        self, user_id: str, currency: str, *, page_size: int = 100
+    ) -> AsyncIterator[models.Entry]:
+        """Every statement line, oldest first, fetching page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.statement(user_id, currency, limit=page_size, cursor=cursor)
+            for entry in page.entries:
+                yield entry
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def transaction(self, transaction_id: str) -> models.Transaction:
+        return await self._call(_plans.transaction(transaction_id))
+
+    async def order(self, order_id: str) -> models.Order:
+        return await self._call(_plans.order(order_id))
+
+    async def events(self, *, after_seq: int = 0, limit: int = 100) -> models.EventsPage:
+        return await self._call(_plans.events(after_seq, limit))

@@ -1,0 +1,79 @@
+"""The errors the SDK raises.
+
+TallyError
+├── TransportError          the network failed on every try (the write may or may not
+│                           have landed: call again with the same idempotency_key)
+└── ApiError                the server answered with a problem: .status .code .field
+    ├── InvalidRequest      400, 413, 415: fix the request
+    ├── Unauthorized        401: no key, or an unknown or revoked one
+    ├── Forbidden           403: the key lacks the scope
+    ├── NotFound            404: nothing with that id in the key's ledger
+    ├── Conflict            409: the key is in flight, or the order was already paid
+    ├── Refused             422: the ledger's rules said no (insufficient_funds, ...)
+    └── ServerError         5xx
+"""
+
+from __future__ import annotations
+
+from tally.client.models import Problem
+
+
+class TallyError(Exception):
+    """Anything the SDK raises on purpose."""
+
+
+class TransportError(TallyError):
+    """No answer from the server after every retry."""
+
+
+class ApiError(TallyError):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(f"{problem.status} {problem.code}: {problem.detail}")
+        self.problem = problem
+        self.status = problem.status
+        self.code = problem.code
+        self.field = problem.field
+        self.detail = problem.detail
+
+
+class InvalidRequest(ApiError):
+    pass
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class Forbidden(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class Refused(ApiError):
+    pass
+
+
+class ServerError(ApiError):
+    pass
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: Refused,
+}
+
+
+def error_for(problem: Problem) -> ApiError:
+    if problem.status >= 500:
+        return ServerError(problem)
+    return _BY_STATUS.get(problem.status, InvalidRequest)(problem)

@@ -1,0 +1,253 @@
+"""What the API answers, as typed, immutable values. Amounts stay decimal strings."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+
+class RefundOf(msgspec.Struct, frozen=True, kw_only=True):
+    expense_id: str
+    order_id: str
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One statement line: a wallet movement and the balance right after it."""
+
+    transaction_id: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+
+
+class Transaction(msgspec.Struct, frozen=True, kw_only=True):
+    """A committed transaction. `replayed`: an earlier call with the same key made it."""
+
+    transaction_id: str
+    ledger: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+    idempotency_key: str
+    actor: str
+    entries: list[Entry]
+    replayed: bool = False
+
+
+class Balance(msgspec.Struct, frozen=True, kw_only=True):
+    currency: str
+    balance: str
+
+
+class Balances(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    balances: list[Balance]
+
+    def of(self, currency: str) -> Decimal:
+        """The balance in `currency` (zero when the user never held it)."""
+        for line in self.balances:
+            if line.currency == currency:
+                return Decimal(line.balance)
+        return Decimal(0)
+
+
+class StatementPage(msgspec.Struct, frozen=True, kw_only=True):
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+class OrderTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    event_type: str
+    seq: int
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    order_id: str
+    expense_id: str
+    user_id: str
+    merchant_id: str
+    currency: str
+    paid: str
+    refunded: str
+    refundable: str
+    transactions: list[OrderTransaction]
+
+
+class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    transaction_id: str
+    event_type: str
+    hash: str
+    body: str
+    event: dict[str, Any]
+
+
+class EventsPage(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[LoggedEvent]
+    next_after_seq: int | None
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details with tally's stable `code` and the offending `field`."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+
+
+class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One command's answer in a batch: a transaction (status 201) or a problem."""
+
+    status: int
+    replayed: bool = False
+    transaction: Transaction | None = None
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.transaction is not None
+
+
+class _BatchResponse(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[BatchResult]
+
+
+# -- what callers send ---------------------------------------------------------------------
+Amount = str | Decimal | int
+"""A decimal string ("150.00"), a Decimal or an int; floats are refused."""
+
+
+def amount_text(amount: Amount) -> str:
+    if isinstance(amount, bool) or not isinstance(amount, str | Decimal | int):
+        raise TypeError(f"amounts are str, Decimal or int, never {type(amount).__name__}")
+    if isinstance(amount, Decimal):
+        return format(amount, "f")
+    return str(amount)
+
+
+class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One order an expense pays."""
+
+    order_id: str
+    amount: Amount
+    merchant_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"order_id": self.order_id, "amount": amount_text(self.amount)}
+        if self.merchant_id is not None:
+            body["merchant_id"] = self.merchant_id
+        return body
+
+
+def _new_key() -> str:
+    return f"sdk-{uuid.uuid4()}"
+
+
+def _metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
+    return {} if metadata is None else {"metadata": dict(metadata)}
+
+
+class RechargeCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """A recharge inside a batch. Its idempotency key is made once, when it is built."""
+
+    user_id: str
+    amount: Amount
+    currency: str
+    gateway: str
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "recharge",
+            "idempotency_key": self.idempotency_key,
+            "user_id": self.user_id,
+            "amount": amount_text(self.amount),
+            "currency": self.currency,
+            "gateway": self.gateway,
+            **_metadata(self.metadata),
+        }
+
+
+class ExpenseCommand(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    currency: str
+    orders: tuple[OrderLine, ...]
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "expense",
+            "idempotency_key": self.idempotency_key,
+            "user_id": self.user_id,
+            "currency": self.currency,
+            "orders": [line.to_json() for line in self.orders],
+            **_metadata(self.metadata),
+        }
+
+
+class RefundCommand(msgspec.Struct, frozen=True, kw_only=True):
+    expense_id: str
+    order_id: str
+    amount: Amount
+    reason: str | None = None
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "refund",
+            "idempotency_key": self.idempotency_key,
+            "expense_id": self.expense_id,
+            "order_id": self.order_id,
+            "amount": amount_text(self.amount),
+            **_metadata(self.metadata),
+        }
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
+
+
+class AdjustmentCommand(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    amount: Amount  # signed
+    currency: str
+    reason: str
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "adjustment",
+            "idempotency_key": self.idempotency_key,
+            "user_id": self.user_id,
+            "amount": amount_text(self.amount),
+            "currency": self.currency,
+            "reason": self.reason,
+            **_metadata(self.metadata),
+        }
+
+
+BatchCommand = RechargeCommand | ExpenseCommand | RefundCommand | AdjustmentCommand

@@ -1,0 +1,21 @@
+"""Composition for the HTTP server: a SQLite file (or, later, a PostgreSQL URL) to an app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar
+
+from tally.bootstrap import open_engine
+from tally.http.app import create_app
+from tally.http.services import Services
+from tally.store.sqlite_keys import SqliteKeyStore
+
+
+def open_services(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Services:
+    engine = open_engine(db)  # opens the store first: it runs the migrations
+    return Services(engine=engine, keys=SqliteKeyStore(db), key_cache_ttl_s=key_cache_ttl_s)
+
+
+def open_app(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Litestar:
+    return create_app(open_services(db, key_cache_ttl_s=key_cache_ttl_s))

@@ -1,0 +1,60 @@
+"""Who may call a route (bearer key and scope), and what a POST must look like."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from tally.api_keys import Scope, secret_length_max
+from tally.http.problems import ApiProblem, EdgeProblem
+from tally.http.services import services_of
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+def require(scope: Scope) -> Guard:
+    """A guard: a live key of this app's keys, holding `scope` (401 / 403 otherwise)."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        header = connection.headers.get("authorization", "")
+        kind, _space, secret = header.partition(" ")
+        secret = secret.strip()
+        if kind.lower() != "bearer" or not secret or len(secret) > secret_length_max:
+            raise ApiProblem(
+                EdgeProblem.UNAUTHORIZED,
+                "send an API key: Authorization: Bearer <key>",
+                field="Authorization",
+            )
+        key = await services_of(connection).authenticate(secret)
+        if key is None:
+            raise ApiProblem(
+                EdgeProblem.UNAUTHORIZED, "unknown or revoked API key", field="Authorization"
+            )
+        if not key.allows(scope):
+            raise ApiProblem(
+                EdgeProblem.FORBIDDEN,
+                f"this key lacks the {scope.value!r} scope",
+                field="Authorization",
+            )
+        connection.scope["state"]["tally_api_key"] = key
+
+    return guard
+
+
+async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """POST bodies are non-empty JSON: anything else is refused before it is read."""
+    media_type = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiProblem(
+            EdgeProblem.CONTENT_TYPE_UNSUPPORTED,
+            f"send Content-Type: application/json (got {media_type or 'none'!r})",
+            field="Content-Type",
+        )
+    if connection.headers.get("content-length") == "0":
+        raise ApiProblem(EdgeProblem.JSON_MALFORMED, "the body is empty; send a JSON object")
+
+
+__all__ = ["Guard", "json_body", "require"]

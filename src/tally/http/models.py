@@ -1,0 +1,210 @@
+"""The wire shapes: request bodies (strict: unknown fields refused, amounts are decimal
+strings) and the responses, which mirror `tally.views` field for field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+Amount = Annotated[
+    str,
+    msgspec.Meta(
+        description='A decimal string in the currency\'s units, e.g. "150.00" (never a number).',
+        examples=["150.00"],
+    ),
+]
+Currency = Annotated[
+    str, msgspec.Meta(description="ISO 4217 code in capitals, e.g. USD.", examples=["USD"])
+]
+Metadata = Annotated[
+    dict[str, str],
+    msgspec.Meta(description="Flat string-to-string metadata (at most 32 entries, 4 KiB)."),
+]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+def strict_request_types() -> list[type[msgspec.Struct]]:
+    """Every request body type (each refuses unknown fields)."""
+    found: list[type[msgspec.Struct]] = []
+    pending: list[type[msgspec.Struct]] = [_Strict]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
+
+
+# -- requests --------------------------------------------------------------------------
+class RechargeRequest(_Strict):
+    user_id: str
+    amount: Amount
+    currency: Currency
+    gateway: str
+    metadata: Metadata | None = None
+
+
+class OrderRequest(_Strict):
+    order_id: str
+    amount: Amount
+    merchant_id: str | None = None
+
+
+class ExpenseRequest(_Strict):
+    user_id: str
+    currency: Currency
+    orders: list[OrderRequest]
+    metadata: Metadata | None = None
+
+
+class RefundRequest(_Strict):
+    expense_id: str
+    order_id: str
+    amount: Amount
+    reason: str | None = None
+    metadata: Metadata | None = None
+
+
+class AdjustmentRequest(_Strict):
+    user_id: str
+    amount: Annotated[str, msgspec.Meta(description='Signed decimal string: "-5.00" debits.')]
+    currency: Currency
+    reason: str
+    metadata: Metadata | None = None
+
+
+class BatchRecharge(RechargeRequest, tag_field="type", tag="recharge", kw_only=True):
+    idempotency_key: str
+
+
+class BatchExpense(ExpenseRequest, tag_field="type", tag="expense", kw_only=True):
+    idempotency_key: str
+
+
+class BatchRefund(RefundRequest, tag_field="type", tag="refund", kw_only=True):
+    idempotency_key: str
+
+
+class BatchAdjustment(AdjustmentRequest, tag_field="type", tag="adjustment", kw_only=True):
+    idempotency_key: str
+
+
+BatchCommand = BatchRecharge | BatchExpense | BatchRefund | BatchAdjustment
+
+
+class BatchRequest(_Strict):
+    commands: list[BatchCommand]
+
+
+# -- responses -------------------------------------------------------------------------
+class RefundOf(msgspec.Struct, kw_only=True):
+    expense_id: str
+    order_id: str
+
+
+class Entry(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+
+
+class Transaction(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    ledger: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+    idempotency_key: str
+    actor: str
+    entries: list[Entry]
+
+
+class Balance(msgspec.Struct, kw_only=True):
+    currency: str
+    balance: str
+
+
+class Balances(msgspec.Struct, kw_only=True):
+    user_id: str
+    balances: list[Balance]
+
+
+class StatementPage(msgspec.Struct, kw_only=True):
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+class OrderTransaction(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    event_type: str
+    seq: int
+
+
+class Order(msgspec.Struct, kw_only=True):
+    order_id: str
+    expense_id: str
+    user_id: str
+    merchant_id: str
+    currency: str
+    paid: str
+    refunded: str
+    refundable: str
+    transactions: list[OrderTransaction]
+
+
+class LoggedEvent(msgspec.Struct, kw_only=True):
+    seq: int
+    transaction_id: str
+    event_type: str
+    hash: Annotated[str, msgspec.Meta(description="Chain hash after this event, hex.")]
+    body: Annotated[str, msgspec.Meta(description="The canonical v1 bytes that were hashed.")]
+    event: dict[str, Any]
+
+
+class EventsPage(msgspec.Struct, kw_only=True):
+    events: list[LoggedEvent]
+    next_after_seq: int | None
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details, plus tally's stable `code` and the offending `field`."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+
+
+class BatchResult(msgspec.Struct, kw_only=True):
+    status: int
+    replayed: bool = False
+    transaction: Transaction | None = None
+    problem: Problem | None = None
+
+
+class BatchResponse(msgspec.Struct, kw_only=True):
+    results: list[BatchResult]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str

@@ -1,0 +1,205 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`).
+
+Every error has a stable `code`: a `Rejection` code when the ledger refused the command,
+otherwise one of `EdgeProblem` (the request itself was wrong before any rule could look at
+it). Each code maps to exactly one HTTP status, in `status_of`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from tally.domain.rejections import Rejected, Rejection
+from tally.http.models import Problem
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class EdgeProblem(enum.Enum):
+    """Problems found by the HTTP edge, each with its status and stable code."""
+
+    JSON_MALFORMED = (400, "json_malformed")
+    FIELD_INVALID = (400, "field_invalid")
+    FIELD_UNKNOWN = (400, "field_unknown")
+    FIELD_MISSING = (400, "field_missing")
+    PARAMETER_INVALID = (400, "parameter_invalid")
+    IDEMPOTENCY_KEY_MISSING = (400, "idempotency_key_missing")
+    CURSOR_INVALID = (400, "cursor_invalid")
+    UNAUTHORIZED = (401, "unauthorized")
+    FORBIDDEN = (403, "forbidden")
+    NOT_FOUND = (404, "not_found")
+    METHOD_NOT_ALLOWED = (405, "method_not_allowed")
+    IDEMPOTENCY_KEY_IN_FLIGHT = (409, "idempotency_key_in_flight")
+    BODY_TOO_LARGE = (413, "body_too_large")
+    CONTENT_TYPE_UNSUPPORTED = (415, "content_type_unsupported")
+    INTERNAL_ERROR = (500, "internal_error")
+    UNAVAILABLE = (503, "unavailable")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        return self.value[1]
+
+
+_REJECTION_STATUS: dict[Rejection, int] = {
+    **dict.fromkeys(Rejection, 400),
+    Rejection.IDEMPOTENCY_KEY_REUSED: 422,
+    Rejection.ORDER_ALREADY_PAID: 409,
+    Rejection.EXPENSE_UNKNOWN: 404,
+    Rejection.ORDER_UNKNOWN: 404,
+    Rejection.CURRENCY_MISMATCH: 422,
+    Rejection.REFUND_EXCEEDS_REFUNDABLE: 422,
+    Rejection.INSUFFICIENT_FUNDS: 422,
+    Rejection.BALANCE_LIMIT_EXCEEDED: 422,
+}
+
+
+def status_of(reason: Rejection | EdgeProblem) -> int:
+    if isinstance(reason, Rejection):
+        return _REJECTION_STATUS[reason]
+    return reason.status
+
+
+class ApiProblem(Exception):
+    """Raised anywhere in a handler to answer with a problem."""
+
+    def __init__(self, reason: EdgeProblem, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+
+
+def problem(reason: Rejection | EdgeProblem, detail: str, field: str | None = None) -> Problem:
+    status = status_of(reason)
+    return Problem(
+        type=f"urn:tally:problem:{reason.code}",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        code=reason.code,
+        field=field,
+    )
+
+
+def of_rejection(rejection: Rejected) -> Problem:
+    return problem(rejection.reason, rejection.detail, rejection.field)
+
+
+def respond(body: Problem, headers: dict[str, str] | None = None) -> Response[Problem]:
+    return Response(body, status_code=body.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# -- turning framework and validation errors into problems ------------------------------
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
+_MISSING_PARAMETER = re.compile(r"Missing required (?:\w+) parameter '([^']*)'")
+_PARAMETER_SOURCES = frozenset({"query", "path", "header", "cookie"})
+
+
+def _field_path(key: object) -> str | None:
+    return key if isinstance(key, str) and key not in ("data", "") else None
+
+
+def bad_request(detail: str, extra: object) -> Problem:
+    """Classify the framework's 400s (body decoding, parameter parsing) into stable codes."""
+    first: dict[str, Any] = {}
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        first = extra[0]
+    message = str(first.get("message", detail))
+    source = first.get("source")
+    path = _field_path(first.get("key"))
+    missing_parameter = _MISSING_PARAMETER.search(detail)
+    if "Idempotency-Key" in detail or path == "Idempotency-Key":
+        return problem(
+            EdgeProblem.IDEMPOTENCY_KEY_MISSING,
+            "every POST needs an Idempotency-Key header (1 to 255 printable characters)",
+            "Idempotency-Key",
+        )
+    if missing_parameter is not None:
+        name = missing_parameter[1]
+        return problem(EdgeProblem.PARAMETER_INVALID, f"{name} is required", name)
+    if source in _PARAMETER_SOURCES:
+        return problem(EdgeProblem.PARAMETER_INVALID, message, path)
+    if not first:  # the body could not be decoded at all
+        return problem(EdgeProblem.JSON_MALFORMED, f"the body is not a JSON object: {detail}")
+    if (match := _UNKNOWN_FIELD.search(message)) is not None:
+        field = match[1] if path is None else f"{path}.{match[1]}"
+        return problem(EdgeProblem.FIELD_UNKNOWN, f"unknown field {field!r}", field)
+    if (match := _MISSING_FIELD.search(message)) is not None:
+        field = match[1] if path is None else f"{path}.{match[1]}"
+        return problem(EdgeProblem.FIELD_MISSING, f"missing required field {field!r}", field)
+    if path is not None and (path == "amount" or path.endswith(".amount")):
+        return problem(
+            Rejection.AMOUNT_INVALID,
+            'must be a decimal string such as "150.00" (numbers are refused)',
+            path,
+        )
+    if path is not None and path.split("[", 1)[0] == "metadata":
+        return problem(Rejection.METADATA_INVALID, "metadata maps strings to strings", "metadata")
+    return problem(EdgeProblem.FIELD_INVALID, message, path)
+
+
+def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    return respond(bad_request(str(exc.detail), exc.extra))
+
+
+def handle_api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[Problem]:
+    return respond(problem(exc.reason, exc.detail, exc.field))
+
+
+def handle_rejected(_: Request[Any, Any, Any], exc: Rejected) -> Response[Problem]:
+    return respond(of_rejection(exc))
+
+
+_HTTP_PROBLEMS = {
+    401: EdgeProblem.UNAUTHORIZED,
+    403: EdgeProblem.FORBIDDEN,
+    404: EdgeProblem.NOT_FOUND,
+    405: EdgeProblem.METHOD_NOT_ALLOWED,
+    413: EdgeProblem.BODY_TOO_LARGE,
+    415: EdgeProblem.CONTENT_TYPE_UNSUPPORTED,
+}
+
+
+def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    if exc.status_code == 400:
+        return respond(bad_request(str(exc.detail), exc.extra))
+    reason = _HTTP_PROBLEMS.get(exc.status_code)
+    if reason is None:
+        reason = EdgeProblem.FIELD_INVALID if exc.status_code < 500 else EdgeProblem.UNAVAILABLE
+        body = problem(reason, str(exc.detail))
+        body = msgspec.structs.replace(body, status=exc.status_code)
+        return respond(body)
+    return respond(problem(reason, str(exc.detail)))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.error("unhandled error", path=request.url.path, error=repr(exc), exc_info=exc)
+    return Response(
+        problem(EdgeProblem.INTERNAL_ERROR, "tally failed to answer; nothing was acknowledged"),
+        status_code=500,
+        media_type=PROBLEM_JSON,
+    )
+
+
+EXCEPTION_HANDLERS: Any = {
+    ValidationException: handle_validation,
+    ApiProblem: handle_api_problem,
+    Rejected: handle_rejected,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,230 @@
+"""GET routes: balances, statements, transactions, orders and the log itself.
+
+Reads go straight to the store's projections, on worker threads (SQLite is blocking), and
+only ever within the key's own ledger: an id from another ledger is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, get
+from litestar.params import FromPath, QueryParameter
+
+from tally import views
+from tally.api_keys import Scope
+from tally.audit.canonical import decode_event
+from tally.domain.limits import INT64_MAX
+from tally.engine.ports import Store
+from tally.http import models
+from tally.http.guards import require
+from tally.http.problems import ApiProblem, EdgeProblem
+from tally.http.responses import READ_RESPONSES
+from tally.http.services import api_key_of, services_of
+from tally.money import exponent
+
+statement_page_entries_max = views.statement_page_entries_max
+events_page_max = 1000
+_CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,9})")
+_PAST_EVERY_POSTING = 2**31 - 1  # cursor index after every posting of an event
+_UNIX_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+_READ: dict[str, Any] = {
+    "responses": READ_RESPONSES,
+    "guards": [require(Scope.READ)],
+    "tags": ["reads"],
+}
+
+
+def encode_cursor(position: tuple[int, int]) -> str:
+    """An opaque cursor for `(seq, posting_index)`: clients pass it back unchanged."""
+    text = f"{position[0]}.{position[1]}".encode()
+    return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError):
+        text = ""
+    match = _CURSOR.fullmatch(text)
+    if match is None:
+        raise ApiProblem(
+            EdgeProblem.CURSOR_INVALID, "pass back a next_cursor unchanged", field="cursor"
+        )
+    return int(match[1]), int(match[2])
+
+
+def _instant_us(text: str | None, field: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiProblem(
+            EdgeProblem.PARAMETER_INVALID,
+            "an RFC 3339 timestamp with a zone, e.g. 2026-01-31T00:00:00Z",
+            field=field,
+        )
+    delta = moment - _UNIX_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _first_seq_at(store: Store, ledger: str, since_us: int) -> int:
+    """The first seq stamped at or after `since_us` (timestamps never go back along seq)."""
+    head = store.head(ledger)
+    low, high = 1, (0 if head is None else head.seq) + 1
+    while low < high:
+        middle = (low + high) // 2
+        (row,) = store.events(ledger, after_seq=middle - 1, limit=1)
+        if decode_event(row.body)[1].timestamp_us < since_us:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _statement(
+    store: Store,
+    ledger: str,
+    user_id: str,
+    currency: str,
+    *,
+    after: tuple[int, int] | None,
+    limit: int,
+    since_us: int | None,
+    until_us: int | None,
+) -> models.StatementPage:
+    if after is None:
+        start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
+        after = (start - 1, _PAST_EVERY_POSTING)
+    lines, next_position = views.statement_page(
+        store, ledger, user_id, currency, after=after, limit=limit
+    )
+    if until_us is not None:
+        until = views.timestamp(until_us)
+        kept = [line for line in lines if line["timestamp"] < until]
+        if len(kept) < len(lines):
+            lines, next_position = kept, None
+    cursor = None if next_position is None else encode_cursor(next_position)
+    return msgspec.convert({"entries": lines, "next_cursor": cursor}, models.StatementPage)
+
+
+@get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
+async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) -> models.Balances:
+    store = services_of(request).engine.store
+    view = await anyio.to_thread.run_sync(
+        views.balances, store, api_key_of(request).ledger, user_id
+    )
+    return msgspec.convert(view, models.Balances)
+
+
+@get(
+    "/v1/users/{user_id:str}/statement",
+    summary="A user's statement in one currency, oldest first, with balance_after",
+    description="Cursor-paginated by (seq, posting index): pages are stable under "
+    "concurrent writes. `from` (inclusive) and `to` (exclusive) bound the timestamps.",
+    **_READ,
+)
+async def get_statement(
+    request: Request[Any, Any, Any],
+    *,
+    user_id: FromPath[str],
+    currency: Annotated[str, QueryParameter(min_length=3, max_length=3)],
+    limit: Annotated[int, QueryParameter(ge=1, le=statement_page_entries_max)] = 100,
+    cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    since: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
+    until: Annotated[str | None, QueryParameter(name="to", max_length=64)] = None,
+) -> models.StatementPage:
+    exponent(currency)  # CURRENCY_UNKNOWN for anything not ISO 4217
+    after = None if cursor is None else decode_cursor(cursor)
+    since_us = _instant_us(since, "from")
+    until_us = _instant_us(until, "to")
+    return await anyio.to_thread.run_sync(
+        lambda: _statement(
+            services_of(request).engine.store,
+            api_key_of(request).ledger,
+            user_id,
+            currency,
+            after=after,
+            limit=limit,
+            since_us=since_us,
+            until_us=until_us,
+        )
+    )
+
+
+@get("/v1/transactions/{transaction_id:str}", summary="One transaction", **_READ)
+async def get_transaction(
+    request: Request[Any, Any, Any], transaction_id: FromPath[str]
+) -> models.Transaction:
+    store = services_of(request).engine.store
+    ledger = api_key_of(request).ledger
+    view = await anyio.to_thread.run_sync(views.find_transaction, store, ledger, transaction_id)
+    if view is None:
+        raise ApiProblem(
+            EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
+        )
+    return msgspec.convert(view, models.Transaction)
+
+
+def _order(store: Store, ledger: str, order_id: str) -> dict[str, Any] | None:
+    row = store.order(ledger, order_id)
+    return None if row is None else views.order_view(store, ledger, row)
+
+
+@get(
+    "/v1/orders/{order_id:str}",
+    summary="What an order was paid, refunded, and can still be refunded",
+    **_READ,
+)
+async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> models.Order:
+    store = services_of(request).engine.store
+    ledger = api_key_of(request).ledger
+    view = await anyio.to_thread.run_sync(_order, store, ledger, order_id)
+    if view is None:
+        raise ApiProblem(EdgeProblem.NOT_FOUND, f"no order {order_id}", field="order_id")
+    return msgspec.convert(view, models.Order)
+
+
+def _events(store: Store, ledger: str, after_seq: int, limit: int) -> models.EventsPage:
+    rows = store.events(ledger, after_seq=after_seq, limit=limit)
+    events = [
+        models.LoggedEvent(
+            seq=row.seq,
+            transaction_id=row.transaction_id,
+            event_type=row.event_type,
+            hash=bytes(row.hash).hex(),
+            body=bytes(row.body).decode("utf-8"),
+            event=msgspec.json.decode(row.body),
+        )
+        for row in rows
+    ]
+    next_after_seq = rows[-1].seq if len(rows) == limit else None
+    return models.EventsPage(events=events, next_after_seq=next_after_seq)
+
+
+@get(
+    "/v1/events",
+    summary="The ledger's log: events in seq order, with their canonical bytes and hashes",
+    **_READ,
+)
+async def get_events(
+    request: Request[Any, Any, Any],
+    after_seq: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=events_page_max)] = 100,
+) -> models.EventsPage:
+    store = services_of(request).engine.store
+    ledger = api_key_of(request).ledger
+    return await anyio.to_thread.run_sync(_events, store, ledger, after_seq, limit)
+
+
+ROUTES = [get_balances, get_statement, get_transaction, get_order, get_events]

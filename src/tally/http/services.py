@@ -1,0 +1,61 @@
+"""What the handlers share: the engine, the key store, the key cache, in-flight keys, metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import anyio.to_thread
+from litestar.connection import ASGIConnection
+
+from tally.api_keys import ApiKey, KeyStore
+from tally.engine.engine import Engine
+from tally.engine.writer import LedgerWriter
+from tally.http.metrics import Metrics
+
+keys_cached_max = 10_000
+
+
+@dataclass(kw_only=True)
+class Services:
+    engine: Engine
+    keys: KeyStore
+    key_cache_ttl_s: float = 2.0
+    """How long an authenticated (or refused) secret is remembered: a revocation made by
+    another process takes effect within this time."""
+    metrics: Metrics = field(default_factory=Metrics)
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
+    _key_cache: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    _writers: dict[str, LedgerWriter] = field(default_factory=dict)
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._key_cache.get(secret)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await anyio.to_thread.run_sync(self.keys.authenticate, secret)
+        if len(self._key_cache) >= keys_cached_max:
+            self._key_cache.clear()
+        if self.key_cache_ttl_s > 0:
+            self._key_cache[secret] = (now + self.key_cache_ttl_s, key)
+        return key
+
+    def forget_keys(self) -> None:
+        self._key_cache.clear()
+
+    async def writer(self, ledger: str) -> LedgerWriter:
+        """The ledger's writer; the first call catches it up with the log off the loop."""
+        writer = self._writers.get(ledger)
+        if writer is None:
+            writer = await anyio.to_thread.run_sync(self.engine.writer, ledger)
+            self._writers[ledger] = writer
+        return writer
+
+
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    return cast(Services, connection.app.state["tally"])
+
+
+def api_key_of(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiKey:
+    return cast(ApiKey, connection.scope["state"]["tally_api_key"])

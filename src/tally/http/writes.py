@@ -1,0 +1,216 @@
+"""POST /v1/recharges, /v1/expenses, /v1/refunds, /v1/adjustments and /v1/batch.
+
+A write is parsed at the edge (no database read), handed to the ledger's writer with one
+`submit`, and answered once its batch has committed. The engine keeps every idempotency key
+permanently in the log; this layer adds the in-flight check (409) and the replay header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import ResponseHeader
+from litestar.params import HeaderParameter, JSONBody
+
+from tally import views
+from tally.api_keys import ApiKey, Scope
+from tally.domain import limits
+from tally.domain.commands import Command, Envelope
+from tally.domain.decide import command_kind
+from tally.domain.rejections import Rejected
+from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
+from tally.http import commands, models
+from tally.http.guards import json_body, require
+from tally.http.problems import ApiProblem, EdgeProblem, of_rejection, problem
+from tally.http.responses import WRITE_RESPONSES
+from tally.http.services import Services, api_key_of, services_of
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+IdempotencyKey = Annotated[
+    str,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=limits.idempotency_key_length_max,
+        description="Your unique key for this write. Resending the same key and body "
+        "returns the original result (with Idempotent-Replayed: true) and writes nothing.",
+    ),
+]
+
+
+def _transaction(committed: Committed) -> models.Transaction:
+    return msgspec.convert(views.committed_view(committed), models.Transaction)
+
+
+async def _submit(
+    services: Services, key: ApiKey, envelopes: list[Envelope], *, slot: str
+) -> list[Outcome]:
+    in_flight = (key.ledger, slot)
+    if in_flight in services.in_flight:
+        raise ApiProblem(
+            EdgeProblem.IDEMPOTENCY_KEY_IN_FLIGHT,
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            field="Idempotency-Key",
+        )
+    services.in_flight.add(in_flight)
+    try:
+        writer = await services.writer(key.ledger)
+        return await asyncio.wrap_future(writer.submit(envelopes))
+    except (CommitFailed, WriterStopped) as error:
+        raise ApiProblem(
+            EdgeProblem.UNAVAILABLE, f"not recorded, retry with the same key: {error}"
+        ) from error
+    finally:
+        services.in_flight.discard(in_flight)
+
+
+def _count(services: Services, command: Command, outcome: Outcome) -> None:
+    if isinstance(outcome, Rejected):
+        label = outcome.reason.code
+    else:
+        label = "replayed" if outcome.replayed else "committed"
+    services.metrics.commands.labels(command_kind(command), label).inc()
+
+
+async def _write_one(
+    request: Request[Any, Any, Any], command: Command, idempotency_key: str
+) -> Response[models.Transaction]:
+    services = services_of(request)
+    key = api_key_of(request)
+    envelope = Envelope(idempotency_key=idempotency_key, command=command, actor=key.key_id)
+    (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
+    _count(services, command, outcome)
+    if isinstance(outcome, Rejected):
+        raise outcome
+    headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
+    return Response(_transaction(outcome), status_code=201, headers=headers)
+
+
+_WRITE: dict[str, Any] = {
+    "status_code": 201,
+    "response_headers": [
+        ResponseHeader(
+            name=REPLAYED_HEADER,
+            documentation_only=True,
+            description="`true` when this answer replays an earlier request with the same "
+            "Idempotency-Key (nothing new was written); absent otherwise.",
+        )
+    ],
+    "responses": WRITE_RESPONSES,
+    "guards": [require(Scope.WRITE), json_body],
+    "tags": ["writes"],
+}
+
+
+@post("/v1/recharges", summary="Credit a wallet from a payment gateway", **_WRITE)
+async def create_recharge(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.RechargeRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.recharge(data), idempotency_key)
+
+
+@post("/v1/expenses", summary="Pay one or many orders from a wallet, all or none", **_WRITE)
+async def create_expense(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.ExpenseRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.expense(data), idempotency_key)
+
+
+@post("/v1/refunds", summary="Refund part or all of one order of an expense", **_WRITE)
+async def create_refund(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.RefundRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    writer = await services_of(request).writer(api_key_of(request).ledger)
+    return await _write_one(request, commands.refund(data, writer.state), idempotency_key)
+
+
+@post(
+    "/v1/adjustments",
+    summary="A manual correction with a reason (admin scope)",
+    **{**_WRITE, "guards": [require(Scope.ADMIN), json_body]},
+)
+async def create_adjustment(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.AdjustmentRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.adjustment(data), idempotency_key)
+
+
+@post(
+    "/v1/batch",
+    summary="Many commands in one request, each atomic on its own",
+    description="One result per command, in order. Each command carries its own "
+    "idempotency_key; an adjustment needs the admin scope. Answers 200 even when some "
+    "commands were refused: look at each result's status.",
+    **{**_WRITE, "status_code": 200},
+)
+async def create_batch(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.BatchRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.BatchResponse]:
+    services = services_of(request)
+    key = api_key_of(request)
+    if len(data.commands) > limits.batch_commands_max:
+        raise ApiProblem(
+            EdgeProblem.FIELD_INVALID,
+            f"at most {limits.batch_commands_max} commands per batch",
+            field="commands",
+        )
+    writer = await services.writer(key.ledger)
+    results: list[models.BatchResult | None] = []
+    envelopes: list[Envelope] = []
+    for item in data.commands:
+        try:
+            if isinstance(item, models.BatchAdjustment) and not key.allows(Scope.ADMIN):
+                raise ApiProblem(EdgeProblem.FORBIDDEN, "adjustments need the 'admin' scope")
+            command = commands.of_batch(item, writer.state)
+        except Rejected as rejection:
+            results.append(_refused(rejection))
+            continue
+        except ApiProblem as refusal:
+            results.append(_edge_refused(refusal))
+            continue
+        results.append(None)
+        envelopes.append(
+            Envelope(idempotency_key=item.idempotency_key, command=command, actor=key.key_id)
+        )
+    outcomes = await _submit(services, key, envelopes, slot=idempotency_key) if envelopes else []
+    answered = iter(zip(envelopes, outcomes, strict=True))
+    for index, result in enumerate(results):
+        if result is not None:
+            continue
+        envelope, outcome = next(answered)
+        _count(services, envelope.command, outcome)
+        if isinstance(outcome, Rejected):
+            results[index] = _refused(outcome)
+        else:
+            results[index] = models.BatchResult(
+                status=201, replayed=outcome.replayed, transaction=_transaction(outcome)
+            )
+    final = [result for result in results if result is not None]
+    return Response(models.BatchResponse(results=final), status_code=200)
+
+
+def _refused(rejection: Rejected) -> models.BatchResult:
+    body = of_rejection(rejection)
+    return models.BatchResult(status=body.status, problem=body)
+
+
+def _edge_refused(refusal: ApiProblem) -> models.BatchResult:
+    body = problem(refusal.reason, refusal.detail, refusal.field)
+    return models.BatchResult(status=body.status, problem=body)
+
+
+ROUTES = [create_recharge, create_expense, create_refund, create_adjustment, create_batch]

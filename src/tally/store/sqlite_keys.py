@@ -1,0 +1,116 @@
+"""API keys in the ledger's SQLite file (table `api_keys`, migration 0002).
+
+Its own connection per thread, stdlib sqlite3 only. The tables are created by the ledger
+store's migrations, so open the ledger store on the file first (bootstrap does).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from tally.api_keys import ApiKey, IssuedKey, KeyRefused, Scope, new_secret, secret_digest
+
+busy_timeout_ms = 30_000
+
+_COLUMNS = "key_id, ledger, scopes, created_at_us, revoked_at_us"
+
+
+class SqliteKeyStore:
+    """`KeyStore` on a SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        found = self._db().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'"
+        )
+        if found.fetchone() is None:
+            raise RuntimeError(f"{self.path} has no api_keys table: open the ledger store first")
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                timeout=busy_timeout_ms / 1000,
+                check_same_thread=False,
+            )
+            db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            self._local.connection = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    def ledger_exists(self, ledger: str) -> bool:
+        row = self._db().execute("SELECT 1 FROM ledgers WHERE name = ?", (ledger,)).fetchone()
+        return row is not None
+
+    def create(self, ledger: str, scopes: frozenset[Scope]) -> IssuedKey:
+        if not self.ledger_exists(ledger):
+            raise KeyRefused(f"no ledger {ledger!r}: create it with `tally ledger create`")
+        key_id, secret = new_secret()
+        key = ApiKey(
+            key_id=key_id, ledger=ledger, scopes=scopes, created_at_us=time.time_ns() // 1000
+        )
+        self._db().execute(
+            "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+            (key_id, ledger, secret_digest(secret), _scopes_text(scopes), key.created_at_us),
+        )
+        return IssuedKey(key=key, secret=secret)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        db = self._db()
+        db.execute(
+            "UPDATE api_keys SET revoked_at_us = ? WHERE key_id = ? AND revoked_at_us IS NULL",
+            (time.time_ns() // 1000, key_id),
+        )
+        row = db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise KeyRefused(f"no key {key_id!r}")
+        return _key(row)
+
+    def keys(self, ledger: str) -> list[ApiKey]:
+        rows = self._db().execute(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE ledger = ? ORDER BY created_at_us, key_id",
+            (ledger,),
+        )
+        return [_key(row) for row in rows]
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE secret_sha256 = ? "
+                "AND revoked_at_us IS NULL",
+                (secret_digest(secret),),
+            )
+            .fetchone()
+        )
+        return None if row is None else _key(row)
+
+
+def _scopes_text(scopes: frozenset[Scope]) -> str:
+    return " ".join(sorted(scope.value for scope in scopes))
+
+
+def _key(row: tuple[str, str, str, int, int | None]) -> ApiKey:
+    return ApiKey(
+        key_id=row[0],
+        ledger=row[1],
+        scopes=frozenset(Scope(s) for s in row[2].split()),
+        created_at_us=row[3],
+        revoked_at_us=row[4],
+    )

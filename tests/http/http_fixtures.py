@@ -1,0 +1,123 @@
+"""Fixtures for the HTTP tests, loaded by each as `pytest_plugins = ["http_fixtures"]`.
+
+(A plugin module rather than tests/http/conftest.py: mypy checks tests/ without packages,
+and two modules named `conftest` would collide.) `live` is a tally HTTP server per test
+session (per xdist worker): uvicorn on a free port in a thread, over a fresh SQLite file,
+with two ledgers and keys of every kind."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tally.api_keys import Scope
+from tally.bootstrap import open_store
+from tally.http.app import create_app
+from tally.http.compose import open_services
+from tally.http.services import Services
+
+SERVER_START_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Live:
+    """A running server: its URL, its services (for white-box checks) and its keys."""
+
+    url: str
+    db: Path
+    services: Services
+    keys: dict[str, str]  # name -> secret: admin, write, read, read_write, other_admin
+
+    def client(self, key: str | None = "admin") -> httpx.Client:
+        headers = {} if key is None else {"Authorization": f"Bearer {self.keys[key]}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def issue(self, ledger: str, *scopes: Scope) -> tuple[str, str]:
+        """A fresh key: (key_id, secret)."""
+        issued = self.services.keys.create(ledger, frozenset(scopes))
+        return issued.key.key_id, issued.secret
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    db = tmp_path_factory.mktemp("http") / "tally.db"
+    store = open_store(db)
+    for ledger in ("shop", "other"):
+        store.ensure_ledger(ledger)
+    store.close()
+    services = open_services(db, key_cache_ttl_s=0)
+    grants = {
+        "admin": ("shop", (Scope.ADMIN,)),
+        "write": ("shop", (Scope.WRITE,)),
+        "read": ("shop", (Scope.READ,)),
+        "read_write": ("shop", (Scope.READ, Scope.WRITE)),
+        "other_admin": ("other", (Scope.ADMIN,)),
+    }
+    keys = {
+        name: services.keys.create(ledger, frozenset(scopes)).secret
+        for name, (ledger, scopes) in grants.items()
+    }
+    app = create_app(services)
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield Live(url=f"http://127.0.0.1:{port}", db=db, services=services, keys=keys)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=SERVER_START_TIMEOUT_S)
+        sock.close()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Fresh identifiers, so tests sharing the session's server never collide."""
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+def post(client: httpx.Client, path: str, body: Any, key: str | None = None) -> httpx.Response:
+    headers = {"Idempotency-Key": key or f"k-{uuid.uuid4()}"}
+    return client.post(path, json=body, headers=headers)
+
+
+@pytest.fixture
+def poster() -> Callable[..., httpx.Response]:
+    """`poster(client, path, body, key=None)`: a JSON POST with an Idempotency-Key."""
+    return post
