@@ -13,13 +13,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from pg import fresh_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
@@ -34,7 +34,7 @@ class Live:
     """A running server: its URL, its services (for white-box checks) and its keys."""
 
     url: str
-    db: Path
+    db: str  # a SQLite path or a PostgreSQL URL
     services: Services
     keys: dict[str, str]  # name -> secret: admin, write, read, read_write, other_admin
 
@@ -55,9 +55,19 @@ def _free_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    db = tmp_path_factory.mktemp("http") / "tally.db"
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """The same server over each store: the HTTP tests are part of the contract suite."""
+    if request.param == "sqlite":
+        yield from _live(str(tmp_path_factory.mktemp("http") / "tally.db"))
+    else:
+        with fresh_database() as url:
+            yield from _live(url)
+
+
+def _live(db: str) -> Iterator[Live]:
     store = open_store(db)
     for ledger in ("shop", "other"):
         store.ensure_ledger(ledger)
@@ -100,6 +110,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         server.should_exit = True
         thread.join(timeout=SERVER_START_TIMEOUT_S)
         sock.close()
+        services.engine.close()
+        services.keys.close()
+        services.engine.store.close()
 
 
 @pytest.fixture

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 from rich.console import Console
 
-from tally.api_keys import ApiKey, KeyRefused, check_ledger_name, parse_scopes
-from tally.bootstrap import open_store
-from tally.store.sqlite_keys import SqliteKeyStore
+from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
+from tally.bootstrap import open_key_store, open_store
 
 console = Console()
 errors = Console(stderr=True)
@@ -47,9 +48,15 @@ def _key_view(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _keys(db: str) -> SqliteKeyStore:
-    open_store(db).close()  # creates the file and runs the migrations
-    return SqliteKeyStore(db)
+@contextmanager
+def _keys(db: str) -> Iterator[KeyStore]:
+    store = open_store(db)  # creates the file or schema: runs the migrations
+    keys = open_key_store(store)
+    try:
+        yield keys
+    finally:
+        keys.close()
+        store.close()
 
 
 def serve(
@@ -109,14 +116,12 @@ def key_create(
     The secret is printed once and never stored; keep it.
     """
     database = database or Database()
-    keys = _keys(database.db)
     try:
-        issued = keys.create(ledger, parse_scopes(scope))
+        with _keys(database.db) as keys:
+            issued = keys.create(ledger, parse_scopes(scope))
     except KeyRefused as refusal:
         errors.print(f"[red]refused[/red] {refusal}")
         return 1
-    finally:
-        keys.close()
     if database.json:
         _print_json({"key": issued.secret, **_key_view(issued.key)})
     else:
@@ -130,14 +135,12 @@ def key_create(
 def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
     """Revoke KEY_ID: requests with it are refused from now on (401)."""
     database = database or Database()
-    keys = _keys(database.db)
     try:
-        key = keys.revoke(key_id)
+        with _keys(database.db) as keys:
+            key = keys.revoke(key_id)
     except KeyRefused as refusal:
         errors.print(f"[red]refused[/red] {refusal}")
         return 1
-    finally:
-        keys.close()
     if database.json:
         _print_json(_key_view(key))
     else:
@@ -149,11 +152,8 @@ def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
 def key_list(*, ledger: str, database: Database | None = None) -> int:
     """The keys of LEDGER (ids and scopes, never secrets)."""
     database = database or Database()
-    keys = _keys(database.db)
-    try:
+    with _keys(database.db) as keys:
         found = keys.keys(ledger)
-    finally:
-        keys.close()
     if database.json:
         _print_json({"keys": [_key_view(key) for key in found]})
     else:

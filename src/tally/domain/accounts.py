@@ -18,6 +18,7 @@ WALLET: Final = "wallet"
 CLEARING: Final = "clearing"
 REVENUE: Final = "revenue"
 EQUITY: Final = "equity"
+WALLET_PREFIX: Final = "wallet:"
 
 
 def wallet(user_id: str, currency: str) -> str:
@@ -44,4 +45,4 @@ def split(account: str) -> tuple[str, str, str]:
 
 def floor_of(account: str) -> int | None:
     """The lowest balance the account may reach, or None when it is unbounded."""
-    return 0 if account.startswith("wallet:") else None
+    return 0 if account.startswith(WALLET_PREFIX) else None

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container
-from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from tally.domain import accounts, limits
 from tally.domain.commands import (
@@ -38,8 +37,7 @@ _IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{limits.identifier_len
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stamp:
+class Stamp(NamedTuple):
     """What the writer assigns to an accepted command."""
 
     seq: int
@@ -99,8 +97,7 @@ class _EventHeader(TypedDict):
     metadata: Metadata
 
 
-@dataclass(frozen=True, slots=True)
-class _Common:
+class _Common(NamedTuple):
     state: LedgerState
     envelope: Envelope
     stamp: Stamp
@@ -152,11 +149,14 @@ def _expense(common: _Common, command: Expense) -> Event:
         )
     _check_identifier(command.user_id, "user_id")
     for index, line in enumerate(orders):
-        _check_identifier(line.order_id, f"orders[{index}].order_id")
-        _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
+        if not (_is_identifier(line.order_id) and _is_identifier(line.merchant_id)):
+            _check_identifier(line.order_id, f"orders[{index}].order_id")
+            _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
     _check_currency(common, command.currency)
-    _check_amounts(tuple((f"orders[{i}].amount", line.amount) for i, line in enumerate(orders)))
-    total = sum(line.amount for line in orders)
+    amounts = [line.amount for line in orders]
+    if not all(type(a) is int and 0 < a <= limits.amount_max for a in amounts):
+        _check_amounts(tuple((f"orders[{i}].amount", a) for i, a in enumerate(amounts)))
+    total = sum(amounts)
     if total > limits.amount_max:
         raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
     _check_metadata(command.metadata)
@@ -298,8 +298,12 @@ def _adjustment(common: _Common, command: Adjustment) -> Event:
 # -- the rungs -------------------------------------------------------------------------
 
 
+def _is_identifier(value: object) -> bool:
+    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
+
+
 def _check_identifier(value: object, field: str) -> None:
-    if not isinstance(value, str) or _IDENTIFIER.fullmatch(value) is None:
+    if not _is_identifier(value):
         raise Rejected(
             Rejection.IDENTIFIER_INVALID,
             field=field,
@@ -387,6 +391,8 @@ def _utf8_length(text: str, field: str, reason: Rejection) -> int:
 
 
 def _check_orders_new(state: LedgerState, orders: tuple[OrderLine, ...]) -> None:
+    if len(orders) == 1 and orders[0].order_id not in state.orders:
+        return
     seen: set[str] = set()
     for index, line in enumerate(orders):
         if line.order_id in seen:

@@ -159,25 +159,40 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
 
 
 def _post(state: LedgerState, event: Event) -> list[Entry]:
+    # The hottest loop in tally: journaling is inlined rather than going through `_set`.
     balances = state.balances
     dirty = state.dirty_accounts
+    undo = state._undo
+    seq = event.seq
     entries: list[Entry] = []
-    totals: dict[str, int] = {}
+    total = 0
+    other_currencies = False
     for index, posting in enumerate(event.postings):
         account = posting.account
-        after = balances.get(account, 0) + posting.amount
+        before = balances.get(account, _MISSING)
+        after = (0 if before is _MISSING else before) + posting.amount
         if after > INT64_MAX or after < INT64_MIN:
-            raise InvariantViolated(f"seq {event.seq}: {account} leaves the 64-bit range")
-        floor = accounts.floor_of(account)
-        if floor is not None and after < floor:
-            raise InvariantViolated(f"seq {event.seq}: {account} would fall below {floor}")
-        state._set(balances, account, after)
+            raise InvariantViolated(f"seq {seq}: {account} leaves the 64-bit range")
+        if after < 0 and account.startswith(accounts.WALLET_PREFIX):
+            raise InvariantViolated(f"seq {seq}: {account} would fall below zero")
+        if undo is not None:
+            undo.append((balances, account, before))
+        balances[account] = after
         dirty.add(account)
+        total += posting.amount
+        other_currencies = other_currencies or posting.currency != event.currency
+        entries.append(Entry(account, seq, index, posting.amount, after, posting.order_id))
+    if total or other_currencies:
+        _check_zero_sum_per_currency(event)
+    return entries
+
+
+def _check_zero_sum_per_currency(event: Event) -> None:
+    totals: dict[str, int] = {}
+    for posting in event.postings:
         totals[posting.currency] = totals.get(posting.currency, 0) + posting.amount
-        entries.append(Entry(account, event.seq, index, posting.amount, after, posting.order_id))
     if any(totals.values()):
         raise InvariantViolated(f"seq {event.seq}: postings do not sum to zero: {totals}")
-    return entries
 
 
 def _record_expense(state: LedgerState, event: ExpensePaid) -> None:

@@ -1,4 +1,4 @@
-"""Composition for the HTTP server: a SQLite file (or, later, a PostgreSQL URL) to an app."""
+"""Composition for the HTTP server: a SQLite file or a PostgreSQL URL to an app."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ from pathlib import Path
 
 from litestar import Litestar
 
-from tally.bootstrap import open_engine
+from tally.bootstrap import open_engine, open_key_store
 from tally.http.app import create_app
 from tally.http.services import Services
-from tally.store.sqlite_keys import SqliteKeyStore
 
 
 def open_services(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Services:
     engine = open_engine(db)  # opens the store first: it runs the migrations
-    return Services(engine=engine, keys=SqliteKeyStore(db), key_cache_ttl_s=key_cache_ttl_s)
+    keys = open_key_store(engine.store)
+    return Services(engine=engine, keys=keys, key_cache_ttl_s=key_cache_ttl_s)
 
 
 def open_app(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Litestar:

@@ -122,12 +122,13 @@ class PostgresStore:
             rows: list[asyncpg.Record] = await db.fetch(query, *args)
             return rows
 
-    def _rows(self, query: str, *args: object) -> list[asyncpg.Record]:
+    def rows(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Run one statement on the pool and return its rows (for sibling stores)."""
         return self._call(self._fetch(query, *args))
 
     # -- the write path ----------------------------------------------------------------
     def ensure_ledger(self, ledger: str) -> None:
-        self._rows(
+        self.rows(
             "INSERT INTO ledgers VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
             ledger,
             GENESIS_HASH,
@@ -178,14 +179,14 @@ class PostgresStore:
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT name FROM ledgers ORDER BY 1")]
+        return [r[0] for r in self.rows("SELECT name FROM ledgers ORDER BY 1")]
 
     def head(self, ledger: str) -> Head | None:
-        rows = self._rows("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
+        rows = self.rows("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
         return Head(rows[0][0], bytes(rows[0][1])) if rows else None
 
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT seq, transaction_id, event_type, body, hash FROM events "
             "WHERE ledger = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             ledger,
@@ -227,7 +228,7 @@ class PostgresStore:
         )
 
     def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
             "WHERE ledger = $1 AND seq = $2 ORDER BY idx",
             ledger,
@@ -236,7 +237,7 @@ class PostgresStore:
         return [EntryRow(*r) for r in rows]
 
     def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT seq, transaction_id, event_type, body, hash FROM events "
             "WHERE ledger = $1 AND transaction_id = $2",
             ledger,
@@ -248,7 +249,7 @@ class PostgresStore:
         return EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]))
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT account, balance, last_seq FROM accounts "
             "WHERE ledger = $1 AND kind = $2 AND owner = $3 ORDER BY currency",
             ledger,
@@ -260,7 +261,7 @@ class PostgresStore:
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT n.account, n.seq, n.idx, n.amount, n.balance_after, n.order_id, e.body "
             "FROM entries n JOIN events e ON e.ledger = n.ledger AND e.seq = n.seq "
             "WHERE n.ledger = $1 AND n.account = $2 AND (n.seq, n.idx) > ($3, $4) "
@@ -274,7 +275,7 @@ class PostgresStore:
         return [(EntryRow(*r[:6]), bytes(r[6])) for r in rows]
 
     def order(self, ledger: str, order_id: str) -> OrderRow | None:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded "
             "FROM orders WHERE ledger = $1 AND order_id = $2",
             ledger,
@@ -283,7 +284,7 @@ class PostgresStore:
         return OrderRow(*rows[0]) if rows else None
 
     def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT DISTINCT seq FROM entries WHERE ledger = $1 AND order_id = $2 ORDER BY seq",
             ledger,
             order_id,
