@@ -9,14 +9,17 @@ alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from tally.domain.commands import Metadata, OrderLine
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Posting:
-    """One leg of a transaction: `amount` minor units added to `account` (negative: taken)."""
+class Posting(NamedTuple):
+    """One leg of a transaction: `amount` minor units added to `account` (negative: taken).
+
+    A NamedTuple rather than a frozen dataclass: equally immutable, and several times cheaper
+    to build, which matters for the two or more postings of every transaction.
+    """
 
     account: str
     currency: str

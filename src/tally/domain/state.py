@@ -12,7 +12,6 @@ A batch whose database commit fails therefore leaves the state as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tally.domain import accounts
@@ -37,8 +36,7 @@ class Entry(NamedTuple):
     order_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderState:
+class OrderState(NamedTuple):
     """What an order was paid and what has been refunded of it."""
 
     order_id: str
@@ -219,17 +217,5 @@ def _record_refund(state: LedgerState, event: RefundIssued) -> None:
     refunded = order.refunded + event.amount
     if refunded > order.paid:
         raise InvariantViolated(f"seq {event.seq}: order {order.order_id} refunded beyond paid")
-    state._set(state.orders, event.order_id, _replace_refunded(order, refunded))
+    state._set(state.orders, event.order_id, order._replace(refunded=refunded))
     state.dirty_orders.add(event.order_id)
-
-
-def _replace_refunded(order: OrderState, refunded: int) -> OrderState:
-    return OrderState(
-        order_id=order.order_id,
-        expense_id=order.expense_id,
-        user_id=order.user_id,
-        currency=order.currency,
-        merchant_id=order.merchant_id,
-        paid=order.paid,
-        refunded=refunded,
-    )

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tally.domain.events import Event
 from tally.domain.rejections import Rejected
 from tally.domain.state import Entry
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Committed:
+class Committed(NamedTuple):
     """A durable transaction. `replayed` means an earlier request with the same key made it."""
 
     ledger: str

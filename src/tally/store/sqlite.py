@@ -29,28 +29,32 @@ from tally.store.migrate import migrations
 
 busy_timeout_ms = 30_000
 
-rows_per_statement = 128  # multi-row VALUES: one statement step per 128 rows
+chunk_rows = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # multi-row VALUES sizes, largest first
 
 
 class _Insert:
-    """A multi-row INSERT: full chunks of `rows_per_statement` rows, then single rows.
+    """Multi-row INSERTs of a few fixed sizes, largest first.
 
-    Fixed chunk sizes keep the SQL text constant, so sqlite3's statement cache reuses it.
+    Fixed sizes keep the SQL texts few, so sqlite3's statement cache reuses them (preparing a
+    512-row statement costs more than running it). Few statements per batch matter too: each
+    one releases the GIL for its whole run, which is what lets the writer decide the next
+    batch meanwhile.
     """
 
     def __init__(self, table: str, columns: int, suffix: str = "") -> None:
         row = "(" + ",".join("?" * columns) + ")"
-        self.one = f"INSERT INTO {table} VALUES {row} {suffix}"
-        self.chunk = f"INSERT INTO {table} VALUES {','.join([row] * rows_per_statement)} {suffix}"
+        self.sql = {
+            size: f"INSERT INTO {table} VALUES {','.join([row] * size)} {suffix}"
+            for size in chunk_rows
+        }
 
     def run(self, db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-        full = len(rows) - len(rows) % rows_per_statement
-        for start in range(0, full, rows_per_statement):
-            db.execute(
-                self.chunk, [v for row in rows[start : start + rows_per_statement] for v in row]
-            )
-        if full < len(rows):
-            db.executemany(self.one, rows[full:])
+        start = 0
+        for size in chunk_rows:
+            while len(rows) - start >= size:
+                chunk = rows[start : start + size]
+                db.execute(self.sql[size], [value for row in chunk for value in row])
+                start += size
 
 
 _INSERT_EVENT = _Insert("events", 6)
