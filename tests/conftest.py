@@ -1,4 +1,9 @@
-"""Shared fixtures: a fresh database path, an engine that closes itself, and CLI runners."""
+"""Shared fixtures: a fresh database on each store, an engine that closes itself, CLI runners.
+
+`db` is the contract fixture: every test that takes it (directly or through `engine`) runs
+once on a SQLite file and once on a fresh PostgreSQL database (decision 8 of the design:
+the two stores behave identically). `db_path` stays for what is about the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,12 @@ from typing import Any
 
 import pytest
 
-from tally.bootstrap import open_engine
+from pg import fresh_database
+from rawdb import is_postgres
+from tally.bootstrap import open_engine, open_store
+from tally.cli.export import write_export
 from tally.engine.engine import Engine
+from tally_audit import Report, verify_export, verify_sqlite
 
 SUBPROCESS_TIMEOUT_S = 60
 
@@ -75,10 +84,23 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.db"
 
 
+STORES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=STORES, ids=STORES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database tally has not touched yet: a SQLite path, or the URL of a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+    else:
+        with fresh_database() as url:
+            yield url
+
+
 @pytest.fixture
-def engine(db_path: Path) -> Iterator[Engine]:
-    """An engine on `db_path`; its writers and store connections are closed afterwards."""
-    opened = open_engine(db_path)
+def engine(db: str) -> Iterator[Engine]:
+    """An engine on `db`; its writers and store connections are closed afterwards."""
+    opened = open_engine(db)
     try:
         yield opened
     finally:
@@ -104,3 +126,41 @@ def tally_audit(tmp_path: Path) -> TallyRunner:
         return run_module("tally_audit", *args, cwd=tmp_path)
 
     return run
+
+
+Auditor = Callable[[str, str], Run]
+
+
+@pytest.fixture
+def audit(tally: TallyRunner, tally_audit: TallyRunner, tmp_path: Path) -> Auditor:
+    """`audit(db, ledger)`: the offline auditor on `db`. A SQLite file is audited as it is
+    (`tally-audit FILE`); a PostgreSQL ledger through `tally export` (`tally-audit FILE.jsonl`)."""
+
+    def run(db: str, ledger: str) -> Run:
+        if not is_postgres(db):
+            return tally_audit(db)
+        out = tmp_path / f"{ledger}.jsonl"
+        exported = tally("export", "--db", db, "--ledger", ledger, "--out", str(out))
+        if exported.returncode != 0:
+            return exported
+        return tally_audit(str(out))
+
+    return run
+
+
+def audit_offline(db: str, ledger: str, directory: Path) -> Report:
+    """The offline auditor's report on `ledger`, in-process: the SQLite file read as it is, or
+    a PostgreSQL ledger exported (as `tally export` does) to a file in `directory` first."""
+    if not is_postgres(db):
+        (report,) = verify_sqlite(db, ledger)
+        return report
+    out = directory / f"{ledger}.jsonl"
+    store = open_store(db)
+    try:
+        with out.open("w", encoding="utf-8") as stream:
+            assert write_export(store, ledger, stream) is not None, f"no ledger {ledger}"
+    finally:
+        store.close()
+    (report,) = verify_export(str(out), ledger)
+    out.unlink()
+    return report

@@ -1,4 +1,4 @@
-"""The `tally` command line, run as a real subprocess (`python -m tally.cli`)."""
+"""The `tally` command line, run as a real subprocess (`python -m tally.cli`), on both stores."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import Run, TallyRunner, subprocess_env
+from rawdb import is_postgres
 
 LEDGER = "shop"
 
@@ -17,13 +18,13 @@ LEDGER = "shop"
 class Cli:
     """`tally` bound to one database and ledger."""
 
-    def __init__(self, tally: TallyRunner, db: Path, ledger: str = LEDGER) -> None:
+    def __init__(self, tally: TallyRunner, db: str, ledger: str = LEDGER) -> None:
         self.tally = tally
         self.db = db
         self.ledger = ledger
 
     def run(self, *args: str, as_json: bool = True) -> Run:
-        common = ("--db", str(self.db), "--ledger", self.ledger)
+        common = ("--db", self.db, "--ledger", self.ledger)
         return self.tally(*args, *common, *(("--json",) if as_json else ()))
 
     def ok(self, *args: str) -> Any:
@@ -40,15 +41,15 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tally: TallyRunner, db_path: Path) -> Cli:
-    return Cli(tally, db_path)
+def cli(tally: TallyRunner, db: str) -> Cli:
+    return Cli(tally, db)
 
 
 # -- the demo ------------------------------------------------------------------------------
 
 
-def test_demo_prints_alices_balances(tally: TallyRunner, db_path: Path) -> None:
-    run = tally("demo", "--db", str(db_path), "--json")
+def test_demo_prints_alices_balances(tally: TallyRunner, db: str) -> None:
+    run = tally("demo", "--db", db, "--json")
     assert run.returncode == 0, run.describe()
     out = run.json()
     entries = out["statement"]["entries"]
@@ -72,17 +73,17 @@ def test_demo_prints_alices_balances(tally: TallyRunner, db_path: Path) -> None:
     assert out["verification"]["events"] == 3
 
 
-def test_demo_text_output(tally: TallyRunner, db_path: Path) -> None:
-    run = tally("demo", "--db", str(db_path))
+def test_demo_text_output(tally: TallyRunner, db: str) -> None:
+    run = tally("demo", "--db", db)
     assert run.returncode == 0, run.describe()
     for balance in ("200.00", "150.00", "115.00", "135.00"):
         assert balance in run.stdout
     assert "verified ledger default: 3 events" in run.stdout
 
 
-def test_demo_twice_is_idempotent(tally: TallyRunner, db_path: Path) -> None:
-    first = tally("demo", "--db", str(db_path), "--json")
-    second = tally("demo", "--db", str(db_path), "--json")
+def test_demo_twice_is_idempotent(tally: TallyRunner, db: str) -> None:
+    first = tally("demo", "--db", db, "--json")
+    second = tally("demo", "--db", db, "--json")
     assert first.returncode == second.returncode == 0, second.describe()
 
     def ids(run: Run) -> list[str]:
@@ -91,10 +92,10 @@ def test_demo_twice_is_idempotent(tally: TallyRunner, db_path: Path) -> None:
     assert ids(first) == ids(second)
     assert len(set(ids(first))) == 3
     assert second.json()["statement"] == first.json()["statement"]
-    verified = tally("verify", "--db", str(db_path), "--json")
+    verified = tally("verify", "--db", db, "--json")
     assert verified.returncode == 0, verified.describe()
     assert verified.json()["events"] == 3
-    balance = tally("balance", "alice", "--db", str(db_path), "--json").json()
+    balance = tally("balance", "alice", "--db", db, "--json").json()
     assert balance["balances"] == [{"currency": "USD", "balance": "135.00"}]
 
 
@@ -190,9 +191,9 @@ def test_text_output_of_every_command(cli: Cli) -> None:
     assert "replayed ledger shop: 3 events" in text("replay")
 
 
-def test_ledgers_are_separate(cli: Cli, tally: TallyRunner, db_path: Path) -> None:
+def test_ledgers_are_separate(cli: Cli, tally: TallyRunner, db: str) -> None:
     cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "k")
-    other = Cli(tally, db_path, ledger="other")
+    other = Cli(tally, db, ledger="other")
     assert other.ok("balance", "alice") == {"user_id": "alice", "balances": []}
     assert (
         other.ok("recharge", "alice", "2.00", "USD", "--gateway", "paypal", "--key", "k")["seq"]
@@ -367,19 +368,21 @@ def test_verify_of_an_unknown_ledger_fails(cli: Cli) -> None:
     assert "no ledger 'shop'" in run.stderr
 
 
-def test_db_may_come_from_the_environment(tally: TallyRunner, db_path: Path) -> None:
-    """--db is optional: TALLY_DB names the file (conftest clears it for everyone else)."""
-    env = subprocess_env() | {"TALLY_DB": str(db_path)}
+def test_db_may_come_from_the_environment(tally: TallyRunner, db: str, tmp_path: Path) -> None:
+    """--db is optional: TALLY_DB names the database (conftest clears it for everyone else)."""
+    env = subprocess_env() | {"TALLY_DB": db}
     done = subprocess.run(
         [sys.executable, "-m", "tally.cli", "demo", "--json"],
         capture_output=True,
         text=True,
         env=env,
-        cwd=db_path.parent,
+        cwd=tmp_path,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert db_path.exists()
-    verified = tally("verify", "--db", str(db_path), "--json")
+    assert list(tmp_path.glob("tally.db*")) == []  # not the default ./tally.db
+    if not is_postgres(db):
+        assert Path(db).exists()
+    verified = tally("verify", "--db", db, "--json")
     assert verified.json()["events"] == 3

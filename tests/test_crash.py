@@ -1,8 +1,8 @@
-"""Crash safety: a writer killed with SIGKILL loses nothing it acknowledged.
+"""Crash safety, on both stores: a writer killed with SIGKILL loses nothing it acknowledged.
 
 A child process writes deterministic commands with the engine from several threads (so the
 writer forms real batches) and prints `ack KEY TRANSACTION_ID` only after `execute_many` has
-returned, i.e. after the batch committed. The test kills it mid-run, reopens the file and
+returned, i.e. after the batch committed. The test kills it mid-run, reopens the database and
 checks that every acknowledged key is in the log exactly once with the transaction id it was
 acknowledged with, that the log verifies (gapless seq, chain, head, invariants, projections
 equal a replay), and that a new writer carries on. Each round restarts the child from key 0,
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -23,12 +22,12 @@ from typing import IO
 
 import pytest
 
-from conftest import subprocess_env
+import rawdb
+from conftest import audit_offline, subprocess_env
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
 from tally.engine.results import Committed
 from tally.verification import verify
-from tally_audit.verify import verify_sqlite
 
 LEDGER = "crash"
 THREADS = 3
@@ -109,14 +108,14 @@ def read_line(stream: IO[str], stderr_path: Path) -> str:
     return line
 
 
-def run_and_kill(db: Path, tmp_path: Path, acks_before_kill: int) -> dict[str, str]:
+def run_and_kill(db: str, tmp_path: Path, acks_before_kill: int) -> dict[str, str]:
     """Start the writer, SIGKILL it after `acks_before_kill` acks; return every ack it printed."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     stderr_path = tmp_path / "writer.stderr"
     with stderr_path.open("w") as stderr:
         child = subprocess.Popen(
-            [sys.executable, str(script), str(db), LEDGER, str(THREADS), str(CHUNK)],
+            [sys.executable, str(script), db, LEDGER, str(THREADS), str(CHUNK)],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -143,19 +142,16 @@ def run_and_kill(db: Path, tmp_path: Path, acks_before_kill: int) -> dict[str, s
     return acks
 
 
-def logged_keys(db: Path) -> list[tuple[int, str, str]]:
-    """`(seq, idempotency_key, transaction_id)` of every event in the log, read with sqlite3."""
-    connection = sqlite3.connect(db)
-    try:
-        rows = connection.execute(
+def logged_keys(db: str) -> list[tuple[int, str, str]]:
+    """`(seq, idempotency_key, transaction_id)` of every event in the log, read with raw SQL."""
+    with rawdb.connect(db) as raw:
+        rows = raw.execute(
             "SELECT seq, transaction_id, body FROM events WHERE ledger = ? ORDER BY seq", (LEDGER,)
         ).fetchall()
-    finally:
-        connection.close()
     return [(seq, json.loads(body)["idempotency_key"], txn) for seq, txn, body in rows]
 
 
-def check_after_crash(db: Path, acked: dict[str, str]) -> int:
+def check_after_crash(db: str, acked: dict[str, str], tmp_path: Path) -> int:
     """Everything acknowledged is there exactly once and the file verifies; returns the head."""
     log = logged_keys(db)
     assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
@@ -167,7 +163,7 @@ def check_after_crash(db: Path, acked: dict[str, str]) -> int:
     for key, transaction_id in acked.items():
         assert by_key[key] == transaction_id, key
 
-    (audit,) = verify_sqlite(str(db), LEDGER)
+    audit = audit_offline(db, LEDGER, tmp_path)
     assert audit.ok, audit.finding
     assert audit.events == len(log)
 
@@ -185,7 +181,7 @@ def check_after_crash(db: Path, acked: dict[str, str]) -> int:
     return len(log)
 
 
-def check_writer_continues(db: Path, acked: dict[str, str], round_: int) -> None:
+def check_writer_continues(db: str, acked: dict[str, str], round_: int) -> None:
     engine = open_engine(db)
     try:
         head = engine.store.head(LEDGER)
@@ -222,24 +218,24 @@ def check_writer_continues(db: Path, acked: dict[str, str], round_: int) -> None
     ids=["early-then-later", "batch-boundaries-then-late"],
 )
 def test_sigkill_loses_no_acknowledged_write(
-    tmp_path: Path, db_path: Path, kill_points: tuple[int, ...]
+    tmp_path: Path, db: str, kill_points: tuple[int, ...]
 ) -> None:
     acked: dict[str, str] = {}
     for round_, kill_after in enumerate(kill_points):
         # The child starts again from key 0, so it first replays what earlier rounds wrote.
         threshold = len(acked) + kill_after
-        acks = run_and_kill(db_path, tmp_path, threshold)
+        acks = run_and_kill(db, tmp_path, threshold)
         assert len(acks) >= threshold
         for key, transaction_id in acks.items():
             # A key acknowledged in an earlier round is replayed with its first transaction.
             assert acked.setdefault(key, transaction_id) == transaction_id, key
-        check_after_crash(db_path, acked)
-        check_writer_continues(db_path, acked, round_)
+        check_after_crash(db, acked, tmp_path)
+        check_writer_continues(db, acked, round_)
 
 
-def test_two_engines_on_one_file_fence_each_other(db_path: Path) -> None:
+def test_two_engines_on_one_database_fence_each_other(db: str) -> None:
     """Two writers of one ledger (as after a restart racing a survivor) never fork the log."""
-    first, second = open_engine(db_path), open_engine(db_path)
+    first, second = open_engine(db), open_engine(db)
     try:
         for n in range(12):
             engine = first if n % 2 else second

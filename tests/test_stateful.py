@@ -7,12 +7,14 @@ users and two currencies (USD, JPY), one command at a time or in batches. Every 
 be the one the model predicts (including the exact rejection code); after every step money is
 conserved, no wallet is below zero and every balance equals the model's; at the end the log
 verifies and a replay equals the live projections.
+
+It runs on both stores (the `db` fixture): each example gets a ledger of its own in the
+test's database, so examples stay independent without a database per example.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from conftest import audit_offline
+from rawdb import is_postgres
 from tally import views
 from tally.bootstrap import open_engine
 from tally.domain import accounts
@@ -38,9 +42,7 @@ from tally.domain.rejections import Rejected, Rejection
 from tally.engine.results import Committed, Outcome
 from tally.money import format_amount
 from tally.verification import verify
-from tally_audit.verify import verify_sqlite
 
-LEDGER = "prop"
 USERS = ("ann", "ben", "cy")
 CURRENCIES = ("JPY", "USD")  # sorted: the order balances are listed in
 
@@ -68,12 +70,15 @@ def rarely(data: st.DataObject, one_in: int, label: str) -> bool:
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    examples = itertools.count(1)
+
+    def __init__(self, db: str, directory: Path) -> None:
         super().__init__()
-        self.directory = Path(tempfile.mkdtemp(prefix="tally-stateful-"))
-        self.path = self.directory / "ledger.db"
+        self.db = db
+        self.directory = directory
+        self.ledger = f"prop-{next(self.examples)}"
         # Small batches, so one execute_many spans several submissions the writer may merge.
-        self.engine = open_engine(self.path, batch_commands_max=4)
+        self.engine = open_engine(db, batch_commands_max=4)
         self.wallets: dict[tuple[str, str], int] = {}  # (user, currency) -> minor units
         self.orders: dict[str, ModelOrder] = {}
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
@@ -256,7 +261,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _submit(self, envelopes: list[Envelope]) -> None:
         """Submit in one `execute_many`; the model decides the same commands in order."""
-        outcomes = self.engine.execute_many(LEDGER, envelopes)
+        outcomes = self.engine.execute_many(self.ledger, envelopes)
         assert len(outcomes) == len(envelopes)
         for envelope, outcome in zip(envelopes, outcomes, strict=True):
             self._check(envelope, self._expect(envelope.idempotency_key, envelope.command), outcome)
@@ -266,7 +271,7 @@ class LedgerMachine(RuleBasedStateMachine):
         envelope = Envelope(idempotency_key=self._key(data), command=command)
         expected = self._expect(envelope.idempotency_key, command)
         try:
-            outcome: Outcome = self.engine.execute(LEDGER, envelope)
+            outcome: Outcome = self.engine.execute(self.ledger, envelope)
         except Rejected as rejection:
             outcome = rejection
         self._check(envelope, expected, outcome)
@@ -304,7 +309,7 @@ class LedgerMachine(RuleBasedStateMachine):
         envelope = Envelope(idempotency_key=key, command=command)
         expected = self._expect(key, command)
         try:
-            outcome: Outcome = self.engine.execute(LEDGER, envelope)
+            outcome: Outcome = self.engine.execute(self.ledger, envelope)
         except Rejected as rejection:
             outcome = rejection
         self._check(envelope, expected, outcome)
@@ -326,7 +331,7 @@ class LedgerMachine(RuleBasedStateMachine):
     # -- invariants -------------------------------------------------------------------------
     @invariant()
     def money_is_conserved_and_wallets_match_the_model(self) -> None:
-        projections = self.engine.store.projections(LEDGER)
+        projections = self.engine.store.projections(self.ledger)
         totals: dict[str, int] = defaultdict(int)
         wallets: dict[tuple[str, str], int] = {}
         for row in projections.accounts:
@@ -338,7 +343,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert all(total == 0 for total in totals.values()), dict(totals)
         assert wallets == self.wallets
         for user in USERS:
-            shown = views.balances(self.engine.store, LEDGER, user)["balances"]
+            shown = views.balances(self.engine.store, self.ledger, user)["balances"]
             assert shown == [
                 {"currency": c, "balance": format_amount(self.wallets[(user, c)], c)}
                 for c in CURRENCIES
@@ -350,29 +355,42 @@ class LedgerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.events:
-                result = verify(self.engine, LEDGER)
+                result = verify(self.engine, self.ledger)
                 assert result.ok, (result.problem, result.projection_differences)
                 assert result.events == self.events
-                live = self.engine.store.projections(LEDGER)
-                rebuilt, head = self.engine.rebuild(LEDGER)
+                live = self.engine.store.projections(self.ledger)
+                rebuilt, head = self.engine.rebuild(self.ledger)
                 assert rebuilt == live
-                assert head == self.engine.store.head(LEDGER)
+                assert head == self.engine.store.head(self.ledger)
                 self.engine.close()
-                assert self.engine.replay(LEDGER) == head
-                assert self.engine.store.projections(LEDGER) == live
-                (audit,) = verify_sqlite(str(self.path), LEDGER)
+                assert self.engine.replay(self.ledger) == head
+                assert self.engine.store.projections(self.ledger) == live
+                audit = audit_offline(self.db, self.ledger, self.directory)
                 assert audit.ok, audit.finding
                 assert audit.events == self.events
         finally:
             self.engine.close()
             self.engine.store.close()
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
-LedgerMachine.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-test_ledger_machine = pytest.mark.slow(LedgerMachine.TestCase)
+EXAMPLES = {"sqlite": 60, "postgresql": 40}
+
+
+@pytest.mark.slow
+def test_ledger_machine(db: str, tmp_path: Path) -> None:
+    class OnThisDatabase(LedgerMachine):
+        def __init__(self) -> None:
+            super().__init__(db, tmp_path)
+
+    run_state_machine_as_test(
+        OnThisDatabase,
+        settings=settings(
+            max_examples=EXAMPLES["postgresql" if is_postgres(db) else "sqlite"],
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[
+                HealthCheck.too_slow,
+                HealthCheck.filter_too_much,
+            ],
+        ),
+    )

@@ -1,9 +1,12 @@
-"""Tampering with the SQLite file behind tally's back is caught.
+"""Tampering with the database behind tally's back is caught, on SQLite and on PostgreSQL.
 
-A ledger is built with the engine and closed; the file is then edited with plain sqlite3, as
-an attacker with write access to the database would. Edits to the log are caught by
-`tally verify` (naming the first bad seq) and by the independent `tally-audit`; edits to a
-projection only are caught by `tally verify` (naming the table) and repaired by `tally replay`.
+A ledger is built with the engine and closed; the database is then edited with raw SQL
+(tests/rawdb.py: sqlite3, or asyncpg with the insert-only triggers switched off by
+`session_replication_role = replica`), as an attacker with write access to it would. Edits to
+the log are caught by `tally verify` (naming the first bad seq) and by the independent
+`tally-audit` (on the SQLite file itself, or on a `tally export` of the PostgreSQL ledger);
+edits to a projection only are caught by `tally verify` (naming the table) and repaired by
+`tally replay`. Every case is the same on both stores.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+import asyncpg
 import pytest
 
-from conftest import Run, TallyRunner
+import rawdb
+from conftest import Auditor, Run, TallyRunner
+from rawdb import RawDb
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated
@@ -25,10 +30,10 @@ from tally.verification import verify
 
 LEDGER = "shop"
 
-Tamper = Callable[[sqlite3.Connection], None]
+Tamper = Callable[[RawDb], None]
 
 
-def build_ledger(path: Path) -> dict[str, str]:
+def build_ledger(db: str) -> dict[str, str]:
     """Seven events over two users and two currencies; returns key -> transaction id.
 
     seq 1 recharge alice 200.00 USD      seq 5 refund 20.00 of order-1
@@ -36,7 +41,7 @@ def build_ledger(path: Path) -> dict[str, str]:
     seq 3 expense alice: order-1 50.00, order-2 35.00
     seq 4 expense bob: order-3 1200 JPY  seq 7 recharge alice 10.00 USD
     """
-    engine = open_engine(path)
+    engine = open_engine(db)
     try:
         ids: dict[str, str] = {}
 
@@ -82,44 +87,32 @@ EVENTS = 7
 
 
 @pytest.fixture
-def ledger_db(db_path: Path) -> Path:
-    build_ledger(db_path)
-    return db_path
+def ledger_db(db: str) -> str:
+    build_ledger(db)
+    return db
 
 
-def tamper(path: Path, edit: Tamper) -> None:
-    """Drop the insert-only triggers and apply `edit` in one transaction."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("DROP TRIGGER events_refuse_update")
-        db.execute("DROP TRIGGER events_refuse_delete")
-        edit(db)
-        db.execute("COMMIT")
-    finally:
-        db.close()
+def tamper(db: str, edit: Tamper) -> None:
+    rawdb.tamper(db, edit)
 
 
-def snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
+TABLES = ("ledgers", "events", "accounts", "entries", "orders", "idempotency_keys")
+
+
+def snapshot(db: str) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table the ledger owns, for before/after comparisons."""
-    db = sqlite3.connect(path)
-    try:
-        return {
-            table: sorted(db.execute(f"SELECT * FROM {table}"))
-            for table in ("ledgers", "events", "accounts", "entries", "orders", "idempotency_keys")
-        }
-    finally:
-        db.close()
+    with rawdb.connect(db) as raw:
+        return {table: sorted(raw.execute(f"SELECT * FROM {table}")) for table in TABLES}
 
 
-def event_body(db: sqlite3.Connection, seq: int) -> bytes:
+def event_body(db: RawDb, seq: int) -> bytes:
     (body,) = db.execute(
         "SELECT body FROM events WHERE ledger = ? AND seq = ?", (LEDGER, seq)
     ).fetchone()
     return bytes(body)
 
 
-def event_hash(db: sqlite3.Connection, seq: int) -> bytes:
+def event_hash(db: RawDb, seq: int) -> bytes:
     (stored,) = db.execute(
         "SELECT hash FROM events WHERE ledger = ? AND seq = ?", (LEDGER, seq)
     ).fetchone()
@@ -134,26 +127,24 @@ def canonical(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
-def verify_json(tally: TallyRunner, path: Path) -> tuple[Run, dict[str, object]]:
-    run = tally("verify", "--db", str(path), "--ledger", LEDGER, "--json")
+def verify_json(tally: TallyRunner, db: str) -> tuple[Run, dict[str, object]]:
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
     return run, run.json()
 
 
 # -- the triggers ------------------------------------------------------------------------
 
 
-def test_untouched_ledger_verifies(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner
-) -> None:
+def test_untouched_ledger_verifies(ledger_db: str, tally: TallyRunner, audit: Auditor) -> None:
     run, report = verify_json(tally, ledger_db)
     assert run.returncode == 0, run.describe()
     assert report["ok"] is True
     assert report["events"] == EVENTS
     assert report["first_bad_seq"] is None
     assert report["projection_differences"] == []
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 0, audit.describe()
-    assert f"ok {LEDGER}: {EVENTS} events" in audit.stdout
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 0, audited.describe()
+    assert f"ok {LEDGER}: {EVENTS} events" in audited.stdout
 
 
 @pytest.mark.parametrize(
@@ -165,22 +156,52 @@ def test_untouched_ledger_verifies(
         "DELETE FROM events",
     ],
 )
-def test_triggers_refuse_update_and_delete_of_events(ledger_db: Path, statement: str) -> None:
+def test_triggers_refuse_update_and_delete_of_events(ledger_db: str, statement: str) -> None:
+    """SQLite: the `events_refuse_*` triggers; PostgreSQL: `events_refuse_change`."""
+    refused = (
+        asyncpg.InsufficientPrivilegeError
+        if rawdb.is_postgres(ledger_db)
+        else (sqlite3.IntegrityError)
+    )
     before = snapshot(ledger_db)
-    db = sqlite3.connect(ledger_db)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="events are insert-only"):
-            db.execute(statement)
-        db.commit()
-    finally:
-        db.close()
+    with rawdb.connect(ledger_db) as raw, pytest.raises(refused, match="events are insert-only"):
+        raw.execute(statement)
     assert snapshot(ledger_db) == before
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("statement", ["TRUNCATE events", "TRUNCATE events CASCADE"])
+def test_postgres_trigger_refuses_truncate_of_events(db: str, statement: str) -> None:
+    """SQLite has no TRUNCATE (its `DELETE FROM events` is refused above); PostgreSQL's is."""
+    build_ledger(db)
+    before = snapshot(db)
+    with (
+        rawdb.connect(db) as raw,
+        pytest.raises(asyncpg.InsufficientPrivilegeError, match="events are insert-only"),
+    ):
+        raw.execute(statement)
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_replica_mode_is_what_lets_the_tamperer_through(db: str) -> None:
+    """The PostgreSQL tamper path does not drop the triggers: they are still there after."""
+    build_ledger(db)
+    tamper(db, corrupt_a_hash)
+    with rawdb.connect(db) as raw:
+        triggers = raw.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal"
+        ).fetchall()
+    assert sorted(name for (name,) in triggers) == [
+        "events_refuse_change",
+        "events_refuse_truncate",
+    ]
 
 
 # -- tampering with the log --------------------------------------------------------------
 
 
-def change_amount_in_body(db: sqlite3.Connection) -> None:
+def change_amount_in_body(db: RawDb) -> None:
     """Pay order-1 with 5.00 instead of 50.00: bytes change, the stored hash does not."""
     body = event_body(db, 3)
     assert body.count(b'"amount":5000,') == 2  # the order line and the wallet posting
@@ -188,7 +209,7 @@ def change_amount_in_body(db: sqlite3.Connection) -> None:
     db.execute("UPDATE events SET body = ? WHERE ledger = ? AND seq = 3", (altered, LEDGER))
 
 
-def change_amount_canonically(db: sqlite3.Connection) -> None:
+def change_amount_canonically(db: RawDb) -> None:
     """Rewrite seq 5's refund as 10.00 in every field, still canonical JSON; hash untouched."""
     event = json.loads(event_body(db, 5))
     event["amount"] = 1000
@@ -199,15 +220,15 @@ def change_amount_canonically(db: sqlite3.Connection) -> None:
     )
 
 
-def delete_middle_event(db: sqlite3.Connection) -> None:
+def delete_middle_event(db: RawDb) -> None:
     db.execute("DELETE FROM events WHERE ledger = ? AND seq = 4", (LEDGER,))
 
 
-def delete_first_event(db: sqlite3.Connection) -> None:
+def delete_first_event(db: RawDb) -> None:
     db.execute("DELETE FROM events WHERE ledger = ? AND seq = 1", (LEDGER,))
 
 
-def swap_two_events(db: sqlite3.Connection) -> None:
+def swap_two_events(db: RawDb) -> None:
     """Seq 3 and seq 5 trade bodies and hashes (a reordering)."""
     three = (event_body(db, 3), event_hash(db, 3))
     five = (event_body(db, 5), event_hash(db, 5))
@@ -218,7 +239,7 @@ def swap_two_events(db: sqlite3.Connection) -> None:
         )
 
 
-def swap_adjacent_events(db: sqlite3.Connection) -> None:
+def swap_adjacent_events(db: RawDb) -> None:
     """Seq 1 and seq 2 trade bodies and hashes."""
     one = (event_body(db, 1), event_hash(db, 1))
     two = (event_body(db, 2), event_hash(db, 2))
@@ -229,11 +250,11 @@ def swap_adjacent_events(db: sqlite3.Connection) -> None:
         )
 
 
-def corrupt_a_hash(db: sqlite3.Connection) -> None:
+def corrupt_a_hash(db: RawDb) -> None:
     db.execute("UPDATE events SET hash = zeroblob(32) WHERE ledger = ? AND seq = 6", (LEDGER,))
 
 
-def renumber_last_event(db: sqlite3.Connection) -> None:
+def renumber_last_event(db: RawDb) -> None:
     """Seq 7 becomes seq 8: a gap at the tail."""
     db.execute("UPDATE events SET seq = 8 WHERE ledger = ? AND seq = 7", (LEDGER,))
 
@@ -261,7 +282,7 @@ LOG_CASES = {
 
 @pytest.mark.parametrize("case", list(LOG_CASES.values()), ids=list(LOG_CASES))
 def test_log_tampering_is_caught_at_the_first_bad_seq(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner, case: LogCase
+    ledger_db: str, tally: TallyRunner, audit: Auditor, case: LogCase
 ) -> None:
     tamper(ledger_db, case.edit)
 
@@ -272,24 +293,24 @@ def test_log_tampering_is_caught_at_the_first_bad_seq(
     assert case.problem in str(report["problem"])
     assert report["events"] == case.intact  # only the intact prefix counts
 
-    text = tally("verify", "--db", str(ledger_db), "--ledger", LEDGER)
+    text = tally("verify", "--db", ledger_db, "--ledger", LEDGER)
     assert text.returncode == 1, text.describe()
     assert f"FAILED ledger {LEDGER} at seq {case.first_bad_seq}" in text.stderr
 
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 1, audit.describe()
-    assert f"FAIL {LEDGER} at seq {case.first_bad_seq}" in audit.stdout
-    assert case.problem in audit.stdout
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq {case.first_bad_seq}" in audited.stdout
+    assert case.problem in audited.stdout
 
 
 @pytest.mark.parametrize("case", list(LOG_CASES.values()), ids=list(LOG_CASES))
 def test_replay_and_writer_refuse_a_broken_log(
-    ledger_db: Path, tally: TallyRunner, case: LogCase
+    ledger_db: str, tally: TallyRunner, case: LogCase
 ) -> None:
     tamper(ledger_db, case.edit)
     before = snapshot(ledger_db)
 
-    replay = tally("replay", "--db", str(ledger_db), "--ledger", LEDGER)
+    replay = tally("replay", "--db", ledger_db, "--ledger", LEDGER)
     assert replay.returncode != 0, replay.describe()
     assert "log broken" in replay.stderr
 
@@ -309,7 +330,7 @@ def test_replay_and_writer_refuse_a_broken_log(
     assert snapshot(ledger_db) == before  # nothing was rebuilt over, nothing appended
 
 
-def move_head_back(db: sqlite3.Connection) -> None:
+def move_head_back(db: RawDb) -> None:
     """Delete the last event and point the head row at the one before: a clean truncation."""
     previous = event_hash(db, EVENTS - 1)
     db.execute("DELETE FROM events WHERE ledger = ? AND seq = ?", (LEDGER, EVENTS))
@@ -319,7 +340,7 @@ def move_head_back(db: sqlite3.Connection) -> None:
 
 
 def test_truncating_the_log_and_moving_the_head_back_is_caught_by_verify(
-    ledger_db: Path, tally: TallyRunner
+    ledger_db: str, tally: TallyRunner
 ) -> None:
     tamper(ledger_db, move_head_back)
     run, report = verify_json(tally, ledger_db)
@@ -341,25 +362,25 @@ def test_truncating_the_log_and_moving_the_head_back_is_caught_by_verify(
     "leaves a valid chain; the log-only auditor needs signed checkpoints to catch it",
 )
 def test_truncating_the_log_and_moving_the_head_back_is_caught_by_the_auditor(
-    ledger_db: Path, tally_audit: TallyRunner
+    ledger_db: str, audit: Auditor
 ) -> None:
     tamper(ledger_db, move_head_back)
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 1, audit.describe()
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
 
 
-def delete_last_event_only(db: sqlite3.Connection) -> None:
+def delete_last_event_only(db: RawDb) -> None:
     db.execute("DELETE FROM events WHERE ledger = ? AND seq = ?", (LEDGER, EVENTS))
 
 
-def rewind_head_only(db: sqlite3.Connection) -> None:
+def rewind_head_only(db: RawDb) -> None:
     previous = event_hash(db, EVENTS - 1)
     db.execute(
         "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ?", (EVENTS - 1, previous, LEDGER)
     )
 
 
-def corrupt_head_hash(db: sqlite3.Connection) -> None:
+def corrupt_head_hash(db: RawDb) -> None:
     db.execute("UPDATE ledgers SET hash = zeroblob(32) WHERE name = ?", (LEDGER,))
 
 
@@ -369,7 +390,7 @@ def corrupt_head_hash(db: sqlite3.Connection) -> None:
     ids=["delete-last-event", "rewind-head", "corrupt-head-hash"],
 )
 def test_head_row_disagreeing_with_the_log_is_caught(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner, edit: Tamper
+    ledger_db: str, tally: TallyRunner, audit: Auditor, edit: Tamper
 ) -> None:
     tamper(ledger_db, edit)
     run, report = verify_json(tally, ledger_db)
@@ -377,14 +398,14 @@ def test_head_row_disagreeing_with_the_log_is_caught(
     assert report["ok"] is False
     assert report["first_bad_seq"] is None
     assert "head row" in str(report["problem"])
-    text = tally("verify", "--db", str(ledger_db), "--ledger", LEDGER)
+    text = tally("verify", "--db", ledger_db, "--ledger", LEDGER)
     assert f"FAILED ledger {LEDGER} at head row" in text.stderr
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 1, audit.describe()
-    assert f"FAIL {LEDGER} at head" in audit.stdout
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at head" in audited.stdout
 
 
-def rechain_from(db: sqlite3.Connection, seq: int, body: bytes) -> None:
+def rechain_from(db: RawDb, seq: int, body: bytes) -> None:
     """Replace seq's body and recompute every later hash and the head: a 'perfect' forgery."""
     previous = event_hash(db, seq - 1) if seq > 1 else bytes(32)
     rows = db.execute(
@@ -400,7 +421,7 @@ def rechain_from(db: sqlite3.Connection, seq: int, body: bytes) -> None:
     db.execute("UPDATE ledgers SET hash = ? WHERE name = ?", (previous, LEDGER))
 
 
-def forge_bigger_recharge(db: sqlite3.Connection) -> None:
+def forge_bigger_recharge(db: RawDb) -> None:
     """Seq 7 recharges 1000.00 instead of 10.00, with the chain recomputed after it."""
     event = json.loads(event_body(db, EVENTS))
     for posting in event["postings"]:
@@ -409,12 +430,12 @@ def forge_bigger_recharge(db: sqlite3.Connection) -> None:
 
 
 def test_a_rechained_forgery_passes_the_log_audit_but_not_the_replay_check(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner
+    ledger_db: str, tally: TallyRunner, audit: Auditor
 ) -> None:
     tamper(ledger_db, forge_bigger_recharge)
     # Without signed checkpoints, a consistent rewrite of the tail is a valid log ...
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 0, audit.describe()
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 0, audited.describe()
     # ... but the projections written at commit time disagree with it.
     run, report = verify_json(tally, ledger_db)
     assert run.returncode == 1, run.describe()
@@ -424,7 +445,7 @@ def test_a_rechained_forgery_passes_the_log_audit_but_not_the_replay_check(
     assert {"accounts", "entries"} <= {difference["table"] for difference in differences}
 
 
-def forge_overdraft(db: sqlite3.Connection) -> None:
+def forge_overdraft(db: RawDb) -> None:
     """Seq 3's expense is rewritten to pay 500.00 for order-1: alice goes below zero."""
     event = json.loads(event_body(db, 3))
     for line in event["orders"]:
@@ -437,13 +458,13 @@ def forge_overdraft(db: sqlite3.Connection) -> None:
 
 
 def test_a_rechained_forgery_that_breaks_an_invariant_is_caught_by_the_auditor(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner
+    ledger_db: str, tally: TallyRunner, audit: Auditor
 ) -> None:
     tamper(ledger_db, forge_overdraft)
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 1, audit.describe()
-    assert f"FAIL {LEDGER} at seq 3" in audit.stdout
-    assert "below zero" in audit.stdout
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq 3" in audited.stdout
+    assert "below zero" in audited.stdout
     run, report = verify_json(tally, ledger_db)
     assert run.returncode == 1, run.describe()
     assert report["first_bad_seq"] == 3
@@ -453,14 +474,14 @@ def test_a_rechained_forgery_that_breaks_an_invariant_is_caught_by_the_auditor(
 # -- tampering with projections only -------------------------------------------------------
 
 
-def edit_account_balance(db: sqlite3.Connection) -> None:
+def edit_account_balance(db: RawDb) -> None:
     db.execute(
         "UPDATE accounts SET balance = balance + 100000 WHERE ledger = ? AND account = ?",
         (LEDGER, "wallet:alice:USD"),
     )
 
 
-def edit_entry_balance_after(db: sqlite3.Connection) -> None:
+def edit_entry_balance_after(db: RawDb) -> None:
     db.execute(
         "UPDATE entries SET balance_after = balance_after + 1 "
         "WHERE ledger = ? AND account = ? AND seq = 3 AND idx = 0",
@@ -468,27 +489,27 @@ def edit_entry_balance_after(db: sqlite3.Connection) -> None:
     )
 
 
-def edit_order_refunded(db: sqlite3.Connection) -> None:
+def edit_order_refunded(db: RawDb) -> None:
     db.execute(
         "UPDATE orders SET refunded = 0 WHERE ledger = ? AND order_id = 'order-1'", (LEDGER,)
     )
 
 
-def delete_idempotency_key(db: sqlite3.Connection) -> None:
+def delete_idempotency_key(db: RawDb) -> None:
     deleted = db.execute(
         "DELETE FROM idempotency_keys WHERE ledger = ? AND idempotency_key = 'e1'", (LEDGER,)
     ).rowcount
     assert deleted == 1
 
 
-def delete_entry(db: sqlite3.Connection) -> None:
+def delete_entry(db: RawDb) -> None:
     db.execute(
         "DELETE FROM entries WHERE ledger = ? AND account = ? AND seq = 5",
         (LEDGER, "wallet:alice:USD"),
     )
 
 
-def insert_foreign_order(db: sqlite3.Connection) -> None:
+def insert_foreign_order(db: RawDb) -> None:
     db.execute(
         "INSERT INTO orders VALUES (?, 'order-x', 'txn_x', 'alice', 'USD', 'platform', 1, 0)",
         (LEDGER,),
@@ -509,7 +530,7 @@ PROJECTION_CASES = {
     ("edit", "table"), list(PROJECTION_CASES.values()), ids=list(PROJECTION_CASES)
 )
 def test_projection_tampering_is_caught_and_replay_repairs_it(
-    ledger_db: Path, tally: TallyRunner, tally_audit: TallyRunner, edit: Tamper, table: str
+    ledger_db: str, tally: TallyRunner, audit: Auditor, edit: Tamper, table: str
 ) -> None:
     honest = snapshot(ledger_db)
     tamper(ledger_db, edit)
@@ -523,15 +544,15 @@ def test_projection_tampering_is_caught_and_replay_repairs_it(
     differences = report["projection_differences"]
     assert isinstance(differences, list)
     assert [difference["table"] for difference in differences] == [table]
-    text = tally("verify", "--db", str(ledger_db), "--ledger", LEDGER)
+    text = tally("verify", "--db", ledger_db, "--ledger", LEDGER)
     assert text.returncode == 1, text.describe()
     assert f"projection {table} differs from a replay" in text.stderr
 
     # The log is untouched, so the log-only auditor has nothing to say.
-    audit = tally_audit(str(ledger_db))
-    assert audit.returncode == 0, audit.describe()
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 0, audited.describe()
 
-    replay = tally("replay", "--db", str(ledger_db), "--ledger", LEDGER, "--json")
+    replay = tally("replay", "--db", ledger_db, "--ledger", LEDGER, "--json")
     assert replay.returncode == 0, replay.describe()
     assert replay.json()["seq"] == EVENTS
 
@@ -544,10 +565,10 @@ def test_projection_tampering_is_caught_and_replay_repairs_it(
 
 
 def test_balance_read_after_tampering_is_wrong_until_replay(
-    ledger_db: Path, tally: TallyRunner
+    ledger_db: str, tally: TallyRunner
 ) -> None:
     def balance() -> str:
-        run = tally("balance", "alice", "--db", str(ledger_db), "--ledger", LEDGER, "--json")
+        run = tally("balance", "alice", "--db", ledger_db, "--ledger", LEDGER, "--json")
         assert run.returncode == 0, run.describe()
         (line,) = run.json()["balances"]
         return str(line["balance"])
@@ -555,11 +576,11 @@ def test_balance_read_after_tampering_is_wrong_until_replay(
     assert balance() == "145.00"
     tamper(ledger_db, edit_account_balance)
     assert balance() == "1145.00"
-    assert tally("replay", "--db", str(ledger_db), "--ledger", LEDGER).returncode == 0
+    assert tally("replay", "--db", ledger_db, "--ledger", LEDGER).returncode == 0
     assert balance() == "145.00"
 
 
-def test_deleted_idempotency_key_is_still_honoured_by_the_writer(ledger_db: Path) -> None:
+def test_deleted_idempotency_key_is_still_honoured_by_the_writer(ledger_db: str) -> None:
     """The writer's idempotency comes from the log, not the (tampered) projection."""
     tamper(ledger_db, delete_idempotency_key)
     engine = open_engine(ledger_db)

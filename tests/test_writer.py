@@ -1,19 +1,18 @@
-"""The writer's pipeline under failure: failed commits, fencing by another writer, bugs."""
+"""The writer's pipeline under failure, on both stores: failed commits, fencing, bugs."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tally.bootstrap import open_engine
+from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.engine import Engine
 from tally.engine.ports import BatchWrite
 from tally.engine.results import CommitFailed, Committed
-from tally.store.sqlite import SqliteStore
 from tally.verification import verify
 
 LEDGER = "default"
@@ -35,11 +34,12 @@ def expense(key: str, user: str, order: str, amount: int) -> Envelope:
     )
 
 
-class FlakyStore(SqliteStore):
-    """Fails the commits whose number (from 1) is in `failing`, before writing anything."""
+class FlakyStore:
+    """A real store (either kind) whose commits numbered (from 1) in `failing` fail before
+    writing anything; `gate` holds commits back while it is clear."""
 
-    def __init__(self, path: Path, failing: set[int]) -> None:
-        super().__init__(path)
+    def __init__(self, db: str, failing: set[int]) -> None:
+        self.inner = open_store(db)
         self.failing = failing
         self.commits = 0
         self.gate = threading.Event()
@@ -50,15 +50,18 @@ class FlakyStore(SqliteStore):
         self.commits += 1
         if self.commits in self.failing:
             raise OSError("disk unplugged")
-        super().commit(batch)
+        self.inner.commit(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def wallet_balance(engine: Engine, user: str) -> int:
     return engine.writer(LEDGER).state.balance(f"wallet:{user}:USD")
 
 
-def test_a_failed_commit_leaves_state_as_the_database_has_it(tmp_path: Path) -> None:
-    store = FlakyStore(tmp_path / "flaky.db", failing={2})
+def test_a_failed_commit_leaves_state_as_the_database_has_it(db: str) -> None:
+    store = FlakyStore(db, failing={2})
     engine = Engine(store, currencies={"USD"})
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
@@ -78,8 +81,8 @@ def test_a_failed_commit_leaves_state_as_the_database_has_it(tmp_path: Path) -> 
         store.close()
 
 
-def test_a_batch_decided_behind_a_failed_commit_is_decided_again(tmp_path: Path) -> None:
-    store = FlakyStore(tmp_path / "flaky.db", failing={2})
+def test_a_batch_decided_behind_a_failed_commit_is_decided_again(db: str) -> None:
+    store = FlakyStore(db, failing={2})
     engine = Engine(store, currencies={"USD"}, batch_commands_max=1)
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
@@ -102,9 +105,8 @@ def test_a_batch_decided_behind_a_failed_commit_is_decided_again(tmp_path: Path)
         store.close()
 
 
-def test_two_writers_on_one_file_are_fenced_and_never_overdraw(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    engines = [open_engine(path), open_engine(path)]
+def test_two_writers_on_one_database_are_fenced_and_never_overdraw(db: str) -> None:
+    engines = [open_engine(db), open_engine(db)]
     try:
         engines[0].execute(LEDGER, recharge("r1", "alice", 1000))
         results: list[list[object]] = [[], []]

@@ -41,6 +41,14 @@ class _Bad(Exception):
     pass
 
 
+class MalformedRow(_Bad):
+    """Raised by a row source for a row it cannot read; `seq` is None when it is unknown."""
+
+    def __init__(self, problem: str, seq: int | None = None) -> None:
+        super().__init__(problem)
+        self.seq = seq
+
+
 def canonical(value: object) -> bytes:
     """The canonical bytes of a parsed JSON value (docs/log-format.md, "Canonical JSON")."""
     return json.dumps(
@@ -51,12 +59,26 @@ def canonical(value: object) -> bytes:
 def verify_events(
     ledger: str, rows: Iterable[tuple[int, bytes, bytes]], head: tuple[int, bytes] | None
 ) -> Report:
-    """Verify `rows` of `(seq, body, hash)` in stored order, and the ledger's head row."""
+    """Verify `rows` of `(seq, body, hash)` in stored order, and the ledger's head row.
+
+    `rows` is consumed lazily; a source may raise `MalformedRow` for a row it cannot read,
+    which becomes the finding.
+    """
     report = Report(ledger)
     checker = _Invariants(report.balances)
     previous = GENESIS
     expected_seq = 1
-    for seq, body, stored_hash in rows:
+    source = iter(rows)
+    while True:
+        try:
+            row = next(source, None)
+        except MalformedRow as malformed:
+            where = expected_seq if malformed.seq is None else malformed.seq
+            report.finding = Finding(ledger, where, str(malformed))
+            return report
+        if row is None:
+            break
+        seq, body, stored_hash = row
         try:
             if seq != expected_seq:
                 raise _Bad(f"expected seq {expected_seq}, found {seq} (a gap or a reordering)")

@@ -35,7 +35,7 @@ errors = Console(stderr=True)
 @dataclass(kw_only=True)
 class Common:
     db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
-    "SQLite file to use (created if missing)."
+    "A SQLite file (created if missing) or a postgresql:// URL."
     ledger: str = "default"
     "The ledger (a tenant's book)."
     json: bool = False
@@ -355,3 +355,15 @@ def main() -> None:
         errors.print(f"[red]refused[/red] {rejection.reason.code}: {rejection.detail}")
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# -- the HTTP server and its keys (cli/server.py) ----------------------------------------
+from tally.cli import server as _server  # noqa: E402
+
+app.command(_server.serve)
+app.command(_server.ledger_app)
+app.command(_server.key_app)
+
+from tally.cli.export import export as _export  # noqa: E402
+
+app.command(_export)
