@@ -78,15 +78,10 @@ _STOP = object()
 
 
 def transaction_ids(count: int, unix_ms: int) -> list[str]:
-    """`count` fresh UUIDv7-shaped ids (time-ordered, 74 random bits), as `txn_<hex>`."""
-    randomness = os.urandom(10 * count)
-    prefix = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76
-    ids = []
-    for offset in range(0, 10 * count, 10):
-        r = int.from_bytes(randomness[offset : offset + 10], "big")
-        value = prefix | (r >> 68) << 64 | 0b10 << 62 | (r & 0x3FFF_FFFF_FFFF_FFFF)
-        ids.append(f"txn_{value:032x}")
-    return ids
+    """`count` fresh ids `txn_<12 hex: Unix ms><20 hex: 80 random bits>`: time-ordered."""
+    randomness = os.urandom(10 * count).hex()
+    prefix = f"txn_{unix_ms & 0xFFFF_FFFF_FFFF:012x}"
+    return [prefix + randomness[i : i + 20] for i in range(0, 20 * count, 20)]
 
 
 class LedgerWriter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tally.audit.chain import GENESIS_HASH
@@ -43,17 +44,25 @@ class _Insert:
 
     def __init__(self, table: str, columns: int, suffix: str = "") -> None:
         row = "(" + ",".join("?" * columns) + ")"
+        self.columns = columns
         self.sql = {
             size: f"INSERT INTO {table} VALUES {','.join([row] * size)} {suffix}"
             for size in chunk_rows
         }
 
-    def run(self, db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    def run(self, db: sqlite3.Connection, ledger: str, rows: Sequence[Sequence[object]]) -> None:
+        """Insert `rows`, each prefixed with `ledger`, in as few statements as the sizes allow."""
+        if not rows:
+            return
+        width = self.columns
+        # Flatten column by column: C-level transposes and slice assignments, no per-row work.
+        flat: list[object] = [ledger] * (len(rows) * width)
+        for index, column in enumerate(zip(*rows, strict=True), start=1):
+            flat[index::width] = column
         start = 0
         for size in chunk_rows:
             while len(rows) - start >= size:
-                chunk = rows[start : start + size]
-                db.execute(self.sql[size], [value for row in chunk for value in row])
+                db.execute(self.sql[size], flat[start * width : (start + size) * width])
                 start += size
 
 
@@ -142,7 +151,7 @@ class SqliteStore:
             ).rowcount
             if moved != 1:
                 raise HeadMoved(ledger)
-            _INSERT_EVENT.run(db, [(ledger, *row) for row in batch.events])
+            _INSERT_EVENT.run(db, ledger, batch.events)
             self._write_projections(db, ledger, batch.projections)
             db.execute("COMMIT")
         except BaseException:
@@ -167,10 +176,10 @@ class SqliteStore:
 
     @staticmethod
     def _write_projections(db: sqlite3.Connection, ledger: str, p: Projections) -> None:
-        _INSERT_ENTRY.run(db, [(ledger, *row) for row in p.entries])
-        _UPSERT_ACCOUNT.run(db, [_account_values(ledger, row) for row in p.accounts])
-        _UPSERT_ORDER.run(db, [(ledger, *row) for row in p.orders])
-        _INSERT_KEY.run(db, [(ledger, *row) for row in p.keys])
+        _INSERT_ENTRY.run(db, ledger, p.entries)
+        _UPSERT_ACCOUNT.run(db, ledger, [_account_values(row) for row in p.accounts])
+        _UPSERT_ORDER.run(db, ledger, p.orders)
+        _INSERT_KEY.run(db, ledger, p.keys)
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
@@ -289,6 +298,6 @@ class SqliteStore:
         return [r[0] for r in rows]
 
 
-def _account_values(ledger: str, row: AccountRow) -> tuple[object, ...]:
+def _account_values(row: AccountRow) -> tuple[object, ...]:
     kind, owner, currency = accounts.split(row.account)
-    return (ledger, row.account, kind, owner, currency, row.balance, row.last_seq)
+    return (row.account, kind, owner, currency, row.balance, row.last_seq)
