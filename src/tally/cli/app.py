@@ -1,7 +1,8 @@
 """`tally`: record, inspect, replay and verify a ledger from the shell.
 
 Every command takes `--db PATH` (default ./tally.db), `--ledger NAME` (default "default")
-and `--json`. Exit status: 0 ok, 1 refused or verification failed, 2 usage error.
+and `--json`. Exit status: 0 ok, 1 refused or verification failed, 2 usage error, 3 the
+ledger's log is broken (tampered or corrupt; nothing was changed).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tally import __version__, views
+from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
-from tally.domain.rejections import Rejected, Rejection
+from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
-from tally.money import parse_amount
+from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
 
 app = App(name="tally", help=__doc__, version=__version__)
@@ -44,6 +46,10 @@ class Common:
 
 @contextmanager
 def _engine(common: Common) -> Iterator[Engine]:
+    try:
+        check_ledger_name(common.ledger)
+    except KeyRefused as refusal:
+        raise UsageError(str(refusal)) from None
     engine = open_engine(common.db)
     try:
         yield engine
@@ -199,6 +205,7 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
 def statement(user: str, /, *, currency: str, common: Common | None = None) -> int:
     """USER's statement in CURRENCY: every wallet line with its balance after."""
     common = common or Common()
+    exponent(currency)  # an unknown currency is refused, not an empty statement
     with _engine(common) as engine:
         entries = views.full_statement(engine.store, common.ledger, user, currency)
     if common.json:
@@ -348,12 +355,25 @@ def demo(*, common: Common | None = None) -> int:
     return 0 if outcome.verification.ok else 1
 
 
+class UsageError(Exception):
+    """Bad arguments the parser could not catch (exit status 2)."""
+
+
 def main() -> None:
     try:
         code = app(exit_on_error=True)
     except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)
         errors.print(f"[red]refused[/red] {rejection.reason.code}: {rejection.detail}")
         code = 1
+    except UsageError as error:
+        errors.print(f"[red]usage[/red] {error}")
+        code = 2
+    except InvariantViolated as broken:  # the log or the head row does not hold together
+        errors.print(
+            f"[red]ledger broken[/red] {broken}. Nothing was changed; run `tally verify` to "
+            "find the first bad seq."
+        )
+        code = 3
     sys.exit(code if isinstance(code, int) else 0)
 
 

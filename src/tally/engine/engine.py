@@ -101,6 +101,13 @@ class Engine:
         if ledger in self._writers:
             raise RuntimeError("close the ledger's writer before replaying it")
         projections, head = self.rebuild(ledger)
+        beyond = _seq_beyond(self.store.projections(ledger), head.seq)
+        if beyond is not None:
+            # Rebuilding now would erase the only trace of events cut off the log's tail.
+            raise InvariantViolated(
+                f"ledger {ledger}: projections hold seq {beyond}, beyond the log's head "
+                f"{head.seq}: events were removed from the log; refusing to replay over them"
+            )
         self.store.replace_projections(ledger, projections, head)
         return head
 
@@ -121,6 +128,14 @@ class Engine:
                     )
                 )
         return differences
+
+
+def _seq_beyond(projections: Projections, head_seq: int) -> int | None:
+    seqs = [row.last_seq for row in projections.accounts]
+    seqs += [row.seq for row in projections.entries]
+    seqs += [row.seq for row in projections.keys]
+    highest = max(seqs, default=0)
+    return highest if highest > head_seq else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
