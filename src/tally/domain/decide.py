@@ -174,22 +174,9 @@ def _expense(common: _Common, command: Expense) -> Event:
     for line in orders:
         revenue = accounts.revenue(line.merchant_id, command.currency)
         credits[revenue] = credits.get(revenue, 0) + line.amount
-        postings.append(
-            Posting(
-                account=wallet,
-                currency=command.currency,
-                amount=-line.amount,
-                order_id=line.order_id,
-            )
-        )
-        postings.append(
-            Posting(
-                account=revenue,
-                currency=command.currency,
-                amount=line.amount,
-                order_id=line.order_id,
-            )
-        )
+        # Positional: the hottest constructor in tally (account, currency, amount, order_id).
+        postings.append(Posting(wallet, command.currency, -line.amount, line.order_id))
+        postings.append(Posting(revenue, command.currency, line.amount, line.order_id))
     for revenue, amount in credits.items():
         _check_credit(common.state, revenue, amount)
     return ExpensePaid(

@@ -317,9 +317,7 @@ class LedgerWriter:
             )
             entry_rows.extend(entries)
             key_rows.append(KeyRow(event.idempotency_key, digest, event.seq))
-            outcomes.append(
-                Committed(ledger=ledger, event=event, hash=head_hash, entries=tuple(entries))
-            )
+            outcomes.append(Committed(ledger, event, head_hash, tuple(entries)))
         self.head_hash = head_hash
         balances = state.balances
         last_seq = {entry.account: entry.seq for entry in entry_rows}
