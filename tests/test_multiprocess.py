@@ -12,12 +12,8 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from pg import fresh_database
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Recharge
 from tally.verification import verify
@@ -52,16 +48,8 @@ EXPENSES_EACH = 40
 FUNDS = 100 * 700 + 300  # enough for exactly 100 of the 120 expenses
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "shared.db")
-    else:
-        with fresh_database() as url:
-            yield url
-
-
-def test_concurrent_processes_on_one_ledger(database: str, tmp_path: Path) -> None:
+def test_concurrent_processes_on_one_ledger(db: str, tmp_path: Path) -> None:
+    database = db  # the contract suite's fixture: a SQLite path or a fresh PostgreSQL URL
     engine = open_engine(database)
     engine.execute(
         "default",

@@ -88,8 +88,25 @@ def parse_scopes(values: list[str] | tuple[str, ...]) -> frozenset[Scope]:
         raise KeyRefused(f"scopes are read, write and admin; got {list(values)}") from None
 
 
+def scopes_text(scopes: frozenset[Scope]) -> str:
+    """How a key store keeps scopes: space-separated and sorted, "admin read write"."""
+    return " ".join(sorted(scope.value for scope in scopes))
+
+
+def key_from_row(row: tuple[object, ...]) -> ApiKey:
+    """An `ApiKey` from a stored row `(key_id, ledger, scopes, created_at_us, revoked_at_us)`."""
+    key_id, ledger, scopes, created_at_us, revoked_at_us = row
+    return ApiKey(
+        key_id=str(key_id),
+        ledger=str(ledger),
+        scopes=frozenset(Scope(s) for s in str(scopes).split()),
+        created_at_us=int(str(created_at_us)),
+        revoked_at_us=None if revoked_at_us is None else int(str(revoked_at_us)),
+    )
+
+
 class KeyStore(Protocol):
-    """Where keys live. Implementations: store/sqlite_keys.py."""
+    """Where keys live. Implementations: store/sqlite_keys.py, store/postgres_keys.py."""
 
     def ledger_exists(self, ledger: str) -> bool: ...
 

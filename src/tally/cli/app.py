@@ -7,11 +7,9 @@ ledger's log is broken (tampered or corrupt; nothing was changed).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
@@ -22,6 +20,7 @@ from tally import __version__, views
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
+from tally.cli.options import Common, print_json
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
@@ -31,17 +30,6 @@ from tally.verification import Verification, verify
 app = App(name="tally", help=__doc__, version=__version__)
 console = Console()
 errors = Console(stderr=True)
-
-
-@Parameter(name="*")
-@dataclass(kw_only=True)
-class Common:
-    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
-    "A SQLite file (created if missing) or a postgresql:// URL."
-    ledger: str = "default"
-    "The ledger (a tenant's book)."
-    json: bool = False
-    "Print JSON instead of tables."
 
 
 @contextmanager
@@ -58,13 +46,9 @@ def _engine(common: Common) -> Iterator[Engine]:
         engine.store.close()
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
 def _refused(rejection: Rejected, common: Common) -> int:
     if common.json:
-        _print_json(
+        print_json(
             {"error": rejection.reason.code, "field": rejection.field, "detail": rejection.detail}
         )
     else:
@@ -82,7 +66,7 @@ def _write(common: Common, envelope: Envelope) -> int:
             return _refused(rejection, common)
         view = views.committed_view(committed)
     if common.json:
-        _print_json(view)
+        print_json(view)
     else:
         replay = " (replayed: this key was already used for this request)" * committed.replayed
         console.print(
@@ -192,7 +176,7 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
     with _engine(common) as engine:
         view = views.balances(engine.store, common.ledger, user)
     if common.json:
-        _print_json(view)
+        print_json(view)
         return 0
     table = Table("currency", "balance", title=f"{user} @ {common.ledger}")
     for line in view["balances"]:
@@ -209,7 +193,7 @@ def statement(user: str, /, *, currency: str, common: Common | None = None) -> i
     with _engine(common) as engine:
         entries = views.full_statement(engine.store, common.ledger, user, currency)
     if common.json:
-        _print_json({"entries": entries})
+        print_json({"entries": entries})
     else:
         console.print(statement_table(user, currency, entries))
     return 0
@@ -252,7 +236,7 @@ def order(order_id: str, /, *, common: Common | None = None) -> int:
             common,
         )
     if common.json:
-        _print_json(view)
+        print_json(view)
         return 0
     console.print(
         f"order {view['order_id']} ({view['currency']}): paid {view['paid']}, refunded "
@@ -297,7 +281,7 @@ def verification_view(result: Verification) -> dict[str, Any]:
 
 def print_verification(result: Verification, as_json: bool) -> None:
     if as_json:
-        _print_json(verification_view(result))
+        print_json(verification_view(result))
         return
     if result.ok:
         console.print(
@@ -323,7 +307,7 @@ def replay(*, common: Common | None = None) -> int:
     with _engine(common) as engine:
         head = engine.replay(common.ledger)
     if common.json:
-        _print_json({"ledger": common.ledger, "seq": head.seq, "head_hash": head.hash.hex()})
+        print_json({"ledger": common.ledger, "seq": head.seq, "head_hash": head.hash.hex()})
     else:
         console.print(f"replayed ledger {common.ledger}: {head.seq} events, projections rebuilt")
     return 0
@@ -336,7 +320,7 @@ def demo(*, common: Common | None = None) -> int:
     with _engine(common) as engine:
         outcome = run_demo(engine, common.ledger)
     if common.json:
-        _print_json(
+        print_json(
             {
                 "transactions": outcome.transactions,
                 "statement": {"entries": outcome.statement},

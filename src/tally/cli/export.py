@@ -14,28 +14,17 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO
 
-from cyclopts import Parameter
 from rich.console import Console
 
 from tally.bootstrap import open_store
+from tally.cli.options import Common
 from tally.engine.ports import EventRow, Head, Store
 
 page_events = 5_000
 
 errors = Console(stderr=True)
-
-
-@Parameter(name="*")
-@dataclass(kw_only=True)
-class ExportOptions:
-    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
-    "SQLite file or postgresql:// URL to read."
-    ledger: str = "default"
-    "The ledger (a tenant's book) to export."
-    json: bool = False
-    "Print the summary as JSON."
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +88,9 @@ def write_export(store: Store, ledger: str, out: IO[str]) -> Exported | None:
     return Exported(ledger, events, head)
 
 
-def export(*, out: str, options: ExportOptions | None = None) -> int:
+def export(*, out: str, options: Common | None = None) -> int:
     """Write the ledger's log as JSON Lines to OUT (`--out=-`: stdout), for `tally-audit OUT`."""
-    options = options or ExportOptions()
+    options = options or Common()
     store = open_store(options.db)
     try:
         if out == "-":

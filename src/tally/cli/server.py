@@ -5,11 +5,9 @@ Registered into the `tally` app by the last lines of cli/app.py.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
@@ -17,25 +15,13 @@ from rich.console import Console
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
+from tally.cli.options import Database, print_json
 
 console = Console()
 errors = Console(stderr=True)
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
-
-
-@Parameter(name="*")
-@dataclass(kw_only=True)
-class Database:
-    db: Annotated[str, Parameter(env_var="TALLY_DB")] = "tally.db"
-    "SQLite file to use (created if missing)."
-    json: bool = False
-    "Print JSON instead of text."
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def _key_view(key: ApiKey) -> dict[str, Any]:
@@ -98,7 +84,7 @@ def ledger_create(name: str, /, *, database: Database | None = None) -> int:
     finally:
         store.close()
     if database.json:
-        _print_json({"ledger": name, "created": not existed})
+        print_json({"ledger": name, "created": not existed})
     else:
         console.print(f"ledger {name} {'already exists' if existed else 'created'}")
     return 0
@@ -123,7 +109,7 @@ def key_create(
         errors.print(f"[red]refused[/red] {refusal}")
         return 1
     if database.json:
-        _print_json({"key": issued.secret, **_key_view(issued.key)})
+        print_json({"key": issued.secret, **_key_view(issued.key)})
     else:
         console.print(f"key {issued.key.key_id} for ledger {ledger}, scopes {sorted(scope)}")
         console.print("secret (shown once, keep it):", style="bold")
@@ -142,7 +128,7 @@ def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
         errors.print(f"[red]refused[/red] {refusal}")
         return 1
     if database.json:
-        _print_json(_key_view(key))
+        print_json(_key_view(key))
     else:
         console.print(f"key {key.key_id} revoked")
     return 0
@@ -155,7 +141,7 @@ def key_list(*, ledger: str, database: Database | None = None) -> int:
     with _keys(database.db) as keys:
         found = keys.keys(ledger)
     if database.json:
-        _print_json({"keys": [_key_view(key) for key in found]})
+        print_json({"keys": [_key_view(key) for key in found]})
     else:
         for key in found:
             state = "revoked" if key.revoked else "live"

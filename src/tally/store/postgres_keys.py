@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import time
 
-from tally.api_keys import ApiKey, IssuedKey, KeyRefused, Scope, new_secret, secret_digest
+from tally.api_keys import (
+    ApiKey,
+    IssuedKey,
+    KeyRefused,
+    Scope,
+    key_from_row,
+    new_secret,
+    scopes_text,
+    secret_digest,
+)
 from tally.store.postgres import PostgresStore
 
 _COLUMNS = "key_id, ledger, scopes, created_at_us, revoked_at_us"
@@ -38,7 +47,7 @@ class PostgresKeyStore:
             key_id,
             ledger,
             secret_digest(secret),
-            _scopes_text(scopes),
+            scopes_text(scopes),
             key.created_at_us,
         )
         return IssuedKey(key=key, secret=secret)
@@ -52,33 +61,18 @@ class PostgresKeyStore:
         )
         if not rows:
             raise KeyRefused(f"no key {key_id!r}")
-        return _key(tuple(rows[0]))
+        return key_from_row(tuple(rows[0]))
 
     def keys(self, ledger: str) -> list[ApiKey]:
         rows = self._store.rows(
             f"SELECT {_COLUMNS} FROM api_keys WHERE ledger = $1 ORDER BY created_at_us, key_id",
             ledger,
         )
-        return [_key(tuple(row)) for row in rows]
+        return [key_from_row(tuple(row)) for row in rows]
 
     def authenticate(self, secret: str) -> ApiKey | None:
         rows = self._store.rows(
             f"SELECT {_COLUMNS} FROM api_keys WHERE secret_sha256 = $1 AND revoked_at_us IS NULL",
             secret_digest(secret),
         )
-        return _key(tuple(rows[0])) if rows else None
-
-
-def _scopes_text(scopes: frozenset[Scope]) -> str:
-    return " ".join(sorted(scope.value for scope in scopes))
-
-
-def _key(row: tuple[object, ...]) -> ApiKey:
-    key_id, ledger, scopes, created_at_us, revoked_at_us = row
-    return ApiKey(
-        key_id=str(key_id),
-        ledger=str(ledger),
-        scopes=frozenset(Scope(s) for s in str(scopes).split()),
-        created_at_us=int(str(created_at_us)),
-        revoked_at_us=None if revoked_at_us is None else int(str(revoked_at_us)),
-    )
+        return key_from_row(tuple(rows[0])) if rows else None

@@ -11,7 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-from tally.api_keys import ApiKey, IssuedKey, KeyRefused, Scope, new_secret, secret_digest
+from tally.api_keys import (
+    ApiKey,
+    IssuedKey,
+    KeyRefused,
+    Scope,
+    key_from_row,
+    new_secret,
+    scopes_text,
+    secret_digest,
+)
 
 busy_timeout_ms = 30_000
 
@@ -67,7 +76,7 @@ class SqliteKeyStore:
         )
         self._db().execute(
             "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-            (key_id, ledger, secret_digest(secret), _scopes_text(scopes), key.created_at_us),
+            (key_id, ledger, secret_digest(secret), scopes_text(scopes), key.created_at_us),
         )
         return IssuedKey(key=key, secret=secret)
 
@@ -80,14 +89,14 @@ class SqliteKeyStore:
         row = db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
         if row is None:
             raise KeyRefused(f"no key {key_id!r}")
-        return _key(row)
+        return key_from_row(row)
 
     def keys(self, ledger: str) -> list[ApiKey]:
         rows = self._db().execute(
             f"SELECT {_COLUMNS} FROM api_keys WHERE ledger = ? ORDER BY created_at_us, key_id",
             (ledger,),
         )
-        return [_key(row) for row in rows]
+        return [key_from_row(row) for row in rows]
 
     def authenticate(self, secret: str) -> ApiKey | None:
         row = (
@@ -99,18 +108,4 @@ class SqliteKeyStore:
             )
             .fetchone()
         )
-        return None if row is None else _key(row)
-
-
-def _scopes_text(scopes: frozenset[Scope]) -> str:
-    return " ".join(sorted(scope.value for scope in scopes))
-
-
-def _key(row: tuple[str, str, str, int, int | None]) -> ApiKey:
-    return ApiKey(
-        key_id=row[0],
-        ledger=row[1],
-        scopes=frozenset(Scope(s) for s in row[2].split()),
-        created_at_us=row[3],
-        revoked_at_us=row[4],
-    )
+        return None if row is None else key_from_row(row)
