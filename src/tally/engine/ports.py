@@ -22,6 +22,7 @@ __all__ = [
     "OrderRow",
     "Projections",
     "Store",
+    "StoreUnavailable",
 ]
 
 
@@ -83,6 +84,10 @@ class BatchWrite:
 
 class HeadMoved(Exception):
     """Another writer moved the ledger's head; nothing of the batch was written."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now (down, restarting, network). Retry later."""
 
 
 class Store(Protocol):

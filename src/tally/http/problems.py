@@ -18,6 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from tally.domain.rejections import Rejected, Rejection
+from tally.engine.ports import StoreUnavailable
 from tally.http.models import Problem
 
 log = structlog.get_logger(__name__)
@@ -187,6 +188,13 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     return respond(problem(reason, str(exc.detail)))
 
 
+def handle_unavailable(_: Request[Any, Any, Any], exc: StoreUnavailable) -> Response[Problem]:
+    log.warning("store unavailable", error=str(exc))
+    return respond(
+        problem(EdgeProblem.UNAVAILABLE, "the database is unavailable; nothing changed, retry")
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.error("unhandled error", path=request.url.path, error=repr(exc), exc_info=exc)
     return Response(
@@ -201,5 +209,6 @@ EXCEPTION_HANDLERS: Any = {
     ApiProblem: handle_api_problem,
     Rejected: handle_rejected,
     HTTPException: handle_http,
+    StoreUnavailable: handle_unavailable,
     Exception: handle_unexpected,
 }

@@ -11,6 +11,7 @@ import asyncio
 from typing import Annotated, Any
 
 import msgspec
+import structlog
 from litestar import Request, Response, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, JSONBody
@@ -27,6 +28,8 @@ from tally.http.guards import json_body, require
 from tally.http.problems import ApiProblem, EdgeProblem, of_rejection, problem
 from tally.http.responses import WRITE_RESPONSES
 from tally.http.services import Services, api_key_of, services_of
+
+log = structlog.get_logger(__name__)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -61,8 +64,9 @@ async def _submit(
         writer = await services.writer(key.ledger)
         return await asyncio.wrap_future(writer.submit(envelopes))
     except (CommitFailed, WriterStopped) as error:
+        log.warning("write not recorded", ledger=key.ledger, error=repr(error))
         raise ApiProblem(
-            EdgeProblem.UNAVAILABLE, f"not recorded, retry with the same key: {error}"
+            EdgeProblem.UNAVAILABLE, "not recorded; retry with the same Idempotency-Key"
         ) from error
     finally:
         services.in_flight.discard(in_flight)

@@ -33,6 +33,7 @@ from tally.engine.ports import (
     KeyRow,
     OrderRow,
     Projections,
+    StoreUnavailable,
 )
 from tally.store.migrate import migrations
 
@@ -40,6 +41,16 @@ T = TypeVar("T")
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _TRANSIENT = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+# The server is down, restarting or out of reach: nothing was done, the pool reconnects later.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 pool_connections_max = 8
 command_timeout_s = 60.0
@@ -87,7 +98,10 @@ class PostgresStore:
 
     # -- the loop ----------------------------------------------------------------------
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        except _UNREACHABLE as error:
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _open(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
