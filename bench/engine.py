@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
@@ -171,6 +172,58 @@ def _baseline_sqlite(name: str, *, wallets: int, expenses: int, path: str) -> Re
 
 
 baseline_connections = 16
+BaselineDb = asyncpg.Connection | PoolConnectionProxy
+
+
+async def baseline_schema(
+    db: BaselineDb, *, wallets: list[str], merchants: list[str], per_wallet: int
+) -> None:
+    """The conventional ledger's tables: accounts with balances, entries with balance_after."""
+    await db.execute(
+        "CREATE TABLE accounts (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);"
+        "CREATE TABLE entries (id BIGSERIAL PRIMARY KEY, account TEXT, txn BIGINT, "
+        "amount BIGINT, balance_after BIGINT, order_id TEXT);"
+        "CREATE INDEX entries_by_account ON entries (account, id);"
+    )
+    await db.copy_records_to_table(
+        "accounts",
+        records=[(wallet, per_wallet) for wallet in wallets] + [(m, 0) for m in merchants],
+    )
+
+
+async def baseline_transfer(
+    db: BaselineDb, wallet: str, merchant: str, txn: int, amount: int = 100
+) -> None:
+    """One transfer, one transaction: lock both accounts in id order, check the wallet's
+    balance, insert both entries with balance_after, update both balances."""
+    async with db.transaction():
+        rows = await db.fetch(
+            "SELECT id, balance FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            [wallet, merchant],
+        )
+        balance = {row[0]: row[1] for row in rows}
+        if balance[wallet] < amount:
+            raise RuntimeError("baseline overdraw")
+        await db.execute(
+            "INSERT INTO entries (account, txn, amount, balance_after, order_id) "
+            "VALUES ($1, $2, $3, $4, $5), ($6, $2, $7, $8, $5)",
+            wallet,
+            txn,
+            -amount,
+            balance[wallet] - amount,
+            f"o{txn}",
+            merchant,
+            amount,
+            balance[merchant] + amount,
+        )
+        await db.execute(
+            "UPDATE accounts SET balance = balance + CASE id WHEN $1 THEN $3::bigint "
+            "ELSE $4::bigint END WHERE id = ANY($2::text[])",
+            wallet,
+            [wallet, merchant],
+            -amount,
+            amount,
+        )
 
 
 async def _baseline_postgres(name: str, *, wallets: int, expenses: int, url: str) -> Result:
@@ -179,47 +232,18 @@ async def _baseline_postgres(name: str, *, wallets: int, expenses: int, url: str
         url, min_size=baseline_connections, max_size=baseline_connections
     )
     async with pool.acquire() as db:
-        await db.execute(
-            "CREATE TABLE accounts (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);"
-            "CREATE TABLE entries (id BIGSERIAL PRIMARY KEY, account TEXT, txn BIGINT, "
-            "amount BIGINT, balance_after BIGINT, order_id TEXT);"
-            "CREATE INDEX entries_by_account ON entries (account, id);"
-        )
-        per_wallet = 100 * (expenses // wallets + 1)
-        await db.copy_records_to_table(
-            "accounts",
-            records=[(f"wallet:u{i}", per_wallet) for i in range(wallets)] + [("revenue:shop", 0)],
+        await baseline_schema(
+            db,
+            wallets=[f"wallet:u{i}" for i in range(wallets)],
+            merchants=["revenue:shop"],
+            per_wallet=100 * (expenses // wallets + 1),
         )
     counter = iter(range(expenses))
 
     async def worker() -> None:
         async with pool.acquire() as db:
             for i in counter:
-                wallet = f"wallet:u{i % wallets}"
-                async with db.transaction():
-                    rows = await db.fetch(
-                        "SELECT id, balance FROM accounts WHERE id = ANY($1::text[]) "
-                        "ORDER BY id FOR UPDATE",
-                        [wallet, "revenue:shop"],
-                    )
-                    balance = {row[0]: row[1] for row in rows}
-                    if balance[wallet] < 100:
-                        raise RuntimeError("baseline overdraw")
-                    await db.execute(
-                        "INSERT INTO entries (account, txn, amount, balance_after, order_id) "
-                        "VALUES ($1, $2, -100, $3, $4), ('revenue:shop', $2, 100, $5, $4)",
-                        wallet,
-                        i,
-                        balance[wallet] - 100,
-                        f"o{i}",
-                        balance["revenue:shop"] + 100,
-                    )
-                    await db.execute(
-                        "UPDATE accounts SET balance = balance + CASE id WHEN $1 THEN -100 "
-                        "ELSE 100 END WHERE id = ANY($2::text[])",
-                        wallet,
-                        [wallet, "revenue:shop"],
-                    )
+                await baseline_transfer(db, f"wallet:u{i % wallets}", "revenue:shop", i)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(baseline_connections)))
