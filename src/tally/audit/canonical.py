@@ -9,7 +9,6 @@ absent optional values. Nothing else in tally serializes events for hashing.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import msgspec
@@ -38,6 +37,7 @@ FORMAT_VERSION = 1
 # string escapes, integers as digits. The offline auditor re-derives the same bytes with the
 # standard library's json module, so the two implementations check each other.
 _encoder = msgspec.json.Encoder(order="sorted")
+_decoder = msgspec.json.Decoder()
 
 
 class CanonicalFormError(ValueError):
@@ -92,7 +92,7 @@ def encode_event(ledger: str, event: Event) -> bytes:
 def decode_event(data: bytes) -> tuple[str, Event]:
     """Parse canonical v1 bytes back into `(ledger, event)`."""
     try:
-        body = json.loads(data)
+        body = _decoder.decode(data)
         if body.get("v") != FORMAT_VERSION:
             raise CanonicalFormError(f"unsupported format version {body.get('v')!r}")
         cls = EVENT_TYPES[body["type"]]
@@ -134,7 +134,7 @@ def decode_event(data: bytes) -> tuple[str, Event]:
             common.update(amount=body["amount"], reason=body["reason"])
         event = cls(**common)
         ledger = body["ledger"]
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError, msgspec.DecodeError) as error:
         raise CanonicalFormError(f"not a v1 event: {error}") from error
     if not isinstance(ledger, str):
         raise CanonicalFormError("ledger must be a string")
