@@ -31,3 +31,26 @@ def test_the_demo_the_readme_promises(tmp_path: Path, tally: TallyRunner) -> Non
     for promised in ("200.00", "150.00", "115.00", "135.00", "verified ledger default"):
         assert promised in run.stdout
     assert (tmp_path / "tally.db").exists()
+
+
+def test_the_python_snippet_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    snippet = re.findall(r"## Python\n\n```python\n(.*?)```", README.read_text(), re.S)
+    assert len(snippet) == 1
+    done = subprocess.run(
+        [sys.executable, "-c", snippet[0]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=subprocess_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    transaction_id, balance_after = done.stdout.split()
+    assert transaction_id.startswith("txn_")
+    assert balance_after == "1000"  # 10.00 USD in minor units
