@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import TallyRunner
+from conftest import TallyRunner, subprocess_env
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,11 +36,6 @@ def test_the_demo_the_readme_promises(tmp_path: Path, tally: TallyRunner) -> Non
 
 
 def test_the_python_snippet_runs(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from conftest import subprocess_env
-
     snippet = re.findall(r"## Python\n\n```python\n(.*?)```", README.read_text(), re.S)
     assert len(snippet) == 1
     done = subprocess.run(
