@@ -6,15 +6,12 @@ chains the accepted events, and hands the batch to its committer thread, which w
 one database transaction that moves the ledger's head by compare-and-set. Only after that
 commit does any caller hear back.
 
-The two threads form a pipeline, and the commit is sized by the queue: while batch N is
-being committed (SQLite and fsync work that runs without the GIL), the writer decides every
-command that arrives into batch N+1, on top of N's state, up to `batch_commands_max`. When
-N's commit lands, N+1 is sealed and committed at once, however many commands it gathered.
-So the slower the commit, the bigger the next batch: one fsync serves everyone who arrived
-meanwhile. If N's commit fails, the journal rolls back N+1 and then N, so the state is again
-exactly what the database holds; N's callers get the error (or, when another process moved
-the head, N is decided again after catching up from the log with the same `evolve` replay
-uses), and N+1 is decided again.
+The two threads form a pipeline of depth two: while batch N is being committed (SQLite and
+fsync work that runs without the GIL), the writer decides batch N+1 on top of N's state.
+Batch N+1 is handed over only after N has committed. If N's commit fails, the journal rolls
+back N+1 and then N, so the state is again exactly what the database holds; N's callers get
+the error (or, when another process moved the head, N is decided again after catching up
+from the log with the same `evolve` replay uses), and N+1 is decided again.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import threading
 import time
 from collections.abc import Container, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -36,7 +33,7 @@ from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.decide import Stamp, decide, recall
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
-from tally.domain.state import Entry, LedgerState, evolve
+from tally.domain.state import LedgerState, evolve
 from tally.engine.ports import (
     AccountRow,
     BatchWrite,
@@ -68,26 +65,13 @@ class _Submission:
 
 @dataclass(slots=True)
 class _Decided:
-    """A batch being decided, then committed; its state changes are journaled until then."""
+    """A decided batch whose state changes are journaled until its commit is known."""
 
-    base: Head
-    submissions: list[_Submission] = field(default_factory=list)
-    outcomes: list[Outcome | int] = field(default_factory=list)
-    events: list[EventRow] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
-    keys: list[KeyRow] = field(default_factory=list)
-    commands: int = 0
-    batch: BatchWrite | None = None  # set when sealed
+    submissions: list[_Submission]
+    outcomes: list[Outcome | int]
+    batch: BatchWrite
+    head_before: bytes
     commit: Future[None] | None = None
-
-
-class _Landed:
-    """Queued by the committer thread when the commit of `decided` is known."""
-
-    __slots__ = ("decided",)
-
-    def __init__(self, decided: _Decided) -> None:
-        self.decided = decided
 
 
 _STOP = object()
@@ -149,109 +133,84 @@ class LedgerWriter:
 
     # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
-        in_flight: _Decided | None = None  # being committed
-        filling: _Decided | None = None  # being decided while `in_flight` commits
-        carried: list[_Submission] = []  # to decide again after a failed commit
+        in_flight: _Decided | None = None
+        carried: list[_Submission] = []
         stop = False
         try:
-            while not (stop and in_flight is None and filling is None and not carried):
+            while True:
                 if carried:
                     submissions, carried = carried, []
-                    filling = self._decide_into(filling, submissions)
-                elif in_flight is None and filling is not None:
-                    in_flight, filling = self._start_commit(filling), None
-                    continue
-                elif stop or (filling is not None and filling.commands >= self.batch_commands_max):
-                    assert in_flight is not None  # else the branch above would have run
-                    carried = self._finish(in_flight, newer=filling)  # full or closing: wait
-                    in_flight = None
-                    if carried:
-                        filling = None
-                    continue
+                elif stop:
+                    submissions = []
                 else:
-                    item = self._queue.get()
-                    if item is _STOP:
-                        stop = True
-                    elif isinstance(item, _Landed):
-                        if in_flight is not None and item.decided is in_flight:
-                            carried = self._finish(in_flight, newer=filling)
-                            in_flight = None
-                            if carried:
-                                filling = None
-                    else:
-                        assert isinstance(item, _Submission)
-                        more = self._drain(filling, first=item)
-                        filling = self._decide_into(filling, [item, *more])
-                if in_flight is None and filling is not None and not carried:
-                    in_flight, filling = self._start_commit(filling), None
+                    submissions, stop = self._take(block=in_flight is None)
+                decided = self._decide_or_fail(submissions) if submissions else None
+                if in_flight is not None:
+                    carried = self._finish(in_flight, newer=decided)
+                    if carried:
+                        decided = None
+                    in_flight = None
+                if decided is not None:
+                    in_flight = self._start_commit(decided)
+                if stop and in_flight is None and not carried:
+                    return
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
             self._broken = error
             log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
-            self._fail_all(error, in_flight, filling, carried)
+            self._fail_all(error, in_flight, carried)
             raise
 
-    def _drain(self, filling: _Decided | None, *, first: _Submission) -> list[_Submission]:
-        """More queued submissions, without waiting, while the batch has room after `first`."""
-        room = self.batch_commands_max - len(first.envelopes)
-        room -= 0 if filling is None else filling.commands
+    def _take(self, *, block: bool) -> tuple[list[_Submission], bool]:
         taken: list[_Submission] = []
-        while room > 0:
+        count = 0
+        while count < self.batch_commands_max:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get() if block and not taken else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if not isinstance(item, _Submission):
-                self._queue.put(item)  # a stop or a landed commit: handled in its turn
-                break
+            if item is _STOP:
+                return taken, True
+            assert isinstance(item, _Submission)
             taken.append(item)
-            room -= len(item.envelopes)
-        return taken
+            count += len(item.envelopes)
+        return taken, False
 
-    def _decide_into(
-        self, filling: _Decided | None, submissions: list[_Submission]
-    ) -> _Decided | None:
-        """Decide `submissions` into the open batch (opening one if needed).
-
-        Returns None, having failed `submissions` as retryable, when the state could not be
-        caught up with the log (the database is unreachable).
-        """
-        if filling is None:
-            try:
-                if self._stale:
-                    self._catch_up()
-            except InvariantViolated:
-                raise
-            except Exception as error:  # e.g. the database went away during catch-up
-                self._stale = True
-                log.warning("catch-up failed", ledger=self.ledger, error=repr(error))
-                self._fail(submissions, error)
-                return None
-            self.state.begin()
-            filling = _Decided(base=Head(self.state.seq, self.head_hash))
-        filling.submissions.extend(submissions)
+    def _decide_batch(self, submissions: list[_Submission]) -> _Decided:
+        if self._stale:
+            self._catch_up()
+        head_before = self.head_hash
+        self.state.begin()
         envelopes = [e for s in submissions for e in s.envelopes]
-        filling.commands += len(envelopes)
-        self._decide(envelopes, filling)
-        return filling
+        outcomes, batch = self._decide(envelopes)
+        return _Decided(submissions, outcomes, batch, head_before)
+
+    def _decide_or_fail(self, submissions: list[_Submission]) -> _Decided | None:
+        """Decide a batch; if the store fails while we catch up, fail it (retryable)."""
+        levels = self.state.open_batches
+        try:
+            return self._decide_batch(submissions)
+        except InvariantViolated:
+            raise
+        except Exception as error:  # e.g. the database went away during catch-up
+            while self.state.open_batches > levels:
+                self.state.rollback_newest()
+            self._stale = True
+            log.warning("catch-up failed", ledger=self.ledger, error=repr(error))
+            failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
+            failure.__cause__ = error
+            for submission in submissions:
+                submission.future.set_exception(failure)
+            return None
 
     def _start_commit(self, decided: _Decided) -> _Decided | None:
-        decided.batch = self._seal(decided)
         if not decided.batch.events:  # only refusals and replays: nothing to write
             self._answer(decided)
             return None
         decided.commit = self._committer.submit(self.store.commit, decided.batch)
-        decided.commit.add_done_callback(lambda _: self._queue.put(_Landed(decided)))
         return decided
 
-    def _fail(self, submissions: list[_Submission], error: BaseException) -> None:
-        failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
-        failure.__cause__ = error
-        for submission in submissions:
-            if not submission.future.done():
-                submission.future.set_exception(failure)
-
     def _finish(self, in_flight: _Decided, *, newer: _Decided | None) -> list[_Submission]:
-        """Wait until the in-flight commit is known; returns the submissions to decide again."""
+        """Wait for the in-flight commit; returns the submissions to decide again."""
         assert in_flight.commit is not None
         error = in_flight.commit.exception()
         if error is None:
@@ -260,7 +219,7 @@ class LedgerWriter:
         if newer is not None:
             self.state.rollback_newest()
         self.state.rollback_newest()
-        self.head_hash = in_flight.base.hash
+        self.head_hash = in_flight.head_before
         self._stale = True  # the commit may even have landed: learn it from the log
         again = [] if newer is None else list(newer.submissions)
         if isinstance(error, HeadMoved):
@@ -277,7 +236,10 @@ class LedgerWriter:
                     )
             return retry + again
         log.warning("commit failed", ledger=self.ledger, error=repr(error))
-        self._fail(in_flight.submissions, error)
+        failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
+        failure.__cause__ = error
+        for submission in in_flight.submissions:
+            submission.future.set_exception(failure)
         return again
 
     def _answer(self, decided: _Decided) -> None:
@@ -298,16 +260,11 @@ class LedgerWriter:
             start = end
 
     def _fail_all(
-        self,
-        error: BaseException,
-        in_flight: _Decided | None,
-        filling: _Decided | None,
-        carried: list[_Submission],
+        self, error: BaseException, in_flight: _Decided | None, carried: list[_Submission]
     ) -> None:
         pending = list(carried)
-        for decided in (in_flight, filling):
-            if decided is not None:
-                pending.extend(decided.submissions)
+        if in_flight is not None:
+            pending.extend(in_flight.submissions)
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -319,16 +276,17 @@ class LedgerWriter:
             if not submission.future.done():
                 submission.future.set_exception(WriterStopped(self.ledger))
 
-    def _decide(self, envelopes: list[Envelope], into: _Decided) -> None:
+    def _decide(self, envelopes: list[Envelope]) -> tuple[list[Outcome | int], BatchWrite]:
         """Decide every command, applying accepted events to the (journaled) state."""
         state = self.state
         ledger = self.ledger
+        base = Head(state.seq, self.head_hash)
         now_us = max(time.time_ns() // 1000, state.last_timestamp_us)
         ids = transaction_ids(len(envelopes), now_us // 1000)
-        outcomes = into.outcomes
-        event_rows = into.events
-        entry_rows = into.entries
-        key_rows = into.keys
+        outcomes: list[Outcome | int] = []
+        event_rows: list[EventRow] = []
+        entry_rows = []
+        key_rows: list[KeyRow] = []
         head_hash = self.head_hash
         for index, envelope in enumerate(envelopes):
             try:
@@ -361,24 +319,21 @@ class LedgerWriter:
             key_rows.append(KeyRow(event.idempotency_key, digest, event.seq))
             outcomes.append(Committed(ledger, event, head_hash, tuple(entries)))
         self.head_hash = head_hash
-
-    def _seal(self, decided: _Decided) -> BatchWrite:
-        """The rows of a decided batch: its events, and the projections it changed."""
-        state = self.state
         balances = state.balances
-        last_seq = {entry.account: entry.seq for entry in decided.entries}
-        return BatchWrite(
-            ledger=self.ledger,
-            base=decided.base,
-            head=Head(state.seq, self.head_hash),
-            events=decided.events,
+        last_seq = {entry.account: entry.seq for entry in entry_rows}
+        batch = BatchWrite(
+            ledger=ledger,
+            base=base,
+            head=Head(state.seq, head_hash),
+            events=event_rows,
             projections=Projections(
                 accounts=[AccountRow(a, balances[a], last_seq[a]) for a in state.dirty_accounts],
-                entries=decided.entries,
+                entries=entry_rows,
                 orders=[order_row(state.orders[o]) for o in state.dirty_orders],
-                keys=decided.keys,
+                keys=key_rows,
             ),
         )
+        return outcomes, batch
 
     def _unencodable(self, envelope: Envelope) -> Rejected:
         stamp = Stamp(seq=0, transaction_id="", timestamp_us=0, command_digest="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,6 +28,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     _key_cache: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    _lookups: dict[str, asyncio.Future[ApiKey | None]] = field(default_factory=dict)
     _writers: dict[str, LedgerWriter] = field(default_factory=dict)
 
     async def authenticate(self, secret: str) -> ApiKey | None:
@@ -34,7 +36,14 @@ class Services:
         cached = self._key_cache.get(secret)
         if cached is not None and cached[0] > now:
             return cached[1]
-        key = await anyio.to_thread.run_sync(self.keys.authenticate, secret)
+        # One lookup per secret at a time: when a cached key expires under load, the requests
+        # in flight share a single database read instead of each starting their own.
+        lookup = self._lookups.get(secret)
+        if lookup is None:
+            lookup = asyncio.ensure_future(anyio.to_thread.run_sync(self.keys.authenticate, secret))
+            self._lookups[secret] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(secret, None))
+        key = await asyncio.shield(lookup)
         if len(self._key_cache) >= keys_cached_max:
             self._key_cache.clear()
         if self.key_cache_ttl_s > 0:
