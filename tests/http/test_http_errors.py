@@ -126,6 +126,35 @@ def test_the_wrong_content_type_is_415(live: Any) -> None:
     assert response.json()["code"] == "content_type_unsupported"
 
 
+def test_a_batch_of_a_thousand_commands_fits_and_over_a_mib_is_413(live: Any) -> None:
+    commands = [
+        {
+            "type": "recharge",
+            "idempotency_key": f"k-{uuid.uuid4()}",
+            "user_id": "batcher",
+            "amount": "0.01",
+            "currency": "USD",
+            "gateway": "paypal",
+        }
+        for _ in range(1000)
+    ]
+    with live.client() as http:
+        fits = http.post(
+            "/v1/batch",
+            json={"commands": commands},
+            headers={"Idempotency-Key": f"b-{uuid.uuid4()}"},
+        )
+        assert fits.status_code == 200, fits.text[:300]
+        assert len(fits.json()["results"]) == 1000
+        too_big = http.post(
+            "/v1/batch",
+            content=b'{"commands": [], "pad": "' + b"x" * (1024 * 1024) + b'"}',
+            headers={"Content-Type": "application/json", "Idempotency-Key": "huge"},
+        )
+    assert too_big.status_code == 413
+    assert too_big.json()["code"] == "body_too_large"
+
+
 def test_a_body_over_64_kib_is_413_unread(live: Any) -> None:
     body = _with(metadata={"pad": "x" * (64 * 1024)})
     with live.client() as http:

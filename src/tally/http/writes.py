@@ -31,6 +31,8 @@ from tally.http.services import Services, api_key_of, services_of
 
 log = structlog.get_logger(__name__)
 
+batch_body_bytes_max = 1024 * 1024  # 1,000 commands of ~170 bytes fit with room for metadata
+
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 IdempotencyKey = Annotated[
@@ -156,8 +158,9 @@ async def create_adjustment(
     summary="Many commands in one request, each atomic on its own",
     description="One result per command, in order. Each command carries its own "
     "idempotency_key; an adjustment needs the admin scope. Answers 200 even when some "
-    "commands were refused: look at each result's status.",
-    **{**_WRITE, "status_code": 200},
+    "commands were refused: look at each result's status. The body may be up to 1 MiB "
+    "(room for 1,000 commands); every other request body up to 64 KiB.",
+    **{**_WRITE, "status_code": 200, "request_max_body_size": batch_body_bytes_max},
 )
 async def create_batch(
     request: Request[Any, Any, Any],
