@@ -7,6 +7,7 @@ an expense line `"-50.00"`); `balance_after` is the wallet's balance right after
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from tally.audit.canonical import decode_event
@@ -21,10 +22,16 @@ statement_page_entries_max = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@lru_cache(maxsize=1024)
+def _second(seconds: int) -> str:
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def timestamp(timestamp_us: int) -> str:
     """RFC 3339 in UTC with microseconds: 2026-11-26T01:21:16.123456Z."""
-    moment = _EPOCH + timedelta(microseconds=timestamp_us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Events of one batch share their second, so the calendar part is formatted once.
+    seconds, micros = divmod(timestamp_us, 1_000_000)
+    return f"{_second(seconds)}.{micros:06d}Z"
 
 
 def _metadata(event: Event) -> dict[str, str]:
