@@ -141,3 +141,20 @@ def test_two_writers_on_one_database_are_fenced_and_never_overdraw(db: str) -> N
         for engine in engines:
             engine.close()
             engine.store.close()
+
+
+def test_a_stale_writer_does_not_refuse_on_a_balance_it_has_not_seen(db: str) -> None:
+    """A refusal moves no head, so the writer checks the head before it refuses."""
+    engines = [open_engine(db), open_engine(db)]
+    try:
+        engines[1].writer(LEDGER)  # caught up now, at seq 0: then it idles
+        engines[0].execute(LEDGER, recharge("r1", "alice", 1000))
+        paid = engines[1].execute(LEDGER, expense("e1", "alice", "o1", 600))
+        assert paid.event.seq == 2
+        with pytest.raises(Rejected) as refused:
+            engines[0].execute(LEDGER, expense("e2", "alice", "o2", 600))
+        assert refused.value.reason == Rejection.INSUFFICIENT_FUNDS
+    finally:
+        for engine in engines:
+            engine.close()
+            engine.store.close()

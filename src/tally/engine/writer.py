@@ -151,7 +151,8 @@ class LedgerWriter:
                         decided = None
                     in_flight = None
                 if decided is not None:
-                    in_flight = self._start_commit(decided)
+                    in_flight, stale = self._start_commit(decided)
+                    carried += stale
                 if stop and in_flight is None and not carried:
                     return
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
@@ -196,18 +197,54 @@ class LedgerWriter:
                 self.state.rollback_newest()
             self._stale = True
             log.warning("catch-up failed", ledger=self.ledger, error=repr(error))
-            failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
-            failure.__cause__ = error
-            for submission in submissions:
-                submission.future.set_exception(failure)
+            self._fail(submissions, error)
             return None
 
-    def _start_commit(self, decided: _Decided) -> _Decided | None:
-        if not decided.batch.events:  # only refusals and replays: nothing to write
+    def _start_commit(self, decided: _Decided) -> tuple[_Decided | None, list[_Submission]]:
+        """Hand the batch to the committer; returns it (in flight) and what to decide again."""
+        if decided.batch.events:
+            decided.commit = self._committer.submit(self.store.commit, decided.batch)
+            return decided, []
+        # Only refusals and replays: nothing to write, so no compare-and-set proves the state
+        # was current. Check the head instead: another process may have written meanwhile
+        # (a refusal such as insufficient_funds must not rest on a stale balance).
+        try:
+            current = self.store.head(self.ledger) == decided.batch.base
+        except Exception as error:  # the database is unreachable: retryable, like a commit
+            self.state.rollback_newest()
+            self.head_hash = decided.head_before
+            self._stale = True
+            self._fail(decided.submissions, error)
+            return None, []
+        if current:
             self._answer(decided)
-            return None
-        decided.commit = self._committer.submit(self.store.commit, decided.batch)
-        return decided
+            return None, []
+        self.state.rollback_newest()
+        self.head_hash = decided.head_before
+        self._stale = True
+        return None, self._fenced(decided.submissions)
+
+    def _fenced(self, submissions: list[_Submission]) -> list[_Submission]:
+        """Back off, then return the submissions that may be decided again."""
+        fenced = max(s.fenced for s in submissions) + 1
+        time.sleep(random.uniform(0, min(fence_backoff_s_max, 0.001 * 2**fenced)))
+        retry = []
+        for submission in submissions:
+            submission.fenced += 1
+            if submission.fenced < fence_retries_max:
+                retry.append(submission)
+            else:
+                submission.future.set_exception(
+                    CommitFailed(f"ledger {self.ledger}: fenced {fence_retries_max} times")
+                )
+        return retry
+
+    def _fail(self, submissions: list[_Submission], error: BaseException) -> None:
+        failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
+        failure.__cause__ = error
+        for submission in submissions:
+            if not submission.future.done():
+                submission.future.set_exception(failure)
 
     def _finish(self, in_flight: _Decided, *, newer: _Decided | None) -> list[_Submission]:
         """Wait for the in-flight commit; returns the submissions to decide again."""
@@ -223,23 +260,9 @@ class LedgerWriter:
         self._stale = True  # the commit may even have landed: learn it from the log
         again = [] if newer is None else list(newer.submissions)
         if isinstance(error, HeadMoved):
-            fenced = max(s.fenced for s in in_flight.submissions) + 1
-            time.sleep(random.uniform(0, min(fence_backoff_s_max, 0.001 * 2**fenced)))
-            retry = []
-            for submission in in_flight.submissions:
-                submission.fenced += 1
-                if submission.fenced < fence_retries_max:
-                    retry.append(submission)
-                else:
-                    submission.future.set_exception(
-                        CommitFailed(f"ledger {self.ledger}: fenced {fence_retries_max} times")
-                    )
-            return retry + again
+            return self._fenced(in_flight.submissions) + again
         log.warning("commit failed", ledger=self.ledger, error=repr(error))
-        failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
-        failure.__cause__ = error
-        for submission in in_flight.submissions:
-            submission.future.set_exception(failure)
+        self._fail(in_flight.submissions, error)
         return again
 
     def _answer(self, decided: _Decided) -> None:

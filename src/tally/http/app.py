@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -61,6 +62,12 @@ def create_app(services: Services) -> Litestar:
         security=[{"bearer": []}],
     )
 
+    async def warm() -> None:
+        # Catch every ledger's writer up with its log before the first request, not during it.
+        ledgers = await anyio.to_thread.run_sync(services.engine.store.ledgers)
+        for ledger in ledgers:
+            await services.writer(ledger)
+
     def close() -> None:
         services.engine.close()
         services.engine.store.close()
@@ -72,6 +79,7 @@ def create_app(services: Services) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=request_body_bytes_max,
         middleware=[services.metrics.middleware],
+        on_startup=[warm],
         on_shutdown=[close],
         debug=False,
     )
