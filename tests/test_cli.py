@@ -386,3 +386,13 @@ def test_db_may_come_from_the_environment(tally: TallyRunner, db: str, tmp_path:
         assert Path(db).exists()
     verified = tally("verify", "--db", db, "--json")
     assert verified.json()["events"] == 3
+
+
+def test_verify_of_an_unknown_ledger_fails_in_json_too(tally: TallyRunner, db: str) -> None:
+    assert tally("demo", "--db", db).returncode == 0
+    run = tally("verify", "--db", db, "--ledger", "nope", "--json")
+    assert run.returncode == 1, run.describe()
+    report = run.json()
+    assert report["ok"] is False
+    assert report["ledger"] == "nope"
+    assert "no ledger 'nope'" in report["problem"]

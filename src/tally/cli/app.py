@@ -253,7 +253,11 @@ def verify_command(*, common: Common | None = None) -> int:
     common = common or Common()
     with _engine(common) as engine:
         if engine.store.head(common.ledger) is None:
-            errors.print(f"no ledger {common.ledger!r} in {common.db}")
+            problem = f"no ledger {common.ledger!r} in {common.db}"
+            if common.json:
+                print_json({"ledger": common.ledger, "ok": False, "problem": problem})
+            else:
+                errors.print(problem)
             return 1
         result = verify(engine, common.ledger)
     print_verification(result, common.json)
