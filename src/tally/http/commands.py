@@ -5,6 +5,8 @@ Anything wrong raises `Rejected`, naming the field; nothing has been submitted y
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tally.domain.commands import (
     Adjustment,
     Command,
@@ -15,7 +17,6 @@ from tally.domain.commands import (
     metadata_from,
 )
 from tally.domain.rejections import Rejected, Rejection
-from tally.domain.state import LedgerState
 from tally.http import models
 from tally.money import exponent, parse_amount
 
@@ -48,13 +49,9 @@ def expense(body: models.ExpenseRequest) -> Expense:
     )
 
 
-def refund(body: models.RefundRequest, state: LedgerState) -> Refund:
-    """The expense's currency comes from the writer's state (an immutable fact once set).
-
-    Reading it from another thread is a benign race: an expense not seen yet is reported
-    unknown, exactly as the writer itself would.
-    """
-    currency = state.expenses.get(body.expense_id)
+def refund(body: models.RefundRequest, currencies: Mapping[str, str]) -> Refund:
+    """`currencies` maps expense ids to the currency they were paid in (see writes.py)."""
+    currency = currencies.get(body.expense_id)
     if currency is None:
         raise Rejected(
             Rejection.EXPENSE_UNKNOWN, field="expense_id", detail=f"no expense {body.expense_id}"
@@ -79,11 +76,11 @@ def adjustment(body: models.AdjustmentRequest) -> Adjustment:
     )
 
 
-def of_batch(item: models.BatchCommand, state: LedgerState) -> Command:
+def of_batch(item: models.BatchCommand, currencies: Mapping[str, str]) -> Command:
     if isinstance(item, models.BatchRecharge):
         return recharge(item)
     if isinstance(item, models.BatchExpense):
         return expense(item)
     if isinstance(item, models.BatchRefund):
-        return refund(item, state)
+        return refund(item, currencies)
     return adjustment(item)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 import structlog
 from litestar import Request, Response, post
@@ -18,11 +19,14 @@ from litestar.params import HeaderParameter, JSONBody
 
 from tally import views
 from tally.api_keys import ApiKey, Scope
+from tally.audit.canonical import decode_event
 from tally.domain import limits
 from tally.domain.commands import Command, Envelope
 from tally.domain.decide import command_kind
 from tally.domain.rejections import Rejected
+from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
+from tally.engine.writer import LedgerWriter
 from tally.http import commands, models
 from tally.http.guards import json_body, require
 from tally.http.problems import ApiProblem, EdgeProblem, of_rejection, problem
@@ -137,7 +141,8 @@ async def create_refund(
     idempotency_key: IdempotencyKey,
 ) -> Response[models.Transaction]:
     writer = await services_of(request).writer(api_key_of(request).ledger)
-    return await _write_one(request, commands.refund(data, writer.state), idempotency_key)
+    currencies = await _expense_currencies(services_of(request), writer, [data.expense_id])
+    return await _write_one(request, commands.refund(data, currencies), idempotency_key)
 
 
 @post(
@@ -176,13 +181,15 @@ async def create_batch(
             field="commands",
         )
     writer = await services.writer(key.ledger)
+    refunded = [item.expense_id for item in data.commands if isinstance(item, models.BatchRefund)]
+    currencies = await _expense_currencies(services, writer, refunded)
     results: list[models.BatchResult | None] = []
     envelopes: list[Envelope] = []
     for item in data.commands:
         try:
             if isinstance(item, models.BatchAdjustment) and not key.allows(Scope.ADMIN):
                 raise ApiProblem(EdgeProblem.FORBIDDEN, "adjustments need the 'admin' scope")
-            command = commands.of_batch(item, writer.state)
+            command = commands.of_batch(item, currencies)
         except Rejected as rejection:
             results.append(_refused(rejection))
             continue
@@ -208,6 +215,36 @@ async def create_batch(
             )
     final = [result for result in results if result is not None]
     return Response(models.BatchResponse(results=final), status_code=200)
+
+
+async def _expense_currencies(
+    services: Services, writer: LedgerWriter, expense_ids: list[str]
+) -> dict[str, str]:
+    """The currency each expense was paid in, for parsing refund amounts at the edge.
+
+    The writer's state answers without a database read (a currency never changes once set;
+    reading it from this thread is a benign race). An expense the writer has not seen may
+    have been written by another process, so those (at most a batch's worth) are looked up
+    in the log before anything is called unknown.
+    """
+    known = writer.state.expenses
+    currencies = {e: known[e] for e in expense_ids if e in known}
+    missing = [e for e in dict.fromkeys(expense_ids) if e not in currencies]
+    if missing:
+        store = services.engine.store
+        currencies |= await anyio.to_thread.run_sync(_logged_currencies, store, writer, missing)
+    return currencies
+
+
+def _logged_currencies(
+    store: Store, writer: LedgerWriter, expense_ids: list[str]
+) -> dict[str, str]:
+    found = {}
+    for expense_id in expense_ids:
+        row = store.event_by_transaction(writer.ledger, expense_id)
+        if row is not None and row.event_type == "expense":
+            found[expense_id] = decode_event(row.body)[1].currency
+    return found
 
 
 def _refused(rejection: Rejected) -> models.BatchResult:
