@@ -67,6 +67,7 @@ class LedgerState:
         "_levels",
         "_undo",
         "balances",
+        "created_orders",
         "dirty_accounts",
         "dirty_orders",
         "expenses",
@@ -89,6 +90,7 @@ class LedgerState:
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_accounts: set[str] = set()
         self.dirty_orders: set[str] = set()
+        self.created_orders: set[str] = set()  # the dirty orders the batch created
 
     # -- the batch journal -------------------------------------------------------------
     # Batches nest: while batch N is being committed the writer already decides batch N+1
@@ -100,6 +102,7 @@ class LedgerState:
         self._levels.append((self._undo, self.seq, self.last_timestamp_us))
         self.dirty_accounts = set()
         self.dirty_orders = set()
+        self.created_orders = set()
 
     @property
     def open_batches(self) -> int:
@@ -208,6 +211,7 @@ def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
         )
         state._set(state.orders, line.order_id, order)
         state.dirty_orders.add(line.order_id)
+        state.created_orders.add(line.order_id)
 
 
 def _record_refund(state: LedgerState, event: RefundIssued) -> None:

@@ -6,10 +6,11 @@ writes a whole batch with one multi-row statement per table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from tally.domain.state import Entry as EntryRow
+from tally.domain.state import OrderState as OrderRow
 
 __all__ = [
     "AccountRow",
@@ -38,16 +39,6 @@ class AccountRow(NamedTuple):
     account: str
     balance: int
     last_seq: int
-
-
-class OrderRow(NamedTuple):
-    order_id: str
-    expense_id: str
-    user_id: str
-    currency: str
-    merchant_id: str
-    paid: int
-    refunded: int
 
 
 class KeyRow(NamedTuple):
@@ -79,7 +70,10 @@ class BatchWrite:
     base: Head
     head: Head
     events: list[EventRow]
-    projections: Projections  # accounts and orders hold only what changed, as of `head`
+    # As of `head`: the accounts the batch changed (created or not), the orders it created,
+    # and in `order_updates` the orders that existed before it and changed (refunds).
+    projections: Projections
+    order_updates: list[OrderRow] = field(default_factory=list)
 
 
 class HeadMoved(Exception):

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 from tally.domain.events import Event
-from tally.domain.state import Entry, LedgerState, OrderState
-from tally.engine.ports import AccountRow, EntryRow, KeyRow, OrderRow, Projections
-
-
-def order_row(order: OrderState) -> OrderRow:
-    return OrderRow(
-        order.order_id,
-        order.expense_id,
-        order.user_id,
-        order.currency,
-        order.merchant_id,
-        order.paid,
-        order.refunded,
-    )
+from tally.domain.state import Entry, LedgerState
+from tally.engine.ports import AccountRow, EntryRow, KeyRow, Projections
 
 
 def key_row(event: Event) -> KeyRow:
@@ -44,6 +32,6 @@ class Rebuild:
                 for account, balance in state.balances.items()
             ),
             entries=sorted(self.entries),
-            orders=sorted(order_row(order) for order in state.orders.values()),
+            orders=sorted(state.orders.values()),  # an OrderState is its own row
             keys=sorted(self.keys),
         )

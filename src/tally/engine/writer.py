@@ -44,7 +44,6 @@ from tally.engine.ports import (
     Projections,
     Store,
 )
-from tally.engine.projection import order_row
 from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
@@ -343,6 +342,8 @@ class LedgerWriter:
             outcomes.append(Committed(ledger, event, head_hash, tuple(entries)))
         self.head_hash = head_hash
         balances = state.balances
+        orders = state.orders
+        created = state.created_orders
         last_seq = {entry.account: entry.seq for entry in entry_rows}
         batch = BatchWrite(
             ledger=ledger,
@@ -352,9 +353,10 @@ class LedgerWriter:
             projections=Projections(
                 accounts=[AccountRow(a, balances[a], last_seq[a]) for a in state.dirty_accounts],
                 entries=entry_rows,
-                orders=[order_row(state.orders[o]) for o in state.dirty_orders],
+                orders=[orders[o] for o in created],  # an OrderState is its own row
                 keys=key_rows,
             ),
+            order_updates=[orders[o] for o in state.dirty_orders if o not in created],
         )
         return outcomes, batch
 

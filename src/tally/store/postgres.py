@@ -66,11 +66,30 @@ SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::big
 ON CONFLICT (ledger, account)
 DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq
 """
-_UPSERT_ORDERS = """
-INSERT INTO orders (ledger, order_id, expense_id, user_id, currency, merchant_id, paid, refunded)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bigint[])
-ON CONFLICT (ledger, order_id) DO UPDATE SET refunded = excluded.refunded
+_ORDER_COLUMNS = (
+    "ledger",
+    "order_id",
+    "expense_id",
+    "user_id",
+    "currency",
+    "merchant_id",
+    "paid",
+    "refunded",
+)
+_UPDATE_ORDERS = """
+UPDATE orders SET refunded = u.refunded
+FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
+WHERE orders.ledger = $1 AND orders.order_id = u.order_id
+"""
+# The order's expense, then its refunds: the lines that credit a wallet for an order
+# (migration 0003 indexes exactly those; the predicate must match the index's).
+_ORDER_EVENT_SEQS = """
+SELECT seq FROM events WHERE ledger = $1 AND transaction_id =
+    (SELECT expense_id FROM orders WHERE ledger = $1 AND order_id = $2)
+UNION
+SELECT seq FROM entries WHERE ledger = $1 AND order_id = $2 AND order_id IS NOT NULL
+    AND amount > 0 AND substr(account, 1, 7) = 'wallet:'
+ORDER BY 1
 """
 
 
@@ -176,6 +195,7 @@ class PostgresStore:
                 columns=_EVENT_COLUMNS,
             )
             await _write_projections(db, ledger, batch.projections)
+            await _update_orders(db, ledger, batch.order_updates)
 
     def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
         self._call(self._replace(ledger, projections, head))
@@ -299,7 +319,7 @@ class PostgresStore:
 
     def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
         rows = self.rows(
-            "SELECT DISTINCT seq FROM entries WHERE ledger = $1 AND order_id = $2 ORDER BY seq",
+            _ORDER_EVENT_SEQS,
             ledger,
             order_id,
         )
@@ -322,12 +342,26 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
             [row.balance for row in p.accounts],
             [row.last_seq for row in p.accounts],
         )
-    if p.orders:
-        columns = list(zip(*p.orders, strict=True))
-        await db.execute(_UPSERT_ORDERS, ledger, *(list(column) for column in columns))
+    await db.copy_records_to_table(
+        "orders", records=[(ledger, *row) for row in p.orders], columns=_ORDER_COLUMNS
+    )
     await db.copy_records_to_table(
         "idempotency_keys", records=[(ledger, *row) for row in p.keys], columns=_KEY_COLUMNS
     )
+
+
+async def _update_orders(db: _Connection, ledger: str, orders: list[OrderRow]) -> None:
+    """Refunds: what changes of an existing order is how much of it was refunded."""
+    if not orders:
+        return
+    status = await db.execute(
+        _UPDATE_ORDERS,
+        ledger,
+        [order.order_id for order in orders],
+        [order.refunded for order in orders],
+    )
+    if status != f"UPDATE {len(orders)}":
+        raise RuntimeError(f"ledger {ledger}: an order to update is missing ({status})")
 
 
 async def _migrate(db: _Connection) -> None:

@@ -1,17 +1,21 @@
 """The embedded store: one SQLite file, WAL, `synchronous=FULL`.
 
 Each thread gets its own connection (the writer thread of each ledger, and readers), so the
-writer never shares a connection. A batch is one `BEGIN IMMEDIATE ... COMMIT` with one
-`executemany` per table and a compare-and-set on the ledger's head row.
+writer never shares a connection. A batch is one `BEGIN IMMEDIATE ... COMMIT`: a
+compare-and-set on the ledger's head row, then one `INSERT ... SELECT FROM json_each(?)`
+per table.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import msgspec
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
@@ -30,54 +34,92 @@ from tally.store.migrate import migrations
 
 busy_timeout_ms = 30_000
 
-chunk_rows = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # multi-row VALUES sizes, largest first
+json_chunk_rows = 20_000  # rows per statement: bounds the JSON text of one parameter
+hash_bytes = 32  # SHA-256
+
+_encode_rows = msgspec.json.Encoder().encode
 
 
-class _Insert:
-    """Multi-row INSERTs of a few fixed sizes, largest first.
+class _JsonInsert:
+    """`INSERT ... SELECT ... FROM json_each(?)`: all of a batch's rows for one table in one
+    statement with one parameter, a JSON array of row arrays.
 
-    Fixed sizes keep the SQL texts few, so sqlite3's statement cache reuses them (preparing a
-    512-row statement costs more than running it). Few statements per batch matter too: each
-    one releases the GIL for its whole run, which is what lets the writer decide the next
-    batch meanwhile.
+    The obvious alternative, binding every value of a multi-row `VALUES` list, makes the
+    committer thread hold the GIL for each of tens of thousands of bindings a batch, and
+    every time it needs the GIL back it waits for the writer thread (which decides the next
+    batch in pure Python) to yield it: measured, that doubled the commit's wall time. Here
+    the rows become one JSON text in a single C call (msgspec), and SQLite takes them apart
+    while the GIL is released (docs/benchmarks.md).
     """
 
     def __init__(self, table: str, columns: int, suffix: str = "") -> None:
-        row = "(" + ",".join("?" * columns) + ")"
-        self.columns = columns
-        self.sql = {
-            size: f"INSERT INTO {table} VALUES {','.join([row] * size)} {suffix}"
-            for size in chunk_rows
-        }
+        picks = ", ".join(f"value ->> {i}" for i in range(columns))
+        # `WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
+        where = " WHERE true " if suffix else ""
+        self.sql = f"INSERT INTO {table} SELECT ?1, {picks} FROM json_each(?2){where}{suffix}"
 
     def run(self, db: sqlite3.Connection, ledger: str, rows: Sequence[Sequence[object]]) -> None:
-        """Insert `rows`, each prefixed with `ledger`, in as few statements as the sizes allow."""
-        if not rows:
-            return
-        width = self.columns
-        # Flatten column by column: C-level transposes and slice assignments, no per-row work.
-        flat: list[object] = [ledger] * (len(rows) * width)
-        for index, column in enumerate(zip(*rows, strict=True), start=1):
-            flat[index::width] = column
-        start = 0
-        for size in chunk_rows:
-            while len(rows) - start >= size:
-                db.execute(self.sql[size], flat[start * width : (start + size) * width])
-                start += size
+        """Insert `rows`, each prefixed with `ledger`."""
+        for start in range(0, len(rows), json_chunk_rows):
+            chunk = rows[start : start + json_chunk_rows]
+            db.execute(self.sql, (ledger, _encode_rows(chunk).decode()))
 
 
-_INSERT_EVENT = _Insert("events", 6)
-_INSERT_ENTRY = _Insert("entries", 7)
-_UPSERT_ACCOUNT = _Insert(
+def _update_orders(db: sqlite3.Connection, ledger: str, orders: Sequence[OrderRow]) -> None:
+    """Refunds: what changes of an existing order is how much of it was refunded."""
+    if not orders:
+        return
+    updates = _encode_rows([(order.order_id, order.refunded) for order in orders]).decode()
+    if db.execute(_UPDATE_ORDERS, (ledger, updates)).rowcount != len(orders):
+        raise RuntimeError(f"ledger {ledger}: an order to update is missing")
+
+
+def _insert_events(db: sqlite3.Connection, ledger: str, events: Sequence[EventRow]) -> None:
+    """Events as one JSON array of their text columns plus two blobs: the bodies end to end
+    (each row carries its offset and length) and the 32-byte hashes end to end."""
+    for start in range(0, len(events), json_chunk_rows):
+        chunk = events[start : start + json_chunk_rows]
+        spans = []
+        offset = 1  # substr() counts from 1
+        for event in chunk:
+            length = len(event.body)
+            spans.append((event.seq, event.transaction_id, event.event_type, offset, length))
+            offset += length
+        hashes = b"".join(event.hash for event in chunk)
+        if len(hashes) != hash_bytes * len(chunk):
+            raise ValueError("every event hash must be 32 bytes")
+        bodies = b"".join(event.body for event in chunk)
+        db.execute(_INSERT_EVENTS, (ledger, _encode_rows(spans).decode(), bodies, hashes))
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events SELECT ?1, value ->> 0, value ->> 1, value ->> 2, "
+    f"substr(?3, value ->> 3, value ->> 4), substr(?4, key * {hash_bytes} + 1, {hash_bytes}) "
+    "FROM json_each(?2)"
+)
+_INSERT_ENTRY = _JsonInsert("entries", 6)
+_UPSERT_ACCOUNT = _JsonInsert(
     "accounts",
-    7,
+    6,
     "ON CONFLICT (ledger, account) "
     "DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq",
 )
-_UPSERT_ORDER = _Insert(
-    "orders", 8, "ON CONFLICT (ledger, order_id) DO UPDATE SET refunded = excluded.refunded"
+_INSERT_ORDER = _JsonInsert("orders", 7)
+_UPDATE_ORDERS = (
+    "UPDATE orders SET refunded = value ->> 1 FROM json_each(?2) "
+    "WHERE ledger = ?1 AND order_id = value ->> 0"
 )
-_INSERT_KEY = _Insert("idempotency_keys", 4)
+_INSERT_KEY = _JsonInsert("idempotency_keys", 3)
+# The order's expense, then its refunds: the lines that credit a wallet for an order
+# (migration 0003 indexes exactly those). Without statistics SQLite would rather scan the
+# ledger's entries; INDEXED BY makes it use the index, or fail loudly if the terms drift.
+_ORDER_EVENT_SEQS = (
+    "SELECT seq FROM events WHERE ledger = ?1 AND transaction_id = "
+    "(SELECT expense_id FROM orders WHERE ledger = ?1 AND order_id = ?2) "
+    "UNION SELECT seq FROM entries INDEXED BY refund_lines_by_order "
+    "WHERE ledger = ?1 AND order_id = ?2 AND amount > 0 "
+    "AND substr(account, 1, 7) = 'wallet:' ORDER BY 1"
+)
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 
 
@@ -151,8 +193,9 @@ class SqliteStore:
             ).rowcount
             if moved != 1:
                 raise HeadMoved(ledger)
-            _INSERT_EVENT.run(db, ledger, batch.events)
+            _insert_events(db, ledger, batch.events)
             self._write_projections(db, ledger, batch.projections)
+            _update_orders(db, ledger, batch.order_updates)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -178,7 +221,7 @@ class SqliteStore:
     def _write_projections(db: sqlite3.Connection, ledger: str, p: Projections) -> None:
         _INSERT_ENTRY.run(db, ledger, p.entries)
         _UPSERT_ACCOUNT.run(db, ledger, [_account_values(row) for row in p.accounts])
-        _UPSERT_ORDER.run(db, ledger, p.orders)
+        _INSERT_ORDER.run(db, ledger, p.orders)
         _INSERT_KEY.run(db, ledger, p.keys)
 
     # -- reads -------------------------------------------------------------------------
@@ -292,12 +335,16 @@ class SqliteStore:
 
     def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
         rows = self._connection().execute(
-            "SELECT DISTINCT seq FROM entries WHERE ledger = ? AND order_id = ? ORDER BY seq",
+            _ORDER_EVENT_SEQS,
             (ledger, order_id),
         )
         return [r[0] for r in rows]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _account_parts(account: str) -> tuple[str, str, str]:
+    return accounts.split(account)
+
+
 def _account_values(row: AccountRow) -> tuple[object, ...]:
-    kind, owner, currency = accounts.split(row.account)
-    return (row.account, kind, owner, currency, row.balance, row.last_seq)
+    return (row.account, *_account_parts(row.account), row.balance, row.last_seq)
