@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
+import structlog
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
@@ -32,7 +33,15 @@ from tally.engine.ports import (
 )
 from tally.store.migrate import migrations
 
+log = structlog.get_logger(__name__)
+
 busy_timeout_ms = 30_000
+# Checkpoints (copying the WAL back into the database file) run on a thread of their own, at
+# most this often while batches keep committing; the committer never waits for one. Should
+# that thread fall behind, the connection that commits checkpoints itself past this many
+# WAL pages (4 KiB each), as SQLite does by default past 1,000.
+checkpoint_interval_s = 0.25
+wal_autocheckpoint_pages = 50_000
 
 json_chunk_rows = 20_000  # rows per statement: bounds the JSON text of one parameter
 hash_bytes = 32  # SHA-256
@@ -123,6 +132,47 @@ _ORDER_EVENT_SEQS = (
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 
 
+class _Checkpointer:
+    """Runs `wal_checkpoint(PASSIVE)` after commits, off the committer's path.
+
+    A passive checkpoint never blocks a writer or a reader; what it cannot copy yet it copies
+    next time. Started on the first commit, so read-only uses of a store start no thread.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._due = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name="tally-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._due.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._due.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        try:
+            while True:
+                self._due.wait()
+                if self._closed:
+                    return
+                self._due.clear()
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:  # the committer's backstop takes over
+                    log.warning("checkpoint failed", path=self._path, error=repr(error))
+                time.sleep(checkpoint_interval_s)
+        finally:
+            db.close()
+
+
 class SqliteStore:
     """`Store` on a SQLite file."""
 
@@ -131,6 +181,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -147,6 +198,7 @@ class SqliteStore:
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
             connection.execute("PRAGMA cache_size = -65536")
+            connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -154,7 +206,10 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._lock:
+            checkpointer, self._checkpointer = self._checkpointer, None
             connections, self._connections = self._connections, []
+        if checkpointer is not None:
+            checkpointer.close()
         for connection in connections:
             connection.close()
         self._local = threading.local()
@@ -201,6 +256,16 @@ class SqliteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            with self._lock:
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self.path)
+                checkpointer = self._checkpointer
+        checkpointer.poke()
 
     def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
         db = self._connection()
