@@ -672,3 +672,22 @@ def test_unencodable_metadata_is_rejected_on_the_writer_path(tmp_path: Path) -> 
     finally:
         engine.close()
         engine.store.close()
+
+
+def test_a_known_account_does_not_vouch_for_an_identifier_of_another_type() -> None:
+    """Known wallets and merchants skip the identifier pattern; a non-string never does,
+    even when its text names an existing account (`None` -> `wallet:None:USD`)."""
+    state = funded_ledger()
+    accept(state, "k-none", recharge(user_id="None", amount=10_00))
+    accept(state, "k-none-pays", expense(OrderLine("o-none", 1_00, "None"), user_id="None"))
+    assert {"wallet:None:USD", "revenue:None:USD"} <= state.balances.keys()
+    bad_user = Expense(user_id=untyped(None), currency="USD", orders=(OrderLine("o-9", 1_00),))
+    with pytest.raises(Rejected) as caught:
+        submit(state, bad_user)
+    assert (caught.value.reason, caught.value.field) == (Rejection.IDENTIFIER_INVALID, "user_id")
+    bad_merchant = Expense(
+        user_id="alice", currency="USD", orders=(OrderLine("o-9", 1_00, untyped(None)),)
+    )
+    with pytest.raises(Rejected) as caught:
+        submit(state, bad_merchant)
+    assert caught.value.field == "orders[0].merchant_id"

@@ -147,9 +147,18 @@ def _expense(common: _Common, command: Expense) -> Event:
             field="orders",
             detail=f"at most {limits.orders_per_expense_max} orders per expense",
         )
-    _check_identifier(command.user_id, "user_id")
+    # An account exists only for identifiers checked before (they hold no `:`, so no other
+    # text names the same account): known wallets and merchants skip the pattern match.
+    balances = common.state.balances
+    wallet = accounts.wallet(command.user_id, command.currency)
+    if type(command.user_id) is not str or wallet not in balances:
+        _check_identifier(command.user_id, "user_id")
     for index, line in enumerate(orders):
-        if not (_is_identifier(line.order_id) and _is_identifier(line.merchant_id)):
+        known = (
+            type(line.merchant_id) is str
+            and accounts.revenue(line.merchant_id, command.currency) in balances
+        )
+        if not (_is_identifier(line.order_id) and (known or _is_identifier(line.merchant_id))):
             _check_identifier(line.order_id, f"orders[{index}].order_id")
             _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
     _check_currency(common, command.currency)
@@ -161,7 +170,6 @@ def _expense(common: _Common, command: Expense) -> Event:
         raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
     _check_metadata(command.metadata)
     _check_orders_new(common.state, orders)
-    wallet = accounts.wallet(command.user_id, command.currency)
     available = common.state.balance(wallet)
     if available < total:
         raise Rejected(
