@@ -35,6 +35,7 @@ from tally.domain.state import LedgerState
 
 _IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{limits.identifier_length_max - 1}}}")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_new_tuple = tuple.__new__
 
 
 class Stamp(NamedTuple):
@@ -182,9 +183,13 @@ def _expense(common: _Common, command: Expense) -> Event:
     for line in orders:
         revenue = accounts.revenue(line.merchant_id, command.currency)
         credits[revenue] = credits.get(revenue, 0) + line.amount
-        # Positional: the hottest constructor in tally (account, currency, amount, order_id).
-        postings.append(Posting(wallet, command.currency, -line.amount, line.order_id))
-        postings.append(Posting(revenue, command.currency, line.amount, line.order_id))
+        # The hottest constructor in tally: see `state._new_tuple`.
+        postings.append(
+            _new_tuple(Posting, (wallet, command.currency, -line.amount, line.order_id))
+        )
+        postings.append(
+            _new_tuple(Posting, (revenue, command.currency, line.amount, line.order_id))
+        )
     for revenue, amount in credits.items():
         _check_credit(common.state, revenue, amount)
     return ExpensePaid(

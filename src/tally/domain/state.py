@@ -58,6 +58,9 @@ class IdempotencyRecord(NamedTuple):
 
 
 _MISSING: Any = object()
+# `tuple.__new__(Entry, (...))` builds a NamedTuple without the Python-level `__new__` that
+# `Entry(...)` runs: less than half the cost, for the objects built per posting.
+_new_tuple = tuple.__new__
 
 
 class LedgerState:
@@ -151,9 +154,8 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
         raise InvariantViolated(f"seq {event.seq}: adjustment without a reason")
     if event.idempotency_key in state.keys:
         raise InvariantViolated(f"seq {event.seq}: idempotency key used twice")
-    state._set(
-        state.keys, event.idempotency_key, IdempotencyRecord(event.command_digest, event.seq)
-    )
+    record = _new_tuple(IdempotencyRecord, (event.command_digest, event.seq))
+    state._set(state.keys, event.idempotency_key, record)
     state.seq = event.seq
     state.last_timestamp_us = max(state.last_timestamp_us, event.timestamp_us)
     return entries
@@ -182,7 +184,9 @@ def _post(state: LedgerState, event: Event) -> list[Entry]:
         dirty.add(account)
         total += posting.amount
         other_currencies = other_currencies or posting.currency != event.currency
-        entries.append(Entry(account, seq, index, posting.amount, after, posting.order_id))
+        entries.append(
+            _new_tuple(Entry, (account, seq, index, posting.amount, after, posting.order_id))
+        )
     if total or other_currencies:
         _check_zero_sum_per_currency(event)
     return entries
@@ -201,13 +205,17 @@ def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
     for line in event.orders:
         if line.order_id in state.orders:
             raise InvariantViolated(f"seq {event.seq}: order {line.order_id} paid twice")
-        order = OrderState(
-            order_id=line.order_id,
-            expense_id=event.transaction_id,
-            user_id=event.user_id,
-            currency=event.currency,
-            merchant_id=line.merchant_id,
-            paid=line.amount,
+        order = _new_tuple(
+            OrderState,
+            (
+                line.order_id,
+                event.transaction_id,
+                event.user_id,
+                event.currency,
+                line.merchant_id,
+                line.amount,
+                0,  # refunded
+            ),
         )
         state._set(state.orders, line.order_id, order)
         state.dirty_orders.add(line.order_id)
