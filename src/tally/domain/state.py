@@ -70,6 +70,7 @@ class LedgerState:
         "_levels",
         "_undo",
         "balances",
+        "created_accounts",
         "created_orders",
         "dirty_accounts",
         "dirty_orders",
@@ -93,6 +94,7 @@ class LedgerState:
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_accounts: set[str] = set()
         self.dirty_orders: set[str] = set()
+        self.created_accounts: set[str] = set()  # the dirty accounts the batch opened
         self.created_orders: set[str] = set()  # the dirty orders the batch created
 
     # -- the batch journal -------------------------------------------------------------
@@ -105,6 +107,7 @@ class LedgerState:
         self._levels.append((self._undo, self.seq, self.last_timestamp_us))
         self.dirty_accounts = set()
         self.dirty_orders = set()
+        self.created_accounts = set()
         self.created_orders = set()
 
     @property
@@ -178,6 +181,8 @@ def _post(state: LedgerState, event: Event) -> list[Entry]:
             raise InvariantViolated(f"seq {seq}: {account} leaves the 64-bit range")
         if after < 0 and account.startswith(accounts.WALLET_PREFIX):
             raise InvariantViolated(f"seq {seq}: {account} would fall below zero")
+        if before is _MISSING:
+            state.created_accounts.add(account)
         if undo is not None:
             undo.append((balances, account, before))
         balances[account] = after

@@ -70,9 +70,10 @@ class BatchWrite:
     base: Head
     head: Head
     events: list[EventRow]
-    # As of `head`: the accounts the batch changed (created or not), the orders it created,
-    # and in `order_updates` the orders that existed before it and changed (refunds).
+    # As of `head`: the accounts and orders the batch created, as rows to insert; and the
+    # ones that existed before it and changed, as updates (balances; refunded amounts).
     projections: Projections
+    account_updates: list[AccountRow] = field(default_factory=list)
     order_updates: list[OrderRow] = field(default_factory=list)
 
 

@@ -344,6 +344,7 @@ class LedgerWriter:
         balances = state.balances
         orders = state.orders
         created = state.created_orders
+        opened = state.created_accounts
         last_seq = {entry.account: entry.seq for entry in entry_rows}
         batch = BatchWrite(
             ledger=ledger,
@@ -351,11 +352,16 @@ class LedgerWriter:
             head=Head(state.seq, head_hash),
             events=event_rows,
             projections=Projections(
-                accounts=[AccountRow(a, balances[a], last_seq[a]) for a in state.dirty_accounts],
+                accounts=[AccountRow(a, balances[a], last_seq[a]) for a in opened],
                 entries=entry_rows,
                 orders=[orders[o] for o in created],  # an OrderState is its own row
                 keys=key_rows,
             ),
+            account_updates=[
+                AccountRow(a, balances[a], last_seq[a])
+                for a in state.dirty_accounts
+                if a not in opened
+            ],
             order_updates=[orders[o] for o in state.dirty_orders if o not in created],
         )
         return outcomes, batch

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -59,12 +59,11 @@ _EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash
 _ENTRY_COLUMNS = ("ledger", "account", "seq", "idx", "amount", "balance_after", "order_id")
 _KEY_COLUMNS = ("ledger", "idempotency_key", "command_digest", "seq")
 _MOVE_HEAD = "UPDATE ledgers SET seq = $1, hash = $2 WHERE name = $3 AND seq = $4 AND hash = $5"
-_UPSERT_ACCOUNTS = """
-INSERT INTO accounts (ledger, account, kind, owner, currency, balance, last_seq)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                         $7::bigint[])
-ON CONFLICT (ledger, account)
-DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq
+_ACCOUNT_COLUMNS = ("ledger", "account", "kind", "owner", "currency", "balance", "last_seq")
+_UPDATE_ACCOUNTS = """
+UPDATE accounts SET balance = u.balance, last_seq = u.last_seq
+FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u (account, balance, last_seq)
+WHERE accounts.ledger = $1 AND accounts.account = u.account
 """
 _ORDER_COLUMNS = (
     "ledger",
@@ -195,7 +194,10 @@ class PostgresStore:
                 columns=_EVENT_COLUMNS,
             )
             await _write_projections(db, ledger, batch.projections)
-            await _update_orders(db, ledger, batch.order_updates)
+            await _update(db, _UPDATE_ACCOUNTS, ledger, batch.account_updates)
+            await _update(
+                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
+            )
 
     def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
         self._call(self._replace(ledger, projections, head))
@@ -330,18 +332,14 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
     await db.copy_records_to_table(
         "entries", records=[(ledger, *row) for row in p.entries], columns=_ENTRY_COLUMNS
     )
-    if p.accounts:
-        parts = [accounts.split(row.account) for row in p.accounts]
-        await db.execute(
-            _UPSERT_ACCOUNTS,
-            ledger,
-            [row.account for row in p.accounts],
-            [part[0] for part in parts],
-            [part[1] for part in parts],
-            [part[2] for part in parts],
-            [row.balance for row in p.accounts],
-            [row.last_seq for row in p.accounts],
-        )
+    await db.copy_records_to_table(
+        "accounts",
+        records=[
+            (ledger, row.account, *accounts.split(row.account), row.balance, row.last_seq)
+            for row in p.accounts
+        ],
+        columns=_ACCOUNT_COLUMNS,
+    )
     await db.copy_records_to_table(
         "orders", records=[(ledger, *row) for row in p.orders], columns=_ORDER_COLUMNS
     )
@@ -350,18 +348,14 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
     )
 
 
-async def _update_orders(db: _Connection, ledger: str, orders: list[OrderRow]) -> None:
-    """Refunds: what changes of an existing order is how much of it was refunded."""
-    if not orders:
+async def _update(db: _Connection, sql: str, ledger: str, rows: Sequence[Sequence[object]]) -> None:
+    """Rows that exist already: each is `(key, new values...)`; every one must be there."""
+    if not rows:
         return
-    status = await db.execute(
-        _UPDATE_ORDERS,
-        ledger,
-        [order.order_id for order in orders],
-        [order.refunded for order in orders],
-    )
-    if status != f"UPDATE {len(orders)}":
-        raise RuntimeError(f"ledger {ledger}: an order to update is missing ({status})")
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    status = await db.execute(sql, ledger, *columns)
+    if status != f"UPDATE {len(rows)}":
+        raise RuntimeError(f"ledger {ledger}: a row to update is missing ({status})")
 
 
 async def _migrate(db: _Connection) -> None:

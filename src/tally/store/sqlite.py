@@ -74,13 +74,14 @@ class _JsonInsert:
             db.execute(self.sql, (ledger, _encode_rows(chunk).decode()))
 
 
-def _update_orders(db: sqlite3.Connection, ledger: str, orders: Sequence[OrderRow]) -> None:
-    """Refunds: what changes of an existing order is how much of it was refunded."""
-    if not orders:
+def _update(
+    db: sqlite3.Connection, sql: str, ledger: str, rows: Sequence[Sequence[object]]
+) -> None:
+    """Rows that exist already: each is `(key, new values...)`; every one must be there."""
+    if not rows:
         return
-    updates = _encode_rows([(order.order_id, order.refunded) for order in orders]).decode()
-    if db.execute(_UPDATE_ORDERS, (ledger, updates)).rowcount != len(orders):
-        raise RuntimeError(f"ledger {ledger}: an order to update is missing")
+    if db.execute(sql, (ledger, _encode_rows(rows).decode())).rowcount != len(rows):
+        raise RuntimeError(f"ledger {ledger}: a row to update is missing")
 
 
 def _insert_events(db: sqlite3.Connection, ledger: str, events: Sequence[EventRow]) -> None:
@@ -107,11 +108,10 @@ _INSERT_EVENTS = (
     "FROM json_each(?2)"
 )
 _INSERT_ENTRY = _JsonInsert("entries", 6)
-_UPSERT_ACCOUNT = _JsonInsert(
-    "accounts",
-    6,
-    "ON CONFLICT (ledger, account) "
-    "DO UPDATE SET balance = excluded.balance, last_seq = excluded.last_seq",
+_INSERT_ACCOUNT = _JsonInsert("accounts", 6)
+_UPDATE_ACCOUNTS = (
+    "UPDATE accounts SET balance = value ->> 1, last_seq = value ->> 2 FROM json_each(?2) "
+    "WHERE ledger = ?1 AND account = value ->> 0"
 )
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _UPDATE_ORDERS = (
@@ -250,7 +250,10 @@ class SqliteStore:
                 raise HeadMoved(ledger)
             _insert_events(db, ledger, batch.events)
             self._write_projections(db, ledger, batch.projections)
-            _update_orders(db, ledger, batch.order_updates)
+            _update(db, _UPDATE_ACCOUNTS, ledger, batch.account_updates)
+            _update(
+                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
+            )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -285,7 +288,7 @@ class SqliteStore:
     @staticmethod
     def _write_projections(db: sqlite3.Connection, ledger: str, p: Projections) -> None:
         _INSERT_ENTRY.run(db, ledger, p.entries)
-        _UPSERT_ACCOUNT.run(db, ledger, [_account_values(row) for row in p.accounts])
+        _INSERT_ACCOUNT.run(db, ledger, [_account_values(row) for row in p.accounts])
         _INSERT_ORDER.run(db, ledger, p.orders)
         _INSERT_KEY.run(db, ledger, p.keys)
 
