@@ -23,6 +23,7 @@ import pytest
 import rawdb
 from conftest import Auditor, Run, TallyRunner
 from rawdb import RawDb
+from tally import verification
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated
@@ -614,3 +615,32 @@ def test_deleted_idempotency_key_is_still_honoured_by_the_writer(ledger_db: str)
     finally:
         engine.close()
         engine.store.close()
+
+
+SIDE_BY_SIDE_CASES: dict[str, Tamper | None] = {
+    "untouched": None,
+    **{name: case.edit for name, case in LOG_CASES.items()},
+    "move-head-back": move_head_back,
+    "forge-bigger-recharge": forge_bigger_recharge,
+    "forge-overdraft": forge_overdraft,
+}
+
+
+@pytest.mark.parametrize("edit", list(SIDE_BY_SIDE_CASES.values()), ids=list(SIDE_BY_SIDE_CASES))
+def test_verify_side_by_side_finds_what_it_finds_in_line(
+    ledger_db: str, edit: Tamper | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long logs are verified with the auditor in a child process beside the replay; the
+    verdict is the same as one after the other."""
+    if edit is not None:
+        tamper(ledger_db, edit)
+    engine = open_engine(ledger_db)
+    try:
+        in_line = verify(engine, LEDGER)
+        monkeypatch.setattr(verification, "parallel_from_events", 0)
+        side_by_side = verify(engine, LEDGER)
+    finally:
+        engine.close()
+        engine.store.close()
+    assert side_by_side == in_line
+    assert in_line.ok is (edit is None)

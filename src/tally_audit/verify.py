@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 GENESIS = bytes(32)
 INT64_MAX = 2**63 - 1
@@ -104,6 +105,28 @@ def verify_events(
             "(events were removed or the head was edited)",
         )
     return report
+
+
+def verify_received(connection: Connection) -> None:
+    """Verify a log sent over a multiprocessing connection, and send the `Report` back.
+
+    The sender sends `(ledger, head)`, then pages (lists of `(seq, body, hash)` rows) in seq
+    order, then None. After a finding the rest is still received, so the sender never
+    blocks on a full pipe. This is how `tally verify` runs the auditor on a core of its own.
+    """
+    ledger, head = connection.recv()
+    finished = False
+
+    def rows() -> Iterator[tuple[int, bytes, bytes]]:
+        nonlocal finished
+        while (page := connection.recv()) is not None:
+            yield from page
+        finished = True
+
+    report = verify_events(ledger, rows(), head)
+    while not finished:
+        finished = connection.recv() is None
+    connection.send(report)
 
 
 def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:

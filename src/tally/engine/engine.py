@@ -9,7 +9,7 @@ This is the Python API the CLI (and the HTTP layer) stand on:
 from __future__ import annotations
 
 import threading
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 
 from tally.audit.canonical import decode_event
@@ -18,7 +18,7 @@ from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.rejections import InvariantViolated, Rejected
 from tally.domain.state import LedgerState, evolve
-from tally.engine.ports import Head, Projections, Store
+from tally.engine.ports import EventRow, Head, Projections, Store
 from tally.engine.projection import Rebuild
 from tally.engine.results import Committed, Outcome
 from tally.engine.writer import LedgerWriter
@@ -81,20 +81,10 @@ class Engine:
     # -- replay and the projection check -----------------------------------------------
     def rebuild(self, ledger: str) -> tuple[Projections, Head]:
         """Fold the log alone into fresh projections (checks the chain as it goes)."""
-        state = LedgerState(ledger)
-        rebuild = Rebuild()
-        head_hash = GENESIS_HASH
-        while True:
-            rows = self.store.events(ledger, after_seq=state.seq, limit=replay_page_events)
-            for row in rows:
-                event_ledger, event = decode_event(row.body)
-                head_hash = link(head_hash, row.body)
-                if event_ledger != ledger or event.seq != row.seq or head_hash != row.hash:
-                    raise InvariantViolated(f"ledger {ledger}: log broken at seq {row.seq}")
-                rebuild.add(event, evolve(state, event))
-            if len(rows) < replay_page_events:
-                break
-        return rebuild.finish(state), Head(state.seq, head_hash)
+        replayer = Replayer(ledger)
+        for page in log_pages(self.store, ledger):
+            replayer.feed(page)
+        return replayer.finish()
 
     def replay(self, ledger: str) -> Head:
         """Rebuild every projection of `ledger` from its log; returns the head replayed to."""
@@ -111,9 +101,13 @@ class Engine:
         self.store.replace_projections(ledger, projections, head)
         return head
 
-    def projection_differences(self, ledger: str) -> list[ProjectionDifference]:
-        """Where the stored projections differ from a fresh replay of the log."""
-        expected, _ = self.rebuild(ledger)
+    def projection_differences(
+        self, ledger: str, expected: Projections | None = None
+    ) -> list[ProjectionDifference]:
+        """Where the stored projections differ from a fresh replay of the log (`expected`,
+        when the caller has replayed it already)."""
+        if expected is None:
+            expected, _ = self.rebuild(ledger)
         actual = self.store.projections(ledger)
         differences = []
         for table in ("accounts", "entries", "orders", "keys"):
@@ -128,6 +122,43 @@ class Engine:
                     )
                 )
         return differences
+
+
+class Replayer:
+    """Folds a ledger's log, page by page in seq order, into fresh projections, checking
+    seq and the chain as it goes, with the same `evolve` the writer uses."""
+
+    def __init__(self, ledger: str) -> None:
+        self.ledger = ledger
+        self.state = LedgerState(ledger)
+        self.head_hash = GENESIS_HASH
+        self._rebuild = Rebuild()
+
+    def feed(self, rows: Sequence[EventRow]) -> None:
+        ledger, state, rebuild = self.ledger, self.state, self._rebuild
+        head_hash = self.head_hash
+        for row in rows:
+            event_ledger, event = decode_event(row.body)
+            head_hash = link(head_hash, row.body)
+            if event_ledger != ledger or event.seq != row.seq or head_hash != row.hash:
+                raise InvariantViolated(f"ledger {ledger}: log broken at seq {row.seq}")
+            rebuild.add(event, evolve(state, event))
+        self.head_hash = head_hash
+
+    def finish(self) -> tuple[Projections, Head]:
+        return self._rebuild.finish(self.state), Head(self.state.seq, self.head_hash)
+
+
+def log_pages(store: Store, ledger: str) -> Iterator[list[EventRow]]:
+    """The ledger's log in pages of `replay_page_events`, in seq order."""
+    after = 0
+    while True:
+        page = store.events(ledger, after_seq=after, limit=replay_page_events)
+        if page:
+            yield page
+        if len(page) < replay_page_events:
+            return
+        after = page[-1].seq
 
 
 def _seq_beyond(projections: Projections, head_seq: int) -> int | None:
