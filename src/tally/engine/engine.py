@@ -91,8 +91,8 @@ class Engine:
         if ledger in self._writers:
             raise RuntimeError("close the ledger's writer before replaying it")
         projections, head = self.rebuild(ledger)
-        beyond = _seq_beyond(self.store.projections(ledger), head.seq)
-        if beyond is not None:
+        beyond = self.store.highest_projected_seq(ledger)
+        if beyond > head.seq:
             # Rebuilding now would erase the only trace of events cut off the log's tail.
             raise InvariantViolated(
                 f"ledger {ledger}: projections hold seq {beyond}, beyond the log's head "
@@ -159,14 +159,6 @@ def log_pages(store: Store, ledger: str) -> Iterator[list[EventRow]]:
         if len(page) < replay_page_events:
             return
         after = page[-1].seq
-
-
-def _seq_beyond(projections: Projections, head_seq: int) -> int | None:
-    seqs = [row.last_seq for row in projections.accounts]
-    seqs += [row.seq for row in projections.entries]
-    seqs += [row.seq for row in projections.keys]
-    highest = max(seqs, default=0)
-    return highest if highest > head_seq else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

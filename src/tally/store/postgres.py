@@ -263,6 +263,15 @@ class PostgresStore:
             keys=[KeyRow(*r) for r in key_rows],
         )
 
+    def highest_projected_seq(self, ledger: str) -> int:
+        rows = self.rows(
+            "SELECT greatest((SELECT max(last_seq) FROM accounts WHERE ledger = $1), "
+            "(SELECT max(seq) FROM entries WHERE ledger = $1), "
+            "(SELECT max(seq) FROM idempotency_keys WHERE ledger = $1))",
+            ledger,
+        )
+        return int(rows[0][0] or 0)
+
     def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
         rows = self.rows(
             "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "

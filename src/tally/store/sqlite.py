@@ -129,6 +129,11 @@ _ORDER_EVENT_SEQS = (
     "WHERE ledger = ?1 AND order_id = ?2 AND amount > 0 "
     "AND substr(account, 1, 7) = 'wallet:' ORDER BY 1"
 )
+_HIGHEST_PROJECTED_SEQ = (
+    "SELECT max(coalesce((SELECT max(last_seq) FROM accounts WHERE ledger = ?1), 0), "
+    "coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
+    "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
+)
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 
 
@@ -348,6 +353,10 @@ class SqliteStore:
                 )
             ],
         )
+
+    def highest_projected_seq(self, ledger: str) -> int:
+        row = self._connection().execute(_HIGHEST_PROJECTED_SEQ, (ledger,)).fetchone()
+        return int(row[0])
 
     def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
         rows = self._connection().execute(
