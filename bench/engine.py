@@ -45,6 +45,7 @@ class Result:
     name: str
     expenses: int
     seconds: float
+    cpu_seconds: float | None = None  # this process's CPU (all threads; not the database server's)
 
     @property
     def per_second(self) -> float:
@@ -111,6 +112,7 @@ def run_tally(name: str, *, wallets: int, expenses: int, batch: int, db: str) ->
     try:
         _fund(engine, users, amount=100 * (expenses // wallets + 1))
         envelopes = _expenses(users, expenses, name)
+        cpu_started = time.process_time()
         started = time.perf_counter()
         if batch == 1:
             for envelope in envelopes:
@@ -118,12 +120,13 @@ def run_tally(name: str, *, wallets: int, expenses: int, batch: int, db: str) ->
         else:
             outcomes = engine.execute_many("bench", envelopes)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         if batch != 1 and any(isinstance(o, Rejected) for o in outcomes):
             raise RuntimeError("an expense was refused")
     finally:
         engine.close()
         engine.store.close()
-    return Result(name, expenses, elapsed)
+    return Result(name, expenses, elapsed, cpu)
 
 
 def run_baseline(name: str, *, store: str, wallets: int, expenses: int, db: str) -> Result:
@@ -305,10 +308,11 @@ def _table(results: dict[str, Result]) -> str:
         return results[name].per_second
 
     lines = [
-        "| scenario | expenses | seconds | expenses/s |",
-        "|---|---:|---:|---:|",
+        "| scenario | expenses | seconds | expenses/s | process CPU µs/expense |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {r.name} | {r.expenses:,} | {r.seconds:.2f} | {r.per_second:,.0f} |"
+            f"| {r.name} | {r.expenses:,} | {r.seconds:.2f} | {r.per_second:,.0f} | "
+            f"{'' if r.cpu_seconds is None else f'{r.cpu_seconds / r.expenses * 1e6:.1f}'} |"
             for r in results.values()
         ),
         "",
