@@ -80,6 +80,17 @@ UPDATE orders SET refunded = u.refunded
 FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
 WHERE orders.ledger = $1 AND orders.order_id = u.order_id
 """
+# The page's entries first, then one primary-key lookup of its event each. Joined before the
+# LIMIT, the planner (once tables have statistics) merge-joins `events` from seq 1 up to the
+# cursor: 248 ms for a page deep in a 1,000,000-entry wallet, against 0.4 ms this way.
+_STATEMENT_PAGE = """
+SELECT n.account, n.seq, n.idx, n.amount, n.balance_after, n.order_id, e.body
+FROM (SELECT account, seq, idx, amount, balance_after, order_id FROM entries
+      WHERE ledger = $1 AND account = $2 AND (seq, idx) > ($3, $4)
+      ORDER BY seq, idx LIMIT $5) AS n
+JOIN events e ON e.ledger = $1 AND e.seq = n.seq
+ORDER BY n.seq, n.idx
+"""
 # The order's expense, then its refunds: the lines that credit a wallet for an order
 # (migration 0003 indexes exactly those; the predicate must match the index's).
 _ORDER_EVENT_SEQS = """
@@ -307,10 +318,7 @@ class PostgresStore:
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
         rows = self.rows(
-            "SELECT n.account, n.seq, n.idx, n.amount, n.balance_after, n.order_id, e.body "
-            "FROM entries n JOIN events e ON e.ledger = n.ledger AND e.seq = n.seq "
-            "WHERE n.ledger = $1 AND n.account = $2 AND (n.seq, n.idx) > ($3, $4) "
-            "ORDER BY n.seq, n.idx LIMIT $5",
+            _STATEMENT_PAGE,
             ledger,
             account,
             after[0],
