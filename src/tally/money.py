@@ -77,11 +77,13 @@ def parse_amount(
 def format_amount(minor: int, currency: str) -> str:
     """The decimal string of `minor` units: format_amount(-5000, "USD") == "-50.00"."""
     places = exponent(currency)
-    sign = "-" if minor < 0 else ""
-    digits = str(abs(minor))
+    digits = str(minor)
     if places == 0:
-        return sign + digits
-    digits = digits.rjust(places + 1, "0")
+        return digits
+    if len(digits) - (minor < 0) > places:  # a whole part: the point goes in as it is
+        return f"{digits[:-places]}.{digits[-places:]}"
+    sign = "-" if minor < 0 else ""
+    digits = str(abs(minor)).rjust(places + 1, "0")
     return f"{sign}{digits[:-places]}.{digits[-places:]}"
 
 

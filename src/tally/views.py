@@ -2,24 +2,73 @@
 
 Amounts are decimal strings, signed from the wallet's point of view (a recharge `"200.00"`,
 an expense line `"-50.00"`); `balance_after` is the wallet's balance right after the line.
+
+The shapes are msgspec Structs, built directly rather than as dicts first: the HTTP API
+serves them as they are (`tally.http.models` re-exports them), the CLI prints them as plain
+dicts (`msgspec.to_builtins`). Rendering is on every write's answer and on statement pages of
+up to a thousand lines, so it is kept cheap: a statement line decodes only the fields it shows
+from its event's canonical bytes, and the calendar part of a timestamp is formatted once per
+second.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from tally.audit.canonical import decode_event
+import msgspec
+
+from tally.audit.canonical import FORMAT_VERSION, CanonicalFormError, decode_event
 from tally.domain import accounts
 from tally.domain.events import Event, RefundIssued, WalletRecharged
-from tally.domain.state import Entry
-from tally.engine.ports import OrderRow, Store
+from tally.engine.ports import EntryRow, OrderRow, Store
 from tally.engine.results import Committed
 from tally.money import format_amount
 
 statement_page_entries_max = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# -- the shapes ------------------------------------------------------------------------
+# Field order is the JSON's key order. gc=False: these never hold a reference cycle, and a
+# page of them is cheaper to build without the garbage collector tracking each one.
+class RefundOf(msgspec.Struct, kw_only=True, gc=False):
+    expense_id: str
+    order_id: str
+
+
+class Entry(msgspec.Struct, kw_only=True, gc=False):
+    transaction_id: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+
+
+class Transaction(msgspec.Struct, kw_only=True, gc=False):
+    transaction_id: str
+    ledger: str
+    seq: int
+    timestamp: str
+    user_id: str
+    event_type: str
+    amount: str
+    currency: str
+    balance_after: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    refund_of: RefundOf | None
+    idempotency_key: str
+    actor: str
+    entries: list[Entry]
 
 
 @lru_cache(maxsize=1024)
@@ -29,11 +78,15 @@ def _second(seconds: int) -> str:
 
 def timestamp(timestamp_us: int) -> str:
     """RFC 3339 in UTC with microseconds: 2026-11-26T01:21:16.123456Z."""
-    # Events of one batch share their second, so the calendar part is formatted once.
-    seconds, micros = divmod(timestamp_us, 1_000_000)
-    return f"{_second(seconds)}.{micros:06d}Z"
+    # Events of one batch share their second, so the calendar part is formatted once; the
+    # microseconds are the last six digits of the number (cheaper than formatting them).
+    if timestamp_us < 1_000_000:  # the first second of 1970, or before it (a `to` bound)
+        seconds, micros = divmod(timestamp_us, 1_000_000)
+        return f"{_second(seconds)}.{micros:06d}Z"
+    return f"{_second(timestamp_us // 1_000_000)}.{str(timestamp_us)[-6:]}Z"
 
 
+# -- transactions, from events in memory ------------------------------------------------
 def _metadata(event: Event) -> dict[str, str]:
     metadata = dict(event.metadata)
     if isinstance(event, WalletRecharged):
@@ -41,68 +94,177 @@ def _metadata(event: Event) -> dict[str, str]:
     return metadata
 
 
-def _refund_of(event: Event) -> dict[str, str] | None:
+def _refund_of(event: Event) -> RefundOf | None:
     if isinstance(event, RefundIssued):
-        return {"expense_id": event.expense_id, "order_id": event.order_id}
+        return RefundOf(expense_id=event.expense_id, order_id=event.order_id)
     return None
 
 
-def entry_view(event: Event, entry: Entry) -> dict[str, Any]:
-    """One statement line."""
-    return {
-        "transaction_id": event.transaction_id,
-        "seq": event.seq,
-        "timestamp": timestamp(event.timestamp_us),
-        "user_id": event.user_id,
-        "event_type": event.event_type,
-        "amount": format_amount(entry.amount, event.currency),
-        "currency": event.currency,
-        "balance_after": format_amount(entry.balance_after, event.currency),
-        "reference_order_ids": [] if entry.order_id is None else [entry.order_id],
-        "metadata": _metadata(event),
-        "refund_of": _refund_of(event),
-    }
-
-
-def transaction_view(
-    ledger: str, event: Event, entries: tuple[Entry, ...] | list[Entry]
-) -> dict[str, Any]:
+def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Transaction:
     """A written transaction, with one wallet line per posting on the user's wallet."""
     wallet = accounts.wallet(event.user_id, event.currency)
     lines = [entry for entry in entries if entry.account == wallet]
-    amount = sum(entry.amount for entry in lines)
+    currency = event.currency
+    stamp = timestamp(event.timestamp_us)
+    metadata = _metadata(event)
+    refund_of = _refund_of(event)
     order_ids = list(dict.fromkeys(p.order_id for p in event.postings if p.order_id is not None))
-    return {
-        "transaction_id": event.transaction_id,
-        "ledger": ledger,
-        "seq": event.seq,
-        "timestamp": timestamp(event.timestamp_us),
-        "user_id": event.user_id,
-        "event_type": event.event_type,
-        "amount": format_amount(amount, event.currency),
-        "currency": event.currency,
-        "balance_after": format_amount(lines[-1].balance_after, event.currency),
-        "reference_order_ids": order_ids,
-        "metadata": _metadata(event),
-        "refund_of": _refund_of(event),
-        "idempotency_key": event.idempotency_key,
-        "actor": event.actor,
-        "entries": [entry_view(event, entry) for entry in lines],
-    }
+    return Transaction(
+        transaction_id=event.transaction_id,
+        ledger=ledger,
+        seq=event.seq,
+        timestamp=stamp,
+        user_id=event.user_id,
+        event_type=event.event_type,
+        amount=format_amount(sum(entry.amount for entry in lines), currency),
+        currency=currency,
+        balance_after=format_amount(lines[-1].balance_after, currency),
+        reference_order_ids=order_ids,
+        metadata=metadata,
+        refund_of=refund_of,
+        idempotency_key=event.idempotency_key,
+        actor=event.actor,
+        entries=[
+            Entry(
+                transaction_id=event.transaction_id,
+                seq=event.seq,
+                timestamp=stamp,
+                user_id=event.user_id,
+                event_type=event.event_type,
+                amount=format_amount(entry.amount, currency),
+                currency=currency,
+                balance_after=format_amount(entry.balance_after, currency),
+                reference_order_ids=[] if entry.order_id is None else [entry.order_id],
+                metadata=dict(metadata),  # a dict per line, as if each were built alone
+                refund_of=refund_of,
+            )
+            for entry in lines
+        ],
+    )
+
+
+def committed_transaction(committed: Committed) -> Transaction:
+    """The answer to a write."""
+    return transaction_of(committed.ledger, committed.event, committed.entries)
 
 
 def committed_view(committed: Committed) -> dict[str, Any]:
-    return transaction_view(committed.ledger, committed.event, committed.entries)
+    """The answer to a write, as plain dicts and lists (for JSON printers)."""
+    view: dict[str, Any] = msgspec.to_builtins(committed_transaction(committed))
+    return view
 
 
-def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:
+def transaction(store: Store, ledger: str, transaction_id: str) -> Transaction | None:
     row = store.event_by_transaction(ledger, transaction_id)
     if row is None:
         return None
     _, event = decode_event(row.body)
-    return transaction_view(ledger, event, store.entries_of(ledger, row.seq))
+    return transaction_of(ledger, event, store.entries_of(ledger, row.seq))
 
 
+def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:
+    """`transaction`, as plain dicts and lists (for JSON printers)."""
+    found = transaction(store, ledger, transaction_id)
+    if found is None:
+        return None
+    view: dict[str, Any] = msgspec.to_builtins(found)
+    return view
+
+
+# -- statements, from stored lines and their events' canonical bytes --------------------
+class _Shown(msgspec.Struct, gc=False):
+    """What a statement line shows of a canonical v1 body (docs/log-format.md).
+
+    Decoding into this skips every other field (postings, digests, orders) without building
+    it: several times cheaper than decoding whole events, which tally.audit.canonical does
+    (and stays the one place that encodes them). One flat shape rather than a union tagged by
+    `type`, which is not the first key of the canonical form: that is another third cheaper.
+    """
+
+    type: str
+    v: int
+    seq: int
+    transaction_id: str
+    timestamp_us: int
+    user_id: str
+    currency: str
+    metadata: dict[str, str]
+    gateway: str | None = None  # recharges
+    expense_id: str | None = None  # refunds
+    order_id: str | None = None  # refunds
+
+
+_decode_shown = msgspec.json.Decoder(_Shown).decode
+_EVENT_TYPES = frozenset(("recharge", "expense", "refund", "adjustment"))
+
+
+def _shown(body: bytes) -> _Shown:
+    try:
+        shown = _decode_shown(body)
+    except msgspec.DecodeError as error:  # msgspec.ValidationError too
+        raise CanonicalFormError(f"not a v1 event: {error}") from error
+    if shown.v != FORMAT_VERSION:
+        raise CanonicalFormError(f"unsupported format version {shown.v!r}")
+    if shown.type not in _EVENT_TYPES:
+        raise CanonicalFormError(f"not a v1 event: unknown type {shown.type!r}")
+    return shown
+
+
+def _statement_line(line: EntryRow, body: bytes) -> Entry:
+    shown = _shown(body)
+    # Decoded afresh, so ours to extend; canonical bytes keep its keys sorted, as the
+    # metadata of an event in memory is.
+    metadata = shown.metadata
+    refund_of = None
+    if shown.type == "recharge":
+        if shown.gateway is None:
+            raise CanonicalFormError("not a v1 event: a recharge without its gateway")
+        metadata.setdefault("payment_gateway", shown.gateway)
+    elif shown.type == "refund":
+        if shown.expense_id is None or shown.order_id is None:
+            raise CanonicalFormError("not a v1 event: a refund without its expense and order")
+        refund_of = RefundOf(expense_id=shown.expense_id, order_id=shown.order_id)
+    currency = shown.currency
+    return Entry(
+        transaction_id=shown.transaction_id,
+        seq=shown.seq,
+        timestamp=timestamp(shown.timestamp_us),
+        user_id=shown.user_id,
+        event_type=shown.type,
+        amount=format_amount(line.amount, currency),
+        currency=currency,
+        balance_after=format_amount(line.balance_after, currency),
+        reference_order_ids=[] if line.order_id is None else [line.order_id],
+        metadata=metadata,
+        refund_of=refund_of,
+    )
+
+
+def statement_page(
+    store: Store, ledger: str, user_id: str, currency: str, *, after: tuple[int, int], limit: int
+) -> tuple[list[Entry], tuple[int, int] | None]:
+    """Up to `limit` statement lines after the cursor `(seq, index)`, and the next cursor."""
+    limit = max(1, min(limit, statement_page_entries_max))
+    rows = store.statement(ledger, accounts.wallet(user_id, currency), after=after, limit=limit)
+    lines = [_statement_line(line, body) for line, body in rows]
+    next_cursor = (rows[-1][0].seq, rows[-1][0].posting_index) if len(rows) == limit else None
+    return lines, next_cursor
+
+
+def full_statement(store: Store, ledger: str, user_id: str, currency: str) -> list[dict[str, Any]]:
+    """Every statement line, as plain dicts (for JSON printers and tables)."""
+    lines: list[Entry] = []
+    cursor: tuple[int, int] | None = (0, -1)
+    while cursor is not None:
+        page, cursor = statement_page(
+            store, ledger, user_id, currency, after=cursor, limit=statement_page_entries_max
+        )
+        lines.extend(page)
+    builtins: list[dict[str, Any]] = msgspec.to_builtins(lines)
+    return builtins
+
+
+# -- balances and orders ----------------------------------------------------------------
 def balances(store: Store, ledger: str, user_id: str) -> dict[str, Any]:
     rows = store.account_balances(ledger, kind=accounts.WALLET, owner=user_id)
     return {
@@ -115,31 +277,6 @@ def balances(store: Store, ledger: str, user_id: str) -> dict[str, Any]:
             for row in rows
         ],
     }
-
-
-def statement_page(
-    store: Store, ledger: str, user_id: str, currency: str, *, after: tuple[int, int], limit: int
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """Up to `limit` statement lines after the cursor `(seq, index)`, and the next cursor."""
-    limit = max(1, min(limit, statement_page_entries_max))
-    rows = store.statement(ledger, accounts.wallet(user_id, currency), after=after, limit=limit)
-    lines = []
-    for entry, body in rows:
-        _, event = decode_event(body)
-        lines.append(entry_view(event, entry))
-    next_cursor = (rows[-1][0].seq, rows[-1][0].posting_index) if len(rows) == limit else None
-    return lines, next_cursor
-
-
-def full_statement(store: Store, ledger: str, user_id: str, currency: str) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    cursor: tuple[int, int] | None = (0, -1)
-    while cursor is not None:
-        page, cursor = statement_page(
-            store, ledger, user_id, currency, after=cursor, limit=statement_page_entries_max
-        )
-        lines.extend(page)
-    return lines
 
 
 def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:

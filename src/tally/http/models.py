@@ -1,11 +1,14 @@
 """The wire shapes: request bodies (strict: unknown fields refused, amounts are decimal
-strings) and the responses, which mirror `tally.views` field for field."""
+strings) and the responses. Transactions and statement entries are `tally.views`' own Structs,
+which views builds directly (no dicts to convert), re-exported here."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import msgspec
+
+from tally import views
 
 Amount = Annotated[
     str,
@@ -100,41 +103,10 @@ class BatchRequest(_Strict):
 
 
 # -- responses -------------------------------------------------------------------------
-class RefundOf(msgspec.Struct, kw_only=True):
-    expense_id: str
-    order_id: str
-
-
-class Entry(msgspec.Struct, kw_only=True):
-    transaction_id: str
-    seq: int
-    timestamp: str
-    user_id: str
-    event_type: str
-    amount: str
-    currency: str
-    balance_after: str
-    reference_order_ids: list[str]
-    metadata: dict[str, str]
-    refund_of: RefundOf | None
-
-
-class Transaction(msgspec.Struct, kw_only=True):
-    transaction_id: str
-    ledger: str
-    seq: int
-    timestamp: str
-    user_id: str
-    event_type: str
-    amount: str
-    currency: str
-    balance_after: str
-    reference_order_ids: list[str]
-    metadata: dict[str, str]
-    refund_of: RefundOf | None
-    idempotency_key: str
-    actor: str
-    entries: list[Entry]
+# Transactions and statement entries: tally.views' own Structs, which it builds directly.
+RefundOf = views.RefundOf
+Entry = views.Entry
+Transaction = views.Transaction
 
 
 class Balance(msgspec.Struct, kw_only=True):

@@ -110,12 +110,12 @@ def _statement(
         store, ledger, user_id, currency, after=after, limit=limit
     )
     if until_us is not None:
-        until = views.timestamp(until_us)
-        kept = [line for line in lines if line["timestamp"] < until]
+        until = views.timestamp(until_us)  # same width and zone: text order is time order
+        kept = [line for line in lines if line.timestamp < until]
         if len(kept) < len(lines):
             lines, next_position = kept, None
     cursor = None if next_position is None else encode_cursor(next_position)
-    return msgspec.convert({"entries": lines, "next_cursor": cursor}, models.StatementPage)
+    return models.StatementPage(entries=lines, next_cursor=cursor)
 
 
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
@@ -168,12 +168,12 @@ async def get_transaction(
 ) -> models.Transaction:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    view = await anyio.to_thread.run_sync(views.find_transaction, store, ledger, transaction_id)
-    if view is None:
+    found = await anyio.to_thread.run_sync(views.transaction, store, ledger, transaction_id)
+    if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
         )
-    return msgspec.convert(view, models.Transaction)
+    return found
 
 
 def _order(store: Store, ledger: str, order_id: str) -> dict[str, Any] | None:
