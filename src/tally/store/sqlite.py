@@ -109,14 +109,21 @@ _INSERT_EVENTS = (
 )
 _INSERT_ENTRY = _JsonInsert("entries", 6)
 _INSERT_ACCOUNT = _JsonInsert("accounts", 6)
+# Updates read the new values from a MATERIALIZED CTE: joined to json_each directly, the
+# planner (no statistics) scans the ledger's whole table once per row to update.
+# tests/test_store_plans.py pins the plans.
 _UPDATE_ACCOUNTS = (
-    "UPDATE accounts SET balance = value ->> 1, last_seq = value ->> 2 FROM json_each(?2) "
-    "WHERE ledger = ?1 AND account = value ->> 0"
+    "WITH u AS MATERIALIZED (SELECT value ->> 0 AS account, value ->> 1 AS balance, "
+    "value ->> 2 AS last_seq FROM json_each(?2)) "
+    "UPDATE accounts SET balance = u.balance, last_seq = u.last_seq FROM u "
+    "WHERE accounts.ledger = ?1 AND accounts.account = u.account"
 )
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _UPDATE_ORDERS = (
-    "UPDATE orders SET refunded = value ->> 1 FROM json_each(?2) "
-    "WHERE ledger = ?1 AND order_id = value ->> 0"
+    "WITH u AS MATERIALIZED (SELECT value ->> 0 AS order_id, value ->> 1 AS refunded "
+    "FROM json_each(?2)) "
+    "UPDATE orders SET refunded = u.refunded FROM u "
+    "WHERE orders.ledger = ?1 AND orders.order_id = u.order_id"
 )
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 # The order's expense, then its refunds: the lines that credit a wallet for an order
