@@ -80,7 +80,10 @@ def _update(
     """Rows that exist already: each is `(key, new values...)`; every one must be there."""
     if not rows:
         return
-    if db.execute(sql, (ledger, _encode_rows(rows).decode())).rowcount != len(rows):
+    # Not `cursor.rowcount`: sqlite3 leaves it at -1 for a statement that starts with WITH.
+    before = db.total_changes
+    db.execute(sql, (ledger, _encode_rows(rows).decode()))
+    if db.total_changes - before != len(rows):
         raise RuntimeError(f"ledger {ledger}: a row to update is missing")
 
 
