@@ -7,17 +7,30 @@ Limits: request bodies over `request_body_bytes_max` are refused unread (413).
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, cast
 
 import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.enums import ScopeType
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import (
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+from prometheus_client import Counter, Histogram
 
 from tally import __version__
 from tally.http import docs, models, reads, writes
-from tally.http.metrics import CONTENT_TYPE_LATEST
+from tally.http.metrics import CONTENT_TYPE_LATEST, Metrics
 from tally.http.models import Health
 from tally.http.problems import EXCEPTION_HANDLERS
 from tally.http.services import Services, services_of
@@ -43,6 +56,61 @@ async def docs_page(request: Request[Any, Any, Any]) -> str:
 @get("/docs/style.css", include_in_schema=False, media_type="text/css")
 async def docs_style() -> str:
     return docs.STYLE
+
+
+class _MeasuredApp(Litestar):
+    """The app, counting and timing every routed HTTP request from one wrapper around it all.
+
+    A Litestar middleware would run per route, inside an exception layer of its own that
+    Litestar adds for it, and with the metrics' label lookups it cost about a tenth of a
+    write's CPU. Here each (route, method, status) resolves its labelled metrics once.
+    Requests that match no route (404, 405) are not counted, as before.
+    """
+
+    def __init__(self, *, metrics: Metrics, **config: Any) -> None:
+        super().__init__(**config)
+        self._metrics = metrics
+        self._measures: dict[tuple[Any, str, int], tuple[Counter, Histogram]] = {}
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        answer = cast(Send, send)
+        status = 500
+        started = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await answer(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        finally:
+            handler = scope.get("route_handler")
+            if handler is not None:
+                method = cast(HTTPScope, scope)["method"]
+                self._measure(handler, method, status, time.perf_counter() - started)
+
+    def _measure(self, handler: Any, method: str, status: int, seconds: float) -> None:
+        measures = self._measures.get((handler, method, status))
+        if measures is None:
+            route = min(handler.paths) if handler.paths else "?"
+            measures = (
+                self._metrics.requests.labels(method, route, str(status)),
+                self._metrics.duration.labels(method, route),
+            )
+            self._measures[(handler, method, status)] = measures
+        requests, duration = measures
+        requests.inc()
+        duration.observe(seconds)
 
 
 def create_app(services: Services) -> Litestar:
@@ -73,12 +141,12 @@ def create_app(services: Services) -> Litestar:
         services.engine.store.close()
         services.keys.close()
 
-    app = Litestar(
+    app = _MeasuredApp(
+        metrics=services.metrics,
         route_handlers=[healthz, metrics, docs_page, docs_style, *writes.ROUTES, *reads.ROUTES],
         openapi_config=openapi,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=request_body_bytes_max,
-        middleware=[services.metrics.middleware],
         on_startup=[warm],
         on_shutdown=[close],
         debug=False,

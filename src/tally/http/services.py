@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import anyio.to_thread
 from litestar.connection import ASGIConnection
+from prometheus_client import Counter
 
 from tally.api_keys import ApiKey, KeyStore
 from tally.engine.engine import Engine
@@ -30,6 +31,7 @@ class Services:
     _key_cache: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
     _lookups: dict[str, asyncio.Future[ApiKey | None]] = field(default_factory=dict)
     _writers: dict[str, LedgerWriter] = field(default_factory=dict)
+    _command_counts: dict[tuple[str, str], Counter] = field(default_factory=dict)
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         now = time.monotonic()
@@ -49,6 +51,15 @@ class Services:
         if self.key_cache_ttl_s > 0:
             self._key_cache[secret] = (now + self.key_cache_ttl_s, key)
         return key
+
+    def count_command(self, kind: str, outcome: str) -> None:
+        """One more command of `kind` with `outcome` (labels resolved once per pair)."""
+        counter = self._command_counts.get((kind, outcome))
+        if counter is None:
+            counter = self._command_counts[kind, outcome] = self.metrics.commands.labels(
+                kind, outcome
+            )
+        counter.inc()
 
     def forget_keys(self) -> None:
         self._key_cache.clear()

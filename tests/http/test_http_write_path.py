@@ -1,0 +1,173 @@
+"""The write path's edge, as cheap as it is made: the key and content checks still run before
+the body and the parameters are read, every routed answer is still counted, answers carry
+exactly the headers they did, and a cancelled request leaves the writer's future alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from tally.domain.rejections import Rejected, Rejection
+from tally.engine.results import CommitFailed, Outcome
+from tally.http.writes import _settled
+
+pytest_plugins = ["http_fixtures"]
+
+EXPENSE = {
+    "user_id": "nobody",
+    "currency": "USD",
+    "orders": [{"order_id": "o", "amount": "1.00", "merchant_id": "m"}],
+}
+
+GOOD = json.dumps(EXPENSE).encode()
+JSON = {"Content-Type": "application/json"}
+TEXT = {"Content-Type": "text/plain"}
+
+# (why, key, headers, body, status, code): the first check that fails decides the answer.
+ORDER_OF_CHECKS: list[tuple[str, str | None, dict[str, str], bytes, int, str]] = [
+    ("no key beats a bad body", None, JSON, b"{", 401, "unauthorized"),
+    ("no key beats no Idempotency-Key", None, {}, b"", 401, "unauthorized"),
+    ("the scope beats the content type", "read", TEXT, b"{", 403, "forbidden"),
+    ("the content type beats the rest", "write", TEXT, b"{", 415, "content_type_unsupported"),
+    ("an empty body beats no Idempotency-Key", "write", JSON, b"", 400, "json_malformed"),
+    ("then the Idempotency-Key", "write", JSON, GOOD, 400, "idempotency_key_missing"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "body", "status", "code"),
+    [case[1:] for case in ORDER_OF_CHECKS],
+    ids=[case[0] for case in ORDER_OF_CHECKS],
+)
+def test_the_checks_run_in_their_order(
+    live: Any, key: str | None, headers: dict[str, str], body: bytes, status: int, code: str
+) -> None:
+    with live.client(key) as http:
+        response = http.post("/v1/expenses", content=body, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (status, code), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_an_adjustment_needs_the_admin_scope_before_anything_else(live: Any) -> None:
+    with live.client("write") as http:
+        response = http.post("/v1/adjustments", content=b"{", headers={})
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+
+
+def test_answers_carry_exactly_their_headers(live: Any) -> None:
+    key = f"k-{uuid.uuid4()}"
+    body = {"user_id": f"u-{uuid.uuid4().hex[:8]}", "amount": "1.00", "currency": "USD"}
+    with live.client("write") as http:
+        first = http.post(
+            "/v1/recharges", json={**body, "gateway": "p"}, headers={"Idempotency-Key": key}
+        )
+        again = http.post(
+            "/v1/recharges", json={**body, "gateway": "p"}, headers={"Idempotency-Key": key}
+        )
+        batch = http.post(
+            "/v1/batch", json={"commands": []}, headers={"Idempotency-Key": key + "b"}
+        )
+    assert first.status_code == 201
+    assert _headers(first) == {
+        "content-type": "application/json",
+        "content-length": str(len(first.content)),
+    }
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert _headers(again) == {
+        "idempotent-replayed": "true",
+        "content-type": "application/json",
+        "content-length": str(len(again.content)),
+    }
+    assert list(again.headers.keys())[-3:] == [
+        "idempotent-replayed",
+        "content-type",
+        "content-length",
+    ]
+    assert (batch.status_code, batch.json()) == (200, {"results": []})
+    assert batch.headers["content-type"] == "application/json"
+
+
+def test_every_routed_answer_is_counted_and_timed(live: Any) -> None:
+    before = _metrics(live)
+    with live.client("write") as http:
+        ok = http.post(
+            "/v1/recharges",
+            json={"user_id": "counted", "amount": "1.00", "currency": "USD", "gateway": "p"},
+            headers={"Idempotency-Key": f"k-{uuid.uuid4()}"},
+        )
+        refused = http.post(
+            "/v1/expenses", json=EXPENSE, headers={"Idempotency-Key": f"k-{uuid.uuid4()}"}
+        )
+        unsupported = http.post(
+            "/v1/expenses", content=b"{}", headers={"Content-Type": "text/plain"}
+        )
+        http.post("/v1/nowhere", json={})  # unrouted: not counted, as before
+    with live.client(None) as anonymous:
+        anonymous.post("/v1/expenses", json=EXPENSE)
+    assert (ok.status_code, refused.status_code, unsupported.status_code) == (201, 422, 415)
+    after = _metrics(live)
+    expenses = 'method="POST",route="/v1/expenses"'
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    assert delta['tally_http_requests_total{method="POST",route="/v1/recharges",status="201"}'] == 1
+    assert delta[f'tally_http_requests_total{{{expenses},status="422"}}'] == 1
+    assert delta[f'tally_http_requests_total{{{expenses},status="415"}}'] == 1
+    assert delta[f'tally_http_requests_total{{{expenses},status="401"}}'] == 1
+    assert delta[f"tally_http_request_duration_seconds_count{{{expenses}}}"] == 3
+    assert delta['tally_commands_total{outcome="insufficient_funds",type="expense"}'] == 1
+    assert delta['tally_commands_total{outcome="committed",type="recharge"}'] == 1
+    assert not any("/v1/nowhere" in name for name in after)
+
+
+def test_a_cancelled_request_leaves_the_writers_future_alone() -> None:
+    refused = Rejected(Rejection.INSUFFICIENT_FUNDS, field="orders", detail="d")
+
+    async def scenario() -> tuple[bool, list[Outcome]]:
+        writers: Future[list[Outcome]] = Future()
+        waiting = asyncio.ensure_future(_await(_settled(writers)))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.sleep(0)
+        writers.set_result([])  # the writer answers anyway: no InvalidStateError
+        answered: Future[list[Outcome]] = Future()
+        settled = _settled(answered)
+        answered.set_result([refused])
+        return waiting.cancelled(), await settled
+
+    assert asyncio.run(scenario()) == (True, [refused])
+
+
+def test_the_writers_failure_reaches_the_request() -> None:
+    async def scenario() -> None:
+        writers: Future[list[Outcome]] = Future()
+        settled = _settled(writers)
+        writers.set_exception(CommitFailed("commit failed"))
+        await settled
+
+    with pytest.raises(CommitFailed, match="commit failed"):
+        asyncio.run(scenario())
+
+
+async def _await(future: asyncio.Future[list[Outcome]]) -> list[Outcome]:
+    return await future
+
+
+def _headers(response: Any) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in ("date", "server")}
+
+
+def _metrics(live: Any) -> dict[str, float]:
+    with live.client(None) as anonymous:
+        text = anonymous.get("/metrics").text
+    found = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(tally_[a-z_]+(?:\{[^}]*\})?) (\S+)", line)
+        if match is not None:
+            found[match[1]] = float(match[2])
+    return found
