@@ -582,8 +582,13 @@ def _percentile(values: Sequence[float], percent: float) -> float:
 
 # -- checks --------------------------------------------------------------------------------
 def _sums(db: str) -> list[tuple[str, str, int]]:
-    """Sum of all balances per ledger and currency, straight from the store's accounts."""
-    sql = "SELECT ledger, currency, SUM(balance) FROM accounts GROUP BY ledger, currency"
+    """Sum of all balances per ledger and currency, straight from the store's tables: an
+    account's balance is its last entry's balance_after."""
+    sql = (
+        "SELECT a.ledger, a.currency, SUM((SELECT balance_after FROM entries n "
+        "WHERE n.ledger = a.ledger AND n.account = a.account "
+        "ORDER BY n.seq DESC, n.idx DESC LIMIT 1)) FROM accounts a GROUP BY a.ledger, a.currency"
+    )
     if not db.startswith("postgresql://"):
         with sqlite3.connect(db) as connection:
             return [(str(a), str(b), int(c)) for a, b, c in connection.execute(sql)]

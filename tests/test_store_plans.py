@@ -57,11 +57,17 @@ def plan_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plan]:
         engine.store.close()
 
 
-def test_updates_look_each_row_up_by_primary_key(plan_of: Plan) -> None:
-    for sql, table in ((store._UPDATE_ACCOUNTS, "accounts"), (store._UPDATE_ORDERS, "orders")):
-        steps = plan_of(sql, "plans", "[]")
-        assert steps[:3] == ["MATERIALIZE u", "SCAN json_each VIRTUAL TABLE INDEX 1:", "SCAN u"]
-        assert steps[3].startswith(f"SEARCH {table} USING PRIMARY KEY (ledger=? AND "), steps
+def test_refunded_orders_are_looked_up_by_primary_key(plan_of: Plan) -> None:
+    steps = plan_of(store._UPDATE_ORDERS, "plans", "[]")
+    assert steps[:3] == ["MATERIALIZE u", "SCAN json_each VIRTUAL TABLE INDEX 1:", "SCAN u"]
+    assert steps[3] == "SEARCH orders USING PRIMARY KEY (ledger=? AND order_id=?)", steps
+
+
+def test_a_balance_is_its_last_entry_found_by_primary_key(plan_of: Plan) -> None:
+    steps = plan_of(store._ACCOUNT_ROWS + " AND a.kind = ?2 AND a.owner = ?3", "plans", "w", "u1")
+    assert steps[0].startswith("SEARCH a USING"), steps
+    seeks = [step for step in steps if step.startswith(("SEARCH n", "SCAN n"))]
+    assert seeks == ["SEARCH n USING PRIMARY KEY (ledger=? AND account=?)"] * 2, steps
 
 
 def test_an_order_finds_its_refunds_through_their_index(plan_of: Plan) -> None:

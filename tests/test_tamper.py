@@ -482,10 +482,20 @@ def test_a_rechained_forgery_that_breaks_an_invariant_is_caught_by_the_auditor(
 # -- tampering with projections only -------------------------------------------------------
 
 
-def edit_account_balance(db: RawDb) -> None:
+def delete_account(db: RawDb) -> None:
     db.execute(
-        "UPDATE accounts SET balance = balance + 100000 WHERE ledger = ? AND account = ?",
-        (LEDGER, "wallet:alice:USD"),
+        "DELETE FROM accounts WHERE ledger = ? AND account = ?", (LEDGER, "wallet:alice:USD")
+    )
+
+
+def edit_last_balance_after(db: RawDb) -> None:
+    """Alice's balance is her wallet's last entry's balance_after: raise it by 1,000.00."""
+    wallet = "wallet:alice:USD"
+    db.execute(
+        "UPDATE entries SET balance_after = balance_after + 100000 "
+        "WHERE ledger = ? AND account = ? AND seq = "
+        "(SELECT max(seq) FROM entries WHERE ledger = ? AND account = ?)",
+        (LEDGER, wallet, LEDGER, wallet),
     )
 
 
@@ -525,7 +535,7 @@ def insert_foreign_order(db: RawDb) -> None:
 
 
 PROJECTION_CASES = {
-    "accounts.balance": (edit_account_balance, "accounts"),
+    "accounts-row-deleted": (delete_account, "accounts"),
     "entries.balance_after": (edit_entry_balance_after, "entries"),
     "entries-row-deleted": (delete_entry, "entries"),
     "orders.refunded": (edit_order_refunded, "orders"),
@@ -582,7 +592,7 @@ def test_balance_read_after_tampering_is_wrong_until_replay(
         return str(line["balance"])
 
     assert balance() == "145.00"
-    tamper(ledger_db, edit_account_balance)
+    tamper(ledger_db, edit_last_balance_after)
     assert balance() == "1145.00"
     assert tally("replay", "--db", ledger_db, "--ledger", LEDGER).returncode == 0
     assert balance() == "145.00"

@@ -70,10 +70,11 @@ class BatchWrite:
     base: Head
     head: Head
     events: list[EventRow]
-    # As of `head`: the accounts and orders the batch created, as rows to insert; and the
-    # ones that existed before it and changed, as updates (balances; refunded amounts).
+    # As of `head`: the accounts and orders the batch created, as rows to insert (an
+    # account's balance is its last entry's `balance_after`, so the store keeps only the
+    # account itself), and in `order_updates` the orders that existed before it and changed
+    # (refunded amounts).
     projections: Projections
-    account_updates: list[AccountRow] = field(default_factory=list)
     order_updates: list[OrderRow] = field(default_factory=list)
 
 

@@ -357,11 +357,6 @@ class LedgerWriter:
                 orders=[orders[o] for o in created],  # an OrderState is its own row
                 keys=key_rows,
             ),
-            account_updates=[
-                AccountRow(a, balances[a], last_seq[a])
-                for a in state.dirty_accounts
-                if a not in opened
-            ],
             order_updates=[orders[o] for o in state.dirty_orders if o not in created],
         )
         return outcomes, batch

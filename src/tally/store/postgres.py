@@ -59,11 +59,14 @@ _EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash
 _ENTRY_COLUMNS = ("ledger", "account", "seq", "idx", "amount", "balance_after", "order_id")
 _KEY_COLUMNS = ("ledger", "idempotency_key", "command_digest", "seq")
 _MOVE_HEAD = "UPDATE ledgers SET seq = $1, hash = $2 WHERE name = $3 AND seq = $4 AND hash = $5"
-_ACCOUNT_COLUMNS = ("ledger", "account", "kind", "owner", "currency", "balance", "last_seq")
-_UPDATE_ACCOUNTS = """
-UPDATE accounts SET balance = u.balance, last_seq = u.last_seq
-FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u (account, balance, last_seq)
-WHERE accounts.ledger = $1 AND accounts.account = u.account
+_ACCOUNT_COLUMNS = ("ledger", "account", "kind", "owner", "currency")
+# An account's balance and last seq are those of its last entry: two primary-key seeks.
+_ACCOUNT_ROWS = """
+SELECT a.account,
+    (SELECT balance_after FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account
+     ORDER BY n.seq DESC, n.idx DESC LIMIT 1),
+    (SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account)
+FROM accounts a WHERE a.ledger = $1
 """
 _ORDER_COLUMNS = (
     "ledger",
@@ -205,7 +208,6 @@ class PostgresStore:
                 columns=_EVENT_COLUMNS,
             )
             await _write_projections(db, ledger, batch.projections)
-            await _update(db, _UPDATE_ACCOUNTS, ledger, batch.account_updates)
             await _update(
                 db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
             )
@@ -248,8 +250,7 @@ class PostgresStore:
     async def _projections(self, ledger: str) -> Projections:
         async with self.pool.acquire() as db:
             account_rows = await db.fetch(
-                "SELECT account, balance, last_seq FROM accounts WHERE ledger = $1 "
-                'ORDER BY account COLLATE "C"',
+                _ACCOUNT_ROWS + 'ORDER BY a.account COLLATE "C"',
                 ledger,
             )
             entry_rows = await db.fetch(
@@ -276,8 +277,7 @@ class PostgresStore:
 
     def highest_projected_seq(self, ledger: str) -> int:
         rows = self.rows(
-            "SELECT greatest((SELECT max(last_seq) FROM accounts WHERE ledger = $1), "
-            "(SELECT max(seq) FROM entries WHERE ledger = $1), "
+            "SELECT greatest((SELECT max(seq) FROM entries WHERE ledger = $1), "
             "(SELECT max(seq) FROM idempotency_keys WHERE ledger = $1))",
             ledger,
         )
@@ -306,8 +306,7 @@ class PostgresStore:
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
         rows = self.rows(
-            "SELECT account, balance, last_seq FROM accounts "
-            "WHERE ledger = $1 AND kind = $2 AND owner = $3 ORDER BY currency",
+            _ACCOUNT_ROWS + "AND a.kind = $2 AND a.owner = $3 ORDER BY a.currency",
             ledger,
             kind,
             owner,
@@ -351,10 +350,7 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
     )
     await db.copy_records_to_table(
         "accounts",
-        records=[
-            (ledger, row.account, *accounts.split(row.account), row.balance, row.last_seq)
-            for row in p.accounts
-        ],
+        records=[(ledger, row.account, *accounts.split(row.account)) for row in p.accounts],
         columns=_ACCOUNT_COLUMNS,
     )
     await db.copy_records_to_table(

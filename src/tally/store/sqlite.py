@@ -111,16 +111,18 @@ _INSERT_EVENTS = (
     "FROM json_each(?2)"
 )
 _INSERT_ENTRY = _JsonInsert("entries", 6)
-_INSERT_ACCOUNT = _JsonInsert("accounts", 6)
+_INSERT_ACCOUNT = _JsonInsert("accounts", 4)
+# An account's balance and last seq are those of its last entry: two primary-key seeks.
+_ACCOUNT_ROWS = (
+    "SELECT a.account, "
+    "(SELECT balance_after FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account "
+    "ORDER BY n.seq DESC, n.idx DESC LIMIT 1), "
+    "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
+    "FROM accounts a WHERE a.ledger = ?1"
+)
 # Updates read the new values from a MATERIALIZED CTE: joined to json_each directly, the
 # planner (no statistics) scans the ledger's whole table once per row to update.
 # tests/test_store_plans.py pins the plans.
-_UPDATE_ACCOUNTS = (
-    "WITH u AS MATERIALIZED (SELECT value ->> 0 AS account, value ->> 1 AS balance, "
-    "value ->> 2 AS last_seq FROM json_each(?2)) "
-    "UPDATE accounts SET balance = u.balance, last_seq = u.last_seq FROM u "
-    "WHERE accounts.ledger = ?1 AND accounts.account = u.account"
-)
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _UPDATE_ORDERS = (
     "WITH u AS MATERIALIZED (SELECT value ->> 0 AS order_id, value ->> 1 AS refunded "
@@ -140,8 +142,7 @@ _ORDER_EVENT_SEQS = (
     "AND substr(account, 1, 7) = 'wallet:' ORDER BY 1"
 )
 _HIGHEST_PROJECTED_SEQ = (
-    "SELECT max(coalesce((SELECT max(last_seq) FROM accounts WHERE ledger = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
+    "SELECT max(coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
     "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
@@ -265,7 +266,6 @@ class SqliteStore:
                 raise HeadMoved(ledger)
             _insert_events(db, ledger, batch.events)
             self._write_projections(db, ledger, batch.projections)
-            _update(db, _UPDATE_ACCOUNTS, ledger, batch.account_updates)
             _update(
                 db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
             )
@@ -331,12 +331,7 @@ class SqliteStore:
         db = self._connection()
         return Projections(
             accounts=[
-                AccountRow(*r)
-                for r in db.execute(
-                    "SELECT account, balance, last_seq FROM accounts WHERE ledger = ? "
-                    "ORDER BY account",
-                    (ledger,),
-                )
+                AccountRow(*r) for r in db.execute(_ACCOUNT_ROWS + " ORDER BY a.account", (ledger,))
             ],
             entries=[
                 EntryRow(*r)
@@ -390,8 +385,7 @@ class SqliteStore:
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
         rows = self._connection().execute(
-            "SELECT account, balance, last_seq FROM accounts "
-            "WHERE ledger = ? AND kind = ? AND owner = ? ORDER BY currency",
+            _ACCOUNT_ROWS + " AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency",
             (ledger, kind, owner),
         )
         return [AccountRow(*r) for r in rows]
@@ -434,4 +428,4 @@ def _account_parts(account: str) -> tuple[str, str, str]:
 
 
 def _account_values(row: AccountRow) -> tuple[object, ...]:
-    return (row.account, *_account_parts(row.account), row.balance, row.last_seq)
+    return (row.account, *_account_parts(row.account))
