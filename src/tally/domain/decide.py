@@ -76,7 +76,7 @@ def decide(
 ) -> Event:
     """Decide `envelope` against `state`; return the event to append or raise `Rejected`."""
     command = envelope.command
-    common = _Common(state, envelope, stamp, currencies)
+    common = _new_tuple(_Common, (state, envelope, stamp, currencies))
     if isinstance(command, Expense):
         return _expense(common, command)
     if isinstance(command, Recharge):

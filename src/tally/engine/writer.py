@@ -75,6 +75,7 @@ class _Decided:
 
 
 _STOP = object()
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (state._new_tuple)
 
 
 def transaction_ids(count: int, unix_ms: int) -> list[str]:
@@ -326,12 +327,8 @@ class LedgerWriter:
                 if prior_seq is not None:
                     outcomes.append(prior_seq)
                     continue
-                stamp = Stamp(
-                    seq=state.seq + 1,
-                    transaction_id=ids[index],
-                    timestamp_us=now_us,
-                    command_digest=digest,
-                )
+                # Stamp(seq, transaction_id, timestamp_us, command_digest); see state._new_tuple
+                stamp = _new_tuple(Stamp, (state.seq + 1, ids[index], now_us, digest))
                 event = decide(state, envelope, stamp, currencies=self.currencies)
             except Rejected as rejection:
                 outcomes.append(rejection)
@@ -339,12 +336,14 @@ class LedgerWriter:
             entries = evolve(state, event)
             body = encode_event(ledger, event)
             head_hash = link(head_hash, body)
+            seq = event.seq
             event_rows.append(
-                EventRow(event.seq, event.transaction_id, event.event_type, body, head_hash)
+                _new_tuple(EventRow, (seq, event.transaction_id, event.event_type, body, head_hash))
             )
             entry_rows.extend(entries)
-            key_rows.append(KeyRow(event.idempotency_key, digest, event.seq))
-            outcomes.append(Committed(ledger, event, head_hash, tuple(entries)))
+            key_rows.append(_new_tuple(KeyRow, (event.idempotency_key, digest, seq)))
+            committed = (ledger, event, head_hash, tuple(entries), False)  # not replayed
+            outcomes.append(_new_tuple(Committed, committed))
         self.head_hash = head_hash
         balances = state.balances
         orders = state.orders
