@@ -60,6 +60,18 @@ def test_an_adjustment_needs_the_admin_scope_before_anything_else(live: Any) -> 
     assert (response.status_code, response.json()["code"]) == (403, "forbidden")
 
 
+def test_reads_check_the_key_before_their_parameters(live: Any) -> None:
+    """Reads share the writes' before-request check: no key is 401 even when a query
+    parameter is also wrong; with a key, the parameter's error is what comes back."""
+    bad_limit = "/v1/users/u/statement?currency=USD&limit=0"
+    with live.client(None) as anonymous:
+        response = anonymous.get(bad_limit)
+    assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
+    with live.client() as http:
+        response = http.get(bad_limit)
+    assert response.status_code == 400, response.text
+
+
 def test_answers_carry_exactly_their_headers(live: Any) -> None:
     key = f"k-{uuid.uuid4()}"
     body = {"user_id": f"u-{uuid.uuid4().hex[:8]}", "amount": "1.00", "currency": "USD"}

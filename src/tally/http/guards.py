@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, Request
 from litestar.handlers.base import BaseRouteHandler
 
 from tally.api_keys import Scope, secret_length_max
@@ -57,4 +57,17 @@ async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         raise ApiProblem(EdgeProblem.JSON_MALFORMED, "the body is empty; send a JSON object")
 
 
-__all__ = ["Guard", "json_body", "require"]
+def checked(*guards: Guard) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """The guards as one before-request hook, which runs where guards do: before the
+    parameters and the body are read. (Litestar hands each guard a `copy.copy` of the route
+    handler, which cost more than the checks themselves.)"""
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        handler = request.scope["route_handler"]
+        for guard in guards:
+            await guard(request, handler)
+
+    return check
+
+
+__all__ = ["Guard", "checked", "json_body", "require"]

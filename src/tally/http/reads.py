@@ -23,7 +23,7 @@ from tally.audit.canonical import decode_event
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import Store
 from tally.http import models
-from tally.http.guards import require
+from tally.http.guards import checked, require
 from tally.http.problems import ApiProblem, EdgeProblem
 from tally.http.responses import READ_RESPONSES
 from tally.http.services import api_key_of, services_of
@@ -37,7 +37,7 @@ _UNIX_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 _READ: dict[str, Any] = {
     "responses": READ_RESPONSES,
-    "guards": [require(Scope.READ)],
+    "before_request": checked(require(Scope.READ)),
     "tags": ["reads"],
 }
 

@@ -8,7 +8,6 @@ permanently in the log; this layer adds the in-flight check (409) and the replay
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
@@ -32,7 +31,7 @@ from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
 from tally.engine.writer import LedgerWriter
 from tally.http import commands, models
-from tally.http.guards import Guard, json_body, require
+from tally.http.guards import checked, json_body, require
 from tally.http.problems import ApiProblem, EdgeProblem, of_rejection, problem
 from tally.http.responses import WRITE_RESPONSES
 from tally.http.services import Services, api_key_of, services_of
@@ -169,19 +168,6 @@ async def _write_one(
     return _Answer(_transaction(outcome), status_code=201, headers=headers)
 
 
-def _checked(*guards: Guard) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """The guards as one before-request hook, which runs where guards do: before the
-    parameters and the body are read. (Litestar hands each guard a `copy.copy` of the route
-    handler, which cost more than the checks themselves.)"""
-
-    async def check(request: Request[Any, Any, Any]) -> None:
-        handler = request.scope["route_handler"]
-        for guard in guards:
-            await guard(request, handler)
-
-    return check
-
-
 _WRITE: dict[str, Any] = {
     "status_code": 201,
     "response_headers": [
@@ -193,7 +179,7 @@ _WRITE: dict[str, Any] = {
         )
     ],
     "responses": WRITE_RESPONSES,
-    "before_request": _checked(require(Scope.WRITE), json_body),
+    "before_request": checked(require(Scope.WRITE), json_body),
     "tags": ["writes"],
 }
 
@@ -230,7 +216,7 @@ async def create_refund(
 @post(
     "/v1/adjustments",
     summary="A manual correction with a reason (admin scope)",
-    **{**_WRITE, "before_request": _checked(require(Scope.ADMIN), json_body)},
+    **{**_WRITE, "before_request": checked(require(Scope.ADMIN), json_body)},
 )
 async def create_adjustment(
     request: Request[Any, Any, Any],
