@@ -72,7 +72,6 @@ class LedgerState:
         "balances",
         "created_accounts",
         "created_orders",
-        "dirty_accounts",
         "dirty_orders",
         "expenses",
         "keys",
@@ -92,9 +91,8 @@ class LedgerState:
         self.keys: dict[str, IdempotencyRecord] = {}
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
-        self.dirty_accounts: set[str] = set()
         self.dirty_orders: set[str] = set()
-        self.created_accounts: set[str] = set()  # the dirty accounts the batch opened
+        self.created_accounts: set[str] = set()  # the accounts the batch opened
         self.created_orders: set[str] = set()  # the dirty orders the batch created
 
     # -- the batch journal -------------------------------------------------------------
@@ -105,7 +103,6 @@ class LedgerState:
         """Open a new batch level; changes from now on can be rolled back."""
         self._undo = []
         self._levels.append((self._undo, self.seq, self.last_timestamp_us))
-        self.dirty_accounts = set()
         self.dirty_orders = set()
         self.created_accounts = set()
         self.created_orders = set()
@@ -167,7 +164,6 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
 def _post(state: LedgerState, event: Event) -> list[Entry]:
     # The hottest loop in tally: journaling is inlined rather than going through `_set`.
     balances = state.balances
-    dirty = state.dirty_accounts
     undo = state._undo
     seq = event.seq
     entries: list[Entry] = []
@@ -186,7 +182,6 @@ def _post(state: LedgerState, event: Event) -> list[Entry]:
         if undo is not None:
             undo.append((balances, account, before))
         balances[account] = after
-        dirty.add(account)
         total += posting.amount
         other_currencies = other_currencies or posting.currency != event.currency
         entries.append(

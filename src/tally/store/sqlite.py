@@ -8,7 +8,6 @@ per table.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import threading
 import time
@@ -61,11 +60,9 @@ class _JsonInsert:
     while the GIL is released (docs/benchmarks.md).
     """
 
-    def __init__(self, table: str, columns: int, suffix: str = "") -> None:
+    def __init__(self, table: str, columns: int) -> None:
         picks = ", ".join(f"value ->> {i}" for i in range(columns))
-        # `WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
-        where = " WHERE true " if suffix else ""
-        self.sql = f"INSERT INTO {table} SELECT ?1, {picks} FROM json_each(?2){where}{suffix}"
+        self.sql = f"INSERT INTO {table} SELECT ?1, {picks} FROM json_each(?2)"
 
     def run(self, db: sqlite3.Connection, ledger: str, rows: Sequence[Sequence[object]]) -> None:
         """Insert `rows`, each prefixed with `ledger`."""
@@ -120,10 +117,10 @@ _ACCOUNT_ROWS = (
     "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
     "FROM accounts a WHERE a.ledger = ?1"
 )
-# Updates read the new values from a MATERIALIZED CTE: joined to json_each directly, the
-# planner (no statistics) scans the ledger's whole table once per row to update.
-# tests/test_store_plans.py pins the plans.
 _INSERT_ORDER = _JsonInsert("orders", 7)
+# Refunded orders: the new values come from a MATERIALIZED CTE. Joined to json_each directly
+# the planner (no statistics) scans the ledger's whole table once per order to update.
+# tests/test_store_plans.py pins the plans.
 _UPDATE_ORDERS = (
     "WITH u AS MATERIALIZED (SELECT value ->> 0 AS order_id, value ->> 1 AS refunded "
     "FROM json_each(?2)) "
@@ -422,10 +419,5 @@ class SqliteStore:
         return [r[0] for r in rows]
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _account_parts(account: str) -> tuple[str, str, str]:
-    return accounts.split(account)
-
-
 def _account_values(row: AccountRow) -> tuple[object, ...]:
-    return (row.account, *_account_parts(row.account))
+    return (row.account, *accounts.split(row.account))
