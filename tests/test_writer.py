@@ -11,7 +11,7 @@ from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.engine import Engine
-from tally.engine.ports import BatchWrite, Head, OrderRow, Projections
+from tally.engine.ports import BatchWrite, EventRow, Head, HeadMoved, OrderRow, Projections
 from tally.engine.results import CommitFailed, Committed
 from tally.verification import verify
 
@@ -35,22 +35,41 @@ def expense(key: str, user: str, order: str, amount: int) -> Envelope:
 
 
 class FlakyStore:
-    """A real store (either kind) whose commits numbered (from 1) in `failing` fail before
-    writing anything; `gate` holds commits back while it is clear."""
+    """A real store (either kind) whose first commit of a batch starting at each seq in
+    `failing` fails before writing anything; `gate` holds commits back while it is clear.
+
+    Failures go by the batch's base, not by call order: on PostgreSQL two commits run side
+    by side and reach `commit` in either order."""
 
     def __init__(self, db: str, failing: set[int]) -> None:
         self.inner = open_store(db)
-        self.failing = failing
+        self.failing = set(failing)
         self.commits = 0
+        self.moved = 0  # commits refused by the compare-and-set
+        self.overlapped = 0  # commits that began while another was running
         self.gate = threading.Event()
         self.gate.set()
+        self._lock = threading.Lock()
+        self._running = 0
 
     def commit(self, batch: BatchWrite) -> None:
         self.gate.wait(10)
-        self.commits += 1
-        if self.commits in self.failing:
-            raise OSError("disk unplugged")
-        self.inner.commit(batch)
+        with self._lock:
+            self.commits += 1
+            self.overlapped += self._running > 0
+            self._running += 1
+            fail = batch.base.seq in self.failing
+            self.failing.discard(batch.base.seq)
+        try:
+            if fail:
+                raise OSError("disk unplugged")
+            self.inner.commit(batch)
+        except HeadMoved:
+            self.moved += 1
+            raise
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -61,7 +80,7 @@ def wallet_balance(engine: Engine, user: str) -> int:
 
 
 def test_a_failed_commit_leaves_state_as_the_database_has_it(db: str) -> None:
-    store = FlakyStore(db, failing={2})
+    store = FlakyStore(db, failing={1})  # the batch after the first
     engine = Engine(store, currencies={"USD"})
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
@@ -82,7 +101,7 @@ def test_a_failed_commit_leaves_state_as_the_database_has_it(db: str) -> None:
 
 
 def test_a_batch_decided_behind_a_failed_commit_is_decided_again(db: str) -> None:
-    store = FlakyStore(db, failing={2})
+    store = FlakyStore(db, failing={1})
     engine = Engine(store, currencies={"USD"}, batch_commands_max=1)
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
@@ -182,3 +201,57 @@ def test_an_update_of_a_row_that_is_not_there_writes_nothing(db: str) -> None:
         assert store.head(LEDGER) == base
     finally:
         store.close()
+
+
+def test_overlapping_commits_land_in_order_without_fencing_each_other(db: str) -> None:
+    """On PostgreSQL batch N+1 is written while N commits; its compare-and-set waits for
+    N's, so none is fenced and the log holds every batch in order. SQLite commits one at a
+    time."""
+    store = FlakyStore(db, failing=set())
+    engine = Engine(store, currencies={"USD"}, batch_commands_max=20)
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1_000_000))
+        envelopes = [expense(f"e{i}", "alice", f"o{i}", 7) for i in range(3_000)]
+        outcomes = engine.execute_many(LEDGER, envelopes)
+        assert [o.event.seq for o in outcomes if isinstance(o, Committed)] == list(range(2, 3_002))
+        assert store.moved == 0
+        if store.concurrent_commits > 1:
+            assert store.overlapped > 0
+        else:
+            assert store.overlapped == 0
+        assert wallet_balance(engine, "alice") == 1_000_000 - 7 * 3_000
+        engine.close()
+        verification = verify(engine, LEDGER)
+        assert verification.ok, verification
+        assert verification.events == 3_001
+    finally:
+        engine.close()
+        store.close()
+
+
+def test_a_clash_with_rows_of_an_unmoved_head_is_an_error_not_a_fence(db: str) -> None:
+    """Rows that collide with the log while the head is still at the batch's base mean a
+    bug (or a tampered table), not another writer: the commit fails and writes nothing."""
+    engine = open_engine(db)
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1000))
+        store = engine.store
+        base = store.head(LEDGER)
+        assert base is not None
+        (logged,) = store.events(LEDGER, after_seq=0, limit=1)
+        clash = EventRow(1, "txn-clash", logged.event_type, logged.body, b"\x02" * 32)
+        batch = BatchWrite(
+            ledger=LEDGER,
+            base=base,
+            head=Head(base.seq + 1, b"\x01" * 32),
+            events=[clash],
+            projections=Projections(accounts=[], entries=[], orders=[], keys=[]),
+        )
+        with pytest.raises(Exception) as raised:
+            store.commit(batch)
+        assert not isinstance(raised.value, HeadMoved)
+        assert "unique" in str(raised.value).lower() or "constraint" in str(raised.value).lower()
+        assert store.head(LEDGER) == base
+    finally:
+        engine.close()
+        engine.store.close()

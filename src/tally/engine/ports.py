@@ -89,6 +89,11 @@ class StoreUnavailable(Exception):
 class Store(Protocol):
     """Durable storage of events and projections. Implementations: store/sqlite.py."""
 
+    # How many `commit` calls may run side by side. Above 1, a batch's commit may start
+    # before the previous batch's has ended; it must then land only after it, and not at
+    # all if the previous one does not (the compare-and-set of the head gives both).
+    concurrent_commits: int
+
     def ensure_ledger(self, ledger: str) -> None: ...
 
     def ledgers(self) -> list[str]: ...

@@ -6,12 +6,17 @@ chains the accepted events, and hands the batch to its committer thread, which w
 one database transaction that moves the ledger's head by compare-and-set. Only after that
 commit does any caller hear back.
 
-The two threads form a pipeline of depth two: while batch N is being committed (SQLite and
-fsync work that runs without the GIL), the writer decides batch N+1 on top of N's state.
-Batch N+1 is handed over only after N has committed. If N's commit fails, the journal rolls
-back N+1 and then N, so the state is again exactly what the database holds; N's callers get
-the error (or, when another process moved the head, N is decided again after catching up
-from the log with the same `evolve` replay uses), and N+1 is decided again.
+The threads form a pipeline: while batch N is being committed (database and fsync work
+that runs without the GIL), the writer decides batch N+1 on top of N's state. A store that
+can run commits side by side (`Store.concurrent_commits`, 2 on PostgreSQL) gets N+1 as soon
+as it is decided: N+1's rows go in while N commits, and its compare-and-set of the head waits
+for N's. On SQLite (one writing transaction at a time) N+1 is handed over after N commits.
+Callers hear back in batch order. If N's commit fails, the writer waits for the younger
+commits to end (they cannot land without N: each one's compare-and-set starts from the head
+before it), the journal rolls every open batch back, newest first, so the state is again
+exactly what the database holds; N's callers get the error (or, when another process moved
+the head, N is decided again after catching up from the log with the same `evolve` replay
+uses), and the younger batches are decided again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Container, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,6 +79,9 @@ class _Decided:
     head_before: bytes
     commit: Future[None] | None = None
 
+    def commit_done(self) -> bool:
+        return self.commit is not None and self.commit.done()
+
 
 _STOP = object()
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (state._new_tuple)
@@ -106,7 +115,10 @@ class LedgerWriter:
         self._closed = False
         self._broken: BaseException | None = None
         self._stale = True  # the state must catch up with the log before deciding
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"tally-commit-{ledger}")
+        self._commits_max = max(1, store.concurrent_commits)
+        self._committer = ThreadPoolExecutor(
+            self._commits_max, thread_name_prefix=f"tally-commit-{ledger}"
+        )
         # A daemon: a process that exits without closing its engine must not hang. Nothing
         # is lost if it dies mid-batch: no caller hears back before the commit is durable.
         self._thread = threading.Thread(
@@ -134,7 +146,7 @@ class LedgerWriter:
 
     # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
-        in_flight: _Decided | None = None
+        in_flight: deque[_Decided] = deque()  # commits started, oldest first
         carried: list[_Submission] = []
         stop = False
         try:
@@ -144,23 +156,47 @@ class LedgerWriter:
                 elif stop:
                     submissions = []
                 else:
-                    submissions, stop = self._take(block=in_flight is None)
+                    submissions, stop = self._take(block=not in_flight)
                 decided = self._decide_or_fail(submissions) if submissions else None
-                if in_flight is not None:
-                    carried = self._finish(in_flight, newer=decided)
-                    if carried:
-                        decided = None
-                    in_flight = None
+                carried = self._reap(in_flight, newer=decided)
+                if carried:
+                    decided = None  # rolled back with the failed commit
                 if decided is not None:
-                    in_flight, stale = self._start_commit(decided)
+                    started, stale = self._start_commit(decided)
+                    if started is not None:
+                        in_flight.append(started)
                     carried += stale
-                if stop and in_flight is None and not carried:
+                if stop and not in_flight and not carried:
                     return
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
             self._broken = error
             log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
             self._fail_all(error, in_flight, carried)
             raise
+
+    def _reap(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
+        """Answer the commits that ended, oldest first; returns what to decide again.
+
+        Waits for the oldest commit when the pipeline is full, when nothing newer came in
+        (there is nothing else to do), and before a batch that writes nothing (its head
+        check needs the database to hold everything decided before it).
+        """
+        waited = False
+        while in_flight:
+            must_wait = (
+                len(in_flight) >= self._commits_max
+                or (newer is None and not waited)
+                or (newer is not None and not newer.batch.events)
+            )
+            if not (must_wait or in_flight[0].commit_done()):
+                return []
+            waited = True
+            carried = self._finish(in_flight, newer=newer)
+            if carried:
+                return carried
+            if newer is None and not in_flight:
+                return []
+        return []
 
     def _take(self, *, block: bool) -> tuple[list[_Submission], bool]:
         taken: list[_Submission] = []
@@ -247,23 +283,33 @@ class LedgerWriter:
             if not submission.future.done():
                 submission.future.set_exception(failure)
 
-    def _finish(self, in_flight: _Decided, *, newer: _Decided | None) -> list[_Submission]:
-        """Wait for the in-flight commit; returns the submissions to decide again."""
-        assert in_flight.commit is not None
-        error = in_flight.commit.exception()
+    def _finish(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
+        """Wait for the oldest commit; returns the submissions to decide again."""
+        oldest = in_flight.popleft()
+        assert oldest.commit is not None
+        error = oldest.commit.exception()
         if error is None:
-            self._answer(in_flight)
+            self._answer(oldest)
             return []
-        if newer is not None:
+        # The younger commits cannot land without this one; let them end before rolling
+        # back (even one that landed, had this one landed unseen, is only decided again:
+        # its keys then replay what it wrote).
+        younger = list(in_flight)
+        in_flight.clear()
+        for decided in younger:
+            assert decided.commit is not None
+            decided.commit.exception()
+        while self.state.open_batches:
             self.state.rollback_newest()
-        self.state.rollback_newest()
-        self.head_hash = in_flight.head_before
+        self.head_hash = oldest.head_before
         self._stale = True  # the commit may even have landed: learn it from the log
-        again = [] if newer is None else list(newer.submissions)
+        again = [s for d in younger for s in d.submissions]
+        if newer is not None:
+            again += newer.submissions
         if isinstance(error, HeadMoved):
-            return self._fenced(in_flight.submissions) + again
+            return self._fenced(oldest.submissions) + again
         log.warning("commit failed", ledger=self.ledger, error=repr(error))
-        self._fail(in_flight.submissions, error)
+        self._fail(oldest.submissions, error)
         return again
 
     def _answer(self, decided: _Decided) -> None:
@@ -288,11 +334,11 @@ class LedgerWriter:
             start = end
 
     def _fail_all(
-        self, error: BaseException, in_flight: _Decided | None, carried: list[_Submission]
+        self, error: BaseException, in_flight: deque[_Decided], carried: list[_Submission]
     ) -> None:
         pending = list(carried)
-        if in_flight is not None:
-            pending.extend(in_flight.submissions)
+        for decided in in_flight:
+            pending.extend(decided.submissions)
         while True:
             try:
                 item = self._queue.get_nowait()

@@ -1,14 +1,18 @@
 """The production store: PostgreSQL through asyncpg, with the SQLite store's exact semantics.
 
-The engine is thread-based (one writer and one committer thread per ledger), asyncpg is
-asyncio-based: the store owns a private event loop on a thread of its own and every call
-hops onto it. A batch costs a constant number of round trips whatever its size: the head's
-compare-and-set, one binary COPY per append-only table, one `unnest` upsert per mutable
-projection, and the commit.
+The engine is thread-based (one writer and up to two committer threads per ledger), asyncpg
+is asyncio-based: the store owns a private event loop on a thread of its own and every call
+hops onto it. A batch costs a constant number of round trips whatever its size: one binary
+COPY per append-only table (none for an empty one), the head's compare-and-set, one `unnest`
+update of the refunded orders, and the commit.
 
 Correctness rests only on the compare-and-set of the head row under any isolation level:
 a second writer's UPDATE waits for the first to commit, re-reads the row, no longer matches
-`(seq, hash)` and changes nothing, which the engine sees as `HeadMoved`.
+`(seq, hash)` and changes nothing, which the engine sees as `HeadMoved`. The rows go in
+before the compare-and-set, so that batch N+1 is written on a second connection while batch
+N commits; its compare-and-set then waits for N's and lands only if N did. A stale writer's
+rows may meet rows another writer committed first (same seq, key or order): that unique
+violation is a fence too, once the head is seen to have moved.
 """
 
 from __future__ import annotations
@@ -58,7 +62,17 @@ command_timeout_s = 60.0
 _EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash")
 _ENTRY_COLUMNS = ("ledger", "account", "seq", "idx", "amount", "balance_after", "order_id")
 _KEY_COLUMNS = ("ledger", "idempotency_key", "command_digest", "seq")
-_MOVE_HEAD = "UPDATE ledgers SET seq = $1, hash = $2 WHERE name = $3 AND seq = $4 AND hash = $5"
+# The head's compare-and-set. The row is matched by name alone, so that the statement waits
+# for a writer holding it (its commit in progress) and then sees that writer's head; moving
+# it only from `(seq, hash) = ($4, $5)`. With the match on seq and hash in WHERE, a batch
+# whose base is a head not yet committed would skip the row without waiting.
+_MOVE_HEAD = """
+UPDATE ledgers SET
+    seq = CASE WHEN seq = $4 AND hash = $5 THEN $1 ELSE seq END,
+    hash = CASE WHEN seq = $4 AND hash = $5 THEN $2 ELSE hash END
+WHERE name = $3
+RETURNING seq = $1 AND hash = $2
+"""
 _ACCOUNT_COLUMNS = ("ledger", "account", "kind", "owner", "currency")
 # An account's balance and last seq are those of its last entry: two primary-key seeks.
 _ACCOUNT_ROWS = """
@@ -114,6 +128,9 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 class PostgresStore:
     """`Store` on PostgreSQL (and engines that speak its protocol and SQL profile)."""
 
+    # Batch N+1's rows go in on a second connection while N commits (module docstring).
+    concurrent_commits = 2
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._loop = asyncio.new_event_loop()
@@ -122,6 +139,10 @@ class PostgresStore:
         )
         self._thread.start()
         self._pool: asyncpg.Pool | None = None
+        # The commits in progress, by the head each moves to: batch N+1 issues its
+        # compare-and-set only after N has issued its own (else it finds the head still
+        # before N and is fenced for nothing). Touched only on the loop.
+        self._cas_turns: dict[tuple[str, Head], asyncio.Future[None]] = {}
         try:
             self._pool = self._call(self._open())
         except BaseException:
@@ -141,6 +162,7 @@ class PostgresStore:
             min_size=1,
             max_size=pool_connections_max,
             command_timeout=command_timeout_s,
+            reset=_keep_session,
         )
         async with pool.acquire() as db:
             await _migrate(db)
@@ -191,26 +213,49 @@ class PostgresStore:
 
     async def _commit(self, batch: BatchWrite) -> None:
         ledger = batch.ledger
-        async with self.pool.acquire() as db, db.transaction():
-            status = await db.execute(
-                _MOVE_HEAD,
-                batch.head.seq,
-                batch.head.hash,
-                ledger,
-                batch.base.seq,
-                batch.base.hash,
-            )
-            if status != "UPDATE 1":
-                raise HeadMoved(ledger)
-            await db.copy_records_to_table(
-                "events",
-                records=[(ledger, *row) for row in batch.events],
-                columns=_EVENT_COLUMNS,
-            )
-            await _write_projections(db, ledger, batch.projections)
-            await _update(
-                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
-            )
+        turn = self._loop.create_future()
+        self._cas_turns[(ledger, batch.head)] = turn
+        try:
+            # READ COMMITTED only makes the updates after the compare-and-set see the rows
+            # of the batch committed just before; any other level is equally correct (a
+            # serialization failure counts as a fence), only slower when commits overlap.
+            async with self.pool.acquire() as db, db.transaction(isolation="read_committed"):
+                await _copy(db, "events", _EVENT_COLUMNS, [(ledger, *r) for r in batch.events])
+                await _write_projections(db, ledger, batch.projections)
+                before = self._cas_turns.get((ledger, batch.base))
+                if before is not None:
+                    await asyncio.shield(before)
+                moved = await db.fetchval(
+                    _MOVE_HEAD,
+                    batch.head.seq,
+                    batch.head.hash,
+                    ledger,
+                    batch.base.seq,
+                    batch.base.hash,
+                )
+                turn.set_result(None)
+                if moved is not True:
+                    raise HeadMoved(ledger)
+                await _update(
+                    db,
+                    _UPDATE_ORDERS,
+                    ledger,
+                    [(o.order_id, o.refunded) for o in batch.order_updates],
+                )
+        except asyncpg.UniqueViolationError as error:
+            # Another writer's committed rows hold a key of ours, so it moved the head on:
+            # a fence. With the head still at our base it is no fence but a bug: raise it.
+            if await self._head(ledger) != batch.base:
+                raise HeadMoved(f"{ledger}: {error!r}") from error
+            raise
+        finally:
+            if not turn.done():
+                turn.set_result(None)  # failed before its compare-and-set: let N+1 fail on
+            del self._cas_turns[(ledger, batch.head)]
+
+    async def _head(self, ledger: str) -> Head | None:
+        rows = await self._fetch("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
+        return Head(rows[0][0], bytes(rows[0][1])) if rows else None
 
     def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
         self._call(self._replace(ledger, projections, head))
@@ -231,8 +276,7 @@ class PostgresStore:
         return [r[0] for r in self.rows("SELECT name FROM ledgers ORDER BY 1")]
 
     def head(self, ledger: str) -> Head | None:
-        rows = self.rows("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
-        return Head(rows[0][0], bytes(rows[0][1])) if rows else None
+        return self._call(self._head(ledger))
 
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
         rows = self.rows(
@@ -345,20 +389,30 @@ class PostgresStore:
 
 
 async def _write_projections(db: _Connection, ledger: str, p: Projections) -> None:
-    await db.copy_records_to_table(
-        "entries", records=[(ledger, *row) for row in p.entries], columns=_ENTRY_COLUMNS
-    )
-    await db.copy_records_to_table(
+    await _copy(db, "entries", _ENTRY_COLUMNS, [(ledger, *row) for row in p.entries])
+    await _copy(
+        db,
         "accounts",
-        records=[(ledger, row.account, *accounts.split(row.account)) for row in p.accounts],
-        columns=_ACCOUNT_COLUMNS,
+        _ACCOUNT_COLUMNS,
+        [(ledger, row.account, *accounts.split(row.account)) for row in p.accounts],
     )
-    await db.copy_records_to_table(
-        "orders", records=[(ledger, *row) for row in p.orders], columns=_ORDER_COLUMNS
-    )
-    await db.copy_records_to_table(
-        "idempotency_keys", records=[(ledger, *row) for row in p.keys], columns=_KEY_COLUMNS
-    )
+    await _copy(db, "orders", _ORDER_COLUMNS, [(ledger, *row) for row in p.orders])
+    await _copy(db, "idempotency_keys", _KEY_COLUMNS, [(ledger, *row) for row in p.keys])
+
+
+async def _copy(
+    db: _Connection, table: str, columns: Sequence[str], records: list[tuple[object, ...]]
+) -> None:
+    """Binary COPY of `records` into `table`; no round trip when there are none (a batch
+    of expenses opens no account, one of recharges creates no order)."""
+    if records:
+        await db.copy_records_to_table(table, records=records, columns=columns)
+
+
+async def _keep_session(db: asyncpg.Connection) -> None:
+    """The pool's reset between borrowers. asyncpg's default (`RESET ALL`, `UNLISTEN *`,
+    `pg_advisory_unlock_all()`, ...) costs a round trip per acquire; tally never changes
+    session state, and asyncpg itself rolls back a transaction left open before this runs."""
 
 
 async def _update(db: _Connection, sql: str, ledger: str, rows: Sequence[Sequence[object]]) -> None:

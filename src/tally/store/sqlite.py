@@ -189,6 +189,8 @@ class _Checkpointer:
 class SqliteStore:
     """`Store` on a SQLite file."""
 
+    concurrent_commits = 1  # SQLite runs one writing transaction at a time
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._local = threading.local()
