@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 
 from tally import __version__
 from tally.http import docs, models, reads, writes
+from tally.http.direct import DirectWrites
 from tally.http.metrics import CONTENT_TYPE_LATEST, Metrics
 from tally.http.models import Health
 from tally.http.problems import EXCEPTION_HANDLERS
@@ -67,10 +68,12 @@ class _MeasuredApp(Litestar):
     Requests that match no route (404, 405) are not counted, as before.
     """
 
-    def __init__(self, *, metrics: Metrics, **config: Any) -> None:
+    def __init__(self, *, metrics: Metrics, direct: DirectWrites | None, **config: Any) -> None:
         super().__init__(**config)
         self._metrics = metrics
-        self._measures: dict[tuple[Any, str, int], tuple[Counter, Histogram]] = {}
+        self.direct = direct  # None: every write goes through Litestar
+        self._routes = {} if direct is None else direct.routes
+        self._measures: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(
         self,
@@ -91,29 +94,39 @@ class _MeasuredApp(Litestar):
                 status = message["status"]
             await answer(message)
 
+        http = cast(HTTPScope, scope)
+        direct = self._routes.get(http["path"]) if http["method"] == "POST" else None
+        if direct is not None:
+            assert self.direct is not None
+            answered, receive = await self.direct.answer(
+                direct, http, cast(Receive, receive), answer
+            )
+            if answered is not None:
+                self._measure(http["path"], "POST", answered, time.perf_counter() - started)
+                return
         try:
             await super().__call__(scope, receive, sending)
         finally:
-            handler = scope.get("route_handler")
+            handler: Any = scope.get("route_handler")
             if handler is not None:
-                method = cast(HTTPScope, scope)["method"]
-                self._measure(handler, method, status, time.perf_counter() - started)
+                route = min(handler.paths) if handler.paths else "?"
+                self._measure(route, http["method"], status, time.perf_counter() - started)
 
-    def _measure(self, handler: Any, method: str, status: int, seconds: float) -> None:
-        measures = self._measures.get((handler, method, status))
+    def _measure(self, route: str, method: str, status: int, seconds: float) -> None:
+        measures = self._measures.get((route, method, status))
         if measures is None:
-            route = min(handler.paths) if handler.paths else "?"
             measures = (
                 self._metrics.requests.labels(method, route, str(status)),
                 self._metrics.duration.labels(method, route),
             )
-            self._measures[(handler, method, status)] = measures
+            self._measures[(route, method, status)] = measures
         requests, duration = measures
         requests.inc()
         duration.observe(seconds)
 
 
-def create_app(services: Services) -> Litestar:
+def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
+    """The app. `direct_writes=False` leaves every write to Litestar (tests compare both)."""
     openapi = OpenAPIConfig(
         title="tally",
         version=__version__,
@@ -143,6 +156,9 @@ def create_app(services: Services) -> Litestar:
 
     app = _MeasuredApp(
         metrics=services.metrics,
+        direct=DirectWrites(services, body_bytes_max=request_body_bytes_max)
+        if direct_writes
+        else None,
         route_handlers=[healthz, metrics, docs_page, docs_style, *writes.ROUTES, *reads.ROUTES],
         openapi_config=openapi,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -52,6 +52,18 @@ class Services:
             self._key_cache[secret] = (now + self.key_cache_ttl_s, key)
         return key
 
+    def cached_key(self, secret: str) -> ApiKey | None:
+        """The live key `secret` authenticated as within the cache's time; None when it was
+        refused, or is not cached (then only `authenticate` can tell)."""
+        cached = self._key_cache.get(secret)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
+    def known_writer(self, ledger: str) -> LedgerWriter | None:
+        """The ledger's writer if it is running already (no catch-up)."""
+        return self._writers.get(ledger)
+
     def count_command(self, kind: str, outcome: str) -> None:
         """One more command of `kind` with `outcome` (labels resolved once per pair)."""
         counter = self._command_counts.get((kind, outcome))

@@ -63,21 +63,31 @@ class _Answer(Response[_Body]):
 
     __slots__ = ()
 
-    def to_asgi_response(self, app: Any, request: Any, **_: Any) -> _Sent:  # type: ignore[override]
-        return _Sent(self.status_code or 200, self.headers, msgspec.json.encode(self.content))
+    def to_asgi_response(self, app: Any, request: Any, **_: Any) -> Sent:  # type: ignore[override]
+        return self.sent()
+
+    def sent(self) -> Sent:
+        return Sent(self.status_code or 200, self.headers, msgspec.json.encode(self.content))
 
 
-class _Sent:
-    """The ASGI app of one `_Answer`."""
+class Sent:
+    """The ASGI app of one answer: its two messages, prepared."""
 
-    __slots__ = ("_body", "_start")
+    __slots__ = ("_body", "_start", "status")
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        self.status = status
         raw = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
         ]
-        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-type", content_type))
         raw.append((b"content-length", b"%d" % len(body)))
         self._start: HTTPResponseStartEvent = {
             "type": "http.response.start",
@@ -157,8 +167,13 @@ def _count(services: Services, command: Command, outcome: Outcome) -> None:
 async def _write_one(
     request: Request[Any, Any, Any], command: Command, idempotency_key: str
 ) -> Response[models.Transaction]:
-    services = services_of(request)
-    key = api_key_of(request)
+    return await write_one(services_of(request), api_key_of(request), command, idempotency_key)
+
+
+async def write_one(
+    services: Services, key: ApiKey, command: Command, idempotency_key: str
+) -> _Answer[models.Transaction]:
+    """Submit one command; its transaction (201), or `Rejected` / `ApiProblem` raised."""
     envelope = Envelope(idempotency_key=idempotency_key, command=command, actor=key.key_id)
     (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
     _count(services, command, outcome)
@@ -249,8 +264,22 @@ async def create_batch(
             field="commands",
         )
     writer = await services.writer(key.ledger)
-    refunded = [item.expense_id for item in data.commands if isinstance(item, models.BatchRefund)]
-    currencies = await _expense_currencies(services, writer, refunded)
+    currencies = await _expense_currencies(services, writer, refunded_expenses(data))
+    return await write_batch(services, key, data, currencies, idempotency_key)
+
+
+def refunded_expenses(data: models.BatchRequest) -> list[str]:
+    return [item.expense_id for item in data.commands if isinstance(item, models.BatchRefund)]
+
+
+async def write_batch(
+    services: Services,
+    key: ApiKey,
+    data: models.BatchRequest,
+    currencies: dict[str, str],
+    idempotency_key: str,
+) -> _Answer[models.BatchResponse]:
+    """Submit a batch's commands (`currencies`: those of the refunded expenses)."""
     results: list[models.BatchResult | None] = []
     envelopes: list[Envelope] = []
     for item in data.commands:

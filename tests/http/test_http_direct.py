@@ -1,0 +1,181 @@
+"""The writes' common case is answered beneath Litestar (tally.http.direct). It must answer
+exactly as Litestar does: the same status, headers and body for every request, whether it
+answered the request itself or handed it over, and it must never submit a command twice.
+
+Each test runs the same requests against two apps over two fresh databases of the same kind,
+one with the direct path and one without, and compares the answers field by field (ids,
+times, hashes and key ids differ between two databases and are left out)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from tally.api_keys import Scope
+from tally.bootstrap import open_store
+from tally.http.app import create_app
+from tally.http.compose import open_services
+from tally.http.direct import DirectWrites
+
+VOLATILE = {"transaction_id", "timestamp", "actor", "expense_id"}
+SKIPPED_HEADERS = {"date"}
+
+
+@contextmanager
+def _client(db: str, *, direct: bool) -> Iterator[tuple[TestClient[Any], dict[str, str], Any]]:
+    store = open_store(db)
+    store.ensure_ledger("shop")
+    store.close()
+    services = open_services(db, key_cache_ttl_s=60)
+    secrets = {
+        name: services.keys.create("shop", frozenset(scopes)).secret
+        for name, scopes in {"admin": (Scope.ADMIN,), "write": (Scope.WRITE,)}.items()
+    }
+    app = create_app(services, direct_writes=direct)
+    with TestClient(app) as client:
+        yield client, secrets, app
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _answer(response: Any) -> tuple[int, list[tuple[str, str]], Any]:
+    headers = sorted(
+        (name.lower(), value if name.lower() != "content-length" else "n")
+        for name, value in response.headers.items()
+        if name.lower() not in SKIPPED_HEADERS
+    )
+    return response.status_code, headers, _scrub(response.json())
+
+
+def _journey(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
+    """Every kind of write, accepted, replayed and refused, through the direct path's
+    common case and past its edges."""
+    answers: list[Any] = []
+
+    def post(
+        path: str,
+        body: Any,
+        key: str | None = "k",
+        *,
+        who: str = "write",
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {secrets[who]}", "Content-Type": content_type}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        data = raw if raw is not None else json.dumps(body).encode()
+        response = client.post(path, content=data, headers=headers)
+        answers.append(_answer(response))
+        return response.json()
+
+    def recharge(user: str, amount: str) -> dict[str, Any]:
+        return {"user_id": user, "amount": amount, "currency": "USD", "gateway": "paypal"}
+
+    def expense(user: str, order: str, amount: str) -> dict[str, Any]:
+        return {
+            "user_id": user,
+            "currency": "USD",
+            "orders": [{"order_id": order, "amount": amount, "merchant_id": "shop1"}],
+        }
+
+    post("/v1/recharges", recharge("ann", "100.00"), "r1")  # the first lookup: Litestar
+    post("/v1/recharges", recharge("ann", "100.00"), "r1")  # replayed
+    post("/v1/recharges", recharge("ann", "999.00"), "r1")  # key reused: 422
+    paid = post("/v1/expenses", expense("ann", "o1", "30.00"), "e1")
+    post("/v1/expenses", expense("ann", "o2", "500.00"), "e2")  # insufficient funds
+    post("/v1/expenses", expense("ann", "o1", "1.00"), "e3")  # order already paid
+    refund = {"expense_id": paid["transaction_id"], "order_id": "o1", "amount": "10.00"}
+    post("/v1/refunds", refund, "f1")
+    post("/v1/refunds", {**refund, "amount": "25.00"}, "f2")  # beyond what is refundable
+    post("/v1/refunds", {**refund, "expense_id": "txn_nope"}, "f3")  # unknown: Litestar's
+    adjustment = {"user_id": "ann", "amount": "-1.00", "currency": "USD", "reason": "fee"}
+    post("/v1/adjustments", adjustment, "a1", who="admin")
+    post("/v1/adjustments", adjustment, "a2")  # the write scope is not enough
+    batch = {
+        "commands": [
+            {"type": "recharge", "idempotency_key": "b1", **recharge("bob", "5.00")},
+            {"type": "expense", "idempotency_key": "b2", **expense("bob", "o3", "9.00")},
+            {"type": "refund", "idempotency_key": "b3", **refund, "amount": "1.00"},
+            {"type": "adjustment", "idempotency_key": "b4", **adjustment},
+        ]
+    }
+    post("/v1/batch", batch, "batch1")
+    post("/v1/expenses", {**expense("ann", "o4", "1.00"), "extra": 1}, "e4")  # unknown field
+    post("/v1/expenses", expense("ann", "o5", "1.001"), "e5")  # too many decimals
+    post("/v1/expenses", expense("ann", "o6", "1.00"), None)  # no Idempotency-Key
+    post("/v1/expenses", None, "e7", raw=b'{"user_id": "ann"')  # malformed JSON
+    post("/v1/expenses", expense("ann", "o8", "1.00"), "e8", content_type="text/plain")
+    post("/v1/expenses", expense("ann", "o9", "1.00"), "x" * 256)  # key too long
+    post("/v1/expenses", expense("ann", "o10", "2.00"), "e10")
+    return answers
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_the_direct_path_answers_exactly_as_litestar(store: str, tmp_path: Any) -> None:
+    from pg import fresh_database
+
+    @contextmanager
+    def database(name: str) -> Iterator[str]:
+        if store == "sqlite":
+            yield str(tmp_path / f"{name}.db")
+        else:
+            with fresh_database() as url:
+                yield url
+
+    with database("direct") as first, database("framework") as second:
+        with _client(first, direct=True) as (client, secrets, app):
+            fast = _journey(client, secrets)
+            direct: DirectWrites = app.direct
+            metrics = client.get("/metrics").text
+        with _client(second, direct=False) as (client, secrets, app):
+            slow = _journey(client, secrets)
+            assert app.direct is None
+    assert len(fast) == len(slow)
+    for index, (mine, theirs) in enumerate(zip(fast, slow, strict=True)):
+        assert mine == theirs, f"request {index}"
+    # Answered directly: r1's replay and reuse, e1-e3, f1, f2, the batch and e10. Litestar
+    # answered the rest: each key's first use (not cached yet), the unknown expense, the
+    # missing scope and the malformed requests. All are counted under their route.
+    assert direct.answered == 9
+    assert 'tally_http_requests_total{method="POST",route="/v1/expenses",status="201"}' in metrics
+
+
+def test_a_write_handed_to_litestar_is_submitted_once(tmp_path: Any) -> None:
+    """A body the direct path reads and then hands over reaches Litestar whole."""
+    with _client(str(tmp_path / "once.db"), direct=True) as (client, secrets, app):
+        headers = {
+            "Authorization": f"Bearer {secrets['write']}",
+            "Content-Type": "application/json",
+        }
+        body = {"user_id": "cy", "amount": "7.00", "currency": "USD", "gateway": "paypal"}
+        first = client.post("/v1/recharges", json=body, headers={**headers, "Idempotency-Key": "1"})
+        assert first.status_code == 201
+        before = app.direct.answered
+        unknown = client.post(
+            "/v1/recharges",
+            json={**body, "color": "red"},
+            headers={**headers, "Idempotency-Key": "2"},
+        )
+        assert unknown.status_code == 400
+        assert unknown.json()["code"] == "field_unknown"
+        assert app.direct.answered == before  # handed over, answered by Litestar
+        again = client.post("/v1/recharges", json=body, headers={**headers, "Idempotency-Key": "3"})
+        assert again.status_code == 201
+        assert app.direct.answered == before + 1
+        balance = client.get("/v1/users/cy/balances", headers=headers)
+        assert balance.status_code in (200, 403)
+        ledger = app.direct.services.engine.writer("shop").state
+        assert ledger.balance("wallet:cy:USD") == 1400
+        assert ledger.seq == 2
