@@ -135,7 +135,10 @@ class LedgerMachine(RuleBasedStateMachine):
         order = self.orders[order_id]
         expense_id = order.expense_id
         if rarely(data, 8, "other expense?"):
-            expense_id = data.draw(st.sampled_from(sorted(self.expenses)), label="other expense")
+            # In commit order: transaction ids are random within a millisecond, so sorting them
+            # would make the same draws pick another expense on a rerun (Hypothesis then
+            # reports FlakyStrategyDefinition).
+            expense_id = data.draw(st.sampled_from(list(self.expenses)), label="other expense")
         refundable = order.paid - order.refunded
         if refundable > 0 and not rarely(data, 4, "too much?"):
             amount = data.draw(st.integers(1, refundable), label="amount")

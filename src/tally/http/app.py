@@ -150,6 +150,7 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
             await services.writer(ledger)
 
     def close() -> None:
+        services.close_readers()
         services.engine.close()
         services.engine.store.close()
         services.keys.close()

@@ -1,7 +1,8 @@
 """GET routes: balances, statements, transactions, orders and the log itself.
 
-Reads go straight to the store's projections, on worker threads (SQLite is blocking), and
-only ever within the key's own ledger: an id from another ledger is simply not found.
+Reads go straight to the store's projections, on the services' reader threads (the stores
+are blocking), and only ever within the key's own ledger: an id from another ledger is simply
+not found.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
 from litestar import Request, get
 from litestar.params import FromPath, QueryParameter
@@ -121,7 +121,7 @@ def _statement(
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
 async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) -> models.Balances:
     store = services_of(request).engine.store
-    view = await anyio.to_thread.run_sync(
+    view = await services_of(request).read(
         views.balances, store, api_key_of(request).ledger, user_id
     )
     return msgspec.convert(view, models.Balances)
@@ -148,7 +148,7 @@ async def get_statement(
     after = None if cursor is None else decode_cursor(cursor)
     since_us = _instant_us(since, "from")
     until_us = _instant_us(until, "to")
-    return await anyio.to_thread.run_sync(
+    return await services_of(request).read(
         lambda: _statement(
             services_of(request).engine.store,
             api_key_of(request).ledger,
@@ -168,7 +168,7 @@ async def get_transaction(
 ) -> models.Transaction:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    found = await anyio.to_thread.run_sync(views.transaction, store, ledger, transaction_id)
+    found = await services_of(request).read(views.transaction, store, ledger, transaction_id)
     if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
@@ -189,7 +189,7 @@ def _order(store: Store, ledger: str, order_id: str) -> dict[str, Any] | None:
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> models.Order:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    view = await anyio.to_thread.run_sync(_order, store, ledger, order_id)
+    view = await services_of(request).read(_order, store, ledger, order_id)
     if view is None:
         raise ApiProblem(EdgeProblem.NOT_FOUND, f"no order {order_id}", field="order_id")
     return msgspec.convert(view, models.Order)
@@ -224,7 +224,7 @@ async def get_events(
 ) -> models.EventsPage:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    return await anyio.to_thread.run_sync(_events, store, ledger, after_seq, limit)
+    return await services_of(request).read(_events, store, ledger, after_seq, limit)
 
 
 ROUTES = [get_balances, get_statement, get_transaction, get_order, get_events]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 from litestar.connection import ASGIConnection
@@ -17,6 +19,13 @@ from tally.engine.writer import LedgerWriter
 from tally.http.metrics import Metrics
 
 keys_cached_max = 10_000
+# Threads that run store reads for the HTTP layer. Few: each page is one query plus Python
+# rendering under the GIL, and more threads only queue for the GIL behind the event loop
+# (statement p99 at 8 connections: 9.3 ms with 2 readers, 11.4 with 4, 14.1 with 8, 13-30
+# with anyio's default pool of 40; docs/benchmarks.md).
+reader_threads = 2
+
+T = TypeVar("T")
 
 
 @dataclass(kw_only=True)
@@ -32,6 +41,16 @@ class Services:
     _lookups: dict[str, asyncio.Future[ApiKey | None]] = field(default_factory=dict)
     _writers: dict[str, LedgerWriter] = field(default_factory=dict)
     _command_counts: dict[tuple[str, str], Counter] = field(default_factory=dict)
+    _readers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(reader_threads, thread_name_prefix="tally-read")
+    )
+
+    def read(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a blocking store read on a reader thread; await the result."""
+        return asyncio.get_running_loop().run_in_executor(self._readers, function, *args)
+
+    def close_readers(self) -> None:
+        self._readers.shutdown()
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         now = time.monotonic()

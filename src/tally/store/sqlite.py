@@ -143,6 +143,24 @@ _HIGHEST_PROJECTED_SEQ = (
     "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
+# A statement page as one JSON array: SQLite computes it in a single step. Row by row,
+# Python's sqlite3 releases and retakes the GIL for every row, and a server's worker thread
+# then waited for the event loop a hundred times a page (docs/benchmarks.md). The bodies
+# (canonical JSON) ride along as JSON values, byte for byte.
+_STATEMENT_PAGE = (
+    "SELECT json_group_array(json_array(n.account, n.seq, n.idx, n.amount, n.balance_after, "
+    "n.order_id, json(CAST(e.body AS TEXT)))) "
+    "FROM (SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
+    "WHERE ledger = ?1 AND account = ?2 AND (seq, idx) > (?3, ?4) "
+    "ORDER BY seq, idx LIMIT ?5) AS n "
+    "JOIN events e ON e.ledger = ?1 AND e.seq = n.seq"
+)
+_StatementRow = tuple[str, int, int, int, int, str | None, msgspec.Raw]
+_decode_statement_page = msgspec.json.Decoder(list[_StatementRow]).decode
+
+
+def _by_position(row: _StatementRow) -> tuple[int, int]:
+    return row[1], row[2]
 
 
 class _Checkpointer:
@@ -213,6 +231,7 @@ class SqliteStore:
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
             connection.execute("PRAGMA cache_size = -65536")
+            connection.execute("PRAGMA mmap_size = 1073741824")
             connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")
             self._local.connection = connection
             with self._lock:
@@ -392,14 +411,14 @@ class SqliteStore:
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        rows = self._connection().execute(
-            "SELECT n.account, n.seq, n.idx, n.amount, n.balance_after, n.order_id, e.body "
-            "FROM entries n JOIN events e ON e.ledger = n.ledger AND e.seq = n.seq "
-            "WHERE n.ledger = ? AND n.account = ? AND (n.seq, n.idx) > (?, ?) "
-            "ORDER BY n.seq, n.idx LIMIT ?",
-            (ledger, account, after[0], after[1], limit),
+        (page,) = (
+            self._connection()
+            .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
+            .fetchone()
         )
-        return [(EntryRow(*r[:6]), r[6]) for r in rows]
+        rows = _decode_statement_page(page)
+        rows.sort(key=_by_position)  # aggregates keep their input's order; make sure
+        return [(EntryRow(*row[:6]), bytes(row[6])) for row in rows]
 
     def order(self, ledger: str, order_id: str) -> OrderRow | None:
         row = (
