@@ -8,6 +8,7 @@ with enough rows for a bad plan to be plausible.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
 from tally.store import sqlite as store
+from tally.verification import verify
 
 Plan = Callable[..., list[str]]
 
@@ -90,3 +92,56 @@ def test_inserts_scan_only_their_json(plan_of: Plan, insert: str) -> None:
     )
     steps = plan_of(sql, *params)
     assert steps == ["SCAN json_each VIRTUAL TABLE INDEX 1:"]
+
+
+def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Plan) -> None:
+    """The commit's INSERT into the batch view runs the trigger: its head check is a primary
+    key seek and its inserts scan only their JSON (EXPLAIN shows the trigger's program)."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.executescript(
+            "CREATE TABLE ledgers (name TEXT PRIMARY KEY, seq INTEGER, hash BLOB) WITHOUT ROWID;"
+            "CREATE TABLE events (ledger, seq, transaction_id, event_type, body, hash);"
+            "CREATE TABLE entries (ledger, account, seq, idx, amount, balance_after, order_id);"
+            "CREATE TABLE accounts (ledger, account, kind, owner, currency);"
+            "CREATE TABLE orders (ledger, order_id, expense_id, user_id, currency, merchant_id,"
+            " paid, refunded);"
+            "CREATE TABLE idempotency_keys (ledger, idempotency_key, command_digest, seq);"
+        )
+        connection.executescript(store._BATCH_VIEW)
+        program = " ".join(
+            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 12)
+        )
+    finally:
+        connection.close()
+    assert "-- TRIGGER batch_in_insert" in program, program[:500]
+    trigger = plan_of("SELECT 1 FROM ledgers WHERE name = ? AND seq = ? AND hash = ?", "p", 1, b"")
+    assert trigger == ["SEARCH ledgers USING PRIMARY KEY (name=?)"], trigger
+
+
+def test_a_batch_larger_than_one_json_text_is_written_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `json_chunk_rows` rows a table, a commit falls back to a statement per chunk;
+    the result is the same ledger."""
+    monkeypatch.setattr(store, "json_chunk_rows", 3)
+    engine = open_engine(tmp_path / "chunks.db")
+    try:
+        outcomes = engine.execute_many(
+            "chunks",
+            [
+                Envelope(
+                    idempotency_key=f"r{i}",
+                    command=Recharge(user_id=f"u{i}", amount=10, currency="USD", gateway="pp"),
+                )
+                for i in range(10)
+            ],
+        )
+        assert [o.event.seq for o in outcomes] == list(range(1, 11))  # type: ignore[union-attr]
+        engine.close()
+        result = verify(engine, "chunks")
+        assert result.ok, result
+        assert result.events == 10
+    finally:
+        engine.close()
+        engine.store.close()

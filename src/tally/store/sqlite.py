@@ -85,21 +85,25 @@ def _update(
 
 
 def _insert_events(db: sqlite3.Connection, ledger: str, events: Sequence[EventRow]) -> None:
-    """Events as one JSON array of their text columns plus two blobs: the bodies end to end
-    (each row carries its offset and length) and the 32-byte hashes end to end."""
     for start in range(0, len(events), json_chunk_rows):
         chunk = events[start : start + json_chunk_rows]
-        spans = []
-        offset = 1  # substr() counts from 1
-        for event in chunk:
-            length = len(event.body)
-            spans.append((event.seq, event.transaction_id, event.event_type, offset, length))
-            offset += length
-        hashes = b"".join(event.hash for event in chunk)
-        if len(hashes) != hash_bytes * len(chunk):
-            raise ValueError("every event hash must be 32 bytes")
-        bodies = b"".join(event.body for event in chunk)
-        db.execute(_INSERT_EVENTS, (ledger, _encode_rows(spans).decode(), bodies, hashes))
+        db.execute(_INSERT_EVENTS, (ledger, *_event_columns(chunk)))
+
+
+def _event_columns(events: Sequence[EventRow]) -> tuple[str, bytes, bytes]:
+    """Events as one JSON array of their text columns plus two blobs: the bodies end to end
+    (each row carries its offset and length) and the 32-byte hashes end to end."""
+    spans = []
+    offset = 1  # substr() counts from 1
+    for event in events:
+        length = len(event.body)
+        spans.append((event.seq, event.transaction_id, event.event_type, offset, length))
+        offset += length
+    hashes = b"".join(event.hash for event in events)
+    if len(hashes) != hash_bytes * len(events):
+        raise ValueError("every event hash must be 32 bytes")
+    bodies = b"".join(event.body for event in events)
+    return _encode_rows(spans).decode(), bodies, hashes
 
 
 _INSERT_EVENTS = (
@@ -143,6 +147,35 @@ _HIGHEST_PROJECTED_SEQ = (
     "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
+# A whole batch in one statement: an INSERT into a view of this connection whose trigger
+# moves the head (refusing a base that is not the head) and inserts every table's rows.
+# Statement by statement, Python's sqlite3 retakes the GIL between them and the committer
+# queued for it behind the event loop and the writer seven times a commit (docs/benchmarks.md).
+_HEAD_MOVED = "tally: head moved"
+_BATCH_VIEW = f"""
+CREATE TEMP VIEW IF NOT EXISTS batch_in (ledger, base_seq, base_hash, head_seq, head_hash,
+    spans, bodies, hashes, entries, accounts, orders, keys)
+AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+CREATE TEMP TRIGGER IF NOT EXISTS batch_in_insert INSTEAD OF INSERT ON batch_in
+BEGIN
+    SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
+        WHERE name = NEW.ledger AND seq = NEW.base_seq AND hash = NEW.base_hash);
+    UPDATE ledgers SET seq = NEW.head_seq, hash = NEW.head_hash WHERE name = NEW.ledger;
+    INSERT INTO events SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
+        substr(NEW.bodies, value ->> 3, value ->> 4),
+        substr(NEW.hashes, key * {hash_bytes} + 1, {hash_bytes})
+        FROM json_each(NEW.spans);
+    INSERT INTO entries SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
+        value ->> 3, value ->> 4, value ->> 5 FROM json_each(NEW.entries);
+    INSERT INTO accounts SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
+        value ->> 3 FROM json_each(NEW.accounts);
+    INSERT INTO orders SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
+        value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(NEW.orders);
+    INSERT INTO idempotency_keys SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2
+        FROM json_each(NEW.keys);
+END;
+"""
+_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # A statement page as one JSON array: SQLite computes it in a single step. Row by row,
 # Python's sqlite3 releases and retakes the GIL for every row, and a server's worker thread
 # then waited for the event loop a hundred times a page (docs/benchmarks.md). The bodies
@@ -273,6 +306,55 @@ class SqliteStore:
 
     def commit(self, batch: BatchWrite) -> None:
         db = self._connection()
+        ledger = batch.ledger
+        rows = batch.projections
+        if (
+            len(batch.events) > json_chunk_rows
+            or max(len(rows.entries), len(rows.accounts), len(rows.orders), len(rows.keys))
+            > json_chunk_rows
+        ):
+            self._commit_in_chunks(db, batch)
+            return
+        if not getattr(self._local, "batch_view", False):
+            db.executescript(_BATCH_VIEW)
+            self._local.batch_view = True
+        spans, bodies, hashes = _event_columns(batch.events)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                db.execute(
+                    _INSERT_BATCH,
+                    (
+                        ledger,
+                        batch.base.seq,
+                        batch.base.hash,
+                        batch.head.seq,
+                        batch.head.hash,
+                        spans,
+                        bodies,
+                        hashes,
+                        _encode_rows(rows.entries).decode(),
+                        _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
+                        _encode_rows(rows.orders).decode(),
+                        _encode_rows(rows.keys).decode(),
+                    ),
+                )
+            except sqlite3.IntegrityError as error:
+                if str(error) == _HEAD_MOVED:
+                    raise HeadMoved(ledger) from error
+                raise
+            _update(
+                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._checkpoint_soon()
+
+    def _commit_in_chunks(self, db: sqlite3.Connection, batch: BatchWrite) -> None:
+        """A batch too large for one JSON text per table: one statement per chunk."""
         ledger = batch.ledger
         db.execute("BEGIN IMMEDIATE")
         try:
