@@ -57,6 +57,10 @@ _UNREACHABLE = (
 )
 
 pool_connections_max = 8
+# A batch of at most this many events (and no refunded order to update) commits in one
+# statement, one round trip; larger ones by COPY. At the HTTP API batches are small and the
+# seven round trips of the long form each waited for the GIL (docs/benchmarks.md).
+one_statement_events_max = 200
 command_timeout_s = 60.0
 
 _EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash")
@@ -96,6 +100,43 @@ _UPDATE_ORDERS = """
 UPDATE orders SET refunded = u.refunded
 FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
 WHERE orders.ledger = $1 AND orders.order_id = u.order_id
+"""
+# The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), and every table's rows
+# as arrays, inserted only when the head moved. Each row insert of a data-modifying CTE runs
+# whether or not the main query reads it; `moved` gates them.
+_COMMIT_ONE_STATEMENT = """
+WITH head AS (
+    UPDATE ledgers SET
+        seq = CASE WHEN seq = $4 AND hash = $5 THEN $1 ELSE seq END,
+        hash = CASE WHEN seq = $4 AND hash = $5 THEN $2 ELSE hash END
+    WHERE name = $3
+    RETURNING seq = $1 AND hash = $2 AS moved
+), go AS (SELECT 1 FROM head WHERE moved),
+ev AS (
+    INSERT INTO events (ledger, seq, transaction_id, event_type, body, hash)
+    SELECT $3, * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
+    WHERE EXISTS (SELECT FROM go)
+), en AS (
+    INSERT INTO entries (ledger, account, seq, idx, amount, balance_after, order_id)
+    SELECT $3, * FROM unnest($11::text[], $12::bigint[], $13::integer[], $14::bigint[],
+        $15::bigint[], $16::text[])
+    WHERE EXISTS (SELECT FROM go)
+), ac AS (
+    INSERT INTO accounts (ledger, account, kind, owner, currency)
+    SELECT $3, * FROM unnest($17::text[], $18::text[], $19::text[], $20::text[])
+    WHERE EXISTS (SELECT FROM go)
+), od AS (
+    INSERT INTO orders (ledger, order_id, expense_id, user_id, currency, merchant_id, paid,
+        refunded)
+    SELECT $3, * FROM unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::text[],
+        $26::bigint[], $27::bigint[])
+    WHERE EXISTS (SELECT FROM go)
+), ky AS (
+    INSERT INTO idempotency_keys (ledger, idempotency_key, command_digest, seq)
+    SELECT $3, * FROM unnest($28::text[], $29::text[], $30::bigint[])
+    WHERE EXISTS (SELECT FROM go)
+)
+SELECT moved FROM head
 """
 # The page's entries first, then one primary-key lookup of its event each. Joined before the
 # LIMIT, the planner (once tables have statistics) merge-joins `events` from seq 1 up to the
@@ -219,6 +260,9 @@ class PostgresStore:
             # READ COMMITTED only makes the updates after the compare-and-set see the rows
             # of the batch committed just before; any other level is equally correct (a
             # serialization failure counts as a fence), only slower when commits overlap.
+            if len(batch.events) <= one_statement_events_max and not batch.order_updates:
+                await self._commit_in_one_statement(batch)
+                return
             async with self.pool.acquire() as db, db.transaction(isolation="read_committed"):
                 await _copy(db, "events", _EVENT_COLUMNS, [(ledger, *r) for r in batch.events])
                 await _write_projections(db, ledger, batch.projections)
@@ -252,6 +296,37 @@ class PostgresStore:
             if not turn.done():
                 turn.set_result(None)  # failed before its compare-and-set: let N+1 fail on
             del self._cas_turns[(ledger, batch.head)]
+
+    async def _commit_in_one_statement(self, batch: BatchWrite) -> None:
+        """A small batch in one round trip: one statement, its own transaction. It waits
+        for the previous batch's compare-and-set to be issued, like the long form; its own
+        turn then comes when it has committed (when it ran is not known before)."""
+        ledger = batch.ledger
+        before = self._cas_turns.get((ledger, batch.base))
+        if before is not None:
+            await asyncio.shield(before)
+        p = batch.projections
+        event_columns = _columns(batch.events, 5)
+        entry_columns = _columns(p.entries, 6)
+        account_columns = _columns([(r.account, *accounts.split(r.account)) for r in p.accounts], 4)
+        order_columns = _columns(p.orders, 7)
+        key_columns = _columns(p.keys, 3)
+        async with self.pool.acquire() as db:
+            moved = await db.fetchval(
+                _COMMIT_ONE_STATEMENT,
+                batch.head.seq,
+                batch.head.hash,
+                ledger,
+                batch.base.seq,
+                batch.base.hash,
+                *event_columns,
+                *entry_columns,
+                *account_columns,
+                *order_columns,
+                *key_columns,
+            )
+        if moved is not True:
+            raise HeadMoved(ledger)
 
     async def _head(self, ledger: str) -> Head | None:
         rows = await self._fetch("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
@@ -407,6 +482,13 @@ async def _copy(
     of expenses opens no account, one of recharges creates no order)."""
     if records:
         await db.copy_records_to_table(table, records=records, columns=columns)
+
+
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows as `width` column lists (empty lists when there are no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _keep_session(db: asyncpg.Connection) -> None:
