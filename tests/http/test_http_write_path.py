@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import uuid
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.results import CommitFailed, Outcome
-from tally.http.writes import _settled
+from tally.http.services import Answers
 
 pytest_plugins = ["http_fixtures"]
 
@@ -137,30 +137,59 @@ def test_every_routed_answer_is_counted_and_timed(live: Any) -> None:
     assert not any("/v1/nowhere" in name for name in after)
 
 
-def test_a_cancelled_request_leaves_the_writers_future_alone() -> None:
+def test_a_cancelled_request_leaves_the_writer_free_to_answer() -> None:
+    """The writer answers from its own thread whatever became of the request: a cancelled
+    one's answer is dropped on the loop, and the others still arrive."""
     refused = Rejected(Rejection.INSUFFICIENT_FUNDS, field="orders", detail="d")
 
     async def scenario() -> tuple[bool, list[Outcome]]:
-        writers: Future[list[Outcome]] = Future()
-        waiting = asyncio.ensure_future(_await(_settled(writers)))
+        answers = Answers(asyncio.get_running_loop())
+        gone, answer_gone = answers.waiting()
+        waiting = asyncio.ensure_future(_await(gone))
         await asyncio.sleep(0)
         waiting.cancel()
         await asyncio.sleep(0)
-        writers.set_result([])  # the writer answers anyway: no InvalidStateError
-        answered: Future[list[Outcome]] = Future()
-        settled = _settled(answered)
-        answered.set_result([refused])
-        return waiting.cancelled(), await settled
+        kept, answer_kept = answers.waiting()
+        writer = threading.Thread(
+            target=lambda: (answer_gone([], None), answer_kept([refused], None))
+        )
+        writer.start()
+        writer.join()
+        return waiting.cancelled(), await kept
 
     assert asyncio.run(scenario()) == (True, [refused])
 
 
+def test_a_burst_of_answers_wakes_the_loop_once() -> None:
+    async def scenario() -> tuple[list[list[Outcome]], int]:
+        loop = asyncio.get_running_loop()
+        answers = Answers(loop)
+        waiting = [answers.waiting() for _ in range(50)]
+        wakeups = 0
+        schedule = loop.call_soon_threadsafe
+
+        def counted(callback: Any, *args: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return schedule(callback, *args)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+        writer = threading.Thread(target=lambda: [answer([], None) for _, answer in waiting])
+        writer.start()
+        writer.join()
+        results = [await future for future, _ in waiting]
+        return results, wakeups
+
+    results, wakeups = asyncio.run(scenario())
+    assert results == [[]] * 50
+    assert wakeups == 1
+
+
 def test_the_writers_failure_reaches_the_request() -> None:
     async def scenario() -> None:
-        writers: Future[list[Outcome]] = Future()
-        settled = _settled(writers)
-        writers.set_exception(CommitFailed("commit failed"))
-        await settled
+        future, answer = Answers(asyncio.get_running_loop()).waiting()
+        answer(None, CommitFailed("commit failed"))
+        await future
 
     with pytest.raises(CommitFailed, match="commit failed"):
         asyncio.run(scenario())

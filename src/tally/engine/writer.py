@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -60,13 +60,44 @@ fence_backoff_s_max = 0.05  # jittered backoff after a fence, so two writers sto
 catch_up_page_events = 10_000
 
 
-class _Submission:
-    __slots__ = ("envelopes", "fenced", "future")
+# Called once, on the writer's thread, with the outcomes or with the error.
+Answer = Callable[[list[Outcome] | None, BaseException | None], None]
 
-    def __init__(self, envelopes: Sequence[Envelope]) -> None:
+
+class _Submission:
+    """Commands queued together, and whom to tell: a `Future`, or a callback (`submit_to`)."""
+
+    __slots__ = ("_answer", "envelopes", "fenced", "future")
+
+    def __init__(self, envelopes: Sequence[Envelope], answer: Answer | None = None) -> None:
         self.envelopes = envelopes
-        self.future: Future[list[Outcome]] = Future()
         self.fenced = 0  # how many times its batch lost the compare-and-set
+        self._answer = answer
+        self.future: Future[list[Outcome]] | None = Future() if answer is None else None
+
+    def done(self) -> bool:
+        return self.future.done() if self.future is not None else self._answer is None
+
+    def set_result(self, outcomes: list[Outcome]) -> None:
+        if self.future is not None:
+            self.future.set_result(outcomes)
+        else:
+            self._call(outcomes, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if self.future is not None:
+            self.future.set_exception(error)
+        else:
+            self._call(None, error)
+
+    def _call(self, outcomes: list[Outcome] | None, error: BaseException | None) -> None:
+        answer, self._answer = self._answer, None
+        if answer is None:
+            return
+        try:
+            answer(outcomes, error)
+        except Exception as failure:  # the caller's bug must not stop the writer
+            log.error("answer callback failed", error=repr(failure))
 
 
 @dataclass(slots=True)
@@ -131,11 +162,21 @@ class LedgerWriter:
     # -- the callers' side -------------------------------------------------------------
     def submit(self, envelopes: Sequence[Envelope]) -> Future[list[Outcome]]:
         """Queue commands; the future resolves once their batch has committed."""
+        submission = _Submission(envelopes)
+        self._enqueue(submission)
+        assert submission.future is not None
+        return submission.future
+
+    def submit_to(self, envelopes: Sequence[Envelope], answer: Answer) -> None:
+        """Queue commands; `answer` is called on the writer's thread once their batch has
+        committed (or failed). Cheaper than a `Future` when the caller hands the result on
+        to an event loop anyway."""
+        self._enqueue(_Submission(envelopes, answer))
+
+    def _enqueue(self, submission: _Submission) -> None:
         if self._closed or self._broken is not None:
             raise WriterStopped(self.ledger) from self._broken
-        submission = _Submission(envelopes)
         self._queue.put(submission)
-        return submission.future
 
     def close(self) -> None:
         if not self._closed:
@@ -271,7 +312,7 @@ class LedgerWriter:
             if submission.fenced < fence_retries_max:
                 retry.append(submission)
             else:
-                submission.future.set_exception(
+                submission.set_exception(
                     CommitFailed(f"ledger {self.ledger}: fenced {fence_retries_max} times")
                 )
         return retry
@@ -280,8 +321,8 @@ class LedgerWriter:
         failure = CommitFailed(f"ledger {self.ledger}: {error!r}")
         failure.__cause__ = error
         for submission in submissions:
-            if not submission.future.done():
-                submission.future.set_exception(failure)
+            if not submission.done():
+                submission.set_exception(failure)
 
     def _finish(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
         """Wait for the oldest commit; returns the submissions to decide again."""
@@ -324,13 +365,13 @@ class LedgerWriter:
                 mine = outcomes[start:end]
                 # Without replays every outcome is final: no int (a prior seq) among them.
                 answer = self._resolve_replays(mine, in_batch) if replays else cast(Any, mine)
-                submission.future.set_result(answer)
+                submission.set_result(answer)
             except InvariantViolated:
                 raise
             except Exception as error:  # reading an earlier transaction back failed
                 failure = CommitFailed(f"ledger {self.ledger}: answer unavailable: {error!r}")
                 failure.__cause__ = error
-                submission.future.set_exception(failure)
+                submission.set_exception(failure)
             start = end
 
     def _fail_all(
@@ -347,8 +388,8 @@ class LedgerWriter:
             if isinstance(item, _Submission):
                 pending.append(item)
         for submission in pending:
-            if not submission.future.done():
-                submission.future.set_exception(WriterStopped(self.ledger))
+            if not submission.done():
+                submission.set_exception(WriterStopped(self.ledger))
 
     def _decide(self, envelopes: list[Envelope]) -> tuple[list[Outcome | int], BatchWrite]:
         """Decide every command, applying accepted events to the (journaled) state."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from prometheus_client import Counter
 
 from tally.api_keys import ApiKey, KeyStore
 from tally.engine.engine import Engine
-from tally.engine.writer import LedgerWriter
+from tally.engine.results import Outcome
+from tally.engine.writer import Answer, LedgerWriter
 from tally.http.metrics import Metrics
 
 keys_cached_max = 10_000
@@ -26,6 +28,47 @@ keys_cached_max = 10_000
 reader_threads = 2
 
 T = TypeVar("T")
+
+
+class Answers:
+    """The writer's answers, handed to one event loop: one wake-up per burst of answers
+    (a committed batch answers all its requests at once), not one per request.
+
+    A request cancelled meanwhile (the client went away) just leaves its answer unread; the
+    writer never waits for the loop. Its `answer` callbacks run on the writer's thread.
+    """
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: deque[tuple[asyncio.Future[list[Outcome]], Any, Any]] = deque()
+        self._scheduled = False
+
+    def waiting(self) -> tuple[asyncio.Future[list[Outcome]], Answer]:
+        """A future on the loop, and the callback for the writer that settles it."""
+        future: asyncio.Future[list[Outcome]] = self._loop.create_future()
+
+        def answer(outcomes: list[Outcome] | None, error: BaseException | None) -> None:
+            self._pending.append((future, outcomes, error))
+            if not self._scheduled:
+                self._scheduled = True
+                if not self._loop.is_closed():
+                    self._loop.call_soon_threadsafe(self._deliver)
+
+        return future, answer
+
+    def _deliver(self) -> None:  # on the loop
+        self._scheduled = False  # first: an answer appended from now on schedules again
+        pending = self._pending
+        while pending:
+            future, outcomes, error = pending.popleft()
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(outcomes)
+            else:
+                future.set_exception(error)
 
 
 @dataclass(kw_only=True)
@@ -44,6 +87,16 @@ class Services:
     _readers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(reader_threads, thread_name_prefix="tally-read")
     )
+
+    _answers: tuple[asyncio.AbstractEventLoop, Answers] | None = None
+
+    def answers(self) -> Answers:
+        """The running loop's `Answers` (one per loop; a server has one)."""
+        loop = asyncio.get_running_loop()
+        answers = self._answers
+        if answers is None or answers[0] is not loop:
+            answers = self._answers = (loop, Answers(loop))
+        return answers[1]
 
     def read(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run a blocking store read on a reader thread; await the result."""

@@ -7,8 +7,6 @@ permanently in the log; this layer adds the in-flight check (409) and the replay
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
@@ -122,7 +120,9 @@ async def _submit(
     services.in_flight.add(in_flight)
     try:
         writer = await services.writer(key.ledger)
-        return await _settled(writer.submit(envelopes))
+        future, answer = services.answers().waiting()
+        writer.submit_to(envelopes, answer)
+        return await future
     except (CommitFailed, WriterStopped) as error:
         log.warning("write not recorded", ledger=key.ledger, error=repr(error))
         raise ApiProblem(
@@ -130,30 +130,6 @@ async def _submit(
         ) from error
     finally:
         services.in_flight.discard(in_flight)
-
-
-def _settled(future: Future[list[Outcome]]) -> asyncio.Future[list[Outcome]]:
-    """The writer's future as one this event loop can await: `asyncio.wrap_future` with less
-    bookkeeping, and one way only. A cancelled request leaves the writer's future alone
-    (wrap_future would cancel it, and the writer would then fail to answer it)."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[list[Outcome]] = loop.create_future()
-
-    def copy(done: Future[list[Outcome]]) -> None:  # on the loop
-        if answer.cancelled():
-            return
-        error = done.exception()
-        if error is None:
-            answer.set_result(done.result())
-        else:
-            answer.set_exception(error)
-
-    def settle(done: Future[list[Outcome]]) -> None:  # on the writer's thread
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(copy, done)
-
-    future.add_done_callback(settle)
-    return answer
 
 
 def _count(services: Services, command: Command, outcome: Outcome) -> None:
