@@ -71,6 +71,9 @@ class FlakyStore:
             with self._lock:
                 self._running -= 1
 
+    def commit_soon(self, batch: BatchWrite) -> None:
+        """None: through `commit`, on the writer's committer thread."""
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

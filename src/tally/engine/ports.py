@@ -6,6 +6,7 @@ writes a whole batch with one multi-row statement per table.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -107,6 +108,11 @@ class Store(Protocol):
 
         Raises `HeadMoved` (having written nothing) when the head is not `batch.base`.
         """
+        ...
+
+    def commit_soon(self, batch: BatchWrite) -> Future[None] | None:
+        """Start `commit(batch)` without a thread of the caller's and return its future, or
+        return None: the writer then calls `commit` on a committer thread of its own."""
         ...
 
     def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:

@@ -281,7 +281,7 @@ class LedgerWriter:
     def _start_commit(self, decided: _Decided) -> tuple[_Decided | None, list[_Submission]]:
         """Hand the batch to the committer; returns it (in flight) and what to decide again."""
         if decided.batch.events:
-            decided.commit = self._committer.submit(self.store.commit, decided.batch)
+            decided.commit = self._commit_soon(decided.batch)
             return decided, []
         # Only refusals and replays: nothing to write, so no compare-and-set proves the state
         # was current. Check the head instead: another process may have written meanwhile
@@ -301,6 +301,15 @@ class LedgerWriter:
         self.head_hash = decided.head_before
         self._stale = True
         return None, self._fenced(decided.submissions)
+
+    def _commit_soon(self, batch: BatchWrite) -> Future[None]:
+        try:
+            started = self.store.commit_soon(batch)
+        except Exception as error:  # e.g. the store's loop is gone: a failed commit
+            failed: Future[None] = Future()
+            failed.set_exception(error)
+            return failed
+        return started if started is not None else self._committer.submit(self.store.commit, batch)
 
     def _fenced(self, submissions: list[_Submission]) -> list[_Submission]:
         """Back off, then return the submissions that may be decided again."""

@@ -182,7 +182,7 @@ def _route(
             return None
         if command is None:
             return None
-        return (await writes.write_one(services, key, command, idempotency_key)).sent()
+        return await writes.write_one(services, key, command, idempotency_key)
 
     return _Route(scope, msgspec.json.Decoder(kind), body_bytes_max, write)
 
@@ -218,4 +218,4 @@ async def _batch(
         if currency is None:
             return None
         currencies[expense_id] = currency
-    return (await writes.write_batch(services, key, data, currencies, idempotency_key)).sent()
+    return await writes.write_batch(services, key, data, currencies, idempotency_key)

@@ -7,7 +7,7 @@ permanently in the log; this layer adds the in-flight check (409) and the replay
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio.to_thread
 import msgspec
@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 batch_body_bytes_max = 1024 * 1024  # 1,000 commands of ~170 bytes fit with room for metadata
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+_REPLAYED = {REPLAYED_HEADER: "true"}
+_FIRST: dict[str, str] = {}
+_encode = msgspec.json.Encoder().encode
 
 _Body = TypeVar("_Body")
 
@@ -55,17 +58,18 @@ IdempotencyKey = Annotated[
 
 
 class _Answer(Response[_Body]):
-    """A write's JSON answer, sent as two ASGI messages built in one go: the status, headers
-    and bytes Litestar's generic path sends (content-type, content-length, any extra header),
-    without its per-response resolution of cookies, encoders, media type and header map."""
+    """A write's answer, prepared (`Sent`), handed back by a Litestar handler: Litestar sends
+    it as it is, without its per-response resolution of cookies, encoders, media type and
+    header map. The content is only for the type the handler declares (OpenAPI)."""
 
-    __slots__ = ()
+    __slots__ = ("_sent",)
+
+    def __init__(self, sent: Sent) -> None:
+        super().__init__(cast(_Body, None), status_code=sent.status)
+        self._sent = sent
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> Sent:  # type: ignore[override]
-        return self.sent()
-
-    def sent(self) -> Sent:
-        return Sent(self.status_code or 200, self.headers, msgspec.json.encode(self.content))
+        return self._sent
 
 
 class Sent:
@@ -143,20 +147,21 @@ def _count(services: Services, command: Command, outcome: Outcome) -> None:
 async def _write_one(
     request: Request[Any, Any, Any], command: Command, idempotency_key: str
 ) -> Response[models.Transaction]:
-    return await write_one(services_of(request), api_key_of(request), command, idempotency_key)
+    key = api_key_of(request)
+    return _Answer(await write_one(services_of(request), key, command, idempotency_key))
 
 
 async def write_one(
     services: Services, key: ApiKey, command: Command, idempotency_key: str
-) -> _Answer[models.Transaction]:
+) -> Sent:
     """Submit one command; its transaction (201), or `Rejected` / `ApiProblem` raised."""
     envelope = Envelope(idempotency_key=idempotency_key, command=command, actor=key.key_id)
     (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
     _count(services, command, outcome)
     if isinstance(outcome, Rejected):
         raise outcome
-    headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
-    return _Answer(_transaction(outcome), status_code=201, headers=headers)
+    headers = _REPLAYED if outcome.replayed else _FIRST
+    return Sent(201, headers, _encode(_transaction(outcome)))
 
 
 _WRITE: dict[str, Any] = {
@@ -241,7 +246,7 @@ async def create_batch(
         )
     writer = await services.writer(key.ledger)
     currencies = await _expense_currencies(services, writer, refunded_expenses(data))
-    return await write_batch(services, key, data, currencies, idempotency_key)
+    return _Answer(await write_batch(services, key, data, currencies, idempotency_key))
 
 
 def refunded_expenses(data: models.BatchRequest) -> list[str]:
@@ -254,7 +259,7 @@ async def write_batch(
     data: models.BatchRequest,
     currencies: dict[str, str],
     idempotency_key: str,
-) -> _Answer[models.BatchResponse]:
+) -> Sent:
     """Submit a batch's commands (`currencies`: those of the refunded expenses)."""
     results: list[models.BatchResult | None] = []
     envelopes: list[Envelope] = []
@@ -287,7 +292,7 @@ async def write_batch(
                 status=201, replayed=outcome.replayed, transaction=_transaction(outcome)
             )
     final = [result for result in results if result is not None]
-    return _Answer(models.BatchResponse(results=final), status_code=200)
+    return Sent(200, _FIRST, _encode(models.BatchResponse(results=final)))
 
 
 async def _expense_currencies(

@@ -18,6 +18,7 @@ violation is a fence too, once the head is seen to have moved.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -245,12 +246,22 @@ class PostgresStore:
         )
 
     def commit(self, batch: BatchWrite) -> None:
+        self._call(self._commit_or_fence(batch))
+
+    def commit_soon(self, batch: BatchWrite) -> concurrent.futures.Future[None]:
+        """The commit, started on the store's loop straight from the writer's thread: no
+        committer thread to wake and to wait for (the loop already runs it)."""
+        return asyncio.run_coroutine_threadsafe(self._commit_or_fence(batch), self._loop)
+
+    async def _commit_or_fence(self, batch: BatchWrite) -> None:
         try:
-            self._call(self._commit(batch))
+            await self._commit(batch)
         except _TRANSIENT as error:
             # Nothing was written. The writer treats it like a fence: it catches up from the
             # log and decides the batch again, a bounded number of times.
             raise HeadMoved(f"{batch.ledger}: {error!r}") from error
+        except _UNREACHABLE as error:
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _commit(self, batch: BatchWrite) -> None:
         ledger = batch.ledger

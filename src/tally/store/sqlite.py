@@ -353,6 +353,10 @@ class SqliteStore:
             raise
         self._checkpoint_soon()
 
+    def commit_soon(self, batch: BatchWrite) -> None:
+        """None: SQLite's commit blocks in C with the GIL released; the writer's committer
+        thread runs it."""
+
     def _commit_in_chunks(self, db: sqlite3.Connection, batch: BatchWrite) -> None:
         """A batch too large for one JSON text per table: one statement per chunk."""
         ledger = batch.ledger
