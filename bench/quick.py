@@ -1,0 +1,106 @@
+"""One or a few HTTP scenarios of bench.api, quickly: for measuring a change while making it.
+
+    .venv/bin/python -m bench.quick [--store sqlite|postgresql] [--seconds 8]
+        [--scenario expense-uniform,expense-hot,batch-uniform,statement]
+        [--statement-entries 200000]
+
+Starts `tally serve` on a fresh database as bench.api does, funds 10,000 wallets, runs each
+scenario with wrk (single expenses: 64 connections; batch: 4 connections of 1,000 expenses;
+statement pages: 8 connections over a wallet of `--statement-entries` entries) and prints
+throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
+the figures of record come from bench.api, which runs everything against its baseline.
+Runs of this on a shared 2-core machine differ by ±10%: compare changes in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from bench import api
+from bench.engine import _database
+
+SCENARIOS = ("expense-uniform", "expense-hot", "batch-uniform", "statement")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--scenario", default="expense-uniform,expense-hot")
+    parser.add_argument("--statement-entries", type=int, default=200_000)
+    args = parser.parse_args()
+    scenarios = args.scenario.split(",")
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    with tempfile.TemporaryDirectory(prefix="tally-bench-quick-") as tmp:
+        folder = Path(tmp)
+        with _database(args.store, folder, "quick") as db:
+            cursors = folder / "cursors.txt"
+            read_key = ""
+            if "statement" in scenarios:
+                api._build_statement(db, args.statement_entries)
+                read_key = api._key(db, "statement")
+                api._statement_cursors(args.statement_entries, cursors, random.Random(7))
+            key = api._key(db, "bench")
+            with api._serve(db, folder) as server:
+                with httpx.Client(
+                    base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+                ) as client:
+                    api._fund(client, 10_000)
+                for index, scenario in enumerate(scenarios):
+                    _run(server, scenario, index, key, read_key, cursors, args)
+
+
+def _run(
+    server: api.Server,
+    scenario: str,
+    index: int,
+    key: str,
+    read_key: str,
+    cursors: Path,
+    args: argparse.Namespace,
+) -> None:
+    wallets = 1 if scenario == "expense-hot" else 10_000
+    options: dict[str, object] = {"wallets": wallets, "merchants": wallets}
+    per_request = 1
+    if scenario == "batch-uniform":
+        mode, connections, per_request = "batch", 4, 1000
+        options["batch"] = per_request
+    elif scenario == "statement":
+        mode, connections = "statement", 8
+        options = {"datafile": str(cursors)}
+        key = read_key
+    else:
+        mode, connections = "expense", 64
+    cpu = api._cpu_seconds(server.pid)
+    run = api._wrk_finish(
+        api._wrk_start(
+            server.url,
+            mode=mode,
+            key=key,
+            connections=connections,
+            seconds=args.seconds,
+            prefix=f"q{index}",
+            **options,  # type: ignore[arg-type]
+        ),
+        args.seconds,
+    )
+    cpu = api._cpu_seconds(server.pid) - cpu
+    rate = run.answered * per_request / run.seconds
+    unit = "pages" if mode == "statement" else "transfers"
+    print(
+        f"{args.store} {scenario}: {rate:,.0f} {unit}/s, p50 {run.p50_ms:.1f} ms, "
+        f"p99 {run.p99_ms:.1f} ms, server CPU {cpu / max(run.requests, 1) * 1e6:,.0f} "
+        f"µs/request, errors {run.errors}, refused {run.refused}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
