@@ -17,15 +17,20 @@ from tally.store.sqlite_keys import SqliteKeyStore
 # docs/benchmarks.md. A writer allocates a few small objects per transfer and keeps a large
 # live state, so CPython's default collector (a young collection every 700 allocations)
 # costs about a fifth of the writer's CPU; collecting every 100,000 allocations costs little
-# memory and almost no time. The writer's committer thread needs the GIL back between SQL
-# statements; a 0.1 ms switch interval (default 5 ms) lets it overlap with deciding.
+# memory and almost no time. The thread that streams a batch to the database (PostgreSQL's
+# COPY through the store's loop) needs the GIL back often; a 0.1 ms switch interval (default
+# 5 ms) lets it overlap with deciding. The HTTP server is different: its event loop runs
+# thousands of short requests a second and each commit takes the GIL back only a few times
+# (one statement), so a forced switch every 0.1 ms only cost CPU; 1 ms measured best there
+# (single expenses +10-15% on both stores, docs/benchmarks.md).
 gc_thresholds = (100_000, 50, 100)
 switch_interval_s = 0.0001
+serve_switch_interval_s = 0.001
 
 
-def tune_runtime() -> None:
+def tune_runtime(switch_interval: float = switch_interval_s) -> None:
     gc.set_threshold(*gc_thresholds)
-    sys.setswitchinterval(switch_interval_s)
+    sys.setswitchinterval(switch_interval)
 
 
 def open_store(db: str | Path) -> Store:
@@ -50,8 +55,13 @@ def open_key_store(store: Store) -> KeyStore:
     raise TypeError(f"no key store for {type(store).__name__}")
 
 
-def open_engine(db: str | Path, *, batch_commands_max: int | None = None) -> Engine:
-    tune_runtime()
+def open_engine(
+    db: str | Path,
+    *,
+    batch_commands_max: int | None = None,
+    switch_interval: float = switch_interval_s,
+) -> Engine:
+    tune_runtime(switch_interval)
     store = open_store(db)
     if batch_commands_max is None:
         return Engine(store, currencies=currencies())

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from litestar import Litestar
 
-from tally.bootstrap import open_engine, open_key_store
+from tally.bootstrap import open_engine, open_key_store, serve_switch_interval_s
 from tally.http.app import create_app
 from tally.http.services import Services
 
 
 def open_services(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Services:
-    engine = open_engine(db)  # opens the store first: it runs the migrations
+    # Opens the store first (it runs the migrations); tuned for serving (bootstrap.py).
+    engine = open_engine(db, switch_interval=serve_switch_interval_s)
     keys = open_key_store(engine.store)
     return Services(engine=engine, keys=keys, key_cache_ttl_s=key_cache_ttl_s)
 
