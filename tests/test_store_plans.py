@@ -9,6 +9,8 @@ with enough rows for a bad plan to be plausible.
 from __future__ import annotations
 
 import sqlite3
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -143,5 +145,44 @@ def test_a_batch_larger_than_one_json_text_is_written_in_chunks(
         assert result.ok, result
         assert result.events == 10
     finally:
+        engine.close()
+        engine.store.close()
+
+
+def _wal_frames(db: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames copied back) from the WAL index (`-shm`): mxFrame at byte
+    16 of its header, nBackfill at byte 96 (sqlite.org/walformat.html), native order."""
+    shm = Path(f"{db}-shm").read_bytes()
+    return int.from_bytes(shm[16:20], sys.byteorder), int.from_bytes(shm[96:100], sys.byteorder)
+
+
+def test_checkpoints_finish_after_a_reader_held_them_back(tmp_path: Path) -> None:
+    """A reader holding an old snapshot stops a checkpoint halfway; once it is gone the
+    store's checkpointer finishes the job without waiting for another commit (until then
+    every read looks its pages up in the WAL)."""
+    path = tmp_path / "wal.db"
+    engine = open_engine(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+
+        def recharge(i: int) -> Envelope:
+            command = Recharge(user_id=f"u{i}", amount=10, currency="USD", gateway="pp")
+            return Envelope(idempotency_key=f"r{i}", command=command)
+
+        engine.execute_many("wal", [recharge(i) for i in range(200)])
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # holds this snapshot
+        engine.execute_many("wal", [recharge(i) for i in range(200, 2_000)])
+        time.sleep(3 * store.checkpoint_interval_s)
+        frames, copied = _wal_frames(path)
+        assert copied < frames  # held back by the reader
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 10
+        while _wal_frames(path)[1] < _wal_frames(path)[0] and time.monotonic() < deadline:
+            time.sleep(store.checkpoint_interval_s)
+        frames, copied = _wal_frames(path)
+        assert copied == frames, (frames, copied)
+    finally:
+        reader.close()
         engine.close()
         engine.store.close()

@@ -229,7 +229,12 @@ class _Checkpointer:
                     return
                 self._due.clear()
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, wal_frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if copied < wal_frames:
+                        # Readers held pages back: try again even if no commit follows. Until
+                        # the WAL is all copied, every reader looks pages up in it (and reads
+                        # them with a system call each, past the file's memory map).
+                        self._due.set()
                 except sqlite3.Error as error:  # the committer's backstop takes over
                     log.warning("checkpoint failed", path=self._path, error=repr(error))
                 time.sleep(checkpoint_interval_s)
