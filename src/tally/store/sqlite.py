@@ -84,6 +84,33 @@ def _update(
         raise RuntimeError(f"ledger {ledger}: a row to update is missing")
 
 
+def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
+    rows = batch.projections
+    spans, bodies, hashes = _event_columns(batch.events)
+    try:
+        db.execute(
+            _INSERT_BATCH,
+            (
+                batch.ledger,
+                batch.base.seq,
+                batch.base.hash,
+                batch.head.seq,
+                batch.head.hash,
+                spans,
+                bodies,
+                hashes,
+                _encode_rows(rows.entries).decode(),
+                _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
+                _encode_rows(rows.orders).decode(),
+                _encode_rows(rows.keys).decode(),
+            ),
+        )
+    except sqlite3.IntegrityError as error:
+        if str(error) == _HEAD_MOVED:
+            raise HeadMoved(batch.ledger) from error
+        raise
+
+
 def _insert_events(db: sqlite3.Connection, ledger: str, events: Sequence[EventRow]) -> None:
     for start in range(0, len(events), json_chunk_rows):
         chunk = events[start : start + json_chunk_rows]
@@ -311,46 +338,20 @@ class SqliteStore:
 
     def commit(self, batch: BatchWrite) -> None:
         db = self._connection()
-        ledger = batch.ledger
         rows = batch.projections
-        if (
-            len(batch.events) > json_chunk_rows
-            or max(len(rows.entries), len(rows.accounts), len(rows.orders), len(rows.keys))
-            > json_chunk_rows
-        ):
-            self._commit_in_chunks(db, batch)
-            return
-        if not getattr(self._local, "batch_view", False):
+        sizes = (len(batch.events), len(rows.entries), len(rows.accounts), len(rows.orders))
+        in_one_statement = max(*sizes, len(rows.keys)) <= json_chunk_rows
+        if in_one_statement and not getattr(self._local, "batch_view", False):
             db.executescript(_BATCH_VIEW)
             self._local.batch_view = True
-        spans, bodies, hashes = _event_columns(batch.events)
         db.execute("BEGIN IMMEDIATE")
         try:
-            try:
-                db.execute(
-                    _INSERT_BATCH,
-                    (
-                        ledger,
-                        batch.base.seq,
-                        batch.base.hash,
-                        batch.head.seq,
-                        batch.head.hash,
-                        spans,
-                        bodies,
-                        hashes,
-                        _encode_rows(rows.entries).decode(),
-                        _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
-                        _encode_rows(rows.orders).decode(),
-                        _encode_rows(rows.keys).decode(),
-                    ),
-                )
-            except sqlite3.IntegrityError as error:
-                if str(error) == _HEAD_MOVED:
-                    raise HeadMoved(ledger) from error
-                raise
-            _update(
-                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
-            )
+            if in_one_statement:
+                _write_in_one_statement(db, batch)
+            else:  # a batch too large for one JSON text per table: a statement per chunk
+                self._write_in_chunks(db, batch)
+            updates = [(o.order_id, o.refunded) for o in batch.order_updates]
+            _update(db, _UPDATE_ORDERS, batch.ledger, updates)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -362,28 +363,16 @@ class SqliteStore:
         """None: SQLite's commit blocks in C with the GIL released; the writer's committer
         thread runs it."""
 
-    def _commit_in_chunks(self, db: sqlite3.Connection, batch: BatchWrite) -> None:
-        """A batch too large for one JSON text per table: one statement per chunk."""
+    def _write_in_chunks(self, db: sqlite3.Connection, batch: BatchWrite) -> None:
         ledger = batch.ledger
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            moved = db.execute(
-                _MOVE_HEAD,
-                (batch.head.seq, batch.head.hash, ledger, batch.base.seq, batch.base.hash),
-            ).rowcount
-            if moved != 1:
-                raise HeadMoved(ledger)
-            _insert_events(db, ledger, batch.events)
-            self._write_projections(db, ledger, batch.projections)
-            _update(
-                db, _UPDATE_ORDERS, ledger, [(o.order_id, o.refunded) for o in batch.order_updates]
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        self._checkpoint_soon()
+        moved = db.execute(
+            _MOVE_HEAD,
+            (batch.head.seq, batch.head.hash, ledger, batch.base.seq, batch.base.hash),
+        ).rowcount
+        if moved != 1:
+            raise HeadMoved(ledger)
+        _insert_events(db, ledger, batch.events)
+        self._write_projections(db, ledger, batch.projections)
 
     def _checkpoint_soon(self) -> None:
         checkpointer = self._checkpointer
