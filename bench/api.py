@@ -195,6 +195,9 @@ def _wrk_finish(process: subprocess.Popen[str], seconds: float) -> WrkRun:
     )
 
 
+settle_seconds = 10  # pause before statement-idle (see run_store)
+
+
 # -- the server ----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Server:
@@ -742,6 +745,9 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                     batch=batch,
                     **uniform,
                 )
+                # "Idle" reads: after the writes' background work (SQLite copying a WAL of
+                # hundreds of MB back, PostgreSQL's own flushing) has settled.
+                time.sleep(settle_seconds)
                 reads = _wrk_finish(
                     _wrk_start(
                         server.url,
@@ -948,7 +954,9 @@ of 1.00 USD. 10,000 wallets are funded through `/v1/batch` before any clock star
 - `mixed-uniform`: 70% expenses, 15% recharges, 15% refunds (0.01 of one of 2,000 orders).
 - `batch*-uniform`: `POST /v1/batch`, 4 connections, N expenses a request.
 - `statement-idle`: `GET /v1/users/s0/statement?currency=USD&limit=100`, 8 connections, the
-  first, the last and random pages of a wallet with 1,000,000 entries (built in-process).
+  first, the last and random pages of a wallet with 1,000,000 entries (built in-process),
+  10 s (`settle_seconds`) after the write scenarios end (right after a burst SQLite is still
+  copying its WAL back: p99 ~18 ms instead of ~10 for a few seconds).
   `expense-uniform+reads` / `statement-under-writes`: both loads at once.
 - `baseline-*`: the conventional PostgreSQL ledger, one database transaction per transfer
   (lock wallet and merchant with `SELECT … FOR UPDATE` in id order, check, insert both
