@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -73,6 +74,49 @@ class FlakyStore:
 
     def commit_soon(self, batch: BatchWrite) -> None:
         """None: through `commit`, on the writer's committer thread."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class CountingStore:
+    """A real store whose commits, started the way the writer starts them (`commit_soon`
+    where the store has it), are counted: fenced ones, and ones begun while another ran."""
+
+    def __init__(self, db: str) -> None:
+        self.inner = open_store(db)
+        self.moved = 0
+        self.overlapped = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def _began(self) -> None:
+        with self._lock:
+            self.overlapped += self._running > 0
+            self._running += 1
+
+    def _ended(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._running -= 1
+            self.moved += isinstance(error, HeadMoved)
+
+    def commit_soon(self, batch: BatchWrite) -> Future[None] | None:
+        self._began()
+        started = self.inner.commit_soon(batch)
+        if started is None:
+            self._ended(None)  # the writer calls `commit` instead
+            return None
+        started.add_done_callback(lambda done: self._ended(done.exception()))
+        return started
+
+    def commit(self, batch: BatchWrite) -> None:
+        self._began()
+        try:
+            self.inner.commit(batch)
+        except BaseException as error:
+            self._ended(error)
+            raise
+        self._ended(None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -211,7 +255,7 @@ def test_overlapping_commits_land_in_order_without_fencing_each_other(db: str, b
     """On PostgreSQL batch N+1 is written while N commits; its compare-and-set waits for
     N's, so none is fenced and the log holds every batch in order. SQLite commits one at a
     time. (Batches of 20 commit in one statement on PostgreSQL, of 300 by COPY.)"""
-    store = FlakyStore(db, failing=set())
+    store = CountingStore(db)
     engine = Engine(store, currencies={"USD"}, batch_commands_max=batch)
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1_000_000))

@@ -179,3 +179,21 @@ def test_a_write_handed_to_litestar_is_submitted_once(tmp_path: Any) -> None:
         ledger = app.direct.services.engine.writer("shop").state
         assert ledger.balance("wallet:cy:USD") == 1400
         assert ledger.seq == 2
+
+
+def test_the_state_folded_at_start_is_kept_out_of_the_collector(tmp_path: Any) -> None:
+    """`tally serve` freezes what it folded from the log before serving (gc.freeze), so a
+    full collection never walks the ledger's state in the middle of a request."""
+    import gc
+
+    db = str(tmp_path / "frozen.db")
+    with _client(db, direct=True) as (client, secrets, _):
+        headers = {"Authorization": f"Bearer {secrets['write']}", "Idempotency-Key": "r"}
+        body = {"user_id": "dee", "amount": "1.00", "currency": "USD", "gateway": "paypal"}
+        assert client.post("/v1/recharges", json=body, headers=headers).status_code == 201
+    gc.unfreeze()
+    try:
+        with _client(db, direct=True):  # starts again: catches up with the log, then freezes
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
