@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import IO
@@ -139,7 +140,28 @@ def run_and_kill(db: str, tmp_path: Path, acks_before_kill: int) -> dict[str, st
         child.wait(timeout=30)
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL, stderr_path.read_text()
+    wait_for_the_dead_clients_statements(db)
     return acks
+
+
+def wait_for_the_dead_clients_statements(db: str) -> None:
+    """On PostgreSQL, a commit the killed writer had sent (one statement: a small batch is
+    its own transaction) still runs and may land after the kill, unacknowledged, like a
+    COMMIT in flight. Wait until the dead client's sessions are gone, so the log the checks
+    read is the one the auditor reads."""
+    if not rawdb.is_postgres(db):
+        return
+    deadline = time.monotonic() + 30
+    with rawdb.connect(db) as raw:
+        while time.monotonic() < deadline:
+            (others,) = raw.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if others == 0:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the killed writer's sessions did not end")
 
 
 def logged_keys(db: str) -> list[tuple[int, str, str]]:
