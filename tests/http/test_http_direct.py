@@ -119,6 +119,28 @@ def _journey(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
     post("/v1/expenses", expense("ann", "o8", "1.00"), "e8", content_type="text/plain")
     post("/v1/expenses", expense("ann", "o9", "1.00"), "x" * 256)  # key too long
     post("/v1/expenses", expense("ann", "o10", "2.00"), "e10")
+
+    def get(query: str, user: str = "ann", who: str = "admin") -> Any:
+        response = client.get(
+            f"/v1/users/{user}/statement{query}",
+            headers={"Authorization": f"Bearer {secrets[who]}"},
+        )
+        answers.append(_answer(response))
+        return response.json()
+
+    first = get("?currency=USD&limit=2")
+    get(f"?currency=USD&limit=2&cursor={first['next_cursor']}")
+    get("?currency=USD")
+    get("?currency=USD&limit=1000")
+    get("?currency=USD", user="nobody")  # no lines
+    get("?currency=XYZ")  # unknown currency: Litestar's
+    get("?currency=USD&limit=0")  # out of range: Litestar's
+    get("?currency=USD&limit=05")
+    get("?currency=USD&cursor=nonsense")  # a cursor that does not decode
+    get("?currency=USD&from=2026-01-01T00:00:00Z")  # time bounds: Litestar's
+    get("?currency=USD&currency=EUR")  # repeated
+    get("?currency=USD&color=red")  # unknown parameter
+    get("?currency=USD", who="write")  # no read scope
     return answers
 
 
@@ -149,6 +171,9 @@ def test_the_direct_path_answers_exactly_as_litestar(store: str, tmp_path: Any) 
     # answered the rest: each key's first use (not cached yet), the unknown expense, the
     # missing scope and the malformed requests. All are counted under their route.
     assert direct.answered == 9
+    # Statement pages answered directly: the four well-formed ones with the admin key (its
+    # first use was a write, so it is cached) and the empty one.
+    assert direct.statements == 5
     assert 'tally_http_requests_total{method="POST",route="/v1/expenses",status="201"}' in metrics
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
@@ -29,9 +30,10 @@ from tally.domain import limits
 from tally.domain.commands import Command
 from tally.domain.rejections import Rejected
 from tally.engine.writer import LedgerWriter
-from tally.http import commands, models, writes
+from tally.http import commands, models, reads, writes
 from tally.http.problems import PROBLEM_JSON, ApiProblem, EdgeProblem, of_rejection, problem
 from tally.http.services import Services
+from tally.money import exponent
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +58,8 @@ class DirectWrites:
 
     def __init__(self, services: Services, *, body_bytes_max: int) -> None:
         self.services = services
-        self.answered = 0  # requests answered here, not by Litestar (for tests and profiling)
+        self.answered = 0  # writes answered here, not by Litestar (for tests and profiling)
+        self.statements = 0  # statement pages answered here
         single = body_bytes_max
         self.routes: dict[str, _Route] = {
             "/v1/recharges": _route(Scope.WRITE, models.RechargeRequest, single, _recharge),
@@ -135,6 +138,70 @@ class DirectWrites:
         if not 1 <= len(idempotency_key) <= limits.idempotency_key_length_max:
             return None, None
         return key, idempotency_key
+
+
+STATEMENT_ROUTE = "/v1/users/{user_id:str}/statement"
+_STATEMENT_PREFIX, _STATEMENT_SUFFIX = "/v1/users/", "/statement"
+_STATEMENT_QUERY = frozenset({"currency", "limit", "cursor"})
+
+
+def statement_user(path: str) -> str | None:
+    """The user id of a statement path (`/v1/users/{user_id}/statement`), else None."""
+    if not (path.startswith(_STATEMENT_PREFIX) and path.endswith(_STATEMENT_SUFFIX)):
+        return None
+    user_id = path[len(_STATEMENT_PREFIX) : -len(_STATEMENT_SUFFIX)]
+    return user_id if user_id and "/" not in user_id else None
+
+
+async def statement(services: Services, scope: HTTPScope, user_id: str, send: Send) -> int | None:
+    """A statement page's common case: a cached key with the read scope, `currency` (known),
+    `limit` (plain digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
+    Anything else, or a read that fails, is Litestar's to answer (a read has no effect, so
+    doing it again there is harmless)."""
+    authorization = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization:
+                return None
+            authorization = value
+    kind, _, secret = authorization.partition(b" ")
+    if kind.lower() != b"bearer":
+        return None
+    key = services.cached_key(secret.strip().decode("latin-1"))
+    if key is None or not key.allows(Scope.READ):
+        return None
+    query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    given = dict(query)
+    if len(given) != len(query) or not given.keys() <= _STATEMENT_QUERY:
+        return None
+    currency, limit, cursor = given.get("currency"), given.get("limit", "100"), given.get("cursor")
+    if (
+        currency is None
+        or len(currency) != 3
+        or not limit.isdigit()
+        or limit.startswith("0")
+        or not 1 <= int(limit) <= reads.statement_page_entries_max
+        or (cursor is not None and len(cursor) > 64)
+    ):
+        return None
+    try:
+        exponent(currency)
+        after = None if cursor is None else reads.decode_cursor(cursor)
+        store, ledger = services.engine.store, key.ledger
+        page = await services.read(
+            lambda: reads.statement_page(
+                store, ledger, user_id, currency, after=after, limit=int(limit)
+            )
+        )
+    except Exception:  # Litestar reads again and says what is wrong
+        return None
+    sent = writes.Sent(200, {}, msgspec.json.encode(page))
+    await sent(scope, _nothing, send)
+    return sent.status
+
+
+async def _nothing() -> ReceiveMessage:  # pragma: no cover - a GET answer reads no body
+    return {"type": "http.disconnect"}
 
 
 async def _read(receive: Receive) -> tuple[bytes, Receive]:

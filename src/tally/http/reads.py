@@ -118,6 +118,21 @@ def _statement(
     return models.StatementPage(entries=lines, next_cursor=cursor)
 
 
+def statement_page(
+    store: Store,
+    ledger: str,
+    user_id: str,
+    currency: str,
+    *,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> models.StatementPage:
+    """A page with no time bounds (what http/direct.py answers itself)."""
+    return _statement(
+        store, ledger, user_id, currency, after=after, limit=limit, since_us=None, until_us=None
+    )
+
+
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
 async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) -> models.Balances:
     store = services_of(request).engine.store
