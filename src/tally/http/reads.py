@@ -92,7 +92,7 @@ def _first_seq_at(store: Store, ledger: str, since_us: int) -> int:
     return low
 
 
-def _statement(
+def statement_page(
     store: Store,
     ledger: str,
     user_id: str,
@@ -100,9 +100,10 @@ def _statement(
     *,
     after: tuple[int, int] | None,
     limit: int,
-    since_us: int | None,
-    until_us: int | None,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> models.StatementPage:
+    """A page of the statement (also what http/direct.py answers itself, unbounded in time)."""
     if after is None:
         start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
         after = (start - 1, _PAST_EVERY_POSTING)
@@ -116,21 +117,6 @@ def _statement(
             lines, next_position = kept, None
     cursor = None if next_position is None else encode_cursor(next_position)
     return models.StatementPage(entries=lines, next_cursor=cursor)
-
-
-def statement_page(
-    store: Store,
-    ledger: str,
-    user_id: str,
-    currency: str,
-    *,
-    after: tuple[int, int] | None,
-    limit: int,
-) -> models.StatementPage:
-    """A page with no time bounds (what http/direct.py answers itself)."""
-    return _statement(
-        store, ledger, user_id, currency, after=after, limit=limit, since_us=None, until_us=None
-    )
 
 
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
@@ -164,7 +150,7 @@ async def get_statement(
     since_us = _instant_us(since, "from")
     until_us = _instant_us(until, "to")
     return await services_of(request).read(
-        lambda: _statement(
+        lambda: statement_page(
             services_of(request).engine.store,
             api_key_of(request).ledger,
             user_id,
