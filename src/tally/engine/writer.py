@@ -2,8 +2,9 @@
 
 The writer thread owns the ledger's in-memory state. It takes every queued command up to
 `batch_commands_max`, decides each against the state (a refused command leaves no trace),
-chains the accepted events, and hands the batch to its committer thread, which writes it in
-one database transaction that moves the ledger's head by compare-and-set. Only after that
+chains the accepted events, and hands the batch to the store (`Store.commit_soon`, or else a
+committer thread of its own), which writes it in one database transaction that moves the
+ledger's head by compare-and-set. Only after that
 commit does any caller hear back.
 
 The threads form a pipeline: while batch N is being committed (database and fsync work

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Histogram
 
 from tally import __version__
 from tally.http import docs, models, reads, writes
-from tally.http.direct import STATEMENT_ROUTE, DirectWrites, statement, statement_user
+from tally.http.direct import STATEMENT_ROUTE, DirectWrites, statement_user
 from tally.http.metrics import CONTENT_TYPE_LATEST, Metrics
 from tally.http.models import Health
 from tally.http.problems import EXCEPTION_HANDLERS
@@ -99,9 +99,8 @@ class _MeasuredApp(Litestar):
         if http["method"] == "GET" and self.direct is not None:
             user_id = statement_user(http["path"])
             if user_id is not None:
-                answered = await statement(self.direct.services, http, user_id, answer)
+                answered = await self.direct.statement(http, user_id, answer)
                 if answered is not None:
-                    self.direct.statements += 1
                     self._measure(STATEMENT_ROUTE, "GET", answered, time.perf_counter() - started)
                     return
         direct = self._routes.get(http["path"]) if http["method"] == "POST" else None

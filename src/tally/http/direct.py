@@ -115,6 +115,51 @@ class DirectWrites:
         await sent(scope, receive, send)
         return sent.status, receive
 
+    async def statement(self, scope: HTTPScope, user_id: str, send: Send) -> int | None:
+        """A statement page's common case: a cached key with the read scope, `currency` (known),
+        `limit` (plain digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
+        Anything else, or a read that fails, is Litestar's to answer (a read has no effect, so
+        doing it again there is harmless)."""
+        authorization = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(authorization) != 1:
+            return None
+        key = _cached_key(self.services, authorization[0], Scope.READ)
+        if key is None:
+            return None
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        given = dict(query)
+        if len(given) != len(query) or not given.keys() <= _STATEMENT_QUERY:
+            return None
+        currency, limit, cursor = (
+            given.get("currency"),
+            given.get("limit", "100"),
+            given.get("cursor"),
+        )
+        if (
+            currency is None
+            or len(currency) != 3
+            or not limit.isdigit()
+            or limit.startswith("0")
+            or not 1 <= int(limit) <= reads.statement_page_entries_max
+            or (cursor is not None and len(cursor) > 64)
+        ):
+            return None
+        try:
+            exponent(currency)
+            after = None if cursor is None else reads.decode_cursor(cursor)
+            store, ledger = self.services.engine.store, key.ledger
+            page = await self.services.read(
+                lambda: reads.statement_page(
+                    store, ledger, user_id, currency, after=after, limit=int(limit)
+                )
+            )
+        except Exception:  # Litestar reads again and says what is wrong
+            return None
+        sent = writes.Sent(200, {}, msgspec.json.encode(page))
+        self.statements += 1
+        await sent(scope, _nothing, send)
+        return sent.status
+
     def _admitted(
         self, route: _Route, headers: dict[bytes, bytes]
     ) -> tuple[ApiKey | None, str | None]:
@@ -123,16 +168,14 @@ class DirectWrites:
         is wrong)."""
         media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         length = headers.get(b"content-length", b"")
-        kind, _, secret = headers.get(b"authorization", b"").partition(b" ")
         if (
             media_type != b"application/json"
             or not length.isdigit()
             or not 0 < int(length) <= route.body_bytes_max
-            or kind.lower() != b"bearer"
         ):
             return None, None
-        key = self.services.cached_key(secret.strip().decode("latin-1"))
-        if key is None or not key.allows(route.scope):
+        key = _cached_key(self.services, headers.get(b"authorization", b""), route.scope)
+        if key is None:
             return None, None
         idempotency_key = headers.get(b"idempotency-key", b"").decode("latin-1")
         if not 1 <= len(idempotency_key) <= limits.idempotency_key_length_max:
@@ -153,51 +196,13 @@ def statement_user(path: str) -> str | None:
     return user_id if user_id and "/" not in user_id else None
 
 
-async def statement(services: Services, scope: HTTPScope, user_id: str, send: Send) -> int | None:
-    """A statement page's common case: a cached key with the read scope, `currency` (known),
-    `limit` (plain digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
-    Anything else, or a read that fails, is Litestar's to answer (a read has no effect, so
-    doing it again there is harmless)."""
-    authorization = b""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if authorization:
-                return None
-            authorization = value
+def _cached_key(services: Services, authorization: bytes, scope: Scope) -> ApiKey | None:
+    """The live key of a `Bearer` header, if the key cache holds it and it has `scope`."""
     kind, _, secret = authorization.partition(b" ")
     if kind.lower() != b"bearer":
         return None
     key = services.cached_key(secret.strip().decode("latin-1"))
-    if key is None or not key.allows(Scope.READ):
-        return None
-    query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    given = dict(query)
-    if len(given) != len(query) or not given.keys() <= _STATEMENT_QUERY:
-        return None
-    currency, limit, cursor = given.get("currency"), given.get("limit", "100"), given.get("cursor")
-    if (
-        currency is None
-        or len(currency) != 3
-        or not limit.isdigit()
-        or limit.startswith("0")
-        or not 1 <= int(limit) <= reads.statement_page_entries_max
-        or (cursor is not None and len(cursor) > 64)
-    ):
-        return None
-    try:
-        exponent(currency)
-        after = None if cursor is None else reads.decode_cursor(cursor)
-        store, ledger = services.engine.store, key.ledger
-        page = await services.read(
-            lambda: reads.statement_page(
-                store, ledger, user_id, currency, after=after, limit=int(limit)
-            )
-        )
-    except Exception:  # Litestar reads again and says what is wrong
-        return None
-    sent = writes.Sent(200, {}, msgspec.json.encode(page))
-    await sent(scope, _nothing, send)
-    return sent.status
+    return key if key is not None and key.allows(scope) else None
 
 
 async def _nothing() -> ReceiveMessage:  # pragma: no cover - a GET answer reads no body

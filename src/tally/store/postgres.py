@@ -1,10 +1,11 @@
 """The production store: PostgreSQL through asyncpg, with the SQLite store's exact semantics.
 
-The engine is thread-based (one writer and up to two committer threads per ledger), asyncpg
-is asyncio-based: the store owns a private event loop on a thread of its own and every call
-hops onto it. A batch costs a constant number of round trips whatever its size: one binary
-COPY per append-only table (none for an empty one), the head's compare-and-set, one `unnest`
-update of the refunded orders, and the commit.
+The engine is thread-based (one writer thread per ledger), asyncpg is asyncio-based: the
+store owns a private event loop on a thread of its own; the writer starts each commit on it
+(`commit_soon`) and every other call hops onto it. A batch costs a constant number of round
+trips whatever its size: a small one (`one_statement_events_max`, no refunded order) is one
+statement; a larger one is one binary COPY per table with rows, the head's compare-and-set,
+one `unnest` update of the refunded orders, and the commit.
 
 Correctness rests only on the compare-and-set of the head row under any isolation level:
 a second writer's UPDATE waits for the first to commit, re-reads the row, no longer matches
@@ -105,14 +106,9 @@ WHERE orders.ledger = $1 AND orders.order_id = u.order_id
 # The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), and every table's rows
 # as arrays, inserted only when the head moved. Each row insert of a data-modifying CTE runs
 # whether or not the main query reads it; `moved` gates them.
-_COMMIT_ONE_STATEMENT = """
-WITH head AS (
-    UPDATE ledgers SET
-        seq = CASE WHEN seq = $4 AND hash = $5 THEN $1 ELSE seq END,
-        hash = CASE WHEN seq = $4 AND hash = $5 THEN $2 ELSE hash END
-    WHERE name = $3
-    RETURNING seq = $1 AND hash = $2 AS moved
-), go AS (SELECT 1 FROM head WHERE moved),
+_COMMIT_ONE_STATEMENT = f"""
+WITH head AS ({_MOVE_HEAD.strip()} AS moved),
+go AS (SELECT 1 FROM head WHERE moved),
 ev AS (
     INSERT INTO events (ledger, seq, transaction_id, event_type, body, hash)
     SELECT $3, * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
@@ -268,12 +264,12 @@ class PostgresStore:
         turn = self._loop.create_future()
         self._cas_turns[(ledger, batch.head)] = turn
         try:
-            # READ COMMITTED only makes the updates after the compare-and-set see the rows
-            # of the batch committed just before; any other level is equally correct (a
-            # serialization failure counts as a fence), only slower when commits overlap.
             if len(batch.events) <= one_statement_events_max and not batch.order_updates:
                 await self._commit_in_one_statement(batch)
                 return
+            # READ COMMITTED only makes the updates after the compare-and-set see the rows
+            # of the batch committed just before; any other level is equally correct (a
+            # serialization failure counts as a fence), only slower when commits overlap.
             async with self.pool.acquire() as db, db.transaction(isolation="read_committed"):
                 await _copy(db, "events", _EVENT_COLUMNS, [(ledger, *r) for r in batch.events])
                 await _write_projections(db, ledger, batch.projections)
@@ -512,8 +508,7 @@ async def _update(db: _Connection, sql: str, ledger: str, rows: Sequence[Sequenc
     """Rows that exist already: each is `(key, new values...)`; every one must be there."""
     if not rows:
         return
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    status = await db.execute(sql, ledger, *columns)
+    status = await db.execute(sql, ledger, *_columns(rows, len(rows[0])))
     if status != f"UPDATE {len(rows)}":
         raise RuntimeError(f"ledger {ledger}: a row to update is missing ({status})")
 

@@ -61,8 +61,14 @@ class _JsonInsert:
     """
 
     def __init__(self, table: str, columns: int) -> None:
-        picks = ", ".join(f"value ->> {i}" for i in range(columns))
-        self.sql = f"INSERT INTO {table} SELECT ?1, {picks} FROM json_each(?2)"
+        self.table = table
+        self.columns = columns
+        self.sql = self.statement("?1", "?2")
+
+    def statement(self, ledger: str, rows: str) -> str:
+        """The INSERT, reading the ledger and the JSON rows from these SQL expressions."""
+        picks = ", ".join(f"value ->> {i}" for i in range(self.columns))
+        return f"INSERT INTO {self.table} SELECT {ledger}, {picks} FROM json_each({rows})"
 
     def run(self, db: sqlite3.Connection, ledger: str, rows: Sequence[Sequence[object]]) -> None:
         """Insert `rows`, each prefixed with `ledger`."""
@@ -133,11 +139,16 @@ def _event_columns(events: Sequence[EventRow]) -> tuple[str, bytes, bytes]:
     return _encode_rows(spans).decode(), bodies, hashes
 
 
-_INSERT_EVENTS = (
-    "INSERT INTO events SELECT ?1, value ->> 0, value ->> 1, value ->> 2, "
-    f"substr(?3, value ->> 3, value ->> 4), substr(?4, key * {hash_bytes} + 1, {hash_bytes}) "
-    "FROM json_each(?2)"
-)
+def _events_insert(ledger: str, spans: str, bodies: str, hashes: str) -> str:
+    """The events INSERT (see `_event_columns`), reading from these SQL expressions."""
+    return (
+        f"INSERT INTO events SELECT {ledger}, value ->> 0, value ->> 1, value ->> 2, "
+        f"substr({bodies}, value ->> 3, value ->> 4), "
+        f"substr({hashes}, key * {hash_bytes} + 1, {hash_bytes}) FROM json_each({spans})"
+    )
+
+
+_INSERT_EVENTS = _events_insert("?1", "?2", "?3", "?4")
 _INSERT_ENTRY = _JsonInsert("entries", 6)
 _INSERT_ACCOUNT = _JsonInsert("accounts", 4)
 # An account's balance and last seq are those of its last entry: two primary-key seeks.
@@ -175,7 +186,8 @@ _HIGHEST_PROJECTED_SEQ = (
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 # A whole batch in one statement: an INSERT into a view of this connection whose trigger
-# moves the head (refusing a base that is not the head) and inserts every table's rows.
+# moves the head (refusing a base that is not the head) and inserts every table's rows with
+# the same INSERTs as the long form (`_write_in_chunks`), reading the view's row instead.
 # Statement by statement, Python's sqlite3 retakes the GIL between them and the committer
 # queued for it behind the event loop and the writer seven times a commit (docs/benchmarks.md).
 _HEAD_MOVED = "tally: head moved"
@@ -188,18 +200,11 @@ BEGIN
     SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
         WHERE name = NEW.ledger AND seq = NEW.base_seq AND hash = NEW.base_hash);
     UPDATE ledgers SET seq = NEW.head_seq, hash = NEW.head_hash WHERE name = NEW.ledger;
-    INSERT INTO events SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
-        substr(NEW.bodies, value ->> 3, value ->> 4),
-        substr(NEW.hashes, key * {hash_bytes} + 1, {hash_bytes})
-        FROM json_each(NEW.spans);
-    INSERT INTO entries SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
-        value ->> 3, value ->> 4, value ->> 5 FROM json_each(NEW.entries);
-    INSERT INTO accounts SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
-        value ->> 3 FROM json_each(NEW.accounts);
-    INSERT INTO orders SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2,
-        value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(NEW.orders);
-    INSERT INTO idempotency_keys SELECT NEW.ledger, value ->> 0, value ->> 1, value ->> 2
-        FROM json_each(NEW.keys);
+    {_events_insert("NEW.ledger", "NEW.spans", "NEW.bodies", "NEW.hashes")};
+    {_INSERT_ENTRY.statement("NEW.ledger", "NEW.entries")};
+    {_INSERT_ACCOUNT.statement("NEW.ledger", "NEW.accounts")};
+    {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
+    {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
 END;
 """
 _INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
