@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from tally.domain.commands import (
     Adjustment,
@@ -37,6 +38,7 @@ FORMAT_VERSION = 1
 # digits. The offline auditor re-derives the same bytes with the standard library's json
 # module, so the two implementations check each other.
 _encoder = msgspec.json.Encoder(order="sorted")
+_new_tuple = tuple.__new__
 
 
 class CanonicalFormError(ValueError):
@@ -145,36 +147,72 @@ def decode_event(data: bytes) -> tuple[str, Event]:
         raise CanonicalFormError(f"not a v1 event: {_version_problem(data) or error}") from error
     if body.v != FORMAT_VERSION:
         raise CanonicalFormError(f"unsupported format version {body.v!r}")
-    common: dict[str, Any] = {
-        "seq": body.seq,
-        "transaction_id": body.transaction_id,
-        "timestamp_us": body.timestamp_us,
-        "idempotency_key": body.idempotency_key,
-        "command_digest": body.command_digest,
-        "actor": body.actor,
-        "user_id": body.user_id,
-        "currency": body.currency,
-        "postings": tuple(
-            Posting(p.account, p.currency, p.amount, p.order_id) for p in body.postings
-        ),
-        "metadata": tuple(sorted(body.metadata.items())),
-    }
+    # Replay, verify and a writer's catch-up decode every event of a log: the postings and
+    # orders are built as the tuples they are (tuple.__new__ skips NamedTuple's Python-level
+    # __new__) and each event with its fields spelled out (no **kwargs dict to build).
+    postings = tuple([_new_tuple(Posting, astuple(p)) for p in body.postings])
+    metadata = tuple(sorted(body.metadata.items())) if body.metadata else ()
     event: Event
     if isinstance(body, _ExpenseBody):
-        orders = tuple(OrderLine(o.order_id, o.amount, o.merchant_id) for o in body.orders)
-        event = ExpensePaid(**common, orders=orders)
+        event = ExpensePaid(
+            seq=body.seq,
+            transaction_id=body.transaction_id,
+            timestamp_us=body.timestamp_us,
+            idempotency_key=body.idempotency_key,
+            command_digest=body.command_digest,
+            actor=body.actor,
+            user_id=body.user_id,
+            currency=body.currency,
+            postings=postings,
+            metadata=metadata,
+            orders=tuple([_new_tuple(OrderLine, astuple(o)) for o in body.orders]),
+        )
     elif isinstance(body, _RechargeBody):
-        event = WalletRecharged(**common, gateway=body.gateway)
+        event = WalletRecharged(
+            seq=body.seq,
+            transaction_id=body.transaction_id,
+            timestamp_us=body.timestamp_us,
+            idempotency_key=body.idempotency_key,
+            command_digest=body.command_digest,
+            actor=body.actor,
+            user_id=body.user_id,
+            currency=body.currency,
+            postings=postings,
+            metadata=metadata,
+            gateway=body.gateway,
+        )
     elif isinstance(body, _RefundBody):
         event = RefundIssued(
-            **common,
+            seq=body.seq,
+            transaction_id=body.transaction_id,
+            timestamp_us=body.timestamp_us,
+            idempotency_key=body.idempotency_key,
+            command_digest=body.command_digest,
+            actor=body.actor,
+            user_id=body.user_id,
+            currency=body.currency,
+            postings=postings,
+            metadata=metadata,
             expense_id=body.expense_id,
             order_id=body.order_id,
             amount=body.amount,
             reason=body.reason,
         )
     else:
-        event = BalanceAdjusted(**common, amount=body.amount, reason=body.reason)
+        event = BalanceAdjusted(
+            seq=body.seq,
+            transaction_id=body.transaction_id,
+            timestamp_us=body.timestamp_us,
+            idempotency_key=body.idempotency_key,
+            command_digest=body.command_digest,
+            actor=body.actor,
+            user_id=body.user_id,
+            currency=body.currency,
+            postings=postings,
+            metadata=metadata,
+            amount=body.amount,
+            reason=body.reason,
+        )
     return body.ledger, event
 
 

@@ -43,6 +43,9 @@ from tally.engine.ports import (
 )
 from tally.store.migrate import migrations
 
+# Rows read in bulk become their NamedTuple without its Python-level __new__.
+_new_tuple = tuple.__new__
+
 T = TypeVar("T")
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -395,10 +398,10 @@ class PostgresStore:
                 ledger,
             )
         return Projections(
-            accounts=[AccountRow(*r) for r in account_rows],
-            entries=[EntryRow(*r) for r in entry_rows],
-            orders=[OrderRow(*r) for r in order_rows],
-            keys=[KeyRow(*r) for r in key_rows],
+            accounts=[_new_tuple(AccountRow, r) for r in account_rows],
+            entries=[_new_tuple(EntryRow, r) for r in entry_rows],
+            orders=[_new_tuple(OrderRow, r) for r in order_rows],
+            keys=[_new_tuple(KeyRow, r) for r in key_rows],
         )
 
     def highest_projected_seq(self, ledger: str) -> int:

@@ -32,6 +32,9 @@ from tally.engine.ports import (
 )
 from tally.store.migrate import migrations
 
+# Rows read in bulk become their NamedTuple without its Python-level __new__.
+_new_tuple = tuple.__new__
+
 log = structlog.get_logger(__name__)
 
 busy_timeout_ms = 30_000
@@ -428,16 +431,17 @@ class SqliteStore:
             "WHERE ledger = ? AND seq > ? ORDER BY seq LIMIT ?",
             (ledger, after_seq, limit),
         )
-        return [EventRow(*row) for row in rows]
+        return [_new_tuple(EventRow, row) for row in rows]
 
     def projections(self, ledger: str) -> Projections:
         db = self._connection()
         return Projections(
             accounts=[
-                AccountRow(*r) for r in db.execute(_ACCOUNT_ROWS + " ORDER BY a.account", (ledger,))
+                _new_tuple(AccountRow, r)
+                for r in db.execute(_ACCOUNT_ROWS + " ORDER BY a.account", (ledger,))
             ],
             entries=[
-                EntryRow(*r)
+                _new_tuple(EntryRow, r)
                 for r in db.execute(
                     "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
                     "WHERE ledger = ? ORDER BY account, seq, idx",
@@ -445,7 +449,7 @@ class SqliteStore:
                 )
             ],
             orders=[
-                OrderRow(*r)
+                _new_tuple(OrderRow, r)
                 for r in db.execute(
                     "SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded "
                     "FROM orders WHERE ledger = ? ORDER BY order_id",
@@ -453,7 +457,7 @@ class SqliteStore:
                 )
             ],
             keys=[
-                KeyRow(*r)
+                _new_tuple(KeyRow, r)
                 for r in db.execute(
                     "SELECT idempotency_key, command_digest, seq FROM idempotency_keys "
                     "WHERE ledger = ? ORDER BY idempotency_key",
