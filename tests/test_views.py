@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tally import views
 from tally.audit.canonical import CanonicalFormError, encode_event
 from tally.domain import accounts
-from tally.domain.commands import OrderLine
+from tally.domain.commands import Envelope, OrderLine, Recharge
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
@@ -27,6 +27,7 @@ from tally.domain.events import (
     RefundIssued,
     WalletRecharged,
 )
+from tally.engine.engine import Engine
 from tally.engine.ports import EntryRow, Store
 from tally.views import timestamp
 
@@ -349,3 +350,31 @@ def test_printers_get_plain_dicts_in_the_seed_key_order() -> None:
     ]
     assert list(rendered["entries"][0]) == list(views.Entry.__struct_fields__)
     assert isinstance(rendered["entries"][0]["metadata"], dict)
+
+
+def test_a_store_gives_statement_lines_their_events_bytes(engine: Engine) -> None:
+    """The store carries bodies through SQL to a statement page unchanged, escapes and all."""
+    awkward = {
+        "note": 'quote " backslash \\ slash / tab \t newline \n nul \x00 bell \x07',
+        "unicode": "café ☕ 𝄞 \u2028 \ufeff",
+    }
+    for index, value in enumerate(awkward.values()):
+        engine.execute(
+            "views",
+            Envelope(
+                idempotency_key=f"k{index}",
+                command=Recharge(
+                    user_id="ann",
+                    amount=100 + index,
+                    currency="USD",
+                    gateway="pp",
+                    metadata=(("note", value),),
+                ),
+            ),
+        )
+    store = engine.store
+    logged = {row.seq: row.body for row in store.events("views", after_seq=0, limit=10)}
+    lines = store.statement("views", accounts.wallet("ann", "USD"), after=(0, -1), limit=10)
+    assert [(line.seq, body) for line, body in lines] == sorted(logged.items())
+    page, _ = views.statement_page(store, "views", "ann", "USD", after=(0, -1), limit=10)
+    assert [line.metadata["note"] for line in page] == list(awkward.values())
