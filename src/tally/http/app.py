@@ -139,8 +139,10 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         title="tally",
         version=__version__,
         description="Event-sourced, hash-chained wallet ledger. Amounts are decimal strings.",
-        path="/",
-        render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+        # The schema's router lives at /openapi.json itself: mounted at "/", its catch-all
+        # answered every unknown path with an HTML page instead of a problem document.
+        path="/openapi.json",
+        render_plugins=[JsonRenderPlugin(path="/")],
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(
