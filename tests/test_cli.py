@@ -362,10 +362,12 @@ def test_usage_error_exits_2(cli: Cli) -> None:
     assert "--key" in run.stderr + run.stdout
 
 
-def test_verify_of_an_unknown_ledger_fails(cli: Cli) -> None:
-    run = cli.run("verify", as_json=False)
+@pytest.mark.parametrize("command", ["verify", "replay"])
+def test_verify_or_replay_of_an_unknown_ledger_fails(cli: Cli, command: str) -> None:
+    run = cli.run(command, as_json=False)
     assert run.returncode == 1, run.describe()
     assert "no ledger 'shop'" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_db_may_come_from_the_environment(tally: TallyRunner, db: str, tmp_path: Path) -> None:

@@ -413,6 +413,27 @@ def test_head_row_disagreeing_with_the_log_is_caught(
     assert f"FAIL {LEDGER} at head" in audited.stdout
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (delete_last_event_only, "the log ends at seq 6, the head row says 7"),
+        (rewind_head_only, f"projections hold seq {EVENTS}"),
+        (corrupt_head_hash, "head row disagrees with the log"),
+    ],
+    ids=["delete-last-event", "rewind-head", "corrupt-head-hash"],
+)
+def test_replay_refuses_a_head_row_disagreeing_with_the_log(
+    ledger_db: str, tally: TallyRunner, edit: Tamper, said: str
+) -> None:
+    tamper(ledger_db, edit)
+    before = snapshot(ledger_db)
+    replay = tally("replay", "--db", ledger_db, "--ledger", LEDGER)
+    assert replay.returncode == 3, replay.describe()
+    assert said in replay.stderr
+    assert "Traceback" not in replay.stderr
+    assert snapshot(ledger_db) == before
+
+
 def rechain_from(db: RawDb, seq: int, body: bytes) -> None:
     """Replace seq's body and recompute every later hash and the head: a 'perfect' forgery."""
     previous = event_hash(db, seq - 1) if seq > 1 else bytes(32)

@@ -24,6 +24,7 @@ from tally.cli.options import Common, print_json
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
+from tally.engine.ports import HeadMoved
 from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
 
@@ -253,15 +254,22 @@ def verify_command(*, common: Common | None = None) -> int:
     common = common or Common()
     with _engine(common) as engine:
         if engine.store.head(common.ledger) is None:
-            problem = f"no ledger {common.ledger!r} in {common.db}"
-            if common.json:
-                print_json({"ledger": common.ledger, "ok": False, "problem": problem})
-            else:
-                errors.print(problem)
-            return 1
+            return _no_ledger(common)
         result = verify(engine, common.ledger)
     print_verification(result, common.json)
     return 0 if result.ok else 1
+
+
+def _no_ledger(common: Common) -> int:
+    _print_problem(common, f"no ledger {common.ledger!r} in {common.db}")
+    return 1
+
+
+def _print_problem(common: Common, problem: str) -> None:
+    if common.json:
+        print_json({"ledger": common.ledger, "ok": False, "problem": problem})
+    else:
+        errors.print(problem)
 
 
 def verification_view(result: Verification) -> dict[str, Any]:
@@ -309,7 +317,14 @@ def replay(*, common: Common | None = None) -> int:
     """Rebuild every projection of the ledger from its log alone."""
     common = common or Common()
     with _engine(common) as engine:
-        head = engine.replay(common.ledger)
+        if engine.store.head(common.ledger) is None:
+            return _no_ledger(common)
+        try:
+            head = engine.replay(common.ledger)
+        except HeadMoved:
+            problem = f"ledger {common.ledger} was written to during the replay; nothing changed"
+            _print_problem(common, problem)
+            return 1
     if common.json:
         print_json({"ledger": common.ledger, "seq": head.seq, "head_hash": head.hash.hex()})
     else:

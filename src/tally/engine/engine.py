@@ -8,6 +8,7 @@ This is the Python API the CLI (and the HTTP layer) stand on:
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tally.engine.results import Committed, Outcome
 from tally.engine.writer import LedgerWriter
 
 replay_page_events = 10_000
+replay_pages_ahead_max = 4  # pages a replay folds ahead of the store's writes
 
 
 class Engine:
@@ -87,10 +89,19 @@ class Engine:
         return replayer.finish()
 
     def replay(self, ledger: str) -> Head:
-        """Rebuild every projection of `ledger` from its log; returns the head replayed to."""
+        """Rebuild every projection of `ledger` from its log; returns the head replayed to.
+
+        The log is folded on a thread of its own that hands the store each page's rows as
+        it goes, so the store writes them (SQLite in C, without the GIL; PostgreSQL in its
+        own process) while the next pages fold. It is all one transaction, which starts by
+        checking the head row: a log that does not end at the head row's (seq, hash), or
+        that breaks on the way, rolls it back.
+        """
         if ledger in self._writers:
             raise RuntimeError("close the ledger's writer before replaying it")
-        projections, head = self.rebuild(ledger)
+        head = self.store.head(ledger)
+        if head is None:
+            raise LookupError(f"no ledger {ledger!r}")
         beyond = self.store.highest_projected_seq(ledger)
         if beyond > head.seq:
             # Rebuilding now would erase the only trace of events cut off the log's tail.
@@ -98,7 +109,8 @@ class Engine:
                 f"ledger {ledger}: projections hold seq {beyond}, beyond the log's head "
                 f"{head.seq}: events were removed from the log; refusing to replay over them"
             )
-        self.store.replace_projections(ledger, projections, head)
+        with _FoldAhead(self.store, ledger, head) as parts:
+            self.store.replace_projections(ledger, head, parts)
         return head
 
     def projection_differences(
@@ -151,6 +163,73 @@ class Replayer:
 
     def finish(self) -> tuple[Projections, Head]:
         return self._rebuild.finish(self.state), Head(self.state.seq, self.head_hash)
+
+    def take(self) -> Projections:
+        """The entries and keys of the events fed since the last take."""
+        return self._rebuild.take()
+
+    def rest(self) -> Projections:
+        """Once every event is fed: the accounts and orders, and the last entries and keys."""
+        return self._rebuild.rest(self.state)
+
+
+class _FoldAhead:
+    """A replay's fold on a thread of its own, its rows handed over page by page (`with`
+    gives the iterator of parts). Leaving the block stops the fold wherever it is."""
+
+    def __init__(self, store: Store, ledger: str, head: Head) -> None:
+        self._parts: queue.Queue[Projections | BaseException | None] = queue.Queue(
+            maxsize=replay_pages_ahead_max
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._fold, args=(store, ledger, head), name=f"tally-replay-{ledger}"
+        )
+
+    def __enter__(self) -> Iterator[Projections]:
+        self._thread.start()
+        return self._handed_over()
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # a fold blocked on a full queue sees the stop
+            self._thread.join(timeout=0.05)
+
+    def _handed_over(self) -> Iterator[Projections]:
+        while (part := self._parts.get()) is not None:
+            if isinstance(part, BaseException):
+                raise part
+            yield part
+
+    def _fold(self, store: Store, ledger: str, head: Head) -> None:
+        try:
+            replayer = Replayer(ledger)
+            for page in log_pages(store, ledger):
+                # Up to the head, counted in rows (a row's seq is what the fold checks):
+                # rows written after the head was read are not ours to fold.
+                replayer.feed(page[: head.seq - replayer.state.seq])
+                if not self._hand_over(replayer.take()):
+                    return
+                if replayer.state.seq >= head.seq:
+                    break
+            if Head(replayer.state.seq, replayer.head_hash) != head:
+                raise InvariantViolated(
+                    f"ledger {ledger}: head row disagrees with the log (the log ends at seq "
+                    f"{replayer.state.seq}, the head row says {head.seq}); refusing to replay"
+                )
+            self._hand_over(replayer.rest())
+            self._hand_over(None)
+        except BaseException as error:  # the store's thread raises it
+            self._hand_over(error)
+
+    def _hand_over(self, part: Projections | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._parts.put(part, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def log_pages(store: Store, ledger: str) -> Iterator[list[EventRow]]:

@@ -6,6 +6,7 @@ writes a whole batch with one multi-row statement per table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -115,8 +116,10 @@ class Store(Protocol):
         return None: the writer then calls `commit` on a committer thread of its own."""
         ...
 
-    def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
-        """Drop and rewrite every projection of `ledger` (replay), if the head is `head`."""
+    def replace_projections(self, ledger: str, head: Head, parts: Iterable[Projections]) -> None:
+        """Drop every projection of `ledger` and write `parts` in their place (replay), in
+        one transaction that first checks that the head is `head`; an exception from `parts`
+        rolls it back."""
         ...
 
     def projections(self, ledger: str) -> Projections: ...

@@ -25,12 +25,31 @@ class Rebuild:
             self.last_seq[entry.account] = entry.seq
         self.keys.append(key_row(event))
 
+    def take(self) -> Projections:
+        """The entries and keys added since the last take, for a store to write while the
+        fold goes on (replay); accounts and orders come once the log is folded (`rest`)."""
+        part = Projections(accounts=[], entries=self.entries, orders=[], keys=self.keys)
+        self.entries, self.keys = [], []
+        return part
+
+    def rest(self, state: LedgerState) -> Projections:
+        """After the last `take`: every account and order, final, and what was added since."""
+        return Projections(
+            accounts=self._accounts(state),
+            entries=self.entries,
+            orders=sorted(state.orders.values()),  # an OrderState is its own row
+            keys=self.keys,
+        )
+
+    def _accounts(self, state: LedgerState) -> list[AccountRow]:
+        return sorted(
+            AccountRow(account, balance, self.last_seq[account])
+            for account, balance in state.balances.items()
+        )
+
     def finish(self, state: LedgerState) -> Projections:
         return Projections(
-            accounts=sorted(
-                AccountRow(account, balance, self.last_seq[account])
-                for account, balance in state.balances.items()
-            ),
+            accounts=self._accounts(state),
             entries=sorted(self.entries),
             orders=sorted(state.orders.values()),  # an OrderState is its own row
             keys=sorted(self.keys),

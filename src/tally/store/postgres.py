@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -342,10 +342,11 @@ class PostgresStore:
         rows = await self._fetch("SELECT seq, hash FROM ledgers WHERE name = $1", ledger)
         return Head(rows[0][0], bytes(rows[0][1])) if rows else None
 
-    def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
-        self._call(self._replace(ledger, projections, head))
+    def replace_projections(self, ledger: str, head: Head, parts: Iterable[Projections]) -> None:
+        self._call(self._replace(ledger, head, iter(parts)))
 
-    async def _replace(self, ledger: str, projections: Projections, head: Head) -> None:
+    async def _replace(self, ledger: str, head: Head, parts: Iterator[Projections]) -> None:
+        loop = asyncio.get_running_loop()
         async with self.pool.acquire() as db, db.transaction():
             row = await db.fetchrow(
                 "SELECT seq, hash FROM ledgers WHERE name = $1 FOR UPDATE", ledger
@@ -354,7 +355,10 @@ class PostgresStore:
                 raise HeadMoved(ledger)
             for table in ("entries", "accounts", "orders", "idempotency_keys"):
                 await db.execute(f"DELETE FROM {table} WHERE ledger = $1", ledger)
-            await _write_projections(db, ledger, projections)
+            # The parts may be produced by a fold that reads the log through this store, on
+            # this loop: wait for each on another thread, never on the loop itself.
+            while (part := await loop.run_in_executor(None, next, parts, None)) is not None:
+                await _write_projections(db, ledger, part)
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -392,7 +392,7 @@ class SqliteStore:
                 checkpointer = self._checkpointer
         checkpointer.poke()
 
-    def replace_projections(self, ledger: str, projections: Projections, head: Head) -> None:
+    def replace_projections(self, ledger: str, head: Head, parts: Iterable[Projections]) -> None:
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -400,7 +400,8 @@ class SqliteStore:
                 raise HeadMoved(ledger)
             for table in ("entries", "accounts", "orders", "idempotency_keys"):
                 db.execute(f"DELETE FROM {table} WHERE ledger = ?", (ledger,))
-            self._write_projections(db, ledger, projections)
+            for part in parts:
+                self._write_projections(db, ledger, part)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -1,0 +1,153 @@
+"""Replay folds the log on a thread of its own and hands the store its rows page by page, in
+one transaction: these pin what that must not change. On both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.rejections import InvariantViolated
+from tally.engine import engine as engine_module
+from tally.engine.engine import Engine
+from tally.engine.ports import EventRow, Head, HeadMoved, Projections
+
+LEDGER = "replay"
+
+
+def _write_log(engine: Engine) -> None:
+    """23 events: recharges, expenses paying two orders each, refunds of some of them."""
+    envelopes = [
+        Envelope(
+            idempotency_key=f"r{user}",
+            command=Recharge(user_id=f"u{user}", amount=10_000, currency="USD", gateway="pp"),
+        )
+        for user in range(5)
+    ]
+    envelopes += [
+        Envelope(
+            idempotency_key=f"e{index}",
+            command=Expense(
+                user_id=f"u{index % 5}",
+                currency="USD",
+                orders=(OrderLine(f"o{index}a", 300, "shop"), OrderLine(f"o{index}b", 200, "mall")),
+            ),
+        )
+        for index in range(12)
+    ]
+    outcomes = engine.execute_many(LEDGER, envelopes)
+    expenses = [outcome.event.transaction_id for outcome in outcomes[5:]]  # type: ignore[union-attr]
+    refunds = [
+        Envelope(
+            idempotency_key=f"f{index}",
+            command=Refund(
+                expense_id=expenses[index],
+                order_id=f"o{index}a",
+                amount=100,
+                currency="USD",
+                reason="damaged",
+            ),
+        )
+        for index in range(6)
+    ]
+    engine.execute_many(LEDGER, refunds)
+    engine.close()
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 4 events and one page folded ahead: a replay of 23 events takes many parts."""
+    monkeypatch.setattr(engine_module, "replay_page_events", 4)
+    monkeypatch.setattr(engine_module, "replay_pages_ahead_max", 1)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_replay_in_many_parts_rewrites_the_projections_as_they_were(engine: Engine) -> None:
+    _write_log(engine)
+    store = engine.store
+    before = store.projections(LEDGER)
+    head = store.head(LEDGER)
+    assert head is not None
+    assert head.seq == 23
+    assert engine.replay(LEDGER) == head
+    assert store.projections(LEDGER) == before
+    rebuilt, _ = engine.rebuild(LEDGER)
+    assert rebuilt == before
+
+
+class _PartsCounted:
+    """The store, counting the parts replay hands it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.parts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def replace_projections(self, ledger: str, head: Head, parts: Any) -> None:
+        def counted() -> Iterator[Projections]:
+            for part in parts:
+                self.parts += 1
+                yield part
+
+        self._store.replace_projections(ledger, head, counted())
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_the_rows_reach_the_store_page_by_page(engine: Engine) -> None:
+    _write_log(engine)
+    counted = _PartsCounted(engine.store)
+    Engine(counted, currencies=engine.currencies).replay(LEDGER)
+    assert counted.parts == 6 + 1  # six pages of up to 4 events, then accounts and orders
+
+
+class _BrokenOnPage:
+    """The store, with one row's hash wrong in the `broken`-th page of the log it reads."""
+
+    def __init__(self, store: Any, broken: int) -> None:
+        self._store = store
+        self._pages = 0
+        self._broken = broken
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
+        page: list[EventRow] = self._store.events(ledger, after_seq=after_seq, limit=limit)
+        self._pages += 1
+        if self._pages == self._broken and page:
+            page[-1] = page[-1]._replace(hash=bytes(32))
+        return page
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_log_that_breaks_after_parts_were_written_changes_nothing(engine: Engine) -> None:
+    _write_log(engine)
+    store = engine.store
+    before = store.projections(LEDGER)
+    broken = Engine(_BrokenOnPage(store, broken=4), currencies=engine.currencies)
+    with pytest.raises(InvariantViolated, match="log broken at seq 16"):
+        broken.replay(LEDGER)
+    assert store.projections(LEDGER) == before
+
+
+def test_a_head_moved_before_the_rewrite_changes_nothing(engine: Engine) -> None:
+    _write_log(engine)
+    store = engine.store
+    before = store.projections(LEDGER)
+    head = store.head(LEDGER)
+    assert head is not None
+    stale = Head(head.seq - 1, head.hash)
+    with pytest.raises(HeadMoved):
+        store.replace_projections(
+            LEDGER, stale, iter([Projections(accounts=[], entries=[], orders=[], keys=[])])
+        )
+    assert store.projections(LEDGER) == before
+
+
+def test_an_unknown_ledger_is_named(engine: Engine) -> None:
+    with pytest.raises(LookupError, match="no ledger 'nowhere'"):
+        engine.replay("nowhere")
