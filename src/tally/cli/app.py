@@ -7,6 +7,7 @@ ledger's log is broken (tampered or corrupt; nothing was changed).
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,21 @@ from tally.verification import Verification, verify
 app = App(name="tally", help=__doc__, version=__version__)
 console = Console()
 errors = Console(stderr=True)
+
+
+@contextmanager
+def _folding_the_whole_log() -> Iterator[None]:
+    """For verify and replay: they build millions of objects with no reference cycles, which
+    the cyclic collector would walk again and again (folding 200,000 events: 3.96-4.27 s of
+    CPU with it, 3.33-3.94 s without; reading the projections back: 3.6-4.0 s, 2.6 s).
+    Reference counting still frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @contextmanager
@@ -252,7 +268,7 @@ def order(order_id: str, /, *, common: Common | None = None) -> int:
 def verify_command(*, common: Common | None = None) -> int:
     """Check seq, hash chain, head and invariants, and that projections equal a replay."""
     common = common or Common()
-    with _engine(common) as engine:
+    with _engine(common) as engine, _folding_the_whole_log():
         if engine.store.head(common.ledger) is None:
             return _no_ledger(common)
         result = verify(engine, common.ledger)
@@ -316,7 +332,7 @@ def print_verification(result: Verification, as_json: bool) -> None:
 def replay(*, common: Common | None = None) -> int:
     """Rebuild every projection of the ledger from its log alone."""
     common = common or Common()
-    with _engine(common) as engine:
+    with _engine(common) as engine, _folding_the_whole_log():
         if engine.store.head(common.ledger) is None:
             return _no_ledger(common)
         try:
