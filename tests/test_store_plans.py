@@ -80,6 +80,11 @@ def test_an_order_finds_its_refunds_through_their_index(plan_of: Plan) -> None:
     assert not any(step.startswith("SCAN") for step in steps), steps
 
 
+def test_a_transactions_entries_are_found_by_primary_key(plan_of: Plan) -> None:
+    steps = plan_of(store._ENTRIES_OF, "plans", '["wallet:u1:USD", "revenue:platform:USD"]', 7)
+    assert steps[0] == "SEARCH entries USING PRIMARY KEY (ledger=? AND account=? AND seq=?)", steps
+
+
 @pytest.mark.parametrize("insert", ["entries", "accounts", "orders", "keys", "events"])
 def test_inserts_scan_only_their_json(plan_of: Plan, insert: str) -> None:
     sql = {

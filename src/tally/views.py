@@ -159,7 +159,8 @@ def transaction(store: Store, ledger: str, transaction_id: str) -> Transaction |
     if row is None:
         return None
     _, event = decode_event(row.body)
-    return transaction_of(ledger, event, store.entries_of(ledger, row.seq))
+    accounts = {posting.account for posting in event.postings}
+    return transaction_of(ledger, event, store.entries_of(ledger, row.seq, accounts))
 
 
 def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:

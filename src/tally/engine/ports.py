@@ -6,7 +6,7 @@ writes a whole batch with one multi-row statement per table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -128,7 +128,10 @@ class Store(Protocol):
         """The highest seq any projection row of `ledger` refers to (0: none)."""
         ...
 
-    def entries_of(self, ledger: str, seq: int) -> list[EntryRow]: ...
+    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
+        """The entries of the event at `seq`, in posting order. `accounts` are the accounts
+        its postings name: entries are keyed by account first, so each is one seek."""
+        ...
 
     def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None: ...
 

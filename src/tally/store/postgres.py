@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Collection, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -426,12 +426,13 @@ class PostgresStore:
         )
         return int(rows[0][0] or 0)
 
-    def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
+    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
         rows = self.rows(
             "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
-            "WHERE ledger = $1 AND seq = $2 ORDER BY idx",
+            "WHERE ledger = $1 AND account = ANY($3::text[]) AND seq = $2 ORDER BY idx",
             ledger,
             seq,
+            sorted(accounts),
         )
         return [EntryRow(*r) for r in rows]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -223,6 +223,13 @@ _STATEMENT_PAGE = (
     "WHERE ledger = ?1 AND account = ?2 AND (seq, idx) > (?3, ?4) "
     "ORDER BY seq, idx LIMIT ?5) AS n "
     "JOIN events e ON e.ledger = ?1 AND e.seq = n.seq"
+)
+# One event's entries: a primary-key seek per account it posted to. By seq alone, SQLite
+# walked every entry of the ledger (68 ms at 620,000 entries, against 0.24 ms).
+_ENTRIES_OF = (
+    "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
+    "WHERE ledger = ?1 AND account IN (SELECT value FROM json_each(?2)) AND seq = ?3 "
+    "ORDER BY idx"
 )
 _StatementRow = tuple[str, int, int, int, int, str | None, str]
 _decode_statement_page = msgspec.json.Decoder(list[_StatementRow]).decode
@@ -472,11 +479,9 @@ class SqliteStore:
         row = self._connection().execute(_HIGHEST_PROJECTED_SEQ, (ledger,)).fetchone()
         return int(row[0])
 
-    def entries_of(self, ledger: str, seq: int) -> list[EntryRow]:
+    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
         rows = self._connection().execute(
-            "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
-            "WHERE ledger = ? AND seq = ? ORDER BY idx",
-            (ledger, seq),
+            _ENTRIES_OF, (ledger, _encode_rows(sorted(accounts)).decode(), seq)
         )
         return [EntryRow(*r) for r in rows]
 
