@@ -17,8 +17,9 @@ from tally.engine.ports import EventRow, Head, HeadMoved, Projections
 LEDGER = "replay"
 
 
-def _write_log(engine: Engine) -> None:
-    """23 events: recharges, expenses paying two orders each, refunds of some of them."""
+def _write_log(engine: Engine) -> Head:
+    """23 events: recharges, expenses paying two orders each, refunds of some of them; the
+    writer is closed afterwards (replay needs that). Returns the head."""
     envelopes = [
         Envelope(
             idempotency_key=f"r{user}",
@@ -54,6 +55,10 @@ def _write_log(engine: Engine) -> None:
     ]
     engine.execute_many(LEDGER, refunds)
     engine.close()
+    head = engine.store.head(LEDGER)
+    assert head is not None
+    assert head.seq == 23
+    return head
 
 
 @pytest.fixture
@@ -65,12 +70,9 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("small_pages")
 def test_a_replay_in_many_parts_rewrites_the_projections_as_they_were(engine: Engine) -> None:
-    _write_log(engine)
+    head = _write_log(engine)
     store = engine.store
     before = store.projections(LEDGER)
-    head = store.head(LEDGER)
-    assert head is not None
-    assert head.seq == 23
     assert engine.replay(LEDGER) == head
     assert store.projections(LEDGER) == before
     rebuilt, _ = engine.rebuild(LEDGER)
@@ -135,11 +137,9 @@ def test_a_log_that_breaks_after_parts_were_written_changes_nothing(engine: Engi
 
 
 def test_a_head_moved_before_the_rewrite_changes_nothing(engine: Engine) -> None:
-    _write_log(engine)
+    head = _write_log(engine)
     store = engine.store
     before = store.projections(LEDGER)
-    head = store.head(LEDGER)
-    assert head is not None
     stale = Head(head.seq - 1, head.hash)
     with pytest.raises(HeadMoved):
         store.replace_projections(

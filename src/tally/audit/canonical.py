@@ -9,7 +9,7 @@ absent optional values. Nothing else in tally serializes events for hashing.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec.structs import astuple
@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 # module, so the two implementations check each other.
 _encoder = msgspec.json.Encoder(order="sorted")
 _new_tuple = tuple.__new__
+_E = TypeVar("_E", bound=Event)
 
 
 class CanonicalFormError(ValueError):
@@ -149,71 +150,44 @@ def decode_event(data: bytes) -> tuple[str, Event]:
         raise CanonicalFormError(f"unsupported format version {body.v!r}")
     # Replay, verify and a writer's catch-up decode every event of a log: the postings and
     # orders are built as the tuples they are (tuple.__new__ skips NamedTuple's Python-level
-    # __new__) and each event with its fields spelled out (no **kwargs dict to build).
-    postings = tuple([_new_tuple(Posting, astuple(p)) for p in body.postings])
-    metadata = tuple(sorted(body.metadata.items())) if body.metadata else ()
+    # __new__), and only each type's own fields go through a keyword dict.
     event: Event
     if isinstance(body, _ExpenseBody):
-        event = ExpensePaid(
-            seq=body.seq,
-            transaction_id=body.transaction_id,
-            timestamp_us=body.timestamp_us,
-            idempotency_key=body.idempotency_key,
-            command_digest=body.command_digest,
-            actor=body.actor,
-            user_id=body.user_id,
-            currency=body.currency,
-            postings=postings,
-            metadata=metadata,
-            orders=tuple([_new_tuple(OrderLine, astuple(o)) for o in body.orders]),
-        )
+        orders = tuple([_new_tuple(OrderLine, astuple(o)) for o in body.orders])
+        event = _event(ExpensePaid, body, orders=orders)
     elif isinstance(body, _RechargeBody):
-        event = WalletRecharged(
-            seq=body.seq,
-            transaction_id=body.transaction_id,
-            timestamp_us=body.timestamp_us,
-            idempotency_key=body.idempotency_key,
-            command_digest=body.command_digest,
-            actor=body.actor,
-            user_id=body.user_id,
-            currency=body.currency,
-            postings=postings,
-            metadata=metadata,
-            gateway=body.gateway,
-        )
+        event = _event(WalletRecharged, body, gateway=body.gateway)
     elif isinstance(body, _RefundBody):
-        event = RefundIssued(
-            seq=body.seq,
-            transaction_id=body.transaction_id,
-            timestamp_us=body.timestamp_us,
-            idempotency_key=body.idempotency_key,
-            command_digest=body.command_digest,
-            actor=body.actor,
-            user_id=body.user_id,
-            currency=body.currency,
-            postings=postings,
-            metadata=metadata,
+        event = _event(
+            RefundIssued,
+            body,
             expense_id=body.expense_id,
             order_id=body.order_id,
             amount=body.amount,
             reason=body.reason,
         )
-    else:
-        event = BalanceAdjusted(
-            seq=body.seq,
-            transaction_id=body.transaction_id,
-            timestamp_us=body.timestamp_us,
-            idempotency_key=body.idempotency_key,
-            command_digest=body.command_digest,
-            actor=body.actor,
-            user_id=body.user_id,
-            currency=body.currency,
-            postings=postings,
-            metadata=metadata,
-            amount=body.amount,
-            reason=body.reason,
-        )
+    elif isinstance(body, _AdjustmentBody):
+        event = _event(BalanceAdjusted, body, amount=body.amount, reason=body.reason)
+    else:  # pragma: no cover - the decoder's union is closed
+        raise CanonicalFormError(f"not a v1 event: unknown body {type(body).__name__}")
     return body.ledger, event
+
+
+def _event(kind: type[_E], body: _Body, **own: Any) -> _E:
+    """The event of type `kind` from a decoded body: the fields every event has, and `own`."""
+    return kind(
+        seq=body.seq,
+        transaction_id=body.transaction_id,
+        timestamp_us=body.timestamp_us,
+        idempotency_key=body.idempotency_key,
+        command_digest=body.command_digest,
+        actor=body.actor,
+        user_id=body.user_id,
+        currency=body.currency,
+        postings=tuple([_new_tuple(Posting, astuple(p)) for p in body.postings]),
+        metadata=tuple(sorted(body.metadata.items())) if body.metadata else (),
+        **own,
+    )
 
 
 def _version_problem(data: bytes) -> str | None:
