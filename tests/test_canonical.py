@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tally_audit
+from tally.audit import canonical
 from tally.audit.canonical import (
     CanonicalFormError,
     command_digest,
@@ -411,3 +412,9 @@ def test_tally_audit_command_checks_a_sqlite_file(
     db.close()
     assert audit_main([str(path)]) == 1
     assert capsys.readouterr().out.startswith(f"FAIL {LEDGER} at head: ")
+
+
+def test_the_formats_postings_and_orders_have_the_domains_field_order() -> None:
+    """decode_event turns them into Posting and OrderLine with tuple.__new__, by position."""
+    assert canonical._Posting.__struct_fields__ == Posting._fields
+    assert canonical._Order.__struct_fields__ == OrderLine._fields

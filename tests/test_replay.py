@@ -3,6 +3,7 @@ one transaction: these pin what that must not change. On both stores."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,3 +152,44 @@ def test_a_head_moved_before_the_rewrite_changes_nothing(engine: Engine) -> None
 def test_an_unknown_ledger_is_named(engine: Engine) -> None:
     with pytest.raises(LookupError, match="no ledger 'nowhere'"):
         engine.replay("nowhere")
+
+
+def test_a_page_after_the_last_possible_seq_is_empty(engine: Engine) -> None:
+    _write_log(engine)
+    top = 2**63 - 1
+    assert engine.store.events(LEDGER, after_seq=top - 50, limit=100) == []
+    assert engine.store.events(LEDGER, after_seq=top, limit=1) == []
+
+
+class _SlowLog(_BrokenOnPage):
+    """The store, its log reads held until `gate` opens."""
+
+    def __init__(self, store: Any, gate: threading.Event) -> None:
+        super().__init__(store, broken=0)
+        self._gate = gate
+
+    def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
+        self._gate.wait()
+        return super().events(ledger, after_seq=after_seq, limit=limit)
+
+
+def test_a_store_waiting_for_a_part_is_let_go_when_the_replay_is_left(engine: Engine) -> None:
+    """An interrupt leaves the replay's block while the store (on another thread, as on
+    PostgreSQL) waits for the next part: it must get an error, not wait for ever."""
+    head = _write_log(engine)
+    gate = threading.Event()
+    failures: list[BaseException] = []
+
+    def store_side(parts: Iterator[Projections]) -> None:
+        try:
+            next(parts)
+        except BaseException as error:  # what the store would see
+            failures.append(error)
+
+    with engine_module._FoldAhead(_SlowLog(engine.store, gate), LEDGER, head) as parts:
+        waiting = threading.Thread(target=store_side, args=(parts,))
+        waiting.start()
+        threading.Timer(0.2, gate.set).start()  # the fold's read ends after the block does
+    waiting.join(timeout=5)
+    assert not waiting.is_alive()
+    assert [str(error) for error in failures] == ["replay abandoned"]

@@ -413,14 +413,23 @@ def test_head_row_disagreeing_with_the_log_is_caught(
     assert f"FAIL {LEDGER} at head" in audited.stdout
 
 
+def rewind_head_and_its_projections(db: RawDb) -> None:
+    """The head row moved back over the last event, and that event's projection rows gone:
+    only the log itself still says the event happened."""
+    rewind_head_only(db)
+    for table in ("entries", "idempotency_keys"):
+        db.execute(f"DELETE FROM {table} WHERE ledger = ? AND seq = ?", (LEDGER, EVENTS))
+
+
 @pytest.mark.parametrize(
     ("edit", "said"),
     [
         (delete_last_event_only, "the log ends at seq 6, the head row says 7"),
         (rewind_head_only, f"projections hold seq {EVENTS}"),
         (corrupt_head_hash, "head row disagrees with the log"),
+        (rewind_head_and_its_projections, "the log ends at seq 7, the head row says 6"),
     ],
-    ids=["delete-last-event", "rewind-head", "corrupt-head-hash"],
+    ids=["delete-last-event", "rewind-head", "corrupt-head-hash", "rewind-head-and-rows"],
 )
 def test_replay_refuses_a_head_row_disagreeing_with_the_log(
     ledger_db: str, tally: TallyRunner, edit: Tamper, said: str

@@ -196,22 +196,30 @@ class _FoldAhead:
             self._thread.join(timeout=0.05)
 
     def _handed_over(self) -> Iterator[Projections]:
-        while (part := self._parts.get()) is not None:
+        # Polled, not a plain get(): once the block is left (an interrupt while the store
+        # waits for a part on another thread), the waiter must not wait for ever.
+        while not self._stop.is_set():
+            try:
+                part = self._parts.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if part is None:
+                return
             if isinstance(part, BaseException):
                 raise part
             yield part
+        raise RuntimeError("replay abandoned")
 
     def _fold(self, store: Store, ledger: str, head: Head) -> None:
         try:
             replayer = Replayer(ledger)
+            # The whole log, to its end: one that runs past the head row disagrees with it.
+            # (Events another writer appended after the head was read moved the head row,
+            # which the store's transaction sees first: HeadMoved.)
             for page in log_pages(store, ledger):
-                # Up to the head, counted in rows (a row's seq is what the fold checks):
-                # rows written after the head was read are not ours to fold.
-                replayer.feed(page[: head.seq - replayer.state.seq])
+                replayer.feed(page)
                 if not self._hand_over(replayer.take()):
                     return
-                if replayer.state.seq >= head.seq:
-                    break
             if Head(replayer.state.seq, replayer.head_hash) != head:
                 raise InvariantViolated(
                     f"ledger {ledger}: head row disagrees with the log (the log ends at seq "

@@ -29,6 +29,7 @@ import asyncpg
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
+from tally.domain.limits import INT64_MAX
 from tally.engine.ports import (
     AccountRow,
     BatchWrite,
@@ -139,14 +140,15 @@ ev AS (
 SELECT moved FROM head
 """
 # A page of the log. A gapless log's next `limit` events are exactly the seqs after_seq + 1 to
-# after_seq + limit, and saying so keeps the plan narrow on a table without statistics (a new
-# database, a restore, a bulk load before autovacuum's analyze): there PostgreSQL guessed a
+# after_seq + limit (`$4`, computed in Python so that it cannot overflow), and saying so keeps
+# the plan narrow on a table without statistics (a new database, a restore, a bulk load
+# before autovacuum's analyze): there PostgreSQL guessed a
 # couple of thousand rows and sorted every event after `after_seq` for each page (250-600 ms a
 # page at 310,000 events, against 30 ms; with statistics both are an index scan of ~8 ms).
 # A shorter answer is asked again without the bound, so that a gap still shows.
 _EVENTS_IN_RANGE = """
 SELECT seq, transaction_id, event_type, body, hash FROM events
-WHERE ledger = $1 AND seq > $2 AND seq <= $2 + $3 ORDER BY seq LIMIT $3
+WHERE ledger = $1 AND seq > $2 AND seq <= $4 ORDER BY seq LIMIT $3
 """
 _EVENTS_AFTER = """
 SELECT seq, transaction_id, event_type, body, hash FROM events
@@ -382,7 +384,8 @@ class PostgresStore:
         return self._call(self._head(ledger))
 
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
-        rows = self.rows(_EVENTS_IN_RANGE, ledger, after_seq, limit)
+        upto = min(after_seq + limit, INT64_MAX)
+        rows = self.rows(_EVENTS_IN_RANGE, ledger, after_seq, limit, upto)
         if len(rows) < limit:  # the log's end, or a gap in it: ask without the upper bound
             rows = self.rows(_EVENTS_AFTER, ledger, after_seq, limit)
         return [EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
