@@ -220,5 +220,6 @@ def test_the_state_folded_at_start_is_kept_out_of_the_collector(tmp_path: Any) -
     try:
         with _client(db, direct=True):  # starts again: catches up with the log, then freezes
             assert gc.get_freeze_count() > 0
+            assert gc.isenabled()  # off only while the log was folded
     finally:
         gc.unfreeze()

@@ -155,15 +155,22 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
 
     async def warm() -> None:
         # Catch every ledger's writer up with its log before the first request, not during it.
-        ledgers = await anyio.to_thread.run_sync(services.engine.store.ledgers)
-        for ledger in ledgers:
-            await services.writer(ledger)
-        # The state just folded from the log (several objects per event) lives as long as
-        # the server and holds no reference cycles: keep it out of the cyclic collector,
-        # whose full passes would otherwise traverse all of it (72 ms at 300,000 events,
-        # docs/benchmarks.md) in the middle of some request.
-        gc.collect()
-        gc.freeze()
+        # The state folded from the log (several objects per event) lives as long as the
+        # server and holds no reference cycles: the cyclic collector is off while it is built
+        # (as for `tally replay`: a tenth or so of a fold's CPU), then it is frozen out of the
+        # collector's reach, whose full passes would otherwise traverse all of it (72 ms at
+        # 300,000 events, docs/benchmarks.md) in the middle of some request.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            ledgers = await anyio.to_thread.run_sync(services.engine.store.ledgers)
+            for ledger in ledgers:
+                await services.writer(ledger)
+            gc.collect()
+            gc.freeze()
+        finally:
+            if was_enabled:
+                gc.enable()
 
     def close() -> None:
         services.close_readers()
