@@ -159,8 +159,7 @@ def transaction(store: Store, ledger: str, transaction_id: str) -> Transaction |
     if row is None:
         return None
     _, event = decode_event(row.body)
-    accounts = {posting.account for posting in event.postings}
-    return transaction_of(ledger, event, store.entries_of(ledger, row.seq, accounts))
+    return transaction_of(ledger, event, store.entries_of(ledger, event))
 
 
 def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:

@@ -6,11 +6,12 @@ writes a whole batch with one multi-row statement per table.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from tally.domain.events import Event
 from tally.domain.state import Entry as EntryRow
 from tally.domain.state import OrderState as OrderRow
 
@@ -128,9 +129,9 @@ class Store(Protocol):
         """The highest seq any projection row of `ledger` refers to (0: none)."""
         ...
 
-    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
-        """The entries of the event at `seq`, in posting order. `accounts` are the accounts
-        its postings name: entries are keyed by account first, so each is one seek."""
+    def entries_of(self, ledger: str, event: Event) -> list[EntryRow]:
+        """The entries `event` produced, in posting order: sought by the accounts its
+        postings name (entries are keyed by account first), one seek each."""
         ...
 
     def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None: ...

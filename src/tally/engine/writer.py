@@ -498,8 +498,7 @@ class LedgerWriter:
         if not rows or rows[0].seq != seq:
             raise InvariantViolated(f"ledger {self.ledger}: idempotency points at missing {seq}")
         _, event = decode_event(rows[0].body)
-        accounts = {posting.account for posting in event.postings}
-        entries = tuple(self.store.entries_of(self.ledger, seq, accounts))
+        entries = tuple(self.store.entries_of(self.ledger, event))
         return Committed(ledger=self.ledger, event=event, hash=rows[0].hash, entries=entries)
 
     def _catch_up(self) -> None:

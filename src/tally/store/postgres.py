@@ -22,13 +22,14 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Collection, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
+from tally.domain.events import Event
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import (
     AccountRow,
@@ -142,10 +143,10 @@ SELECT moved FROM head
 # A page of the log. A gapless log's next `limit` events are exactly the seqs after_seq + 1 to
 # after_seq + limit (`$4`, computed in Python so that it cannot overflow), and saying so keeps
 # the plan narrow on a table without statistics (a new database, a restore, a bulk load
-# before autovacuum's analyze): there PostgreSQL guessed a
-# couple of thousand rows and sorted every event after `after_seq` for each page (250-600 ms a
-# page at 310,000 events, against 30 ms; with statistics both are an index scan of ~8 ms).
-# A shorter answer is asked again without the bound, so that a gap still shows.
+# before autovacuum's analyze): there PostgreSQL guessed a couple of thousand rows and sorted
+# every event after `after_seq` for each page (250-600 ms a page at 310,000 events, against
+# 30 ms; with statistics both are an index scan of ~8 ms). A shorter answer is asked again
+# without the bound, so that a gap still shows.
 _EVENTS_IN_RANGE = """
 SELECT seq, transaction_id, event_type, body, hash FROM events
 WHERE ledger = $1 AND seq > $2 AND seq <= $4 ORDER BY seq LIMIT $3
@@ -429,13 +430,13 @@ class PostgresStore:
         )
         return int(rows[0][0] or 0)
 
-    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
+    def entries_of(self, ledger: str, event: Event) -> list[EntryRow]:
         rows = self.rows(
             "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
             "WHERE ledger = $1 AND account = ANY($3::text[]) AND seq = $2 ORDER BY idx",
             ledger,
-            seq,
-            sorted(accounts),
+            event.seq,
+            sorted({p.account for p in event.postings}),
         )
         return [EntryRow(*r) for r in rows]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -19,6 +19,7 @@ import structlog
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
+from tally.domain.events import Event
 from tally.engine.ports import (
     AccountRow,
     BatchWrite,
@@ -479,10 +480,9 @@ class SqliteStore:
         row = self._connection().execute(_HIGHEST_PROJECTED_SEQ, (ledger,)).fetchone()
         return int(row[0])
 
-    def entries_of(self, ledger: str, seq: int, accounts: Collection[str]) -> list[EntryRow]:
-        rows = self._connection().execute(
-            _ENTRIES_OF, (ledger, _encode_rows(sorted(accounts)).decode(), seq)
-        )
+    def entries_of(self, ledger: str, event: Event) -> list[EntryRow]:
+        accounts = _encode_rows(sorted({p.account for p in event.postings})).decode()
+        rows = self._connection().execute(_ENTRIES_OF, (ledger, accounts, event.seq))
         return [EntryRow(*r) for r in rows]
 
     def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None:
