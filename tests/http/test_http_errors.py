@@ -233,10 +233,13 @@ def test_unknown_routes_and_methods_are_problems(live: Any) -> None:
     with live.client() as http:
         missing = http.get("/v1/nothing")
         outside = http.get("/nothing")  # once caught by the schema's router: an HTML page
+        under_schema = http.get("/openapi.json/nothing")  # that router's own catch-all
         wrong_method = http.delete("/v1/events")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
-    assert (outside.status_code, outside.json()["code"]) == (404, "not_found")
-    assert outside.headers["content-type"] == "application/problem+json"
+    for response in (outside, under_schema):
+        assert (response.status_code, response.json()["code"]) == (404, "not_found")
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"] == missing.json()["detail"]
     assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "method_not_allowed")
 
 

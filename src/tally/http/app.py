@@ -12,6 +12,7 @@ import time
 from typing import Any, cast
 
 import anyio.to_thread
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.openapi.config import OpenAPIConfig
@@ -34,8 +35,9 @@ from tally.http import docs, models, reads, writes
 from tally.http.direct import STATEMENT_ROUTE, DirectWrites, statement_user
 from tally.http.metrics import CONTENT_TYPE_LATEST, Metrics
 from tally.http.models import Health
-from tally.http.problems import EXCEPTION_HANDLERS
+from tally.http.problems import EXCEPTION_HANDLERS, PROBLEM_JSON, EdgeProblem, problem
 from tally.http.services import Services, services_of
+from tally.http.writes import Sent
 
 request_body_bytes_max = 64 * 1024
 
@@ -112,6 +114,10 @@ class _MeasuredApp(Litestar):
             if answered is not None:
                 self._measure(http["path"], "POST", answered, time.perf_counter() - started)
                 return
+        if http["path"].startswith(_SCHEMA_SUBPATHS):
+            # The schema router's catch-all would answer an HTML page.
+            await _NOT_FOUND(http, cast(Receive, receive), answer)
+            return
         try:
             await super().__call__(scope, receive, sending)
         finally:
@@ -131,6 +137,15 @@ class _MeasuredApp(Litestar):
         requests, duration = measures
         requests.inc()
         duration.observe(seconds)
+
+
+_SCHEMA_SUBPATHS = "/openapi.json/"
+_NOT_FOUND = Sent(
+    404,
+    {},
+    msgspec.json.encode(problem(EdgeProblem.NOT_FOUND, "Not Found")),
+    PROBLEM_JSON.encode(),
+)
 
 
 def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:

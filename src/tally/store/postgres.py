@@ -26,6 +26,7 @@ from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
@@ -47,6 +48,8 @@ from tally.store.migrate import migrations
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -215,15 +218,35 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _open(self) -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(
+        pool = await self._create_pool()
+        try:
+            async with pool.acquire() as db:
+                setting = await db.fetchval("SHOW synchronous_commit")
+            if setting == "off":
+                # A COMMIT acknowledged before its WAL is on disk: a write tally answered
+                # could vanish in a crash. tally's own sessions do not run that way.
+                log.warning(
+                    "synchronous_commit is off on this server; tally's sessions use on",
+                    server_default=setting,
+                )
+                await pool.close()
+                pool = await self._create_pool({"synchronous_commit": "on"})
+            async with pool.acquire() as db:
+                await _migrate(db)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def _create_pool(self, settings: dict[str, str] | None = None) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
             self.url,
             min_size=1,
             max_size=pool_connections_max,
             command_timeout=command_timeout_s,
             reset=_keep_session,
+            server_settings=settings,
         )
-        async with pool.acquire() as db:
-            await _migrate(db)
         return pool
 
     def _stop_loop(self) -> None:
