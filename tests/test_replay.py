@@ -3,12 +3,16 @@ one transaction: these pin what that must not change. On both stores."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated
 from tally.engine import engine as engine_module
@@ -193,3 +197,75 @@ def test_a_store_waiting_for_a_part_is_let_go_when_the_replay_is_left(engine: En
     waiting.join(timeout=5)
     assert not waiting.is_alive()
     assert [str(error) for error in failures] == ["replay abandoned"]
+
+
+def test_writers_of_other_ledgers_commit_while_a_sqlite_replay_folds(tmp_path: Any) -> None:
+    """SQLite's write lock is the whole file's: a replay stages its rows in temporary tables
+    while it folds and takes the lock only for the swap at the end."""
+    path = tmp_path / "shared.db"
+    engine = open_engine(str(path))
+    try:
+        _write_log(engine)
+        before = engine.store.projections(LEDGER)
+        committed_meanwhile: list[str] = []
+
+        class _OtherWriterMidway(_PartsCounted):
+            def replace_projections(self, ledger: str, head: Head, parts: Any) -> None:
+                def midway() -> Iterator[Projections]:
+                    for part in parts:
+                        if self.parts == 1:  # rows staged, more to come: another ledger writes
+                            _write_elsewhere(path)  # "database is locked" if it waited 2 s
+                            committed_meanwhile.append("elsewhere")
+                        self.parts += 1
+                        yield part
+
+                self._store.replace_projections(ledger, head, midway())
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine_module, "replay_page_events", 4)
+            Engine(_OtherWriterMidway(engine.store), currencies=engine.currencies).replay(LEDGER)
+        assert committed_meanwhile == ["elsewhere"]
+        assert engine.store.projections(LEDGER) == before
+        assert engine.store.head("elsewhere") is not None
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def _write_elsewhere(path: Any) -> None:
+    """Another process's writer commits to ledger 'elsewhere', waiting at most 2 s for the lock."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=2)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO ledgers VALUES ('elsewhere', 0, zeroblob(32), 0)")
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def test_sqlite_replays_leave_no_connection_of_their_folds_open(tmp_path: Any) -> None:
+    path = tmp_path / "replays.db"
+    engine = open_engine(str(path))
+    try:
+        _write_log(engine)
+        opened = _open_descriptors(path)
+        for _ in range(4):
+            engine.replay(LEDGER)
+        # Each fold's thread opened a connection; the next one's closes it.
+        assert _open_descriptors(path) <= opened + 2
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def _open_descriptors(path: Any) -> int:
+    """This process's open files that are the database (not its -wal or -shm)."""
+    target = str(path)
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd) == target:
+                count += 1
+        except OSError:
+            continue
+    return count

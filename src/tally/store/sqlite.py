@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -121,6 +122,18 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
         raise
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def _insert_events(db: sqlite3.Connection, ledger: str, events: Sequence[EventRow]) -> None:
     for start in range(0, len(events), json_chunk_rows):
         chunk = events[start : start + json_chunk_rows]
@@ -174,6 +187,42 @@ _UPDATE_ORDERS = (
     "WHERE orders.ledger = ?1 AND orders.order_id = u.order_id"
 )
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
+_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
+
+
+class _Stage:
+    """A replay's temporary copy of one projection table (see `replace_projections`), keyed
+    as the table is (less the ledger), so that the copy reads it in the table's key order:
+    each row lands next to the last in the table's B-tree, with no sort while locked."""
+
+    def __init__(self, of: str, columns: str, key: str) -> None:
+        self.of = of
+        self.name = f"replay_{of}"
+        self.table = f"temp.{self.name}"
+        self.create = (
+            f"CREATE TEMP TABLE {self.name} ({columns}, PRIMARY KEY ({key})) WITHOUT ROWID"
+        )
+        self.copy = f"INSERT INTO main.{of} SELECT * FROM {self.table} ORDER BY {key}"
+
+
+_STAGES = (
+    _Stage(
+        "entries", "ledger, account, seq, idx, amount, balance_after, order_id", "account, seq, idx"
+    ),
+    _Stage("accounts", "ledger, account, kind, owner, currency", "account"),
+    _Stage(
+        "orders",
+        "ledger, order_id, expense_id, user_id, currency, merchant_id, paid, refunded",
+        "order_id",
+    ),
+    _Stage("idempotency_keys", "ledger, idempotency_key, command_digest, seq", "idempotency_key"),
+)
+_STAGED = (
+    _JsonInsert(_STAGES[0].table, 6),
+    _JsonInsert(_STAGES[1].table, 4),
+    _JsonInsert(_STAGES[2].table, 7),
+    _JsonInsert(_STAGES[3].table, 3),
+)
 # The order's expense, then its refunds: the lines that credit a wallet for an order
 # (migration 0003 indexes exactly those). Without statistics SQLite would rather scan the
 # ledger's entries; INDEXED BY makes it use the index, or fail loudly if the terms drift.
@@ -294,7 +343,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
         self._migrate()
@@ -317,7 +366,14 @@ class SqliteStore:
             connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")
             self._local.connection = connection
             with self._lock:
-                self._connections.append(connection)
+                # A thread's connection outlives the thread (threads come and go: a replay's
+                # fold, a writer closed and reopened), so those of finished threads are
+                # closed here, each time a new thread opens one.
+                ended = [(t, c) for t, c in self._connections if not t.is_alive()]
+                self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+                self._connections.append((threading.current_thread(), connection))
+            for _, old in ended:
+                old.close()
         return connection
 
     def close(self) -> None:
@@ -326,7 +382,7 @@ class SqliteStore:
             connections, self._connections = self._connections, []
         if checkpointer is not None:
             checkpointer.close()
-        for connection in connections:
+        for _, connection in connections:
             connection.close()
         self._local = threading.local()
 
@@ -401,27 +457,40 @@ class SqliteStore:
         checkpointer.poke()
 
     def replace_projections(self, ledger: str, head: Head, parts: Iterable[Projections]) -> None:
+        """The parts are staged in temporary tables of this connection first, outside any
+        write lock (folding a large log takes a while, and SQLite's write lock is the whole
+        file's: writers of every other ledger would wait); then one short transaction checks
+        the head and swaps the ledger's projections for the staged rows, in C."""
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
+        for stage in _STAGES:
+            db.execute(f"DROP TABLE IF EXISTS {stage.table}")
+            db.execute(stage.create)
         try:
-            if self.head(ledger) != head:
-                raise HeadMoved(ledger)
-            for table in ("entries", "accounts", "orders", "idempotency_keys"):
-                db.execute(f"DELETE FROM {table} WHERE ledger = ?", (ledger,))
-            for part in parts:
-                self._write_projections(db, ledger, part)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            with _transaction(db, "BEGIN"):  # temp tables only: the file stays unlocked
+                for part in parts:
+                    self._write_projections(db, ledger, part, _STAGED)
+            with _transaction(db, "BEGIN IMMEDIATE"):
+                if self.head(ledger) != head:
+                    raise HeadMoved(ledger)
+                for stage in _STAGES:
+                    db.execute(f"DELETE FROM main.{stage.of} WHERE ledger = ?", (ledger,))
+                    db.execute(stage.copy)
+        finally:
+            for stage in _STAGES:
+                db.execute(f"DROP TABLE IF EXISTS {stage.table}")
 
     @staticmethod
-    def _write_projections(db: sqlite3.Connection, ledger: str, p: Projections) -> None:
-        _INSERT_ENTRY.run(db, ledger, p.entries)
-        _INSERT_ACCOUNT.run(db, ledger, [_account_values(row) for row in p.accounts])
-        _INSERT_ORDER.run(db, ledger, p.orders)
-        _INSERT_KEY.run(db, ledger, p.keys)
+    def _write_projections(
+        db: sqlite3.Connection,
+        ledger: str,
+        p: Projections,
+        into: tuple[_JsonInsert, _JsonInsert, _JsonInsert, _JsonInsert] | None = None,
+    ) -> None:
+        entries, accounts_, orders, keys = into or _PROJECTED
+        entries.run(db, ledger, p.entries)
+        accounts_.run(db, ledger, [_account_values(row) for row in p.accounts])
+        orders.run(db, ledger, p.orders)
+        keys.run(db, ledger, p.keys)
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
