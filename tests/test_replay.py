@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from pg import fresh_database
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated
 from tally.engine import engine as engine_module
 from tally.engine.engine import Engine
 from tally.engine.ports import EventRow, Head, HeadMoved, Projections
+from tally.store.postgres import PostgresStore
 
 LEDGER = "replay"
 
@@ -269,3 +271,40 @@ def _open_descriptors(path: Any) -> int:
         except OSError:
             continue
     return count
+
+
+def test_a_postgresql_replay_of_intact_projections_rewrites_no_row() -> None:
+    """Replay stages its rows and applies only the difference: intact projections (of the
+    replayed ledger and of any other) keep every row version (`xmin`) they had."""
+    with fresh_database() as url:
+        engine = open_engine(url)
+        try:
+            _write_log(engine)
+            store = engine.store
+            assert isinstance(store, PostgresStore)
+            engine.execute(  # another ledger, never replayed
+                "other",
+                Envelope(
+                    idempotency_key="o",
+                    command=Recharge(user_id="x", amount=1, currency="USD", gateway="pp"),
+                ),
+            )
+            engine.close()
+
+            def versions() -> list[tuple[str, str, int]]:
+                found = []
+                for table in ("entries", "accounts", "orders", "idempotency_keys"):
+                    found += [
+                        (table, row[0], row[1])
+                        for row in store.rows(f"SELECT ledger, xmin::text::bigint FROM {table}")
+                    ]
+                return sorted(found)
+
+            before = versions()
+            assert {ledger for _, ledger, _ in before} == {LEDGER, "other"}
+            for _ in range(2):  # the same pooled session again: its staging tables anew
+                engine.replay(LEDGER)
+                assert versions() == before
+        finally:
+            engine.close()
+            engine.store.close()

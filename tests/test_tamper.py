@@ -564,10 +564,29 @@ def insert_foreign_order(db: RawDb) -> None:
     )
 
 
+def clear_entry_order(db: RawDb) -> None:
+    """A line's order reference (a value) becomes NULL: equal only by IS NOT DISTINCT FROM."""
+    cleared = db.execute(
+        "UPDATE entries SET order_id = NULL WHERE ledger = ? AND order_id IS NOT NULL",
+        (LEDGER,),
+    ).rowcount
+    assert cleared > 0
+
+
+def set_entry_order(db: RawDb) -> None:
+    """A line without an order reference (a recharge) gets one."""
+    changed = db.execute(
+        "UPDATE entries SET order_id = 'order-x' WHERE ledger = ? AND seq = 1", (LEDGER,)
+    ).rowcount
+    assert changed > 0
+
+
 PROJECTION_CASES = {
     "accounts-row-deleted": (delete_account, "accounts"),
     "entries.balance_after": (edit_entry_balance_after, "entries"),
     "entries-row-deleted": (delete_entry, "entries"),
+    "entries.order_id-cleared": (clear_entry_order, "entries"),
+    "entries.order_id-set": (set_entry_order, "entries"),
     "orders.refunded": (edit_order_refunded, "orders"),
     "orders-row-inserted": (insert_foreign_order, "orders"),
     "idempotency_keys-row-deleted": (delete_idempotency_key, "keys"),

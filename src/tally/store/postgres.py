@@ -72,6 +72,9 @@ pool_connections_max = 8
 # seven round trips of the long form each waited for the GIL (docs/benchmarks.md).
 one_statement_events_max = 200
 command_timeout_s = 60.0
+# A replay compares the staged rows with the tables by hashing one side: room to do it in
+# memory for a few million rows (disk batches beyond, still correct).
+replay_work_mem_mb = 256
 
 _EVENT_COLUMNS = ("ledger", "seq", "transaction_id", "event_type", "body", "hash")
 _ENTRY_COLUMNS = ("ledger", "account", "seq", "idx", "amount", "balance_after", "order_id")
@@ -386,19 +389,39 @@ class PostgresStore:
         self._call(self._replace(ledger, head, iter(parts)))
 
     async def _replace(self, ledger: str, head: Head, parts: Iterator[Projections]) -> None:
+        """The parts are staged in temporary tables of one session as the log folds (no
+        lock, no WAL, no index), then one transaction locks the head row, checks it and
+        applies the difference: rows the replay does not produce are deleted, rows it
+        produces that are missing are inserted. A replay that finds the projections intact
+        writes nothing. (Deleting every row and inserting it again made each insert check
+        the unique index against its own dead predecessor: 6.5 s for 620,000 entries, against
+        0.9 + 0.7 s for the two anti-joins; and it left a table's worth of dead rows.)"""
         loop = asyncio.get_running_loop()
-        async with self.pool.acquire() as db, db.transaction():
-            row = await db.fetchrow(
-                "SELECT seq, hash FROM ledgers WHERE name = $1 FOR UPDATE", ledger
-            )
-            if row is None or Head(row[0], bytes(row[1])) != head:
-                raise HeadMoved(ledger)
-            for table in ("entries", "accounts", "orders", "idempotency_keys"):
-                await db.execute(f"DELETE FROM {table} WHERE ledger = $1", ledger)
-            # The parts may be produced by a fold that reads the log through this store, on
-            # this loop: wait for each on another thread, never on the loop itself.
-            while (part := await loop.run_in_executor(None, next, parts, None)) is not None:
-                await _write_projections(db, ledger, part)
+        async with self.pool.acquire() as db:
+            for stage in _STAGES:
+                await db.execute(f"DROP TABLE IF EXISTS {stage.name}; {stage.create}")
+            try:
+                # The parts may be produced by a fold that reads the log through this store,
+                # on this loop: wait for each on another thread, never on the loop itself.
+                while (part := await loop.run_in_executor(None, next, parts, None)) is not None:
+                    await _stage(db, part)
+                async with db.transaction():
+                    row = await db.fetchrow(
+                        "SELECT seq, hash FROM ledgers WHERE name = $1 FOR UPDATE", ledger
+                    )
+                    if row is None or Head(row[0], bytes(row[1])) != head:
+                        raise HeadMoved(ledger)
+                    # Hash anti-joins: a merge join sorts the staged text keys (twice as slow).
+                    await db.execute(
+                        f"SET LOCAL work_mem = '{replay_work_mem_mb}MB'; "
+                        "SET LOCAL enable_mergejoin = off"
+                    )
+                    for stage in _STAGES:
+                        await db.execute(stage.stale, ledger)
+                        await db.execute(stage.missing, ledger)
+            finally:
+                if not db.is_closed():
+                    await db.execute("; ".join(f"DROP TABLE {s.name}" for s in _STAGES))
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
@@ -527,8 +550,50 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
     await _copy(db, "idempotency_keys", _KEY_COLUMNS, [(ledger, *row) for row in p.keys])
 
 
+class _Stage:
+    """A replay's temporary copy of one projection table, less the ledger column, and the
+    two statements that make the table equal to it (see `PostgresStore._replace`)."""
+
+    def __init__(self, table: str, keys: Sequence[str], values: Sequence[str]) -> None:
+        self.name = f"replay_{table}"
+        self.columns = (*keys, *values)
+        listed = ", ".join(self.columns)
+        self.create = f"CREATE TEMP TABLE {self.name} AS SELECT {listed} FROM {table} WITH NO DATA"
+        same_key = " AND ".join(f"s.{k} = m.{k}" for k in keys)
+        same_values = "".join(f" AND s.{v} IS NOT DISTINCT FROM m.{v}" for v in values)
+        self.stale = (
+            f"DELETE FROM {table} m WHERE m.ledger = $1 AND NOT EXISTS "
+            f"(SELECT 1 FROM {self.name} s WHERE {same_key}{same_values})"
+        )
+        self.missing = (
+            f"INSERT INTO {table} (ledger, {listed}) "
+            f"SELECT $1, {', '.join(f's.{c}' for c in self.columns)} FROM {self.name} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} m WHERE m.ledger = $1 AND {same_key})"
+        )
+
+
+_STAGE_ENTRIES, _STAGE_ACCOUNTS, _STAGE_ORDERS, _STAGE_KEYS = _STAGES = (
+    _Stage("entries", ("account", "seq", "idx"), ("amount", "balance_after", "order_id")),
+    _Stage("accounts", ("account",), ("kind", "owner", "currency")),
+    _Stage("orders", ("order_id",), _ORDER_COLUMNS[2:]),
+    _Stage("idempotency_keys", ("idempotency_key",), ("command_digest", "seq")),
+)
+
+
+async def _stage(db: _Connection, p: Projections) -> None:
+    await _copy(db, _STAGE_ENTRIES.name, _STAGE_ENTRIES.columns, p.entries)
+    await _copy(
+        db,
+        _STAGE_ACCOUNTS.name,
+        _STAGE_ACCOUNTS.columns,
+        [(row.account, *accounts.split(row.account)) for row in p.accounts],
+    )
+    await _copy(db, _STAGE_ORDERS.name, _STAGE_ORDERS.columns, p.orders)
+    await _copy(db, _STAGE_KEYS.name, _STAGE_KEYS.columns, p.keys)
+
+
 async def _copy(
-    db: _Connection, table: str, columns: Sequence[str], records: list[tuple[object, ...]]
+    db: _Connection, table: str, columns: Sequence[str], records: Sequence[Sequence[object]]
 ) -> None:
     """Binary COPY of `records` into `table`; no round trip when there are none (a batch
     of expenses opens no account, one of recharges creates no order)."""
