@@ -72,6 +72,9 @@ pool_connections_max = 8
 # seven round trips of the long form each waited for the GIL (docs/benchmarks.md).
 one_statement_events_max = 200
 command_timeout_s = 60.0
+# A replay's anti-joins take about a second per million rows here: a ledger of tens of
+# millions of rows needs more than a write's timeout.
+replay_statement_timeout_s = 3600.0
 # A replay compares the staged rows with the tables by hashing one side: room to do it in
 # memory for a few million rows (disk batches beyond, still correct).
 replay_work_mem_mb = 256
@@ -417,8 +420,8 @@ class PostgresStore:
                         "SET LOCAL enable_mergejoin = off"
                     )
                     for stage in _STAGES:
-                        await db.execute(stage.stale, ledger)
-                        await db.execute(stage.missing, ledger)
+                        await db.execute(stage.stale, ledger, timeout=replay_statement_timeout_s)
+                        await db.execute(stage.missing, ledger, timeout=replay_statement_timeout_s)
             finally:
                 if not db.is_closed():
                     await db.execute("; ".join(f"DROP TABLE {s.name}" for s in _STAGES))
@@ -581,15 +584,22 @@ _STAGE_ENTRIES, _STAGE_ACCOUNTS, _STAGE_ORDERS, _STAGE_KEYS = _STAGES = (
 
 
 async def _stage(db: _Connection, p: Projections) -> None:
-    await _copy(db, _STAGE_ENTRIES.name, _STAGE_ENTRIES.columns, p.entries)
-    await _copy(
-        db,
-        _STAGE_ACCOUNTS.name,
-        _STAGE_ACCOUNTS.columns,
-        [(row.account, *accounts.split(row.account)) for row in p.accounts],
+    """One part of a replay into the staging tables (its last part holds every order and
+    account of the ledger: one COPY each, hence the replay's timeout)."""
+    parts = (
+        (_STAGE_ENTRIES, p.entries),
+        (_STAGE_ACCOUNTS, [(row.account, *accounts.split(row.account)) for row in p.accounts]),
+        (_STAGE_ORDERS, p.orders),
+        (_STAGE_KEYS, p.keys),
     )
-    await _copy(db, _STAGE_ORDERS.name, _STAGE_ORDERS.columns, p.orders)
-    await _copy(db, _STAGE_KEYS.name, _STAGE_KEYS.columns, p.keys)
+    for stage, records in parts:
+        if records:
+            await db.copy_records_to_table(
+                stage.name,
+                records=records,
+                columns=stage.columns,
+                timeout=replay_statement_timeout_s,
+            )
 
 
 async def _copy(
