@@ -1,5 +1,6 @@
-"""Replay folds the log on a thread of its own and hands the store its rows page by page, in
-one transaction: these pin what that must not change. On both stores."""
+"""Replay folds the log on a thread of its own and hands the store its rows page by page; the
+store stages them and puts them in place in one short transaction: these pin what that must
+not change. On both stores unless named."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from pg import fresh_database
@@ -302,9 +304,66 @@ def test_a_postgresql_replay_of_intact_projections_rewrites_no_row() -> None:
 
             before = versions()
             assert {ledger for _, ledger, _ in before} == {LEDGER, "other"}
-            for _ in range(2):  # the same pooled session again: its staging tables anew
+            for _ in range(3):  # pooled sessions that staged before: their tables anew
                 engine.replay(LEDGER)
                 assert versions() == before
         finally:
             engine.close()
             engine.store.close()
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_write_while_the_log_folds_makes_the_replay_change_nothing(
+    engine: Engine, db: str
+) -> None:
+    """Another process appends to the ledger while replay stages its rows: the fold reads
+    past the head it started from, which is a moved head, not a broken ledger."""
+    _write_log(engine)
+    other = open_engine(db)
+
+    class _WrittenMidway(_PartsCounted):
+        def replace_projections(self, ledger: str, head: Head, parts: Any) -> None:
+            def midway() -> Iterator[Projections]:
+                for part in parts:
+                    if self.parts == 1:
+                        other.execute(
+                            LEDGER,
+                            Envelope(
+                                idempotency_key="meanwhile",
+                                command=Recharge(
+                                    user_id="u1", amount=5, currency="USD", gateway="pp"
+                                ),
+                            ),
+                        )
+                    self.parts += 1
+                    yield part
+
+            self._store.replace_projections(ledger, head, midway())
+
+    try:
+        with pytest.raises(HeadMoved):
+            Engine(_WrittenMidway(engine.store), currencies=engine.currencies).replay(LEDGER)
+        rebuilt, head = engine.rebuild(LEDGER)
+        assert head.seq == 24
+        assert engine.store.projections(LEDGER) == rebuilt
+    finally:
+        other.close()
+        other.store.close()
+
+
+def test_rows_staged_twice_under_one_key_change_nothing(engine: Engine) -> None:
+    """A fold never produces two rows with one key; should one, the store refuses it as the
+    table would, rather than keep either."""
+    head = _write_log(engine)
+    store = engine.store
+    before = store.projections(LEDGER)
+    entry = before.entries[0]
+    twice = Projections(
+        accounts=[],
+        entries=[entry, entry._replace(balance_after=entry.balance_after + 1)],
+        orders=[],
+        keys=[],
+    )
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+        store.replace_projections(LEDGER, head, iter([twice]))
+    assert store.projections(LEDGER) == before

@@ -234,8 +234,10 @@ def test_unknown_routes_and_methods_are_problems(live: Any) -> None:
         missing = http.get("/v1/nothing")
         outside = http.get("/nothing")  # once caught by the schema's router: an HTML page
         under_schema = http.get("/openapi.json/nothing")  # that router's own catch-all
+        schema = http.get("/openapi.json/")  # a trailing slash, as every route accepts
         wrong_method = http.delete("/v1/events")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    assert (schema.status_code, schema.json()["info"]["title"]) == (200, "tally")
     for response in (outside, under_schema):
         assert (response.status_code, response.json()["code"]) == (404, "not_found")
         assert response.headers["content-type"] == "application/problem+json"

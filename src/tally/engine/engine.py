@@ -19,7 +19,7 @@ from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.rejections import InvariantViolated, Rejected
 from tally.domain.state import LedgerState, evolve
-from tally.engine.ports import EventRow, Head, Projections, Store
+from tally.engine.ports import EventRow, Head, HeadMoved, Projections, Store
 from tally.engine.projection import Rebuild
 from tally.engine.results import Committed, Outcome
 from tally.engine.writer import LedgerWriter
@@ -92,10 +92,12 @@ class Engine:
         """Rebuild every projection of `ledger` from its log; returns the head replayed to.
 
         The log is folded on a thread of its own that hands the store each page's rows as
-        it goes, so the store writes them (SQLite in C, without the GIL; PostgreSQL in its
-        own process) while the next pages fold. It is all one transaction, which starts by
-        checking the head row: a log that does not end at the head row's (seq, hash), or
-        that breaks on the way, rolls it back.
+        it goes, so the store stages them (SQLite in C, without the GIL; PostgreSQL in its
+        own process) while the next pages fold; then one short transaction checks the head
+        row and puts them in place. A log that breaks on the way, or does not end at the
+        head row's (seq, hash), changes nothing (`InvariantViolated`); so does a write to the
+        ledger while it folds (`HeadMoved`: the fold read past the head it started from, or
+        the head row moved before the rows were put in place).
         """
         if ledger in self._writers:
             raise RuntimeError("close the ledger's writer before replaying it")
@@ -109,8 +111,15 @@ class Engine:
                 f"ledger {ledger}: projections hold seq {beyond}, beyond the log's head "
                 f"{head.seq}: events were removed from the log; refusing to replay over them"
             )
-        with _FoldAhead(self.store, ledger, head) as parts:
-            self.store.replace_projections(ledger, head, parts)
+        try:
+            with _FoldAhead(self.store, ledger, head) as parts:
+                self.store.replace_projections(ledger, head, parts)
+        except InvariantViolated:
+            # A log running past the head row is a broken ledger, unless a writer appended
+            # to it while the fold read: then the head row has moved too.
+            if self.store.head(ledger) != head:
+                raise HeadMoved(ledger) from None
+            raise
         return head
 
     def projection_differences(
@@ -213,9 +222,8 @@ class _FoldAhead:
     def _fold(self, store: Store, ledger: str, head: Head) -> None:
         try:
             replayer = Replayer(ledger)
-            # The whole log, to its end: one that runs past the head row disagrees with it.
-            # (Events another writer appended after the head was read moved the head row,
-            # which the store's transaction sees first: HeadMoved.)
+            # The whole log, to its end: one that runs past the head row disagrees with it
+            # (`Engine.replay` tells that from a writer appending meanwhile: HeadMoved).
             for page in log_pages(store, ledger):
                 replayer.feed(page)
                 if not self._hand_over(replayer.take()):

@@ -114,7 +114,7 @@ class _MeasuredApp(Litestar):
             if answered is not None:
                 self._measure(http["path"], "POST", answered, time.perf_counter() - started)
                 return
-        if http["path"].startswith(_SCHEMA_SUBPATHS):
+        if http["path"].startswith(_SCHEMA_SUBPATHS) and http["path"] != _SCHEMA_SUBPATHS:
             # The schema router's catch-all would answer an HTML page.
             await _NOT_FOUND(http, cast(Receive, receive), answer)
             return

@@ -402,7 +402,7 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         async with self.pool.acquire() as db:
             for stage in _STAGES:
-                await db.execute(f"DROP TABLE IF EXISTS {stage.name}; {stage.create}")
+                await db.execute(stage.create)
             try:
                 # The parts may be produced by a fold that reads the log through this store,
                 # on this loop: wait for each on another thread, never on the loop itself.
@@ -423,8 +423,7 @@ class PostgresStore:
                         await db.execute(stage.stale, ledger, timeout=replay_statement_timeout_s)
                         await db.execute(stage.missing, ledger, timeout=replay_statement_timeout_s)
             finally:
-                if not db.is_closed():
-                    await db.execute("; ".join(f"DROP TABLE {s.name}" for s in _STAGES))
+                await _drop_stages(db)
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
@@ -558,10 +557,17 @@ class _Stage:
     two statements that make the table equal to it (see `PostgresStore._replace`)."""
 
     def __init__(self, table: str, keys: Sequence[str], values: Sequence[str]) -> None:
-        self.name = f"replay_{table}"
+        self.table = f"replay_{table}"
+        self.name = f"pg_temp.{self.table}"  # never a table of that name on the search path
         self.columns = (*keys, *values)
         listed = ", ".join(self.columns)
-        self.create = f"CREATE TEMP TABLE {self.name} AS SELECT {listed} FROM {table} WITH NO DATA"
+        self.create = (
+            f"DROP TABLE IF EXISTS {self.name}; "
+            f"CREATE TEMP TABLE {self.table} AS SELECT {listed} FROM {table} WITH NO DATA; "
+            # Keyed like the table: rows staged twice under one key fail here, as they would
+            # in the table, instead of leaving the difference ambiguous.
+            f"ALTER TABLE {self.name} ADD PRIMARY KEY ({', '.join(keys)})"
+        )
         same_key = " AND ".join(f"s.{k} = m.{k}" for k in keys)
         same_values = "".join(f" AND s.{v} IS NOT DISTINCT FROM m.{v}" for v in values)
         self.stale = (
@@ -583,6 +589,15 @@ _STAGE_ENTRIES, _STAGE_ACCOUNTS, _STAGE_ORDERS, _STAGE_KEYS = _STAGES = (
 )
 
 
+async def _drop_stages(db: _Connection) -> None:
+    """Drop a replay's staging tables from its pooled session; the error that ended the
+    replay, if any, is the one to report (a dead session drops them itself)."""
+    try:
+        await db.execute("; ".join(f"DROP TABLE IF EXISTS {s.name}" for s in _STAGES))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        log.warning("replay staging tables not dropped", error=repr(error))
+
+
 async def _stage(db: _Connection, p: Projections) -> None:
     """One part of a replay into the staging tables (its last part holds every order and
     account of the ledger: one COPY each, hence the replay's timeout)."""
@@ -595,7 +610,8 @@ async def _stage(db: _Connection, p: Projections) -> None:
     for stage, records in parts:
         if records:
             await db.copy_records_to_table(
-                stage.name,
+                stage.table,
+                schema_name="pg_temp",
                 records=records,
                 columns=stage.columns,
                 timeout=replay_statement_timeout_s,

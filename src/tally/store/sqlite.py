@@ -33,6 +33,7 @@ from tally.engine.ports import (
     Projections,
 )
 from tally.store.migrate import migrations
+from tally.store.sqlite_threads import ThreadConnections
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__
@@ -342,48 +343,37 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._local = threading.local()  # per thread: whether its connection has the batch view
+        self._connections = ThreadConnections(self._connect)
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                timeout=busy_timeout_ms / 1000,
-                check_same_thread=False,
-            )
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-            connection.execute("PRAGMA cache_size = -65536")
-            connection.execute("PRAGMA mmap_size = 1073741824")
-            connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")
-            self._local.connection = connection
-            with self._lock:
-                # A thread's connection outlives the thread (threads come and go: a replay's
-                # fold, a writer closed and reopened), so those of finished threads are
-                # closed here, each time a new thread opens one.
-                ended = [(t, c) for t, c in self._connections if not t.is_alive()]
-                self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
-                self._connections.append((threading.current_thread(), connection))
-            for _, old in ended:
-                old.close()
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            timeout=busy_timeout_ms / 1000,
+            check_same_thread=False,
+        )
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute("PRAGMA mmap_size = 1073741824")
+        connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")
         return connection
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     def close(self) -> None:
         with self._lock:
             checkpointer, self._checkpointer = self._checkpointer, None
-            connections, self._connections = self._connections, []
         if checkpointer is not None:
             checkpointer.close()
-        for _, connection in connections:
-            connection.close()
+        self._connections.close()
         self._local = threading.local()
 
     def _migrate(self) -> None:

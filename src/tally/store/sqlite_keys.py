@@ -7,7 +7,6 @@ store's migrations, so open the ledger store on the file first (bootstrap does).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tally.api_keys import (
     scopes_text,
     secret_digest,
 )
+from tally.store.sqlite_threads import ThreadConnections
 
 busy_timeout_ms = 30_000
 
@@ -32,36 +32,28 @@ class SqliteKeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self._connect)
         found = self._db().execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'"
         )
         if found.fetchone() is None:
             raise RuntimeError(f"{self.path} has no api_keys table: open the ledger store first")
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                timeout=busy_timeout_ms / 1000,
-                check_same_thread=False,
-            )
-            db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-            self._local.connection = db
-            with self._lock:
-                self._connections.append(db)
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            timeout=busy_timeout_ms / 1000,
+            check_same_thread=False,
+        )
+        db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         return db
 
+    def _db(self) -> sqlite3.Connection:
+        return self._connections.get()
+
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def ledger_exists(self, ledger: str) -> bool:
         row = self._db().execute("SELECT 1 FROM ledgers WHERE name = ?", (ledger,)).fetchone()
