@@ -38,3 +38,24 @@ def test_tally_never_commits_with_synchronous_commit_off(
             assert store._call(settings()) == [tally_sees, tally_sees]
         finally:
             store.close()
+
+
+def test_sessions_opened_after_the_setting_changes_are_checked_too() -> None:
+    with fresh_database() as url:
+        name = url.rsplit("/", 1)[1]
+        store = PostgresStore(url)  # opened while the server's default is on
+        try:
+            run_sync(_run(url, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+
+            async def settings() -> list[object]:
+                # More sessions than the pool holds yet: new ones, opened under `off`.
+                async with (
+                    store.pool.acquire() as a,
+                    store.pool.acquire() as b,
+                    store.pool.acquire() as c,
+                ):
+                    return [await db.fetchval("SHOW synchronous_commit") for db in (a, b, c)]
+
+            assert store._call(settings()) == ["on", "on", "on"]
+        finally:
+            store.close()

@@ -224,35 +224,20 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _open(self) -> asyncpg.Pool:
-        pool = await self._create_pool()
-        try:
-            async with pool.acquire() as db:
-                setting = await db.fetchval("SHOW synchronous_commit")
-            if setting == "off":
-                # A COMMIT acknowledged before its WAL is on disk: a write tally answered
-                # could vanish in a crash. tally's own sessions do not run that way.
-                log.warning(
-                    "synchronous_commit is off on this server; tally's sessions use on",
-                    server_default=setting,
-                )
-                await pool.close()
-                pool = await self._create_pool({"synchronous_commit": "on"})
-            async with pool.acquire() as db:
-                await _migrate(db)
-        except BaseException:
-            await pool.close()
-            raise
-        return pool
-
-    async def _create_pool(self, settings: dict[str, str] | None = None) -> asyncpg.Pool:
         pool: asyncpg.Pool = await asyncpg.create_pool(
             self.url,
             min_size=1,
             max_size=pool_connections_max,
             command_timeout=command_timeout_s,
+            init=_durable_session,
             reset=_keep_session,
-            server_settings=settings,
         )
+        try:
+            async with pool.acquire() as db:
+                await _migrate(db)
+        except BaseException:
+            await pool.close()
+            raise
         return pool
 
     def _stop_loop(self) -> None:
@@ -632,6 +617,16 @@ def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]
     if not rows:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _durable_session(db: asyncpg.Connection) -> None:
+    """Every new session of the pool: never `synchronous_commit = off`, which acknowledges a
+    COMMIT before its WAL is on disk (a write tally answered could vanish in a crash). Any
+    other setting (`local`, or the stronger `remote_write` / `remote_apply`) is kept."""
+    setting = await db.fetchval("SHOW synchronous_commit")
+    if setting == "off":
+        log.warning("synchronous_commit is off for this session; tally sets it on")
+        await db.execute("SET synchronous_commit = on")
 
 
 async def _keep_session(db: asyncpg.Connection) -> None:
