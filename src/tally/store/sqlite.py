@@ -33,14 +33,13 @@ from tally.engine.ports import (
     Projections,
 )
 from tally.store.migrate import migrations
-from tally.store.sqlite_threads import ThreadConnections
+from tally.store.sqlite_threads import ThreadConnections, connect
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__
 
 log = structlog.get_logger(__name__)
 
-busy_timeout_ms = 30_000
 # Checkpoints (copying the WAL back into the database file) run on a thread of their own, at
 # most this often while batches keep committing; the committer never waits for one. Should
 # that thread fall behind, the connection that commits checkpoints itself past this many
@@ -315,7 +314,7 @@ class _Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        db = connect(self._path)
         try:
             while True:
                 self._due.wait()
@@ -351,15 +350,9 @@ class SqliteStore:
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            timeout=busy_timeout_ms / 1000,
-            check_same_thread=False,
-        )
+        connection = connect(self.path)
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
-        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         connection.execute("PRAGMA cache_size = -65536")
         connection.execute("PRAGMA mmap_size = 1073741824")
         connection.execute(f"PRAGMA wal_autocheckpoint = {wal_autocheckpoint_pages}")

@@ -20,9 +20,7 @@ from tally.api_keys import (
     scopes_text,
     secret_digest,
 )
-from tally.store.sqlite_threads import ThreadConnections
-
-busy_timeout_ms = 30_000
+from tally.store.sqlite_threads import ThreadConnections, connect
 
 _COLUMNS = "key_id, ledger, scopes, created_at_us, revoked_at_us"
 
@@ -40,14 +38,7 @@ class SqliteKeyStore:
             raise RuntimeError(f"{self.path} has no api_keys table: open the ledger store first")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            timeout=busy_timeout_ms / 1000,
-            check_same_thread=False,
-        )
-        db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-        return db
+        return connect(self.path)
 
     def _db(self) -> sqlite3.Connection:
         return self._connections.get()

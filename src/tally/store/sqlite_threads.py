@@ -7,6 +7,19 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+# How long a statement waits for another connection's write lock before it fails.
+busy_timeout_ms = 30_000
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (tally says BEGIN itself) that waits for a busy
+    database up to `busy_timeout_ms`; usable from any thread, one at a time."""
+    connection = sqlite3.connect(
+        path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    return connection
+
 
 class ThreadConnections:
     """Each thread's own connection, opened by `connect` on first use and closed by
