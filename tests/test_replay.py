@@ -367,3 +367,37 @@ def test_rows_staged_twice_under_one_key_change_nothing(engine: Engine) -> None:
     with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
         store.replace_projections(LEDGER, head, iter([twice]))
     assert store.projections(LEDGER) == before
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_log_broken_on_the_way_is_broken_even_while_written_to(engine: Engine, db: str) -> None:
+    """A write during the fold must not turn a broken log into a retryable moved head."""
+    _write_log(engine)
+    other = open_engine(db)
+
+    class _BrokenAndWrittenMidway(_BrokenOnPage):
+        def replace_projections(self, ledger: str, head: Head, parts: Any) -> None:
+            def midway() -> Iterator[Projections]:
+                for index, part in enumerate(parts):
+                    if index == 1:
+                        other.execute(
+                            LEDGER,
+                            Envelope(
+                                idempotency_key="meanwhile",
+                                command=Recharge(
+                                    user_id="u1", amount=5, currency="USD", gateway="pp"
+                                ),
+                            ),
+                        )
+                    yield part
+
+            self._store.replace_projections(ledger, head, midway())
+
+    try:
+        broken = _BrokenAndWrittenMidway(engine.store, broken=4)
+        with pytest.raises(InvariantViolated, match="log broken at seq 16"):
+            Engine(broken, currencies=engine.currencies).replay(LEDGER)
+        assert engine.store.head(LEDGER).seq == 24  # type: ignore[union-attr]
+    finally:
+        other.close()
+        other.store.close()

@@ -114,11 +114,12 @@ class Engine:
         try:
             with _FoldAhead(self.store, ledger, head) as parts:
                 self.store.replace_projections(ledger, head, parts)
-        except InvariantViolated:
+        except _LogPastHead as error:
             # A log running past the head row is a broken ledger, unless a writer appended
-            # to it while the fold read: then the head row has moved too.
+            # to it while the fold read: then the head row has moved too. (A log that breaks
+            # on the way is broken, whoever writes meanwhile.)
             if self.store.head(ledger) != head:
-                raise HeadMoved(ledger) from None
+                raise HeadMoved(ledger) from error
             raise
         return head
 
@@ -182,6 +183,10 @@ class Replayer:
         return self._rebuild.rest(self.state)
 
 
+class _LogPastHead(InvariantViolated):
+    """The log goes on, unbroken, past the head row the replay started from."""
+
+
 class _FoldAhead:
     """A replay's fold on a thread of its own, its rows handed over page by page (`with`
     gives the iterator of parts). Leaving the block stops the fold wherever it is."""
@@ -229,7 +234,7 @@ class _FoldAhead:
                 if not self._hand_over(replayer.take()):
                     return
             if Head(replayer.state.seq, replayer.head_hash) != head:
-                raise InvariantViolated(
+                raise (_LogPastHead if replayer.state.seq > head.seq else InvariantViolated)(
                     f"ledger {ledger}: head row disagrees with the log (the log ends at seq "
                     f"{replayer.state.seq}, the head row says {head.seq}); refusing to replay"
                 )

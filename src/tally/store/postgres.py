@@ -619,20 +619,25 @@ def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+_warnings_given: set[str] = set()  # each once a process: the pool reopens sessions all day
+
+
 async def _durable_session(db: asyncpg.Connection) -> None:
     """Every new session of the pool: never `synchronous_commit = off`, which acknowledges a
     COMMIT before its WAL is on disk (a write tally answered could vanish in a crash). Any
     other setting (`local`, or the stronger `remote_write` / `remote_apply`) is kept."""
-    setting = await db.fetchval("SHOW synchronous_commit")
-    if setting == "off":
-        log.warning("synchronous_commit is off for this session; tally sets it on")
+    if await db.fetchval("SHOW synchronous_commit") == "off":
         await db.execute("SET synchronous_commit = on")
+        if "synchronous_commit" not in _warnings_given:
+            _warnings_given.add("synchronous_commit")
+            log.warning("synchronous_commit is off on this server; tally's sessions set it on")
 
 
 async def _keep_session(db: asyncpg.Connection) -> None:
     """The pool's reset between borrowers. asyncpg's default (`RESET ALL`, `UNLISTEN *`,
-    `pg_advisory_unlock_all()`, ...) costs a round trip per acquire; tally never changes
-    session state, and asyncpg itself rolls back a transaction left open before this runs."""
+    `pg_advisory_unlock_all()`, ...) costs a round trip per acquire; tally changes session
+    state only in `_durable_session` (which must outlive borrowers: `RESET ALL` would undo it),
+    and asyncpg itself rolls back a transaction left open before this runs."""
 
 
 async def _update(db: _Connection, sql: str, ledger: str, rows: Sequence[Sequence[object]]) -> None:

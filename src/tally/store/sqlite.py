@@ -342,7 +342,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()  # per thread: whether its connection has the batch view
+        self._local = threading.local()  # per thread: the connection given the batch view
         self._connections = ThreadConnections(self._connect)
         self._lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
@@ -397,9 +397,9 @@ class SqliteStore:
         rows = batch.projections
         sizes = (len(batch.events), len(rows.entries), len(rows.accounts), len(rows.orders))
         in_one_statement = max(*sizes, len(rows.keys)) <= json_chunk_rows
-        if in_one_statement and not getattr(self._local, "batch_view", False):
-            db.executescript(_BATCH_VIEW)
-            self._local.batch_view = True
+        if in_one_statement and getattr(self._local, "batch_view", None) is not db:
+            db.executescript(_BATCH_VIEW)  # a TEMP view: one per connection
+            self._local.batch_view = db
         db.execute("BEGIN IMMEDIATE")
         try:
             if in_one_statement:
