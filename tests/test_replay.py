@@ -326,15 +326,7 @@ def test_a_write_while_the_log_folds_makes_the_replay_change_nothing(
             def midway() -> Iterator[Projections]:
                 for part in parts:
                     if self.parts == 1:
-                        other.execute(
-                            LEDGER,
-                            Envelope(
-                                idempotency_key="meanwhile",
-                                command=Recharge(
-                                    user_id="u1", amount=5, currency="USD", gateway="pp"
-                                ),
-                            ),
-                        )
+                        _append_meanwhile(other)
                     self.parts += 1
                     yield part
 
@@ -380,15 +372,7 @@ def test_a_log_broken_on_the_way_is_broken_even_while_written_to(engine: Engine,
             def midway() -> Iterator[Projections]:
                 for index, part in enumerate(parts):
                     if index == 1:
-                        other.execute(
-                            LEDGER,
-                            Envelope(
-                                idempotency_key="meanwhile",
-                                command=Recharge(
-                                    user_id="u1", amount=5, currency="USD", gateway="pp"
-                                ),
-                            ),
-                        )
+                        _append_meanwhile(other)
                     yield part
 
             self._store.replace_projections(ledger, head, midway())
@@ -401,3 +385,14 @@ def test_a_log_broken_on_the_way_is_broken_even_while_written_to(engine: Engine,
     finally:
         other.close()
         other.store.close()
+
+
+def _append_meanwhile(other: Engine) -> None:
+    """Another process's writer appends one recharge to the ledger being replayed."""
+    other.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="meanwhile",
+            command=Recharge(user_id="u1", amount=5, currency="USD", gateway="pp"),
+        ),
+    )
