@@ -1,11 +1,12 @@
 """One or a few HTTP scenarios of bench.api, quickly: for measuring a change while making it.
 
     .venv/bin/python -m bench.quick [--store sqlite|postgresql] [--seconds 8]
-        [--scenario expense-uniform,expense-hot,batch-uniform,statement]
+        [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement]
         [--statement-entries 200000]
 
 Starts `tally serve` on a fresh database as bench.api does, funds 10,000 wallets, runs each
-scenario with wrk (single expenses: 64 connections; batch: 4 connections of 1,000 expenses;
+scenario with wrk (single expenses, and the mix of bench.api's `mixed-uniform` with its 2,000
+refund targets: 64 connections; batch: 4 connections of 1,000 expenses;
 statement pages: 8 connections over a wallet of `--statement-entries` entries) and prints
 throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
 the figures of record come from bench.api, which runs everything against its baseline.
@@ -24,7 +25,7 @@ import httpx
 from bench import api
 from bench.engine import _database
 
-SCENARIOS = ("expense-uniform", "expense-hot", "batch-uniform", "statement")
+SCENARIOS = ("expense-uniform", "expense-hot", "mixed-uniform", "batch-uniform", "statement")
 
 
 def main() -> None:
@@ -53,6 +54,8 @@ def main() -> None:
                     base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
                 ) as client:
                     api._fund(client, 10_000)
+                    if "mixed-uniform" in scenarios:
+                        api._refund_targets(client, 2_000, 10_000, folder / "refunds.txt")
                 for index, scenario in enumerate(scenarios):
                     _run(server, scenario, index, key, read_key, cursors, args)
 
@@ -72,6 +75,9 @@ def _run(
     if scenario == "batch-uniform":
         mode, connections, per_request = "batch", 4, 1000
         options["batch"] = per_request
+    elif scenario == "mixed-uniform":
+        mode, connections = "mixed", 64
+        options["datafile"] = str(cursors.with_name("refunds.txt"))
     elif scenario == "statement":
         mode, connections = "statement", 8
         options = {"datafile": str(cursors)}
