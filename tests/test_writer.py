@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+import rawdb
 from tally.bootstrap import open_engine, open_store
-from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.engine import Engine
 from tally.engine.ports import BatchWrite, EventRow, Head, HeadMoved, OrderRow, Projections
@@ -303,3 +304,35 @@ def test_a_clash_with_rows_of_an_unmoved_head_is_an_error_not_a_fence(db: str) -
     finally:
         engine.close()
         engine.store.close()
+
+
+def test_a_refund_of_an_order_missing_from_its_table_commits_nothing(
+    engine: Engine, db: str
+) -> None:
+    """A refunded order is updated in the batch's one statement (both stores): should its row
+    be gone (a tampered projection), the whole batch fails, log and head untouched."""
+    engine.execute(
+        "m",
+        Envelope(
+            idempotency_key="r",
+            command=Recharge(user_id="u", amount=1_000, currency="USD", gateway="pp"),
+        ),
+    )
+    paid = engine.execute(
+        "m",
+        Envelope(
+            idempotency_key="e",
+            command=Expense(user_id="u", currency="USD", orders=(OrderLine("o1", 500, "m"),)),
+        ),
+    )
+    assert isinstance(paid, Committed)
+    with rawdb.connect(db) as raw:
+        raw.execute("DELETE FROM orders WHERE ledger = ? AND order_id = 'o1'", ("m",))
+    head = engine.store.head("m")
+    refund = Refund(
+        expense_id=paid.event.transaction_id, order_id="o1", amount=100, currency="USD", reason="r"
+    )
+    with pytest.raises(CommitFailed, match="a row to update is missing"):
+        engine.execute("m", Envelope(idempotency_key="f", command=refund))
+    assert engine.store.head("m") == head
+    assert engine.store.events("m", after_seq=head.seq, limit=10) == []  # type: ignore[union-attr]

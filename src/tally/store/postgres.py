@@ -3,9 +3,9 @@
 The engine is thread-based (one writer thread per ledger), asyncpg is asyncio-based: the
 store owns a private event loop on a thread of its own; the writer starts each commit on it
 (`commit_soon`) and every other call hops onto it. A batch costs a constant number of round
-trips whatever its size: a small one (`one_statement_events_max`, no refunded order) is one
-statement; a larger one is one binary COPY per table with rows, the head's compare-and-set,
-one `unnest` update of the refunded orders, and the commit.
+trips whatever its size: a small one (`one_statement_events_max`) is one statement; a
+larger one is one binary COPY per table with rows, the head's compare-and-set, one `unnest`
+update of the refunded orders, and the commit.
 
 Correctness rests only on the compare-and-set of the head row under any isolation level:
 a second writer's UPDATE waits for the first to commit, re-reads the row, no longer matches
@@ -67,7 +67,7 @@ _UNREACHABLE = (
 )
 
 pool_connections_max = 8
-# A batch of at most this many events (and no refunded order to update) commits in one
+# A batch of at most this many events commits in one
 # statement, one round trip; larger ones by COPY. At the HTTP API batches are small and the
 # seven round trips of the long form each waited for the GIL (docs/benchmarks.md).
 one_statement_events_max = 200
@@ -112,14 +112,18 @@ _ORDER_COLUMNS = (
     "paid",
     "refunded",
 )
+_ORDER_MISSING = "tally: an order to update is missing"
 _UPDATE_ORDERS = """
 UPDATE orders SET refunded = u.refunded
 FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
 WHERE orders.ledger = $1 AND orders.order_id = u.order_id
 """
-# The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), and every table's rows
-# as arrays, inserted only when the head moved. Each row insert of a data-modifying CTE runs
-# whether or not the main query reads it; `moved` gates them.
+# The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), every table's rows as
+# arrays, inserted only when the head moved, and the refunded orders that existed before the
+# batch (`up`: the CTEs share one snapshot, so it could not see orders inserted by `od`; the
+# writer never lists those). Each data-modifying CTE runs whether or not the main query reads
+# it; `moved` gates them. Should an order to update be missing, the cast of a text that is not
+# a number fails the statement, so nothing of the batch is written (no stored procedure).
 _COMMIT_ONE_STATEMENT = f"""
 WITH head AS ({_MOVE_HEAD.strip()} AS moved),
 go AS (SELECT 1 FROM head WHERE moved),
@@ -146,8 +150,16 @@ ev AS (
     INSERT INTO idempotency_keys (ledger, idempotency_key, command_digest, seq)
     SELECT $3, * FROM unnest($28::text[], $29::text[], $30::bigint[])
     WHERE EXISTS (SELECT FROM go)
+), up AS (
+    UPDATE orders SET refunded = u.refunded
+    FROM unnest($31::text[], $32::bigint[]) AS u (order_id, refunded)
+    WHERE orders.ledger = $3 AND orders.order_id = u.order_id AND EXISTS (SELECT FROM go)
+    RETURNING 1
 )
-SELECT moved FROM head
+SELECT CASE WHEN moved AND (SELECT count(*) FROM up) <> cardinality($31::text[])
+    THEN ('{_ORDER_MISSING} ' || (SELECT count(*) FROM up))::integer = 0
+    ELSE moved END
+FROM head
 """
 # A page of the log. A gapless log's next `limit` events are exactly the seqs after_seq + 1 to
 # after_seq + limit (`$4`, computed in Python so that it cannot overflow), and saying so keeps
@@ -210,6 +222,8 @@ class PostgresStore:
         # compare-and-set only after N has issued its own (else it finds the head still
         # before N and is fenced for nothing). Touched only on the loop.
         self._cas_turns: dict[tuple[str, Head], asyncio.Future[None]] = {}
+        # The same commits, done (committed or failed): see `_commit_in_one_statement`.
+        self._finished: dict[tuple[str, Head], asyncio.Future[None]] = {}
         try:
             self._pool = self._call(self._open())
         except BaseException:
@@ -297,8 +311,10 @@ class PostgresStore:
         ledger = batch.ledger
         turn = self._loop.create_future()
         self._cas_turns[(ledger, batch.head)] = turn
+        finished = self._loop.create_future()
+        self._finished[(ledger, batch.head)] = finished
         try:
-            if len(batch.events) <= one_statement_events_max and not batch.order_updates:
+            if len(batch.events) <= one_statement_events_max:
                 await self._commit_in_one_statement(batch)
                 return
             # READ COMMITTED only makes the updates after the compare-and-set see the rows
@@ -337,13 +353,21 @@ class PostgresStore:
             if not turn.done():
                 turn.set_result(None)  # failed before its compare-and-set: let N+1 fail on
             del self._cas_turns[(ledger, batch.head)]
+            finished.set_result(None)
+            del self._finished[(ledger, batch.head)]
 
     async def _commit_in_one_statement(self, batch: BatchWrite) -> None:
         """A small batch in one round trip: one statement, its own transaction. It waits
         for the previous batch's compare-and-set to be issued, like the long form; its own
-        turn then comes when it has committed (when it ran is not known before)."""
+        turn then comes when it has committed (when it ran is not known before).
+
+        A batch that updates refunded orders waits for the previous batch to be done: the
+        statement's one snapshot is taken when it starts, and its update must see orders a
+        long-form batch N inserted (that one's turn comes before its commit). After a
+        one-statement N, the common case, both waits are the same."""
         ledger = batch.ledger
-        before = self._cas_turns.get((ledger, batch.base))
+        waits_for = self._finished if batch.order_updates else self._cas_turns
+        before = waits_for.get((ledger, batch.base))
         if before is not None:
             await asyncio.shield(before)
         p = batch.projections
@@ -352,20 +376,27 @@ class PostgresStore:
         account_columns = _columns([(r.account, *accounts.split(r.account)) for r in p.accounts], 4)
         order_columns = _columns(p.orders, 7)
         key_columns = _columns(p.keys, 3)
+        update_columns = _columns([(o.order_id, o.refunded) for o in batch.order_updates], 2)
         async with self.pool.acquire() as db:
-            moved = await db.fetchval(
-                _COMMIT_ONE_STATEMENT,
-                batch.head.seq,
-                batch.head.hash,
-                ledger,
-                batch.base.seq,
-                batch.base.hash,
-                *event_columns,
-                *entry_columns,
-                *account_columns,
-                *order_columns,
-                *key_columns,
-            )
+            try:
+                moved = await db.fetchval(
+                    _COMMIT_ONE_STATEMENT,
+                    batch.head.seq,
+                    batch.head.hash,
+                    ledger,
+                    batch.base.seq,
+                    batch.base.hash,
+                    *event_columns,
+                    *entry_columns,
+                    *account_columns,
+                    *order_columns,
+                    *key_columns,
+                    *update_columns,
+                )
+            except asyncpg.InvalidTextRepresentationError as error:
+                if _ORDER_MISSING not in str(error):
+                    raise
+                raise RuntimeError(f"ledger {ledger}: a row to update is missing") from error
         if moved is not True:
             raise HeadMoved(ledger)
 

@@ -114,11 +114,14 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
+                _encode_rows([(o.order_id, o.refunded) for o in batch.order_updates]).decode(),
             ),
         )
     except sqlite3.IntegrityError as error:
         if str(error) == _HEAD_MOVED:
             raise HeadMoved(batch.ledger) from error
+        if str(error) == _ORDER_MISSING:
+            raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing") from error
         raise
 
 
@@ -244,10 +247,32 @@ _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AN
 # Statement by statement, Python's sqlite3 retakes the GIL between them and the committer
 # queued for it behind the event loop and the writer seven times a commit (docs/benchmarks.md).
 _HEAD_MOVED = "tally: head moved"
+_ORDER_MISSING = "tally: an order to update is missing"
+
+
+def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
+    """Refunded orders that existed before the batch (`updates`: a JSON array of
+    [order_id, refunded]), for the batch view's trigger, where a CTE (`_UPDATE_ORDERS`) is
+    not allowed: a check that every one is there, then the update. Both seek the orders by
+    primary key through the `IN` list (tests/test_store_plans.py)."""
+    listed = f"(SELECT value ->> 0 FROM json_each({updates}))"
+    check = (
+        f"SELECT RAISE(ABORT, '{_ORDER_MISSING}') WHERE json_array_length({updates}) != "
+        f"(SELECT count(*) FROM orders WHERE ledger = {ledger} AND order_id IN {listed})"
+    )
+    update = (
+        f"UPDATE orders SET refunded = (SELECT value ->> 1 FROM json_each({updates}) "
+        f"WHERE value ->> 0 = orders.order_id) "
+        f"WHERE ledger = {ledger} AND order_id IN {listed}"
+    )
+    return check, update
+
+
+_CHECK_ORDERS_UPDATED, _UPDATE_ORDERS_LISTED = _orders_updated("?1", "?2")
 _BATCH_VIEW = f"""
 CREATE TEMP VIEW IF NOT EXISTS batch_in (ledger, base_seq, base_hash, head_seq, head_hash,
-    spans, bodies, hashes, entries, accounts, orders, keys)
-AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+    spans, bodies, hashes, entries, accounts, orders, keys, order_updates)
+AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
 CREATE TEMP TRIGGER IF NOT EXISTS batch_in_insert INSTEAD OF INSERT ON batch_in
 BEGIN
     SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
@@ -258,9 +283,11 @@ BEGIN
     {_INSERT_ACCOUNT.statement("NEW.ledger", "NEW.accounts")};
     {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
     {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
+    {_orders_updated("NEW.ledger", "NEW.order_updates")[0]};
+    {_orders_updated("NEW.ledger", "NEW.order_updates")[1]};
 END;
 """
-_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # A statement page as one JSON array: SQLite computes it in a single step. Row by row,
 # Python's sqlite3 releases and retakes the GIL for every row, and a server's worker thread
 # then waited for the event loop a hundred times a page (docs/benchmarks.md). The bodies
@@ -402,12 +429,12 @@ class SqliteStore:
             self._local.batch_view = db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if in_one_statement:
+            if in_one_statement:  # refunded orders included
                 _write_in_one_statement(db, batch)
             else:  # a batch too large for one JSON text per table: a statement per chunk
                 self._write_in_chunks(db, batch)
-            updates = [(o.order_id, o.refunded) for o in batch.order_updates]
-            _update(db, _UPDATE_ORDERS, batch.ledger, updates)
+                updates = [(o.order_id, o.refunded) for o in batch.order_updates]
+                _update(db, _UPDATE_ORDERS, batch.ledger, updates)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
