@@ -72,7 +72,7 @@ def test_refunded_orders_in_the_batch_trigger_are_sought_by_primary_key(plan_of:
     through an `IN` list (RAISE runs only in a trigger, so the check is planned as a SELECT)."""
     check = store._CHECK_ORDERS_UPDATED.replace(f"RAISE(ABORT, '{store._ORDER_MISSING}')", "1")
     for sql in (check, store._UPDATE_ORDERS_LISTED):
-        steps = plan_of(sql, "plans", '[["o-u1", 1]]')
+        steps = plan_of(sql, "plans", '{"o-u1": 1}')
         assert "SEARCH orders USING PRIMARY KEY (ledger=? AND order_id=?)" in steps, steps
         assert not any(step.startswith("SCAN orders") for step in steps), steps
 

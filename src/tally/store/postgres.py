@@ -113,6 +113,12 @@ _ORDER_COLUMNS = (
     "refunded",
 )
 _ORDER_MISSING = "tally: an order to update is missing"
+
+
+class _OrdersNotSeen(Exception):
+    """A one-statement commit found fewer refunded orders than it had to update."""
+
+
 _UPDATE_ORDERS = """
 UPDATE orders SET refunded = u.refunded
 FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
@@ -315,8 +321,15 @@ class PostgresStore:
         self._finished[(ledger, batch.head)] = finished
         try:
             if len(batch.events) <= one_statement_events_max:
-                await self._commit_in_one_statement(batch)
-                return
+                try:
+                    await self._commit_in_one_statement(batch)
+                    return
+                except _OrdersNotSeen:
+                    # Nothing was written. An order the statement's snapshot could not see
+                    # (a replay that rewrote its row committed meanwhile) is seen by the long
+                    # form, which updates after the compare-and-set; one truly missing fails
+                    # there too.
+                    pass
             # READ COMMITTED only makes the updates after the compare-and-set see the rows
             # of the batch committed just before; any other level is equally correct (a
             # serialization failure counts as a fence), only slower when commits overlap.
@@ -396,7 +409,7 @@ class PostgresStore:
             except asyncpg.InvalidTextRepresentationError as error:
                 if _ORDER_MISSING not in str(error):
                     raise
-                raise RuntimeError(f"ledger {ledger}: a row to update is missing") from error
+                raise _OrdersNotSeen(ledger) from error
         if moved is not True:
             raise HeadMoved(ledger)
 

@@ -114,7 +114,7 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
-                _encode_rows([(o.order_id, o.refunded) for o in batch.order_updates]).decode(),
+                _encode_rows({o.order_id: o.refunded for o in batch.order_updates}).decode(),
             ),
         )
     except sqlite3.IntegrityError as error:
@@ -251,18 +251,20 @@ _ORDER_MISSING = "tally: an order to update is missing"
 
 
 def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
-    """Refunded orders that existed before the batch (`updates`: a JSON array of
-    [order_id, refunded]), for the batch view's trigger, where a CTE (`_UPDATE_ORDERS`) is
-    not allowed: a check that every one is there, then the update. Both seek the orders by
-    primary key through the `IN` list (tests/test_store_plans.py)."""
-    listed = f"(SELECT value ->> 0 FROM json_each({updates}))"
+    """Refunded orders that existed before the batch (`updates`: a JSON object of order id to
+    refunded), for the batch view's trigger, where a CTE (`_UPDATE_ORDERS`) is not allowed: a
+    check that every one is there, then the update. Both seek the orders by primary key
+    through the `IN` list of keys, and each new value is looked up in the object by its key
+    (order ids are identifiers: no quote to escape), not by scanning the JSON per row
+    (tests/test_store_plans.py)."""
+    listed = f"(SELECT key FROM json_each({updates}))"
     check = (
-        f"SELECT RAISE(ABORT, '{_ORDER_MISSING}') WHERE json_array_length({updates}) != "
-        f"(SELECT count(*) FROM orders WHERE ledger = {ledger} AND order_id IN {listed})"
+        f"SELECT RAISE(ABORT, '{_ORDER_MISSING}') WHERE (SELECT count(*) FROM json_each"
+        f"({updates})) != (SELECT count(*) FROM orders WHERE ledger = {ledger} AND order_id IN "
+        f"{listed})"
     )
     update = (
-        f"UPDATE orders SET refunded = (SELECT value ->> 1 FROM json_each({updates}) "
-        f"WHERE value ->> 0 = orders.order_id) "
+        f"UPDATE orders SET refunded = {updates} ->> ('$.\"' || order_id || '\"') "
         f"WHERE ledger = {ledger} AND order_id IN {listed}"
     )
     return check, update
