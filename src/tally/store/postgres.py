@@ -365,9 +365,9 @@ class PostgresStore:
         finally:
             if not turn.done():
                 turn.set_result(None)  # failed before its compare-and-set: let N+1 fail on
-            del self._cas_turns[(ledger, batch.head)]
-            finished.set_result(None)
-            del self._finished[(ledger, batch.head)]
+            finished.set_result(None)  # before anything else can raise: N+1 waits on these
+            self._cas_turns.pop((ledger, batch.head), None)
+            self._finished.pop((ledger, batch.head), None)
 
     async def _commit_in_one_statement(self, batch: BatchWrite) -> None:
         """A small batch in one round trip: one statement, its own transaction. It waits
