@@ -637,23 +637,31 @@ async def _stage(db: _Connection, p: Projections) -> None:
         (_STAGE_KEYS, p.keys),
     )
     for stage, records in parts:
-        if records:
-            await db.copy_records_to_table(
-                stage.table,
-                schema_name="pg_temp",
-                records=records,
-                columns=stage.columns,
-                timeout=replay_statement_timeout_s,
-            )
+        await _copy(
+            db,
+            stage.table,
+            stage.columns,
+            records,
+            schema="pg_temp",
+            timeout=replay_statement_timeout_s,
+        )
 
 
 async def _copy(
-    db: _Connection, table: str, columns: Sequence[str], records: Sequence[Sequence[object]]
+    db: _Connection,
+    table: str,
+    columns: Sequence[str],
+    records: Sequence[Sequence[object]],
+    *,
+    schema: str | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Binary COPY of `records` into `table`; no round trip when there are none (a batch
     of expenses opens no account, one of recharges creates no order)."""
     if records:
-        await db.copy_records_to_table(table, records=records, columns=columns)
+        await db.copy_records_to_table(
+            table, records=records, columns=columns, schema_name=schema, timeout=timeout
+        )
 
 
 def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
