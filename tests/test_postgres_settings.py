@@ -59,3 +59,63 @@ def test_sessions_opened_after_the_setting_changes_are_checked_too() -> None:
             assert store._call(settings()) == ["on", "on", "on"]
         finally:
             store.close()
+
+
+_REFUND_UPDATE = (
+    "PREPARE refund_update(text, text[], bigint[]) AS "
+    "UPDATE orders SET refunded = u.refunded "
+    "FROM unnest($2, $3) AS u (order_id, refunded) "
+    "WHERE orders.ledger = $1 AND orders.order_id = u.order_id"
+)
+_EXECUTE = "EXECUTE refund_update('shop', ARRAY['o3', 'o7'], ARRAY[1, 2]::bigint[])"
+
+
+async def _plan_after_growth(db: asyncpg.Connection) -> str:
+    """The plan a session uses for a refund's order update, prepared and run while `orders`
+    is small (as in the first minute of a new database), after the table has grown."""
+    await db.execute(
+        "INSERT INTO orders SELECT 'shop', 'o' || g, 'txn_' || g, 'u', 'USD', 'm', 100, 0 "
+        "FROM generate_series(1, 20) AS g"
+    )
+    await db.execute(_REFUND_UPDATE)
+    for _ in range(8):  # past the five custom plans after which a generic one may be kept
+        await db.execute(_EXECUTE)
+    await db.execute(
+        "INSERT INTO orders SELECT 'shop', 'o' || g, 'txn_' || g, 'u', 'USD', 'm', 100, 0 "
+        "FROM generate_series(21, 20000) AS g"
+    )
+    rows = await db.fetch("EXPLAIN " + _EXECUTE)
+    await db.execute("DEALLOCATE refund_update")
+    await db.execute("TRUNCATE orders")
+    return "\n".join(row[0] for row in rows)
+
+
+def test_plans_are_made_for_the_tables_as_they_are_now() -> None:
+    """A generic plan made while `orders` was small scans every order of the ledger to
+    update two; tally's sessions plan each execution, so they look the two up by key."""
+    with fresh_database() as url:
+        store = PostgresStore(url)
+        try:
+
+            async def tallys_session() -> tuple[object, str]:
+                async with store.pool.acquire() as db:
+                    return await db.fetchval("SHOW plan_cache_mode"), await _plan_after_growth(db)
+
+            mode, plan = store._call(tallys_session())
+
+            async def default_session() -> str:
+                db = await asyncpg.connect(url)
+                try:
+                    return await _plan_after_growth(db)
+                finally:
+                    await db.close()
+
+            stale = run_sync(default_session())
+        finally:
+            store.close()
+    by_key = "Index Cond: ((ledger = 'shop'::text) AND (order_id = u.order_id))"
+    assert by_key in plan, plan
+    assert mode == "force_custom_plan"
+    # The control: what the server's default does with the same statement (if it stops
+    # doing this, the setting is no longer needed).
+    assert "Index Cond: (ledger = $1)" in stale, stale
