@@ -70,7 +70,7 @@ _REFUND_UPDATE = (
 _EXECUTE = "EXECUTE refund_update('shop', ARRAY['o3', 'o7'], ARRAY[1, 2]::bigint[])"
 
 
-async def _plan_after_growth(db: asyncpg.Connection) -> str:
+async def _plan_after_growth(db: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> str:
     """The plan a session uses for a refund's order update, prepared and run while `orders`
     is small (as in the first minute of a new database), after the table has grown."""
     await db.execute(
