@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.quick [--store sqlite|postgresql] [--seconds 8]
         [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement]
-        [--statement-entries 200000]
+        [--statement-entries 200000] [--profile]
 
 Starts `tally serve` on a fresh database as bench.api does, funds 10,000 wallets, runs each
 scenario with wrk (single expenses, and the mix of bench.api's `mixed-uniform` with its 2,000
@@ -10,6 +10,8 @@ refund targets: 64 connections; batch: 4 connections of 1,000 expenses;
 statement pages: 8 connections over a wallet of `--statement-entries` entries) and prints
 throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
 the figures of record come from bench.api, which runs everything against its baseline.
+`--profile` samples the server with py-spy (GIL holders, as bench.api's profile) through
+the middle of each scenario and prints where its time goes, by function.
 Runs of this on a shared 2-core machine differ by ±10%: compare changes in one sitting.
 """
 
@@ -17,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -34,6 +40,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--scenario", default="expense-uniform,expense-hot")
     parser.add_argument("--statement-entries", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true", help="py-spy the server (GIL)")
     args = parser.parse_args()
     scenarios = args.scenario.split(",")
     unknown = set(scenarios) - set(SCENARIOS)
@@ -85,19 +92,20 @@ def _run(
     else:
         mode, connections = "expense", 64
     cpu = api._cpu_seconds(server.pid)
-    run = api._wrk_finish(
-        api._wrk_start(
-            server.url,
-            mode=mode,
-            key=key,
-            connections=connections,
-            seconds=args.seconds,
-            prefix=f"q{index}",
-            **options,  # type: ignore[arg-type]
-        ),
-        args.seconds,
+    load = api._wrk_start(
+        server.url,
+        mode=mode,
+        key=key,
+        connections=connections,
+        seconds=args.seconds,
+        prefix=f"q{index}",
+        **options,  # type: ignore[arg-type]
     )
+    profile = _spy(server, args.seconds) if args.profile else None
+    run = api._wrk_finish(load, args.seconds)
     cpu = api._cpu_seconds(server.pid) - cpu
+    if profile is not None:
+        _print_profile(profile, requests=round(run.answered * profile[1] / run.seconds))
     rate = run.answered * per_request / run.seconds
     unit = "pages" if mode == "statement" else "transfers"
     print(
@@ -106,6 +114,51 @@ def _run(
         f"µs/request, errors {run.errors}, refused {run.refused}",
         flush=True,
     )
+
+
+_SPY_RATE = 200
+
+
+def _spy(server: api.Server, seconds: float) -> tuple[Path, float] | None:
+    """py-spy's raw GIL samples over the middle of a scenario (1 s after its start)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spied = max(1.0, seconds - 2)
+    out = Path(tempfile.mkdtemp(prefix="tally-bench-spy-")) / "raw.txt"
+    time.sleep(1)
+    done = subprocess.run(
+        [
+            *(spy, "record", "--gil", "--threads", "-r", str(_SPY_RATE), "-f", "raw"),
+            *("-o", str(out), "--pid", str(server.pid), "-d", f"{spied:g}"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=spied + 60,
+    )
+    if done.returncode != 0 or not out.exists():
+        print(f"py-spy failed: {done.stderr.strip()}", flush=True)
+        return None
+    return out, spied
+
+
+def _print_profile(profile: tuple[Path, float], *, requests: int) -> None:
+    path, seconds = profile
+    summary = api._summarize_profile(
+        path, seconds=seconds, rate=_SPY_RATE, requests=max(requests, 1)
+    )
+    if not summary:
+        print("py-spy recorded no samples", flush=True)
+        return
+    print(
+        f"  GIL held {summary['gil_busy']:.0%}, {summary['gil_us_per_request']:,.0f} µs a "
+        "request; by thread: "
+        + ", ".join(f"{name} {share:.0%}" for name, share in summary["threads"]),
+        flush=True,
+    )
+    for title in ("self", "inclusive"):
+        print(f"  {title}:", flush=True)
+        for name, share in summary[title][:30]:
+            print(f"    {share:6.1%}  {name}", flush=True)
 
 
 if __name__ == "__main__":
