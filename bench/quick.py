@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--scenario", default="expense-uniform,expense-hot")
     parser.add_argument("--statement-entries", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the server (GIL)")
+    parser.add_argument("--no-settle", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     scenarios = args.scenario.split(",")
     unknown = set(scenarios) - set(SCENARIOS)
@@ -53,6 +54,8 @@ def main() -> None:
             read_key = ""
             if "statement" in scenarios:
                 api._build_statement(db, args.statement_entries)
+                if not args.no_settle:
+                    api._settle(db)
                 read_key = api._key(db, "statement")
                 api._statement_cursors(args.statement_entries, cursors, random.Random(7))
             key = api._key(db, "bench")
