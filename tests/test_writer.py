@@ -11,10 +11,12 @@ import pytest
 import rawdb
 from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
-from tally.domain.rejections import Rejected, Rejection
+from tally.domain.rejections import InvariantViolated, Rejected, Rejection
+from tally.domain.state import LedgerState
+from tally.engine import writer as writer_module
 from tally.engine.engine import Engine
 from tally.engine.ports import BatchWrite, EventRow, Head, HeadMoved, OrderRow, Projections
-from tally.engine.results import CommitFailed, Committed
+from tally.engine.results import CommitFailed, Committed, WriterStopped
 from tally.verification import verify
 
 LEDGER = "default"
@@ -336,3 +338,61 @@ def test_a_refund_of_an_order_missing_from_its_table_commits_nothing(
         engine.execute("m", Envelope(idempotency_key="f", command=refund))
     assert engine.store.head("m") == head
     assert engine.store.events("m", after_seq=head.seq, limit=10) == []  # type: ignore[union-attr]
+
+
+# A bug stops the writer; the thread's own traceback is expected, not a test failure.
+_WRITER_BUG = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+@_WRITER_BUG
+def test_a_bug_while_deciding_fails_the_batch_instead_of_leaving_it_waiting(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(db)
+    try:
+        engine.execute(LEDGER, recharge("r1", "u1", 1_000))
+        writer = engine.writer(LEDGER)
+
+        def bug(*_: object, **__: object) -> None:
+            raise InvariantViolated("a state no command can make")  # what stops a writer
+
+        monkeypatch.setattr(writer_module, "decide", bug)
+        waiting = writer.submit([expense("e1", "u1", "o1", 100)])
+        with pytest.raises(WriterStopped):
+            waiting.result(timeout=10)
+        with pytest.raises(WriterStopped):
+            writer.submit([expense("e2", "u1", "o2", 100)])
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+@_WRITER_BUG
+def test_a_bug_while_answering_a_commit_fails_its_callers_instead_of_leaving_them_waiting(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(db)
+    try:
+        engine.execute(LEDGER, recharge("r1", "u1", 1_000))
+        writer = engine.writer(LEDGER)
+
+        def bug(self: LedgerState) -> None:
+            raise InvariantViolated("a journal out of step")
+
+        monkeypatch.setattr(LedgerState, "release_oldest", bug)
+        waiting = writer.submit([expense("e1", "u1", "o1", 100)])
+        with pytest.raises(WriterStopped):
+            waiting.result(timeout=10)
+    finally:
+        engine.close()
+        engine.store.close()
+    # The commit itself landed: a retry with the same key, on a new engine, replays it.
+    monkeypatch.undo()
+    engine = open_engine(db)
+    try:
+        again = engine.execute(LEDGER, expense("e1", "u1", "o1", 100))
+        assert again.replayed
+        assert again.event.seq == 2
+    finally:
+        engine.close()
+        engine.store.close()

@@ -190,6 +190,7 @@ class LedgerWriter:
     def _run(self) -> None:
         in_flight: deque[_Decided] = deque()  # commits started, oldest first
         carried: list[_Submission] = []
+        submissions: list[_Submission] = []
         stop = False
         try:
             while True:
@@ -213,7 +214,9 @@ class LedgerWriter:
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
             self._broken = error
             log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
-            self._fail_all(error, in_flight, carried)
+            # Everyone not yet answered: those in flight (a commit being answered stays in
+            # `in_flight` until it has been), carried over, and the ones being decided.
+            self._fail_all(error, in_flight, carried + submissions)
             raise
 
     def _reap(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
@@ -336,22 +339,23 @@ class LedgerWriter:
 
     def _finish(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
         """Wait for the oldest commit; returns the submissions to decide again."""
-        oldest = in_flight.popleft()
+        oldest = in_flight[0]
         assert oldest.commit is not None
         error = oldest.commit.exception()
         if error is None:
             self._answer(oldest)
+            in_flight.popleft()  # only now: should answering fail, `_run` fails the rest
             return []
         # The younger commits cannot land without this one; let them end before rolling
         # back (even one that landed, had this one landed unseen, is only decided again:
         # its keys then replay what it wrote).
-        younger = list(in_flight)
-        in_flight.clear()
+        younger = list(in_flight)[1:]
         for decided in younger:
             assert decided.commit is not None
             decided.commit.exception()
         while self.state.open_batches:
             self.state.rollback_newest()
+        in_flight.clear()
         self.head_hash = oldest.head_before
         self._stale = True  # the commit may even have landed: learn it from the log
         again = [s for d in younger for s in d.submissions]
