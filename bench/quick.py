@@ -11,7 +11,8 @@ statement pages: 8 connections over a wallet of `--statement-entries` entries) a
 throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
 the figures of record come from bench.api, which runs everything against its baseline.
 `--profile` samples the server with py-spy (GIL holders, as bench.api's profile) through
-the middle of each scenario and prints where its time goes, by function.
+the middle of each scenario and prints where its time goes, by function; py-spy shares the
+two cores, so that run's throughput and CPU figures are not comparable with others.
 Runs of this on a shared 2-core machine differ by ±10%: compare changes in one sitting.
 """
 

@@ -213,6 +213,8 @@ def test_a_refund_statement_that_missed_its_order_lands_once_in_the_long_form(
         funding = engine.execute(LEDGER, recharge("fund", 1_000))
         payment = engine.execute(LEDGER, expense("e1", {"o1": 500}))
         refunded = engine.execute(LEDGER, refund("r1", payment.event.transaction_id, "o1", 150))
+        # Written by the long form, not replayed: the failed statement had written nothing.
+        assert not refunded.replayed
         store = engine.store
         logged = store.events(LEDGER, after_seq=0, limit=10)
         assert [(e.seq, e.transaction_id) for e in logged] == [

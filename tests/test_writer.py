@@ -396,3 +396,21 @@ def test_a_bug_while_answering_a_commit_fails_its_callers_instead_of_leaving_the
     finally:
         engine.close()
         engine.store.close()
+
+
+def test_a_caller_cancelling_its_future_does_not_stop_the_writer(db: str) -> None:
+    store = FlakyStore(db, failing=set())
+    engine = Engine(store, currencies={"USD"})
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1000))
+        store.gate.clear()  # the next commit waits, so the future is still pending
+        waiting = engine.writer(LEDGER).submit([expense("e1", "alice", "o1", 600)])
+        assert waiting.cancel()
+        store.gate.set()
+        # The writer answered (nobody) and goes on: the cancelled command was still written.
+        after = engine.execute(LEDGER, expense("e2", "alice", "o2", 100))
+        assert after.event.seq == 3
+        assert wallet_balance(engine, "alice") == 300
+    finally:
+        engine.close()
+        store.close()

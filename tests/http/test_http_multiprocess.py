@@ -36,7 +36,7 @@ PAYABLE = 48  # the funds pay for exactly this many expenses ...
 FUNDS_MINOR = PAYABLE * AMOUNT_MINOR + 300  # ... and leave 3.00 over
 EXPENSES = 72  # a third more than the funds pay for: they run out mid-way
 THREADS = 12
-RETRIES_MAX = 20  # a 503 ("not recorded, retry with the same key") is retried this often
+RETRIES_MAX = 20  # a 503 ("not confirmed, retry with the same key") is retried this often
 RETRY_SLEEP_S = 0.2
 EVENTS_PAGE = 1000
 

@@ -3,7 +3,7 @@
 A private cluster is crash-stopped (`pg_ctl -m immediate`) and started again while clients
 stream expenses, each with its own Idempotency-Key, at one `tally serve` process. Every answer
 must be a 201 (and then durable: the same key and body replay the same transaction after the
-restart) or a clear 503 problem (RFC 9457, `code` "unavailable": not recorded, retry with
+restart) or a clear 503 problem (RFC 9457, `code` "unavailable": not confirmed, retry with
 the same key). Retried with its key, every 503'd request lands exactly once; the server
 reconnects by itself (it is never restarted), `tally verify` passes, and the log holds one
 event per distinct key. (tests/test_postgres_faults.py proves the same at the engine level.)

@@ -23,7 +23,9 @@ Outcome = Committed | Rejected
 
 
 class WriterStopped(Exception):
-    """The ledger's writer is closed; the command was not taken."""
+    """The ledger's writer is closed, or a bug stopped it. A command refused at `submit` was
+    not taken; one that was waiting may or may not have been recorded (a bug can stop the
+    writer after a commit): retry it with the same idempotency key on a new writer."""
 
 
 class CommitFailed(Exception):

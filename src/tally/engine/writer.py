@@ -22,6 +22,7 @@ uses), and the younger batches are decided again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import random
@@ -29,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Container, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -81,13 +82,15 @@ class _Submission:
 
     def set_result(self, outcomes: list[Outcome]) -> None:
         if self.future is not None:
-            self.future.set_result(outcomes)
+            with contextlib.suppress(InvalidStateError):  # the caller cancelled it
+                self.future.set_result(outcomes)
         else:
             self._call(outcomes, None)
 
     def set_exception(self, error: BaseException) -> None:
         if self.future is not None:
-            self.future.set_exception(error)
+            with contextlib.suppress(InvalidStateError):
+                self.future.set_exception(error)
         else:
             self._call(None, error)
 
@@ -355,12 +358,12 @@ class LedgerWriter:
             decided.commit.exception()
         while self.state.open_batches:
             self.state.rollback_newest()
-        in_flight.clear()
         self.head_hash = oldest.head_before
         self._stale = True  # the commit may even have landed: learn it from the log
         again = [s for d in younger for s in d.submissions]
         if newer is not None:
             again += newer.submissions
+        in_flight.clear()
         if isinstance(error, HeadMoved):
             return self._fenced(oldest.submissions) + again
         log.warning("commit failed", ledger=self.ledger, error=repr(error))

@@ -128,9 +128,11 @@ async def _submit(
         writer.submit_to(envelopes, answer)
         return await future
     except (CommitFailed, WriterStopped) as error:
-        log.warning("write not recorded", ledger=key.ledger, error=repr(error))
+        log.warning("write not confirmed", ledger=key.ledger, error=repr(error))
         raise ApiProblem(
-            EdgeProblem.UNAVAILABLE, "not recorded; retry with the same Idempotency-Key"
+            EdgeProblem.UNAVAILABLE,
+            "not confirmed (it may or may not have been recorded); retry with the same "
+            "Idempotency-Key, which never writes twice",
         ) from error
     finally:
         services.in_flight.discard(in_flight)

@@ -682,19 +682,20 @@ async def _session_settings(db: asyncpg.Connection) -> None:
     stronger `remote_write` / `remote_apply`) is kept.
 
     `plan_cache_mode = force_custom_plan`: every execution of a prepared statement is
-    planned for the tables as they are now. By default a session switches to one generic
-    plan after five executions and keeps it until the table's statistics change. Made while
-    `orders` was small (the first minute of a new database, before autovacuum's first
-    analyze), that plan hash-joins every order of the ledger to update the few a batch
-    refunds, and keeps doing so as the table grows: 1,100-1,500 instead of 6,300 mixed
-    requests/s at the API (docs/benchmarks.md). Planning costs ~0.13 ms of server CPU a
+    planned for the tables as they are now. By default a session may switch to a generic
+    plan after five executions and keep it until the table's statistics change. One made
+    while `orders` was small (a new database) hash-joins every order of the ledger to update
+    the few a batch refunds, and keeps doing so as the table grows, until the next analyze
+    (never, without autovacuum): 1,100-1,500 instead of 6,300 mixed requests/s at the API
+    (docs/benchmarks.md, "What each change bought"). Planning costs ~0.13 ms of server CPU a
     statement: within noise at the API, where a commit carries tens of transfers. A server
-    without the setting (before PostgreSQL 12, some compatible engines) keeps its default.
+    that refuses the setting (before PostgreSQL 12, some compatible engines) keeps its
+    default: the setting is an optimisation, so no refusal may stop tally from connecting.
     """
     try:
         await db.execute("SET plan_cache_mode = force_custom_plan")
-    except asyncpg.UndefinedObjectError:
-        _warn_once("plan_cache_mode", "this server has no plan_cache_mode; plans may go stale")
+    except asyncpg.PostgresError as refusal:  # outside a transaction: the session goes on
+        _warn_once("plan_cache_mode", f"plan_cache_mode refused ({refusal!r}); plans may go stale")
     if await db.fetchval("SHOW synchronous_commit") == "off":
         await db.execute("SET synchronous_commit = on")
         _warn_once(
