@@ -479,11 +479,30 @@ def _summarize_profile(path: Path, *, seconds: float, rate: int, requests: int) 
     }
 
 
-def _profile(server: Server, key: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def py_spy_gil(pid: int, *, seconds: float, rate: int, out: Path) -> bool:
+    """py-spy's raw samples of whoever holds the GIL in `pid`, written to `out`; False (and
+    why, printed) when there are none."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("py-spy not found (pip install py-spy): no profile", flush=True)
-        return {}
+        return False
+    spied = subprocess.run(
+        [
+            *(spy, "record", "--gil", "--threads", "-r", str(rate), "-f", "raw"),
+            *("-o", str(out), "--pid", str(pid), "-d", f"{seconds:g}"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    if spied.returncode != 0 or not out.exists():
+        print(f"py-spy failed: {spied.stderr.strip()}", flush=True)
+        return False
+    return True
+
+
+def _profile(server: Server, key: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     seconds = min(15.0, args.seconds)
     rate = 100
     out = folder / "profile.txt"
@@ -498,19 +517,9 @@ def _profile(server: Server, key: str, folder: Path, args: argparse.Namespace) -
         merchants=args.wallets,
     )
     time.sleep(2)
-    spied = subprocess.run(
-        [
-            *(spy, "record", "--gil", "--threads", "-r", str(rate), "-f", "raw"),
-            *("-o", str(out), "--pid", str(server.pid), "-d", f"{seconds:g}"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-    )
+    spied = py_spy_gil(server.pid, seconds=seconds, rate=rate, out=out)
     run = _wrk_finish(load, seconds + 4)
-    if spied.returncode != 0 or not out.exists():
-        print(f"py-spy failed: {spied.stderr.strip()}", flush=True)
+    if not spied:
         return {}
     requests = round(run.answered * seconds / run.seconds)
     summary = _summarize_profile(out, seconds=seconds, rate=rate, requests=requests)

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -125,22 +122,10 @@ _SPY_RATE = 200
 
 def _spy(server: api.Server, seconds: float) -> tuple[Path, float] | None:
     """py-spy's raw GIL samples over the middle of a scenario (1 s after its start)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     spied = max(1.0, seconds - 2)
     out = Path(tempfile.mkdtemp(prefix="tally-bench-spy-")) / "raw.txt"
     time.sleep(1)
-    done = subprocess.run(
-        [
-            *(spy, "record", "--gil", "--threads", "-r", str(_SPY_RATE), "-f", "raw"),
-            *("-o", str(out), "--pid", str(server.pid), "-d", f"{spied:g}"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=spied + 60,
-    )
-    if done.returncode != 0 or not out.exists():
-        print(f"py-spy failed: {done.stderr.strip()}", flush=True)
+    if not api.py_spy_gil(server.pid, seconds=spied, rate=_SPY_RATE, out=out):
         return None
     return out, spied
 
