@@ -39,7 +39,11 @@ def main() -> None:
     parser.add_argument("--scenario", default="expense-uniform,expense-hot")
     parser.add_argument("--statement-entries", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the server (GIL)")
-    parser.add_argument("--no-settle", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="no CHECKPOINT after the statement wallet's build (to see what it buys)",
+    )
     args = parser.parse_args()
     scenarios = args.scenario.split(",")
     unknown = set(scenarios) - set(SCENARIOS)
@@ -102,7 +106,8 @@ def _run(
         prefix=f"q{index}",
         **options,  # type: ignore[arg-type]
     )
-    profile = _spy(server, args.seconds) if args.profile else None
+    spied = cursors.with_name(f"spy-{index}.txt")  # in the run's temporary folder
+    profile = _spy(server, args.seconds, spied) if args.profile else None
     run = api._wrk_finish(load, args.seconds)
     cpu = api._cpu_seconds(server.pid) - cpu
     if profile is not None:
@@ -120,10 +125,9 @@ def _run(
 _SPY_RATE = 200
 
 
-def _spy(server: api.Server, seconds: float) -> tuple[Path, float] | None:
+def _spy(server: api.Server, seconds: float, out: Path) -> tuple[Path, float] | None:
     """py-spy's raw GIL samples over the middle of a scenario (1 s after its start)."""
     spied = max(1.0, seconds - 2)
-    out = Path(tempfile.mkdtemp(prefix="tally-bench-spy-")) / "raw.txt"
     time.sleep(1)
     if not api.py_spy_gil(server.pid, seconds=spied, rate=_SPY_RATE, out=out):
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tally.bootstrap import open_engine
-from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.store import sqlite as store
 from tally.verification import verify
 
@@ -61,15 +61,10 @@ def plan_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plan]:
         engine.store.close()
 
 
-def test_refunded_orders_are_looked_up_by_primary_key(plan_of: Plan) -> None:
-    steps = plan_of(store._UPDATE_ORDERS, "plans", "[]")
-    assert steps[:3] == ["MATERIALIZE u", "SCAN json_each VIRTUAL TABLE INDEX 1:", "SCAN u"]
-    assert steps[3] == "SEARCH orders USING PRIMARY KEY (ledger=? AND order_id=?)", steps
-
-
-def test_refunded_orders_in_the_batch_trigger_are_sought_by_primary_key(plan_of: Plan) -> None:
-    """The batch view's trigger cannot use a CTE: its check and update seek each order
-    through an `IN` list (RAISE runs only in a trigger, so the check is planned as a SELECT)."""
+def test_refunded_orders_are_sought_by_primary_key(plan_of: Plan) -> None:
+    """The batch view trigger's check and update (the update also runs alone for a batch
+    written in chunks) seek each order through an `IN` list (RAISE runs only in a trigger,
+    so the check is planned as a SELECT)."""
     check = store._CHECK_ORDERS_UPDATED.replace(f"RAISE(ABORT, '{store._ORDER_MISSING}')", "1")
     for sql in (check, store._UPDATE_ORDERS_LISTED):
         steps = plan_of(sql, "plans", '{"o-u1": 1}')
@@ -162,6 +157,48 @@ def test_a_batch_larger_than_one_json_text_is_written_in_chunks(
     finally:
         engine.close()
         engine.store.close()
+
+
+def test_refunds_in_a_batch_written_in_chunks_update_their_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunked fallback updates refunded orders by a statement of its own (the batch
+    view trigger's update); tests/test_writer.py fails a batch whose order is missing."""
+    monkeypatch.setattr(store, "json_chunk_rows", 3)
+    engine = open_engine(tmp_path / "chunks.db")
+    try:
+        fund = Recharge(user_id="u", amount=1_000, currency="USD", gateway="pp")
+        engine.execute("chunks", _envelope("fund", fund))
+        orders = tuple(OrderLine(f"o{i}", 100) for i in range(5))
+        paid = engine.execute(
+            "chunks", _envelope("pay", Expense(user_id="u", currency="USD", orders=orders))
+        )
+        refunds = [
+            _envelope(
+                f"r{i}",
+                Refund(
+                    expense_id=paid.event.transaction_id,
+                    order_id=f"o{i}",
+                    amount=10 * (i + 1),
+                    currency="USD",
+                ),
+            )
+            for i in range(5)
+        ]
+        outcomes = engine.execute_many("chunks", refunds)
+        assert [o.event.seq for o in outcomes] == [3, 4, 5, 6, 7]  # type: ignore[union-attr]
+        refunded = [engine.store.order("chunks", f"o{i}") for i in range(5)]
+        assert [o.refunded for o in refunded if o is not None] == [10, 20, 30, 40, 50]
+        engine.close()
+        result = verify(engine, "chunks")
+        assert result.ok, result
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def _envelope(key: str, command: Recharge | Expense | Refund) -> Envelope:
+    return Envelope(idempotency_key=key, command=command)
 
 
 def _wal_frames(db: Path) -> tuple[int, int]:

@@ -82,17 +82,21 @@ class _JsonInsert:
             db.execute(self.sql, (ledger, _encode_rows(chunk).decode()))
 
 
-def _update(
-    db: sqlite3.Connection, sql: str, ledger: str, rows: Sequence[Sequence[object]]
-) -> None:
-    """Rows that exist already: each is `(key, new values...)`; every one must be there."""
-    if not rows:
+def _order_updates(batch: BatchWrite) -> str:
+    """The batch's refunded orders that existed before it, as a JSON object of order id to
+    refunded (`_orders_updated`)."""
+    return _encode_rows({o.order_id: o.refunded for o in batch.order_updates}).decode()
+
+
+def _update_orders(db: sqlite3.Connection, batch: BatchWrite) -> None:
+    """The batch view trigger's update of refunded orders, as a statement of its own for a
+    batch written in chunks; checked by count, as RAISE runs only in a trigger."""
+    if not batch.order_updates:
         return
-    # Not `cursor.rowcount`: sqlite3 leaves it at -1 for a statement that starts with WITH.
     before = db.total_changes
-    db.execute(sql, (ledger, _encode_rows(rows).decode()))
-    if db.total_changes - before != len(rows):
-        raise RuntimeError(f"ledger {ledger}: a row to update is missing")
+    db.execute(_UPDATE_ORDERS_LISTED, (batch.ledger, _order_updates(batch)))
+    if db.total_changes - before != len(batch.order_updates):
+        raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing")
 
 
 def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
@@ -114,7 +118,7 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows([_account_values(r) for r in rows.accounts]).decode(),
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
-                _encode_rows({o.order_id: o.refunded for o in batch.order_updates}).decode(),
+                _order_updates(batch),
             ),
         )
     except sqlite3.IntegrityError as error:
@@ -180,15 +184,6 @@ _ACCOUNT_ROWS = (
     "FROM accounts a WHERE a.ledger = ?1"
 )
 _INSERT_ORDER = _JsonInsert("orders", 7)
-# Refunded orders: the new values come from a MATERIALIZED CTE. Joined to json_each directly
-# the planner (no statistics) scans the ledger's whole table once per order to update.
-# tests/test_store_plans.py pins the plans.
-_UPDATE_ORDERS = (
-    "WITH u AS MATERIALIZED (SELECT value ->> 0 AS order_id, value ->> 1 AS refunded "
-    "FROM json_each(?2)) "
-    "UPDATE orders SET refunded = u.refunded FROM u "
-    "WHERE orders.ledger = ?1 AND orders.order_id = u.order_id"
-)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
 
@@ -252,10 +247,11 @@ _ORDER_MISSING = "tally: an order to update is missing"
 
 def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
     """Refunded orders that existed before the batch (`updates`: a JSON object of order id to
-    refunded), for the batch view's trigger, where a CTE (`_UPDATE_ORDERS`) is not allowed: a
-    check that every one is there, then the update. Both seek the orders by primary key
-    through the `IN` list of keys, and each new value is looked up in the object by its key
-    (order ids are identifiers: no quote to escape), not by scanning the JSON per row
+    refunded), for the batch view's trigger, where a CTE is not allowed: a check that every
+    one is there, then the update. Both seek the orders by primary key through the `IN` list
+    of keys (joined to json_each, the planner, without statistics, scanned the ledger's
+    orders once per order to update), and each new value is looked up in the object by its
+    key (order ids are identifiers: no quote to escape), not by scanning the JSON per row
     (tests/test_store_plans.py)."""
     listed = f"(SELECT key FROM json_each({updates}))"
     check = (
@@ -285,8 +281,7 @@ BEGIN
     {_INSERT_ACCOUNT.statement("NEW.ledger", "NEW.accounts")};
     {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
     {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
-    {_orders_updated("NEW.ledger", "NEW.order_updates")[0]};
-    {_orders_updated("NEW.ledger", "NEW.order_updates")[1]};
+    {"; ".join(_orders_updated("NEW.ledger", "NEW.order_updates"))};
 END;
 """
 _INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -435,8 +430,7 @@ class SqliteStore:
                 _write_in_one_statement(db, batch)
             else:  # a batch too large for one JSON text per table: a statement per chunk
                 self._write_in_chunks(db, batch)
-                updates = [(o.order_id, o.refunded) for o in batch.order_updates]
-                _update(db, _UPDATE_ORDERS, batch.ledger, updates)
+                _update_orders(db, batch)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
