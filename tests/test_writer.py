@@ -16,7 +16,7 @@ from tally.domain.state import LedgerState
 from tally.engine import writer as writer_module
 from tally.engine.engine import Engine
 from tally.engine.ports import BatchWrite, EventRow, Head, HeadMoved, OrderRow, Projections
-from tally.engine.results import CommitFailed, Committed, WriterStopped
+from tally.engine.results import CommitFailed, Committed, DecidingFailed, WriterStopped
 from tally.verification import verify
 
 LEDGER = "default"
@@ -414,3 +414,53 @@ def test_a_caller_cancelling_its_future_does_not_stop_the_writer(db: str) -> Non
     finally:
         engine.close()
         store.close()
+
+
+def test_a_command_whose_deciding_fails_unexpectedly_fails_only_its_request(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FlakyStore(db, failing=set())
+    engine = Engine(store, currencies={"USD"})
+    from tally.domain.decide import decide as real_decide
+
+    def decide_with_a_bug(state: LedgerState, envelope: Envelope, *args: Any, **kw: Any) -> Any:
+        if envelope.idempotency_key.startswith("poison"):
+            raise RuntimeError("a bug in deciding")
+        return real_decide(state, envelope, *args, **kw)
+
+    monkeypatch.setattr(writer_module, "decide", decide_with_a_bug)
+    try:
+        engine.execute(LEDGER, recharge("r1", "alice", 1000))
+        writer = engine.writer(LEDGER)
+        store.gate.clear()  # the next commit waits, so what follows queues into one batch
+        first = writer.submit([expense("e1", "alice", "o1", 100)])
+        # One request holding the bad command with a good one before it, and a request of
+        # its own beside it: the whole first request fails, the other is written.
+        poisoned = writer.submit(
+            [expense("e2", "alice", "o2", 100), expense("poison-1", "alice", "o3", 100)]
+        )
+        innocent = writer.submit([expense("e3", "alice", "o4", 100)])
+        store.gate.set()
+        assert isinstance(first.result(timeout=10)[0], Committed)
+        with pytest.raises(DecidingFailed) as failed:
+            poisoned.result(timeout=10)
+        assert isinstance(failed.value.__cause__, RuntimeError)
+        written = innocent.result(timeout=10)[0]
+        assert isinstance(written, Committed)
+        assert written.event.seq == 3  # right after e1: nothing of the failed request
+        assert wallet_balance(engine, "alice") == 800
+        # The writer goes on, and the failed request's good command was not written.
+        again = engine.execute(LEDGER, expense("e2", "alice", "o2", 100))
+        assert isinstance(again, Committed)
+        assert not again.replayed
+        assert again.event.seq == 4
+    finally:
+        engine.close()
+        store.close()
+    engine = open_engine(db)
+    try:
+        assert verify(engine, LEDGER).ok
+        assert engine.store.head(LEDGER).seq == 4  # type: ignore[union-attr]
+    finally:
+        engine.close()
+        engine.store.close()

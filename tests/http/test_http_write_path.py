@@ -212,3 +212,52 @@ def _metrics(live: Any) -> dict[str, float]:
         if match is not None:
             found[match[1]] = float(match[2])
     return found
+
+
+def test_a_request_whose_deciding_fails_is_a_500_and_writes_nothing(
+    live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while deciding one command (here: any command whose user is `poisoned-…`) fails
+    that request alone, as a 500 that says nothing of it was written; the writer goes on."""
+    from tally.domain.decide import decide as real_decide
+    from tally.engine import writer as writer_module
+
+    def decide_with_a_bug(state: Any, envelope: Any, *args: Any, **kw: Any) -> Any:
+        if getattr(envelope.command, "user_id", "").startswith("poisoned-"):
+            raise RuntimeError("a bug in deciding")
+        return real_decide(state, envelope, *args, **kw)
+
+    monkeypatch.setattr(writer_module, "decide", decide_with_a_bug)
+    user, poisoned = f"u-{uuid.uuid4().hex[:10]}", f"poisoned-{uuid.uuid4().hex[:10]}"
+    recharge = {"amount": "5.00", "currency": "USD", "gateway": "paypal"}
+    good_key = f"k-{uuid.uuid4()}"
+    with live.client() as http:
+        alone = http.post(
+            "/v1/recharges",
+            json={"user_id": poisoned, **recharge},
+            headers={"Idempotency-Key": f"k-{uuid.uuid4()}"},
+        )
+        batch = http.post(
+            "/v1/batch",
+            json={
+                "commands": [
+                    {"type": "recharge", "idempotency_key": good_key, "user_id": user, **recharge},
+                    {"type": "recharge", "idempotency_key": "bad", "user_id": poisoned, **recharge},
+                ]
+            },
+            headers={"Idempotency-Key": f"b-{uuid.uuid4()}"},
+        )
+        for answer in (alone, batch):
+            assert answer.status_code == 500, answer.text
+            assert answer.json()["code"] == "internal_error"
+            assert "nothing of it was written" in answer.json()["detail"]
+        # The good command of the failed batch was not written: the same key writes it now.
+        again = http.post(
+            "/v1/recharges",
+            json={"user_id": user, **recharge},
+            headers={"Idempotency-Key": good_key},
+        )
+        assert again.status_code == 201, again.text
+        assert again.headers.get("Idempotent-Replayed") is None
+        statement = http.get(f"/v1/users/{user}/statement", params={"currency": "USD"})
+    assert [line["amount"] for line in statement.json()["entries"]] == ["5.00"]

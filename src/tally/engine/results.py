@@ -30,3 +30,9 @@ class WriterStopped(Exception):
 
 class CommitFailed(Exception):
     """The database refused the batch; nothing was acknowledged. Retry with the same key."""
+
+
+class DecidingFailed(Exception):
+    """Deciding this request's commands failed unexpectedly (a bug in tally, logged with its
+    traceback). None of them was written; the rest of their batch was decided without them.
+    Retrying the same request will most likely fail the same way."""

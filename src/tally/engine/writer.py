@@ -53,7 +53,7 @@ from tally.engine.ports import (
     Projections,
     Store,
 )
-from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
+from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +116,26 @@ class _Decided:
 
     def commit_done(self) -> bool:
         return self.commit is not None and self.commit.done()
+
+
+class _CommandFailed(Exception):
+    """Deciding `envelopes[index]` of a batch raised `error`, which is neither a refusal nor
+    a broken invariant."""
+
+    def __init__(self, index: int, envelope: Envelope, error: Exception) -> None:
+        super().__init__(index, envelope, error)
+        self.index = index
+        self.envelope = envelope
+        self.error = error
+
+
+def _holder(submissions: list[_Submission], index: int) -> _Submission:
+    """The submission holding the batch's `index`th envelope."""
+    for submission in submissions:
+        if index < len(submission.envelopes):
+            return submission
+        index -= len(submission.envelopes)
+    raise InvariantViolated(f"no submission holds envelope {index}")
 
 
 _STOP = object()
@@ -262,8 +282,6 @@ class LedgerWriter:
         return taken, False
 
     def _decide_batch(self, submissions: list[_Submission]) -> _Decided:
-        if self._stale:
-            self._catch_up()
         head_before = self.head_hash
         self.state.begin()
         envelopes = [e for s in submissions for e in s.envelopes]
@@ -271,19 +289,38 @@ class LedgerWriter:
         return _Decided(submissions, outcomes, batch, head_before)
 
     def _decide_or_fail(self, submissions: list[_Submission]) -> _Decided | None:
-        """Decide a batch; if the store fails while we catch up, fail it (retryable)."""
-        levels = self.state.open_batches
+        """Decide a batch. If the store fails while we catch up, fail it (retryable); if
+        deciding one command fails unexpectedly (a bug), fail only that command's request and
+        decide the rest again without it."""
         try:
-            return self._decide_batch(submissions)
+            if self._stale:
+                self._catch_up()
         except InvariantViolated:
             raise
-        except Exception as error:  # e.g. the database went away during catch-up
-            while self.state.open_batches > levels:
-                self.state.rollback_newest()
+        except Exception as error:  # e.g. the database went away
             self._stale = True
             log.warning("catch-up failed", ledger=self.ledger, error=repr(error))
             self._fail(submissions, error)
             return None
+        levels = self.state.open_batches
+        while submissions:
+            try:
+                return self._decide_batch(submissions)
+            except _CommandFailed as failed:
+                while self.state.open_batches > levels:
+                    self.state.rollback_newest()
+                culprit = _holder(submissions, failed.index)
+                log.error(
+                    "deciding a command failed; its request was not written",
+                    ledger=self.ledger,
+                    idempotency_key=failed.envelope.idempotency_key,
+                    exc_info=failed.error,
+                )
+                failure = DecidingFailed(f"ledger {self.ledger}: {failed.error!r}")
+                failure.__cause__ = failed.error
+                culprit.set_exception(failure)
+                submissions = [s for s in submissions if s is not culprit]
+        return None
 
     def _start_commit(self, decided: _Decided) -> tuple[_Decided | None, list[_Submission]]:
         """Hand the batch to the committer; returns it (in flight) and what to decide again."""
@@ -420,34 +457,42 @@ class LedgerWriter:
         entry_rows = []
         key_rows: list[KeyRow] = []
         head_hash = self.head_hash
-        for index, envelope in enumerate(envelopes):
-            try:
-                digest = command_digest(envelope.command)
-            except UnicodeEncodeError:  # a lone surrogate: let the ladder name the field
-                outcomes.append(self._unencodable(envelope))
-                continue
-            try:
-                prior_seq = recall(state, envelope, digest)
-                if prior_seq is not None:
-                    outcomes.append(prior_seq)
+        index = 0
+        try:
+            for index, envelope in enumerate(envelopes):
+                try:
+                    digest = command_digest(envelope.command)
+                except UnicodeEncodeError:  # a lone surrogate: let the ladder name the field
+                    outcomes.append(self._unencodable(envelope))
                     continue
-                # Stamp(seq, transaction_id, timestamp_us, command_digest); see state._new_tuple
-                stamp = _new_tuple(Stamp, (state.seq + 1, ids[index], now_us, digest))
-                event = decide(state, envelope, stamp, currencies=self.currencies)
-            except Rejected as rejection:
-                outcomes.append(rejection)
-                continue
-            entries = evolve(state, event)
-            body = encode_event(ledger, event)
-            head_hash = link(head_hash, body)
-            seq = event.seq
-            event_rows.append(
-                _new_tuple(EventRow, (seq, event.transaction_id, event.event_type, body, head_hash))
-            )
-            entry_rows.extend(entries)
-            key_rows.append(_new_tuple(KeyRow, (event.idempotency_key, digest, seq)))
-            committed = (ledger, event, head_hash, tuple(entries), False)  # not replayed
-            outcomes.append(_new_tuple(Committed, committed))
+                try:
+                    prior_seq = recall(state, envelope, digest)
+                    if prior_seq is not None:
+                        outcomes.append(prior_seq)
+                        continue
+                    # Stamp(seq, transaction_id, timestamp_us, command_digest); see state._new_tuple
+                    stamp = _new_tuple(Stamp, (state.seq + 1, ids[index], now_us, digest))
+                    event = decide(state, envelope, stamp, currencies=self.currencies)
+                except Rejected as rejection:
+                    outcomes.append(rejection)
+                    continue
+                entries = evolve(state, event)
+                body = encode_event(ledger, event)
+                head_hash = link(head_hash, body)
+                seq = event.seq
+                event_rows.append(
+                    _new_tuple(
+                        EventRow, (seq, event.transaction_id, event.event_type, body, head_hash)
+                    )
+                )
+                entry_rows.extend(entries)
+                key_rows.append(_new_tuple(KeyRow, (event.idempotency_key, digest, seq)))
+                committed = (ledger, event, head_hash, tuple(entries), False)  # not replayed
+                outcomes.append(_new_tuple(Committed, committed))
+        except (Rejected, InvariantViolated):
+            raise
+        except Exception as error:  # a bug, or input the checks did not foresee
+            raise _CommandFailed(index, envelopes[index], error) from error
         self.head_hash = head_hash
         balances = state.balances
         orders = state.orders

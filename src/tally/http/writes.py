@@ -26,7 +26,7 @@ from tally.domain.commands import Command, Envelope
 from tally.domain.decide import command_kind
 from tally.domain.rejections import Rejected
 from tally.engine.ports import Store
-from tally.engine.results import CommitFailed, Committed, Outcome, WriterStopped
+from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
 from tally.engine.writer import LedgerWriter
 from tally.http import commands, models
 from tally.http.guards import checked, json_body, require
@@ -133,6 +133,11 @@ async def _submit(
             EdgeProblem.UNAVAILABLE,
             "not confirmed (it may or may not have been recorded); retry with the same "
             "Idempotency-Key, which never writes twice",
+        ) from error
+    except DecidingFailed as error:  # logged by the writer, with its traceback
+        raise ApiProblem(
+            EdgeProblem.INTERNAL_ERROR,
+            "tally failed while deciding this request (a bug, logged); nothing of it was written",
         ) from error
     finally:
         services.in_flight.discard(in_flight)
