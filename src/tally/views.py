@@ -103,8 +103,19 @@ def _refund_of(event: Event) -> RefundOf | None:
 def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Transaction:
     """A written transaction, with one wallet line per posting on the user's wallet."""
     wallet = accounts.wallet(event.user_id, event.currency)
-    lines = [entry for entry in entries if entry.account == wallet]
     currency = event.currency
+    # Each line's two amounts formatted once: the transaction shows the last line's balance,
+    # and a one-line transaction (most are) its line's amount.
+    lines = [
+        (entry, format_amount(entry.amount, currency), format_amount(entry.balance_after, currency))
+        for entry in entries
+        if entry.account == wallet
+    ]
+    amount = (
+        lines[0][1]
+        if len(lines) == 1
+        else format_amount(sum(entry.amount for entry, _, _ in lines), currency)
+    )
     stamp = timestamp(event.timestamp_us)
     metadata = _metadata(event)
     refund_of = _refund_of(event)
@@ -116,9 +127,9 @@ def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Tr
         timestamp=stamp,
         user_id=event.user_id,
         event_type=event.event_type,
-        amount=format_amount(sum(entry.amount for entry in lines), currency),
+        amount=amount,
         currency=currency,
-        balance_after=format_amount(lines[-1].balance_after, currency),
+        balance_after=lines[-1][2],
         reference_order_ids=order_ids,
         metadata=metadata,
         refund_of=refund_of,
@@ -131,14 +142,14 @@ def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Tr
                 timestamp=stamp,
                 user_id=event.user_id,
                 event_type=event.event_type,
-                amount=format_amount(entry.amount, currency),
+                amount=line_amount,
                 currency=currency,
-                balance_after=format_amount(entry.balance_after, currency),
+                balance_after=balance_after,
                 reference_order_ids=[] if entry.order_id is None else [entry.order_id],
                 metadata=dict(metadata),  # a dict per line, as if each were built alone
                 refund_of=refund_of,
             )
-            for entry in lines
+            for entry, line_amount, balance_after in lines
         ],
     )
 

@@ -137,6 +137,31 @@ def test_every_routed_answer_is_counted_and_timed(live: Any) -> None:
     assert not any("/v1/nowhere" in name for name in after)
 
 
+def test_a_batch_counts_each_of_its_commands_by_outcome(live: Any) -> None:
+    user = f"counted-{uuid.uuid4().hex[:10]}"
+    recharge = {"type": "recharge", "user_id": user, "amount": "1.00", "currency": "USD"}
+    first, second = f"k-{uuid.uuid4()}", f"k-{uuid.uuid4()}"
+    commands = [
+        {**recharge, "idempotency_key": first, "gateway": "p"},
+        {**recharge, "idempotency_key": second, "gateway": "p"},
+        {**EXPENSE, "type": "expense", "idempotency_key": f"k-{uuid.uuid4()}"},
+        {**recharge, "idempotency_key": first, "gateway": "p"},  # the first, again
+    ]
+    before = _metrics(live)
+    with live.client("write") as http:
+        batch = http.post(
+            "/v1/batch",
+            json={"commands": commands},
+            headers={"Idempotency-Key": f"b-{uuid.uuid4()}"},
+        )
+    assert [r["status"] for r in batch.json()["results"]] == [201, 201, 422, 201]
+    after = _metrics(live)
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    assert delta['tally_commands_total{outcome="committed",type="recharge"}'] == 2
+    assert delta['tally_commands_total{outcome="replayed",type="recharge"}'] == 1
+    assert delta['tally_commands_total{outcome="insufficient_funds",type="expense"}'] == 1
+
+
 def test_a_cancelled_request_leaves_the_writer_free_to_answer() -> None:
     """The writer answers from its own thread whatever became of the request: a cancelled
     one's answer is dropped on the loop, and the others still arrive."""

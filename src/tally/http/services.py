@@ -136,14 +136,14 @@ class Services:
         """The ledger's writer if it is running already (no catch-up)."""
         return self._writers.get(ledger)
 
-    def count_command(self, kind: str, outcome: str) -> None:
-        """One more command of `kind` with `outcome` (labels resolved once per pair)."""
+    def count_command(self, kind: str, outcome: str, count: int = 1) -> None:
+        """`count` more commands of `kind` with `outcome` (labels resolved once per pair)."""
         counter = self._command_counts.get((kind, outcome))
         if counter is None:
             counter = self._command_counts[kind, outcome] = self.metrics.commands.labels(
                 kind, outcome
             )
-        counter.inc()
+        counter.inc(count)
 
     def forget_keys(self) -> None:
         self._key_cache.clear()

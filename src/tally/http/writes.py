@@ -144,11 +144,13 @@ async def _submit(
 
 
 def _count(services: Services, command: Command, outcome: Outcome) -> None:
+    services.count_command(*_labels(command, outcome))
+
+
+def _labels(command: Command, outcome: Outcome) -> tuple[str, str]:
     if isinstance(outcome, Rejected):
-        label = outcome.reason.code
-    else:
-        label = "replayed" if outcome.replayed else "committed"
-    services.count_command(command_kind(command), label)
+        return command_kind(command), outcome.reason.code
+    return command_kind(command), "replayed" if outcome.replayed else "committed"
 
 
 async def _write_one(
@@ -287,17 +289,21 @@ async def write_batch(
         )
     outcomes = await _submit(services, key, envelopes, slot=idempotency_key) if envelopes else []
     answered = iter(zip(envelopes, outcomes, strict=True))
+    counts: dict[tuple[str, str], int] = {}  # the metric moved once per label pair
     for index, result in enumerate(results):
         if result is not None:
             continue
         envelope, outcome = next(answered)
-        _count(services, envelope.command, outcome)
+        labels = _labels(envelope.command, outcome)
+        counts[labels] = counts.get(labels, 0) + 1
         if isinstance(outcome, Rejected):
             results[index] = _refused(outcome)
         else:
             results[index] = models.BatchResult(
                 status=201, replayed=outcome.replayed, transaction=_transaction(outcome)
             )
+    for (kind, label), count in counts.items():
+        services.count_command(kind, label, count)
     final = [result for result in results if result is not None]
     return Sent(200, _FIRST, _encode(models.BatchResponse(results=final)))
 
