@@ -23,7 +23,7 @@ import pytest
 import rawdb
 from conftest import Auditor, Run, TallyRunner
 from rawdb import RawDb
-from tally import verification
+from tally import verification, views
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated
@@ -509,6 +509,75 @@ def test_a_rechained_forgery_that_breaks_an_invariant_is_caught_by_the_auditor(
     assert "below zero" in str(report["problem"])
 
 
+def edit_event_columns(db: RawDb) -> None:
+    """The columns beside the body (not hashed) that lookups by transaction id use."""
+    db.execute(
+        "UPDATE events SET transaction_id = 'txn_forged', event_type = 'recharge' "
+        "WHERE ledger = ? AND seq = 3",
+        (LEDGER,),
+    )
+
+
+def test_an_event_row_whose_columns_disagree_with_its_body_fails_verify(
+    ledger_db: str, tally: TallyRunner
+) -> None:
+    tamper(ledger_db, edit_event_columns)
+    run, report = verify_json(tally, ledger_db)
+    assert run.returncode == 1, run.describe()
+    assert "log broken at seq 3" in str(report["problem"])
+
+
+def insert_row_below_seq_1(db: RawDb) -> None:
+    """A forged row at seq 0: a copy of seq 7 under a new transaction id and actor."""
+    event = json.loads(event_body(db, EVENTS))
+    event["transaction_id"], event["actor"] = "txn_forged", "forged-actor"
+    db.execute(
+        "INSERT INTO events (ledger, seq, transaction_id, event_type, body, hash) "
+        "VALUES (?, 0, 'txn_forged', 'recharge', ?, ?)",
+        (LEDGER, canonical(event), bytes(32)),
+    )
+
+
+def test_a_row_slipped_in_below_seq_1_is_caught(
+    ledger_db: str, tally: TallyRunner, audit: Auditor
+) -> None:
+    tamper(ledger_db, insert_row_below_seq_1)
+    engine = open_engine(ledger_db)
+    try:  # the forged row is served by a lookup of its transaction id
+        found = views.find_transaction(engine.store, LEDGER, "txn_forged")
+        assert found is not None
+        assert found["actor"] == "forged-actor"
+    finally:
+        engine.close()
+        engine.store.close()
+    run, report = verify_json(tally, ledger_db)
+    assert run.returncode == 1, run.describe()
+    assert report["first_bad_seq"] == 0
+    assert "expected seq 1, found 0" in str(report["problem"])
+    audited = audit(ledger_db, LEDGER)  # the file, or an export of PostgreSQL's ledger
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq 0" in audited.stdout
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"1e999", b'"\\ud800"'])
+def test_a_rechained_body_json_cannot_write_canonically_is_a_finding_not_a_crash(
+    ledger_db: str, tally: TallyRunner, audit: Auditor, value: bytes
+) -> None:
+    def forge(db: RawDb) -> None:
+        body = event_body(db, EVENTS).replace(b'"metadata":{}', b'"metadata":{"x":' + value + b"}")
+        assert value in body
+        rechain_from(db, EVENTS, body)
+
+    tamper(ledger_db, forge)
+    run, report = verify_json(tally, ledger_db)
+    assert run.returncode == 1, run.describe()
+    assert report["first_bad_seq"] == EVENTS
+    assert "Traceback" not in run.stderr
+    audited = audit(ledger_db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq {EVENTS}" in audited.stdout
+
+
 # -- tampering with projections only -------------------------------------------------------
 
 
@@ -581,8 +650,25 @@ def set_entry_order(db: RawDb) -> None:
     assert changed > 0
 
 
+def edit_account_owner(db: RawDb) -> None:
+    """The owner column is what balance reads select by: Alice's wallet shown as Mallory's."""
+    db.execute(
+        "UPDATE accounts SET owner = 'mallory' WHERE ledger = ? AND account = ?",
+        (LEDGER, "wallet:alice:USD"),
+    )
+
+
+def edit_account_currency(db: RawDb) -> None:
+    db.execute(
+        "UPDATE accounts SET currency = 'EUR' WHERE ledger = ? AND account = ?",
+        (LEDGER, "wallet:alice:USD"),
+    )
+
+
 PROJECTION_CASES = {
     "accounts-row-deleted": (delete_account, "accounts"),
+    "accounts.owner": (edit_account_owner, "accounts"),
+    "accounts.currency": (edit_account_currency, "accounts"),
     "entries.balance_after": (edit_entry_balance_after, "entries"),
     "entries-row-deleted": (delete_entry, "entries"),
     "entries.order_id-cleared": (clear_entry_order, "entries"),

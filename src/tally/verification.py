@@ -12,12 +12,15 @@ import multiprocessing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from tally.domain.rejections import InvariantViolated
 from tally.engine.engine import Engine, ProjectionDifference, Replayer, log_pages
-from tally.engine.ports import EventRow, Head, Projections
+from tally.engine.ports import EventRow, Head, Projections, Store
 from tally_audit import Report, verify_events
 from tally_audit.verify import verify_received
 
 parallel_from_events = 20_000
+log_catch_ups_max = 100  # reads of the head row while a writer keeps the log moving
+projection_reads_max = 10  # reads of the projections while a writer keeps them moving
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +31,9 @@ class Verification:
     first_bad_seq: int | None = None
     problem: str | None = None
     projection_differences: tuple[ProjectionDifference, ...] = ()
+    # Writes kept coming faster than verify could find a still moment: nothing was found
+    # wrong, nothing was proven either (`problem` says which part was left unchecked).
+    inconclusive: bool = False
 
     @property
     def ok(self) -> bool:
@@ -35,16 +41,28 @@ class Verification:
 
 
 def verify(engine: Engine, ledger: str) -> Verification:
-    """Check seq, chain, head and invariants offline-style, then projections == replay."""
-    head = engine.store.head(ledger)
-    pages = log_pages(engine.store, ledger)
-    replayed: Projections | Exception | None
-    if head is not None and head.seq >= parallel_from_events:
-        report, replayed = _side_by_side(ledger, head, pages)
-    else:
-        pages_read = list(pages)
-        report = verify_events(ledger, _rows(pages_read), head)
-        replayed = None if report.finding is not None else _replay(ledger, pages_read)
+    """Check seq, chain, head and invariants offline-style, then projections == replay.
+
+    A ledger may be written to while it is verified: the log is read to its end and the
+    head row after it (reading on while the head is ahead), so the auditor checks the log
+    as it stood then; projections are compared once a read of them began and ended at the
+    head the replay has reached (feeding the replay the events written meanwhile).
+    """
+    store = engine.store
+    first = store.head(ledger)
+    reader = _LogReader(store, ledger)
+    replayed: Replayer | Exception | None
+    try:
+        if first is not None and first.seq >= parallel_from_events:
+            report, replayed = _side_by_side(ledger, reader)
+        else:
+            pages_read = list(reader)
+            report = verify_events(ledger, _rows(pages_read), reader.head_row())
+            replayed = None if report.finding is not None else _replay(ledger, pages_read)
+    except _NeverQuiet as busy:
+        return Verification(
+            ledger=ledger, events=0, head_hash="", problem=str(busy), inconclusive=True
+        )
     if report.finding is not None:
         return Verification(
             ledger=ledger,
@@ -53,6 +71,7 @@ def verify(engine: Engine, ledger: str) -> Verification:
             first_bad_seq=report.finding.seq,
             problem=report.finding.problem,
         )
+    assert replayed is not None  # a log the auditor passes is always replayed
     if isinstance(replayed, Exception):  # the auditor accepted what the engine refuses
         return Verification(
             ledger=ledger,
@@ -60,13 +79,93 @@ def verify(engine: Engine, ledger: str) -> Verification:
             head_hash=report.head_hash.hex(),
             problem=f"replay failed: {replayed}",
         )
-    assert replayed is not None
+    try:
+        expected, actual = _quiet_projections(store, ledger, replayed)
+    except _NeverQuiet as busy:
+        return Verification(
+            ledger=ledger,
+            events=report.events,
+            head_hash=report.head_hash.hex(),
+            problem=str(busy),
+            inconclusive=True,
+        )
+    except InvariantViolated as error:  # an event written meanwhile breaks the chain
+        return Verification(
+            ledger=ledger,
+            events=report.events,
+            head_hash=report.head_hash.hex(),
+            problem=f"replay failed: {error}",
+        )
     return Verification(
         ledger=ledger,
         events=report.events,
         head_hash=report.head_hash.hex(),
-        projection_differences=tuple(engine.projection_differences(ledger, replayed)),
+        projection_differences=tuple(engine.projection_differences(ledger, expected, actual)),
     )
+
+
+class _LogReader:
+    """A ledger's log page by page, from its first row to its end; then its head row, read
+    after the end, and the log read on while that head is further on (a writer's commits
+    meanwhile). Rows beyond a head that does not move are read too: the auditor's to see."""
+
+    def __init__(self, store: Store, ledger: str) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._head: Head | None = None
+        self._done = False
+
+    def __iter__(self) -> Iterator[list[EventRow]]:
+        last = None
+        for page in log_pages(self._store, self._ledger):
+            last = page[-1].seq
+            yield page
+        for _ in range(log_catch_ups_max):
+            head = self._store.head(self._ledger)
+            if head is None or last is None or head.seq <= last:
+                self._head, self._done = head, True
+                return
+            read_on = last
+            for page in log_pages(self._store, self._ledger, after=last):
+                last = page[-1].seq
+                yield page
+            if last == read_on:  # nothing beyond: the log is short of its head row
+                self._head, self._done = head, True
+                return
+        raise _NeverQuiet(
+            f"ledger {self._ledger} was written to faster than it could be read; verify again "
+            "when it is quieter"
+        )
+
+    def head_row(self) -> tuple[int, bytes] | None:
+        if not self._done:
+            raise RuntimeError("the head row is known once the log has been read")
+        return None if self._head is None else (self._head.seq, self._head.hash)
+
+
+def _quiet_projections(
+    store: Store, ledger: str, replayer: Replayer
+) -> tuple[Projections, Projections]:
+    """The replay's projections and the stored ones, as of one head: the stored ones are read
+    between two reads of the head row that agree with the replay (every commit moves the
+    head row, so nothing was committed while they were read)."""
+    for _ in range(projection_reads_max):
+        before = store.head(ledger)
+        if before is not None and before.seq > replayer.state.seq:
+            for page in log_pages(store, ledger, after=replayer.state.seq):
+                replayer.feed(page)  # written meanwhile: checked as the replay goes
+            continue
+        actual = store.projections(ledger)
+        if store.head(ledger) == before:
+            return replayer.finish()[0], actual
+    raise _NeverQuiet(
+        f"ledger {ledger} was written to throughout: its projections were not compared with "
+        "the replay; verify again when it is quieter"
+    )
+
+
+class _NeverQuiet(Exception):
+    """Writes kept coming faster than verify could catch a still moment."""
 
 
 def _rows(pages: Iterable[list[EventRow]]) -> Iterator[tuple[int, bytes, bytes]]:
@@ -75,19 +174,17 @@ def _rows(pages: Iterable[list[EventRow]]) -> Iterator[tuple[int, bytes, bytes]]
             yield row.seq, row.body, row.hash
 
 
-def _replay(ledger: str, pages: Iterable[list[EventRow]]) -> Projections | Exception:
+def _replay(ledger: str, pages: Iterable[list[EventRow]]) -> Replayer | Exception:
     replayer = Replayer(ledger)
     try:
         for page in pages:
             replayer.feed(page)
     except Exception as error:  # reported after the auditor, which names the first bad seq
         return error
-    return replayer.finish()[0]
+    return replayer
 
 
-def _side_by_side(
-    ledger: str, head: Head, pages: Iterator[list[EventRow]]
-) -> tuple[Report, Projections | Exception]:
+def _side_by_side(ledger: str, reader: _LogReader) -> tuple[Report, Replayer | Exception]:
     """The auditor in a child process, the replay here, over the same pages read once."""
     # fork: the child runs only tally_audit on what it receives, never this process's
     # threads or connections, and starts in milliseconds (spawn would re-import tally).
@@ -97,17 +194,24 @@ def _side_by_side(
     child.start()
     theirs.close()
     try:
-        ours.send((ledger, (head.seq, head.hash)))
+        ours.send(ledger)
         replayer: Replayer | None = Replayer(ledger)
         failure: Exception | None = None
-        for page in pages:
-            ours.send([(row.seq, row.body, row.hash) for row in page])
-            if replayer is not None:
-                try:
-                    replayer.feed(page)
-                except Exception as error:  # keep feeding the auditor: it names the seq
-                    failure, replayer = error, None
+        try:
+            for page in reader:
+                ours.send([(row.seq, row.body, row.hash) for row in page])
+                if replayer is not None:
+                    try:
+                        replayer.feed(page)
+                    except Exception as error:  # keep feeding the auditor: it names the seq
+                        failure, replayer = error, None
+        except _NeverQuiet:
+            ours.send(None)  # the auditor stops with no head row, and its report is ignored
+            ours.send(None)
+            ours.recv()
+            raise
         ours.send(None)
+        ours.send(reader.head_row())
         try:
             report: Report = ours.recv()
         except EOFError:
@@ -117,4 +221,4 @@ def _side_by_side(
         child.join()
     if failure is not None or replayer is None:
         return report, failure or RuntimeError("replay failed")
-    return report, replayer.finish()[0]
+    return report, replayer

@@ -65,6 +65,14 @@ def verify_events(
     `rows` is consumed lazily; a source may raise `MalformedRow` for a row it cannot read,
     which becomes the finding.
     """
+    report = verify_log(ledger, rows)
+    if report.finding is None:
+        check_head(report, head)
+    return report
+
+
+def verify_log(ledger: str, rows: Iterable[tuple[int, bytes, bytes]]) -> Report:
+    """`verify_events` without the head row's check (`check_head`, once the head is known)."""
     report = Report(ledger)
     checker = _Invariants(report.balances)
     previous = GENESIS
@@ -95,26 +103,32 @@ def verify_events(
         expected_seq += 1
         report.events += 1
     report.head_seq, report.head_hash = expected_seq - 1, previous
+    return report
+
+
+def check_head(report: Report, head: tuple[int, bytes] | None) -> None:
+    """The head row must name the log's last event: its seq and its chain hash."""
     if head is None:
-        report.finding = Finding(ledger, None, "the ledger has no head row")
-    elif head[0] != report.head_seq or bytes(head[1]) != previous:
+        report.finding = Finding(report.ledger, None, "the ledger has no head row")
+    elif head[0] != report.head_seq or bytes(head[1]) != report.head_hash:
         report.finding = Finding(
-            ledger,
+            report.ledger,
             None,
             f"head row says seq {head[0]}, the log ends at seq {report.head_seq} "
             "(events were removed or the head was edited)",
         )
-    return report
 
 
 def verify_received(connection: Connection) -> None:
     """Verify a log sent over a multiprocessing connection, and send the `Report` back.
 
-    The sender sends `(ledger, head)`, then pages (lists of `(seq, body, hash)` rows) in seq
-    order, then None. After a finding the rest is still received, so the sender never
-    blocks on a full pipe. This is how `tally verify` runs the auditor on a core of its own.
+    The sender sends the ledger's name, then pages (lists of `(seq, body, hash)` rows) in seq
+    order, then None, then the head row (`(seq, hash)` or None: read once the log's end was
+    read, so a ledger being written to verifies as it stood then). After a finding the rest
+    is still received, so the sender never blocks on a full pipe. This is how `tally verify`
+    runs the auditor on a core of its own.
     """
-    ledger, head = connection.recv()
+    ledger = connection.recv()
     finished = False
 
     def rows() -> Iterator[tuple[int, bytes, bytes]]:
@@ -123,20 +137,27 @@ def verify_received(connection: Connection) -> None:
             yield from page
         finished = True
 
-    report = verify_events(ledger, rows(), head)
+    report = verify_log(ledger, rows())
     while not finished:
         finished = connection.recv() is None
+    head = connection.recv()
+    if report.finding is None:
+        check_head(report, head)
     connection.send(report)
 
 
 def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:
     try:
         event = json.loads(body)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise _Bad(f"body is not JSON: {error}") from None
     if not isinstance(event, dict):
         raise _Bad("body is not a JSON object")
-    if canonical(event) != bytes(body):
+    try:
+        same = canonical(event) == bytes(body)
+    except (ValueError, RecursionError):  # NaN, Infinity, 1e999, a lone surrogate escaped
+        same = False
+    if not same:
         raise _Bad("body is not in canonical form")
     if event.get("v") != 1:
         raise _Bad(f"unknown format version {event.get('v')!r}")
@@ -230,6 +251,9 @@ def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
     """Verify every ledger (or one) of a tally SQLite file, opened read-only."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        # One read transaction: heads and logs from one snapshot, so a ledger that a server
+        # writes to meanwhile verifies as it stood (WAL readers see one consistent state).
+        db.execute("BEGIN")
         heads = {
             name: (seq, bytes(hash_))
             for name, seq, hash_ in db.execute("SELECT name, seq, hash FROM ledgers")

@@ -296,6 +296,7 @@ def verification_view(result: Verification) -> dict[str, Any]:
         "head_hash": result.head_hash,
         "first_bad_seq": result.first_bad_seq,
         "problem": result.problem,
+        "inconclusive": result.inconclusive,
         "projection_differences": [
             {
                 "table": d.table,
@@ -317,6 +318,9 @@ def print_verification(result: Verification, as_json: bool) -> None:
             f"gapless, chain intact (head {result.head_hash[:16]}…), invariants hold, "
             "projections equal a fresh replay"
         )
+        return
+    if result.inconclusive:
+        errors.print(f"[yellow]NOT VERIFIED[/yellow] ledger {result.ledger}: {result.problem}")
         return
     if result.problem is not None:
         where = "head row" if result.first_bad_seq is None else f"seq {result.first_bad_seq}"

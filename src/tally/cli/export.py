@@ -20,6 +20,7 @@ from rich.console import Console
 
 from tally.bootstrap import open_store
 from tally.cli.options import Common
+from tally.domain.limits import INT64_MIN
 from tally.engine.ports import EventRow, Head, Store
 
 page_events = 5_000
@@ -59,7 +60,7 @@ def log_rows(store: Store, ledger: str, head: Head) -> Iterator[EventRow]:
     them) are left out. Rows past the head that the current head row does not cover either
     were not put there by a commit, so they are exported for the auditor to see.
     """
-    after = 0
+    after = INT64_MIN  # every row: one slipped in below seq 1 is for the auditor to see
     beyond_checked = False
     while True:
         page = store.events(ledger, after_seq=after, limit=page_events)

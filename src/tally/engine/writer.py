@@ -574,7 +574,13 @@ class LedgerWriter:
     def _apply_logged(self, row: EventRow) -> None:
         ledger, event = decode_event(row.body)
         expected = link(self.head_hash, row.body)
-        if ledger != self.ledger or event.seq != row.seq or expected != row.hash:
+        if (
+            ledger != self.ledger
+            or event.seq != row.seq
+            or expected != row.hash
+            or event.transaction_id != row.transaction_id
+            or event.event_type != row.event_type
+        ):
             raise InvariantViolated(f"ledger {self.ledger}: log broken at seq {row.seq}")
         evolve(self.state, event)
         self.head_hash = expected

@@ -102,6 +102,15 @@ SELECT a.account,
     (SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account)
 FROM accounts a WHERE a.ledger = $1
 """
+# For comparing with a replay: an account whose kind, owner or currency columns (what
+# balance reads select by) disagree with its name shows as another account.
+_PROJECTED_ACCOUNT_ROWS = _ACCOUNT_ROWS.replace(
+    "SELECT a.account,",
+    "SELECT CASE WHEN a.account = a.kind || ':' || a.owner || ':' || a.currency THEN a.account "
+    "ELSE a.account || ' (columns say ' || a.kind || ':' || a.owner || ':' || a.currency || ')' "
+    "END,",
+    1,
+)
 _ORDER_COLUMNS = (
     "ledger",
     "order_id",
@@ -474,7 +483,7 @@ class PostgresStore:
     async def _projections(self, ledger: str) -> Projections:
         async with self.pool.acquire() as db:
             account_rows = await db.fetch(
-                _ACCOUNT_ROWS + 'ORDER BY a.account COLLATE "C"',
+                _PROJECTED_ACCOUNT_ROWS + 'ORDER BY a.account COLLATE "C"',
                 ledger,
             )
             entry_rows = await db.fetch(
