@@ -9,13 +9,15 @@ times, hashes and key ids differ between two databases and are left out)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
+from pg import fresh_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
@@ -144,17 +146,19 @@ def _journey(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
     return answers
 
 
+@contextmanager
+def _database(store: str, tmp_path: Any, name: str) -> Iterator[str]:
+    if store == "sqlite":
+        yield str(tmp_path / f"{name}.db")
+    else:
+        with fresh_database() as url:
+            yield url
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_the_direct_path_answers_exactly_as_litestar(store: str, tmp_path: Any) -> None:
-    from pg import fresh_database
-
-    @contextmanager
-    def database(name: str) -> Iterator[str]:
-        if store == "sqlite":
-            yield str(tmp_path / f"{name}.db")
-        else:
-            with fresh_database() as url:
-                yield url
+    def database(name: str) -> Any:
+        return _database(store, tmp_path, name)
 
     with database("direct") as first, database("framework") as second:
         with _client(first, direct=True) as (client, secrets, app):
@@ -223,3 +227,175 @@ def test_the_state_folded_at_start_is_kept_out_of_the_collector(tmp_path: Any) -
             assert gc.isenabled()  # off only while the log was folded
     finally:
         gc.unfreeze()
+
+
+# -- inputs that once broke the direct path, or answered there other than in Litestar -------
+
+_Requests = Callable[[TestClient[Any], dict[str, str]], list[Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BothPaths:
+    answers: list[Any]  # the same with the direct path and without it
+    direct: DirectWrites
+    metrics: str  # the direct app's, after the requests
+
+
+def _on_both_paths(store: str, tmp_path: Any, requests: _Requests) -> _BothPaths:
+    """Run `requests` against an app with the direct path and one without, each over a fresh
+    database of `store`, once both keys are cached and the writer runs (so the direct path
+    takes what it can)."""
+    answers = []
+    with (
+        _database(store, tmp_path, "direct") as first,
+        _database(store, tmp_path, "framework") as second,
+    ):
+        for db, direct_writes in ((first, True), (second, False)):
+            with _client(db, direct=direct_writes) as (client, secrets, app):
+                for who in ("write", "admin"):
+                    warm = client.post(
+                        "/v1/recharges",
+                        json={
+                            "user_id": "warm",
+                            "amount": "100.00",
+                            "currency": "USD",
+                            "gateway": "paypal",
+                        },
+                        headers={
+                            "Authorization": f"Bearer {secrets[who]}",
+                            "Idempotency-Key": f"warm-{who}",
+                        },
+                    )
+                    assert warm.status_code == 201
+                answers.append(requests(client, secrets))
+                if direct_writes:
+                    direct, metrics = app.direct, client.get("/metrics").text
+    fast, slow = answers
+    assert len(fast) == len(slow)
+    for index, (mine, theirs) in enumerate(zip(fast, slow, strict=True)):
+        assert mine == theirs, f"request {index}"
+    return _BothPaths(answers=fast, direct=direct, metrics=metrics)
+
+
+def _post(
+    client: TestClient[Any], secrets: dict[str, str], path: str, body: bytes, key: str
+) -> Any:
+    headers = {
+        "Authorization": f"Bearer {secrets['write']}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": key,
+    }
+    return _answer(client.post(path, content=body, headers=headers))
+
+
+NESTING = 3000  # far beyond what the decoder recurses into
+DEEP_BATCH = b'{"commands":[{"x":' + b"[" * NESTING + b"]" * NESTING + b',"type":"recharge"}]}'
+DEEP_METADATA = (
+    b'{"user_id":"a","amount":"1.00","currency":"USD","gateway":"g","metadata":'
+    + b'{"a":' * NESTING
+    + b'"x"'
+    + b"}" * NESTING
+    + b"}"
+)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_json_nested_too_deeply_is_malformed_and_counted_on_both_paths(
+    store: str, tmp_path: Any
+) -> None:
+    def requests(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
+        return [
+            _post(client, secrets, "/v1/batch", DEEP_BATCH, "deep-batch"),
+            _post(client, secrets, "/v1/recharges", DEEP_METADATA, "deep-metadata"),
+        ]
+
+    both = _on_both_paths(store, tmp_path, requests)
+    for status, headers, body in both.answers:
+        assert status == 400
+        assert ("content-type", "application/problem+json") in headers
+        assert (body["code"], body["field"]) == ("json_malformed", None)
+    for route in ("/v1/batch", "/v1/recharges"):
+        counted = f'tally_http_requests_total{{method="POST",route="{route}",status="400"}} 1.0'
+        assert counted in both.metrics
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_statement_limit_of_non_ascii_digits_is_refused_on_both_paths(
+    store: str, tmp_path: Any
+) -> None:
+    limits = ["\u00b2", "\u0661\u0660", "\uff11", "9" * 5000]  # '²', Arabic-Indic 10, full-width 1
+
+    def requests(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
+        return [
+            _answer(
+                client.get(
+                    "/v1/users/warm/statement",
+                    params={"currency": "USD", "limit": limit},
+                    headers={"Authorization": f"Bearer {secrets['admin']}"},
+                )
+            )
+            for limit in limits
+        ]
+
+    both = _on_both_paths(store, tmp_path, requests)
+    for status, _, body in both.answers:
+        assert (status, body["code"], body["field"]) == (400, "parameter_invalid", "limit")
+    assert both.direct.statements == 0
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_bad_idempotency_key_header_names_the_header_on_both_paths(
+    store: str, tmp_path: Any
+) -> None:
+    recharge = b'{"user_id":"a","amount":"1.00","currency":"USD","gateway":"g"}'
+    cases = [
+        ("/v1/recharges", recharge, "", "idempotency_key_missing"),
+        ("/v1/recharges", recharge, "x" * 256, "idempotency_key_invalid"),
+        ("/v1/recharges", recharge, "a\tb", "idempotency_key_invalid"),
+        ("/v1/batch", b'{"commands":[]}', "", "idempotency_key_missing"),
+        ("/v1/batch", b'{"commands":[]}', "x" * 256, "idempotency_key_invalid"),
+    ]
+
+    def requests(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
+        return [_post(client, secrets, path, body, key) for path, body, key, _ in cases]
+
+    both = _on_both_paths(store, tmp_path, requests)
+    for (status, _, body), (*_, code) in zip(both.answers, cases, strict=True):
+        assert (status, body["code"], body["field"]) == (400, code, "Idempotency-Key")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_refund_of_an_expense_id_that_is_no_identifier_is_unknown_on_both_paths(
+    store: str, tmp_path: Any
+) -> None:
+    """Such an id is never looked up in the log (PostgreSQL refuses a NUL in a text)."""
+    refund = {"order_id": "o", "amount": "1.00"}
+    recharge = {
+        "type": "recharge",
+        "idempotency_key": "b1",
+        "user_id": "a",
+        "amount": "1.00",
+        "currency": "USD",
+        "gateway": "paypal",
+    }
+    batch = {
+        "commands": [
+            recharge,
+            {"type": "refund", "idempotency_key": "b2", "expense_id": "txn\u0000x", **refund},
+        ]
+    }
+
+    def requests(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
+        single = json.dumps({"expense_id": "txn\u0000x", **refund}).encode()
+        return [
+            _post(client, secrets, "/v1/refunds", single, "nul"),
+            _post(client, secrets, "/v1/batch", json.dumps(batch).encode(), "nul-batch"),
+        ]
+
+    both = _on_both_paths(store, tmp_path, requests)
+    (status, _, body), (batch_status, _, answered) = both.answers
+    assert (status, body["code"], body["field"]) == (404, "expense_unknown", "expense_id")
+    assert batch_status == 200
+    first, second = answered["results"]
+    assert first["status"] == 201
+    assert (second["status"], second["problem"]["code"]) == (404, "expense_unknown")

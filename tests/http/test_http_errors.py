@@ -115,6 +115,65 @@ def test_a_bad_recharge_is_a_problem(
     assert _head(live) == before
 
 
+def _nested(depth: int, inner: bytes, *, opening: bytes, closing: bytes) -> bytes:
+    return opening * depth + inner + closing * depth
+
+
+NESTING = 3000  # far beyond what the JSON decoder recurses into
+TOO_DEEP: list[tuple[str, str, bytes]] = [
+    (
+        "a batch command's unknown field",
+        "/v1/batch",
+        b'{"commands":[{"x":'
+        + _nested(NESTING, b"", opening=b"[", closing=b"]")
+        + b',"type":"recharge"}]}',
+    ),
+    (
+        "a recharge's metadata",
+        "/v1/recharges",
+        _with(metadata="METADATA").replace(
+            b'"METADATA"', _nested(NESTING, b'"x"', opening=b'{"a":', closing=b"}")
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [case[1:] for case in TOO_DEEP], ids=[case[0] for case in TOO_DEEP]
+)
+def test_json_nested_too_deeply_is_malformed(live: Any, path: str, body: bytes) -> None:
+    before = _head(live)
+    with live.client() as http:
+        response = http.post(
+            path,
+            content=body,
+            headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (response.json()["code"], response.json()["field"]) == ("json_malformed", None)
+    assert _head(live) == before
+
+
+@pytest.mark.parametrize(
+    "expense_id",
+    ["txn\u0000x", "txn x", "txn\u00e9", "", "-txn", "t" * 129],
+    ids=["NUL", "space", "non-ASCII", "empty", "leading dash", "too long"],
+)
+def test_a_refund_of_an_expense_id_that_is_no_identifier_is_unknown(
+    live: Any, poster: Poster, expense_id: str
+) -> None:
+    """Such an id names no expense and is not looked up in the log (PostgreSQL refuses a
+    NUL in a text): 404, as for any id no expense has."""
+    before = _head(live)
+    refund = {"expense_id": expense_id, "order_id": "o", "amount": "1.00"}
+    with live.client() as http:
+        response = poster(http, "/v1/refunds", refund)
+    assert response.status_code == 404, response.text
+    assert (response.json()["code"], response.json()["field"]) == ("expense_unknown", "expense_id")
+    assert _head(live) == before
+
+
 def test_the_wrong_content_type_is_415(live: Any) -> None:
     with live.client() as http:
         response = http.post(
@@ -194,6 +253,16 @@ def test_order_lists_are_bounded(live: Any, poster: Poster, orders: list[Any], c
             "limit",
         ),
         ("/v1/users/eve/statement", {"currency": "USD", "limit": 0}, "parameter_invalid", "limit"),
+        *(
+            (
+                "/v1/users/eve/statement",
+                {"currency": "USD", "limit": digits},
+                "parameter_invalid",
+                "limit",
+            )
+            # Unicode digits: '²', Arabic-Indic 10, full-width 1; and more digits than `int` reads
+            for digits in ("\u00b2", "\u0661\u0660", "\uff11", "9" * 5000)
+        ),
         ("/v1/users/eve/statement", {"currency": "usd"}, "currency_unknown", "currency"),
         ("/v1/users/eve/statement", {}, "parameter_invalid", "currency"),
         (

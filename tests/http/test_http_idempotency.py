@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 pytest_plugins = ["http_fixtures"]
 
@@ -115,6 +116,29 @@ def test_every_post_needs_an_idempotency_key(live: Any, unique: Callable[[str], 
     assert response.json()["code"] == "idempotency_key_missing"
     assert response.json()["field"] == "Idempotency-Key"
     assert empty.status_code == 400
+    assert live.services.engine.store.head("shop") == before
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "code"),
+    [
+        ("/v1/recharges", "", "idempotency_key_missing"),
+        ("/v1/recharges", "x" * 256, "idempotency_key_invalid"),
+        ("/v1/recharges", "a\tb", "idempotency_key_invalid"),  # not printable
+        ("/v1/batch", "", "idempotency_key_missing"),
+        ("/v1/batch", "x" * 256, "idempotency_key_invalid"),
+    ],
+    ids=["empty", "too long", "not printable", "empty for a batch", "too long for a batch"],
+)
+def test_a_bad_idempotency_key_header_names_the_header(
+    live: Any, unique: Callable[[str], str], path: str, key: str, code: str
+) -> None:
+    body = _recharge(unique("u")) if path == "/v1/recharges" else {"commands": []}
+    with live.client() as http:
+        before = live.services.engine.store.head("shop")
+        response = http.post(path, json=body, headers={"Idempotency-Key": key})
+    assert response.status_code == 400, response.text
+    assert (response.json()["code"], response.json()["field"]) == (code, "Idempotency-Key")
     assert live.services.engine.store.head("shop") == before
 
 

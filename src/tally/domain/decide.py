@@ -159,7 +159,7 @@ def _expense(common: _Common, command: Expense) -> Event:
             type(line.merchant_id) is str
             and accounts.revenue(line.merchant_id, command.currency) in balances
         )
-        if not (_is_identifier(line.order_id) and (known or _is_identifier(line.merchant_id))):
+        if not (is_identifier(line.order_id) and (known or is_identifier(line.merchant_id))):
             _check_identifier(line.order_id, f"orders[{index}].order_id")
             _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
     _check_currency(common, command.currency)
@@ -298,12 +298,12 @@ def _adjustment(common: _Common, command: Adjustment) -> Event:
 # -- the rungs -------------------------------------------------------------------------
 
 
-def _is_identifier(value: object) -> bool:
+def is_identifier(value: object) -> bool:
     return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
 
 
 def _check_identifier(value: object, field: str) -> None:
-    if not _is_identifier(value):
+    if not is_identifier(value):
         raise Rejected(
             Rejection.IDENTIFIER_INVALID,
             field=field,

@@ -15,6 +15,7 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.enums import ScopeType
+from litestar.exceptions import SerializationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -60,6 +61,17 @@ async def docs_page(request: Request[Any, Any, Any]) -> str:
 @get("/docs/style.css", include_in_schema=False, media_type="text/css")
 async def docs_style() -> str:
     return docs.STYLE
+
+
+class _Request(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body nested too deeply to decode (the decoder's
+    `RecursionError`) is malformed JSON like any other: 400 `json_malformed`, not a 500."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError as error:
+            raise SerializationException("JSON is nested too deeply") from error
 
 
 class _MeasuredApp(Litestar):
@@ -201,6 +213,7 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         route_handlers=[healthz, metrics, docs_page, docs_style, *writes.ROUTES, *reads.ROUTES],
         openapi_config=openapi,
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=_Request,
         request_max_body_size=request_body_bytes_max,
         on_startup=[warm],
         on_shutdown=[close],

@@ -94,7 +94,8 @@ class DirectWrites:
         body, receive = await _read(receive)
         try:
             data = route.decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            # RecursionError: nested too deeply to decode, which Litestar refuses as malformed
             return None, receive
         try:
             sent = await route.write(self.services, key, writer, data, idempotency_key)
@@ -117,7 +118,7 @@ class DirectWrites:
 
     async def statement(self, scope: HTTPScope, user_id: str, send: Send) -> int | None:
         """A statement page's common case: a cached key with the read scope, `currency` (known),
-        `limit` (plain digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
+        `limit` (ASCII digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
         Anything else, or a read that fails, is Litestar's to answer (a read has no effect, so
         doing it again there is harmless)."""
         authorization = [value for name, value in scope["headers"] if name == b"authorization"]
@@ -135,11 +136,15 @@ class DirectWrites:
             given.get("limit", "100"),
             given.get("cursor"),
         )
+        # `str.isdigit` alone takes any Unicode digit (superscript, Arabic-Indic, full-width),
+        # which `int` refuses or reads where Litestar answers 400; the length bound keeps `int`
+        # within its digit limit.
         if (
             currency is None
             or len(currency) != 3
-            or not limit.isdigit()
+            or not (limit.isascii() and limit.isdigit())
             or limit.startswith("0")
+            or len(limit) > _LIMIT_DIGITS_MAX
             or not 1 <= int(limit) <= reads.statement_page_entries_max
             or (cursor is not None and len(cursor) > 64)
         ):
@@ -153,9 +158,10 @@ class DirectWrites:
                     store, ledger, user_id, currency, after=after, limit=int(limit)
                 )
             )
+            body = msgspec.json.encode(page)
         except Exception:  # Litestar reads again and says what is wrong
             return None
-        sent = writes.Sent(200, {}, msgspec.json.encode(page))
+        sent = writes.Sent(200, {}, body)
         self.statements += 1
         await sent(scope, _nothing, send)
         return sent.status
@@ -186,6 +192,7 @@ class DirectWrites:
 STATEMENT_ROUTE = "/v1/users/{user_id:str}/statement"
 _STATEMENT_PREFIX, _STATEMENT_SUFFIX = "/v1/users/", "/statement"
 _STATEMENT_QUERY = frozenset({"currency", "limit", "cursor"})
+_LIMIT_DIGITS_MAX = len(str(reads.statement_page_entries_max))
 
 
 def statement_user(path: str) -> str | None:

@@ -17,6 +17,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from tally.domain import limits
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.ports import StoreUnavailable
 from tally.http.models import Problem
@@ -24,6 +25,7 @@ from tally.http.models import Problem
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
 class EdgeProblem(enum.Enum):
@@ -104,19 +106,40 @@ def respond(body: Problem, headers: dict[str, str] | None = None) -> Response[Pr
     return Response(body, status_code=body.status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def idempotency_key_refused(value: str | None) -> Problem:
+    """The answer to an `Idempotency-Key` header that is absent or empty (missing), or not of
+    printable characters up to the maximum length (invalid)."""
+    length_max = limits.idempotency_key_length_max
+    if not value:
+        return problem(
+            EdgeProblem.IDEMPOTENCY_KEY_MISSING,
+            f"every POST needs an Idempotency-Key header (1 to {length_max} printable characters)",
+            IDEMPOTENCY_KEY_HEADER,
+        )
+    return problem(
+        Rejection.IDEMPOTENCY_KEY_INVALID,
+        f"must be 1 to {length_max} printable characters",
+        IDEMPOTENCY_KEY_HEADER,
+    )
+
+
 # -- turning framework and validation errors into problems ------------------------------
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
 _MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
 _MISSING_PARAMETER = re.compile(r"Missing required (?:\w+) parameter '([^']*)'")
 _PARAMETER_SOURCES = frozenset({"query", "path", "header", "cookie"})
+# Litestar names a header parameter that fails validation by the handler's argument.
+_IDEMPOTENCY_KEY_ARGUMENT = "idempotency_key"
 
 
 def _field_path(key: object) -> str | None:
     return key if isinstance(key, str) and key not in ("data", "") else None
 
 
-def bad_request(detail: str, extra: object) -> Problem:
-    """Classify the framework's 400s (body decoding, parameter parsing) into stable codes."""
+def bad_request(detail: str, extra: object, *, idempotency_key: str | None = None) -> Problem:
+    """Classify the framework's 400s (body decoding, parameter parsing) into stable codes.
+
+    `idempotency_key` is the request's Idempotency-Key header, if it has one."""
     first: dict[str, Any] = {}
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         first = extra[0]
@@ -124,12 +147,10 @@ def bad_request(detail: str, extra: object) -> Problem:
     source = first.get("source")
     path = _field_path(first.get("key"))
     missing_parameter = _MISSING_PARAMETER.search(detail)
-    if "Idempotency-Key" in detail or path == "Idempotency-Key":
-        return problem(
-            EdgeProblem.IDEMPOTENCY_KEY_MISSING,
-            "every POST needs an Idempotency-Key header (1 to 255 printable characters)",
-            "Idempotency-Key",
-        )
+    if missing_parameter is not None and missing_parameter[1] == IDEMPOTENCY_KEY_HEADER:
+        return idempotency_key_refused(None)
+    if source == "header" and path == _IDEMPOTENCY_KEY_ARGUMENT:
+        return idempotency_key_refused(idempotency_key)
     if missing_parameter is not None:
         name = missing_parameter[1]
         return problem(EdgeProblem.PARAMETER_INVALID, f"{name} is required", name)
@@ -154,8 +175,11 @@ def bad_request(detail: str, extra: object) -> Problem:
     return problem(EdgeProblem.FIELD_INVALID, message, path)
 
 
-def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    return respond(bad_request(str(exc.detail), exc.extra))
+def handle_validation(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Problem]:
+    idempotency_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    return respond(bad_request(str(exc.detail), exc.extra, idempotency_key=idempotency_key))
 
 
 def handle_api_problem(_: Request[Any, Any, Any], exc: ApiProblem) -> Response[Problem]:

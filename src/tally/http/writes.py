@@ -23,14 +23,20 @@ from tally.api_keys import ApiKey, Scope
 from tally.audit.canonical import decode_event
 from tally.domain import limits
 from tally.domain.commands import Command, Envelope
-from tally.domain.decide import command_kind
-from tally.domain.rejections import Rejected
+from tally.domain.decide import command_kind, is_identifier
+from tally.domain.rejections import Rejected, Rejection
 from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
 from tally.engine.writer import LedgerWriter
 from tally.http import commands, models
 from tally.http.guards import checked, json_body, require
-from tally.http.problems import ApiProblem, EdgeProblem, of_rejection, problem
+from tally.http.problems import (
+    IDEMPOTENCY_KEY_HEADER,
+    ApiProblem,
+    EdgeProblem,
+    of_rejection,
+    problem,
+)
 from tally.http.responses import WRITE_RESPONSES
 from tally.http.services import Services, api_key_of, services_of
 
@@ -48,7 +54,7 @@ _Body = TypeVar("_Body")
 IdempotencyKey = Annotated[
     str,
     HeaderParameter(
-        name="Idempotency-Key",
+        name=IDEMPOTENCY_KEY_HEADER,
         min_length=1,
         max_length=limits.idempotency_key_length_max,
         description="Your unique key for this write. Resending the same key and body "
@@ -119,7 +125,7 @@ async def _submit(
         raise ApiProblem(
             EdgeProblem.IDEMPOTENCY_KEY_IN_FLIGHT,
             "a request with this Idempotency-Key is still being processed; retry shortly",
-            field="Idempotency-Key",
+            field=IDEMPOTENCY_KEY_HEADER,
         )
     services.in_flight.add(in_flight)
     try:
@@ -168,6 +174,8 @@ async def write_one(
     (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
     _count(services, command, outcome)
     if isinstance(outcome, Rejected):
+        if outcome.reason is Rejection.IDEMPOTENCY_KEY_INVALID:  # the key is the header here
+            raise Rejected(outcome.reason, field=IDEMPOTENCY_KEY_HEADER, detail=outcome.detail)
         raise outcome
     headers = _REPLAYED if outcome.replayed else _FIRST
     return Sent(201, headers, _encode(_transaction(outcome)))
@@ -316,11 +324,12 @@ async def _expense_currencies(
     The writer's state answers without a database read (a currency never changes once set;
     reading it from this thread is a benign race). An expense the writer has not seen may
     have been written by another process, so those (at most a batch's worth) are looked up
-    in the log before anything is called unknown.
+    in the log before anything is called unknown. An id that is not an identifier names no
+    expense and is not looked up (PostgreSQL refuses a text holding NUL, for one).
     """
     known = writer.state.expenses
     currencies = {e: known[e] for e in expense_ids if e in known}
-    missing = [e for e in dict.fromkeys(expense_ids) if e not in currencies]
+    missing = [e for e in dict.fromkeys(expense_ids) if e not in currencies and is_identifier(e)]
     if missing:
         store = services.engine.store
         currencies |= await anyio.to_thread.run_sync(_logged_currencies, store, writer, missing)
