@@ -559,7 +559,11 @@ def test_a_row_slipped_in_below_seq_1_is_caught(
     assert f"FAIL {LEDGER} at seq 0" in audited.stdout
 
 
-@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"1e999", b'"\\ud800"'])
+@pytest.mark.parametrize(
+    "value",
+    [b"NaN", b"Infinity", b"1e999", b'"\\ud800"', b"[" * 100_000 + b"]" * 100_000],
+    ids=["NaN", "Infinity", "1e999", "lone-surrogate", "nested-too-deeply"],
+)
 def test_a_rechained_body_json_cannot_write_canonically_is_a_finding_not_a_crash(
     ledger_db: str, tally: TallyRunner, audit: Auditor, value: bytes
 ) -> None:
