@@ -13,6 +13,32 @@ GENESIS = bytes(32)
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 EVENT_TYPES = frozenset({"recharge", "expense", "refund", "adjustment"})
+# "No other keys appear" (docs/log-format.md): the keys of each event type, exactly.
+_COMMON_KEYS = frozenset(
+    {
+        "v",
+        "ledger",
+        "seq",
+        "type",
+        "transaction_id",
+        "timestamp_us",
+        "idempotency_key",
+        "command_digest",
+        "actor",
+        "user_id",
+        "currency",
+        "postings",
+        "metadata",
+    }
+)
+EVENT_KEYS = {
+    "recharge": _COMMON_KEYS | {"gateway"},
+    "expense": _COMMON_KEYS | {"orders"},
+    "refund": _COMMON_KEYS | {"expense_id", "order_id", "amount", "reason"},
+    "adjustment": _COMMON_KEYS | {"amount", "reason"},
+}
+POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
+ORDER_KEYS = frozenset({"order_id", "amount", "merchant_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +185,18 @@ def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:
         same = False
     if not same:
         raise _Bad("body is not in canonical form")
-    if event.get("v") != 1:
+    if type(event.get("v")) is not int or event["v"] != 1:  # `true` equals 1 in Python
         raise _Bad(f"unknown format version {event.get('v')!r}")
-    if event.get("ledger") != ledger or event.get("seq") != seq:
+    if event.get("ledger") != ledger or type(event.get("seq")) is not int or event["seq"] != seq:
         raise _Bad("body names another ledger or seq than its row")
-    if event.get("type") not in EVENT_TYPES:
-        raise _Bad(f"unknown event type {event.get('type')!r}")
+    kind = event.get("type")
+    if kind not in EVENT_TYPES:
+        raise _Bad(f"unknown event type {kind!r}")
+    if event.keys() != EVENT_KEYS[str(kind)]:
+        raise _Bad(f"a {kind} with other keys than the format's")
+    for text in ("user_id", "currency"):
+        if not isinstance(event[text], str):
+            raise _Bad(f"malformed {text}")
     return event
 
 
@@ -173,7 +205,8 @@ class _Invariants:
 
     def __init__(self, balances: dict[str, int]) -> None:
         self.balances = balances
-        self.orders: dict[str, list[object]] = {}  # order_id -> [expense_id, paid, refunded]
+        # order_id -> [expense_id, paid, refunded, user_id, currency, merchant_id]
+        self.orders: dict[str, list[object]] = {}
         self.keys: set[str] = set()
 
     def apply(self, event: dict[str, object]) -> None:
@@ -181,19 +214,23 @@ class _Invariants:
         if not isinstance(key, str) or key in self.keys:
             raise _Bad("idempotency key missing or used twice")
         self.keys.add(key)
-        self._post(event.get("postings"))
+        postings = _postings(event.get("postings"))
         kind = event["type"]
-        if kind == "expense":
-            self._expense(event)
+        if kind == "recharge":
+            expected = self._recharge(event, postings)
+        elif kind == "expense":
+            expected = self._expense(event)
         elif kind == "refund":
-            self._refund(event)
+            expected = self._refund(event)
+        else:
+            expected = self._adjustment(event)
+        if postings != expected:
+            raise _Bad(f"postings are not those the format prescribes for this {kind}")
+        self._post(postings)
 
-    def _post(self, postings: object) -> None:
-        if not isinstance(postings, list) or not postings:
-            raise _Bad("postings missing")
+    def _post(self, postings: list[tuple[str, str, int, object]]) -> None:
         totals: dict[str, int] = {}
-        for posting in postings:
-            account, currency, amount = _posting(posting)
+        for account, currency, amount, _ in postings:
             after = self.balances.get(account, 0) + amount
             if not INT64_MIN <= after <= INT64_MAX:
                 raise _Bad(f"{account} leaves the signed 64-bit range")
@@ -205,46 +242,111 @@ class _Invariants:
         if unbalanced:
             raise _Bad(f"postings do not sum to zero: {unbalanced}")
 
-    def _expense(self, event: dict[str, object]) -> None:
+    @staticmethod
+    def _recharge(
+        event: dict[str, object], postings: list[tuple[str, str, int, object]]
+    ) -> list[tuple[str, str, int, object]]:
+        gateway, currency = event.get("gateway"), str(event["currency"])
+        amount = postings[-1][2]
+        if not isinstance(gateway, str) or amount <= 0:
+            raise _Bad("malformed recharge")
+        return [
+            (f"clearing:{gateway}:{currency}", currency, -amount, None),
+            (_wallet(event), currency, amount, None),
+        ]
+
+    def _expense(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
         orders = event.get("orders")
         if not isinstance(orders, list) or not orders:
             raise _Bad("expense without orders")
+        currency, wallet = str(event["currency"]), _wallet(event)
+        expected: list[tuple[str, str, int, object]] = []
         for order in orders:
-            if not isinstance(order, dict):
+            if not isinstance(order, dict) or order.keys() != ORDER_KEYS:
                 raise _Bad("malformed order")
-            order_id, amount = order.get("order_id"), order.get("amount")
-            if not isinstance(order_id, str) or type(amount) is not int or amount <= 0:
+            order_id, amount, merchant = order["order_id"], order["amount"], order["merchant_id"]
+            if (
+                not isinstance(order_id, str)
+                or not isinstance(merchant, str)
+                or type(amount) is not int
+                or amount <= 0
+            ):
                 raise _Bad("malformed order")
             if order_id in self.orders:
                 raise _Bad(f"order {order_id} paid twice")
-            self.orders[order_id] = [event.get("transaction_id"), amount, 0]
+            self.orders[order_id] = [
+                event.get("transaction_id"),
+                amount,
+                0,
+                event["user_id"],
+                currency,
+                merchant,
+            ]
+            expected.append((wallet, currency, -amount, order_id))
+            expected.append((f"revenue:{merchant}:{currency}", currency, amount, order_id))
+        return expected
 
-    def _refund(self, event: dict[str, object]) -> None:
-        order = self.orders.get(str(event.get("order_id")))
+    def _refund(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+        order_id = event.get("order_id")
+        order = self.orders.get(str(order_id))
         amount = event.get("amount")
         if order is None or order[0] != event.get("expense_id"):
             raise _Bad("refund of an order its expense did not pay")
-        if type(amount) is not int or amount <= 0:
-            raise _Bad("malformed refund amount")
-        refunded = int(str(order[2])) + amount
-        if refunded > int(str(order[1])):
-            raise _Bad(f"order {event.get('order_id')} refunded beyond what it was paid")
-        order[2] = refunded
+        if type(amount) is not int or amount <= 0 or not isinstance(event.get("reason"), str):
+            raise _Bad("malformed refund")
+        _, paid, refunded, user_id, currency, merchant = order
+        if event["user_id"] != user_id or event["currency"] != currency:
+            raise _Bad(f"refund of order {order_id} to another wallet than paid for it")
+        total = int(str(refunded)) + amount
+        if total > int(str(paid)):
+            raise _Bad(f"order {order_id} refunded beyond what it was paid")
+        order[2] = total
+        return [
+            (f"revenue:{merchant}:{currency}", str(currency), -amount, order_id),
+            (_wallet(event), str(currency), amount, order_id),
+        ]
+
+    @staticmethod
+    def _adjustment(event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+        amount, reason = event.get("amount"), event.get("reason")
+        if type(amount) is not int or amount == 0 or not isinstance(reason, str) or not reason:
+            raise _Bad("malformed adjustment (a non-zero amount and a reason)")
+        currency = str(event["currency"])
+        return [
+            (f"equity:adjustments:{currency}", currency, -amount, None),
+            (_wallet(event), currency, amount, None),
+        ]
 
 
-def _posting(posting: object) -> tuple[str, str, int]:
-    if not isinstance(posting, dict):
+def _wallet(event: dict[str, object]) -> str:
+    return f"wallet:{event['user_id']}:{event['currency']}"
+
+
+def _postings(postings: object) -> list[tuple[str, str, int, object]]:
+    if not isinstance(postings, list) or not postings:
+        raise _Bad("postings missing")
+    return [_posting(posting) for posting in postings]
+
+
+def _posting(posting: object) -> tuple[str, str, int, object]:
+    if not isinstance(posting, dict) or posting.keys() != POSTING_KEYS:
         raise _Bad("malformed posting")
-    account, currency, amount = (
-        posting.get("account"),
-        posting.get("currency"),
-        posting.get("amount"),
+    account, currency, amount, order_id = (
+        posting["account"],
+        posting["currency"],
+        posting["amount"],
+        posting["order_id"],
     )
-    if not isinstance(account, str) or not isinstance(currency, str) or type(amount) is not int:
+    if (
+        not isinstance(account, str)
+        or not isinstance(currency, str)
+        or type(amount) is not int
+        or not (order_id is None or isinstance(order_id, str))
+    ):
         raise _Bad("malformed posting")
     if not account.endswith(":" + currency):
         raise _Bad(f"posting currency {currency} does not match account {account}")
-    return account, currency, amount
+    return account, currency, amount, order_id
 
 
 def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:

@@ -54,23 +54,24 @@ def dumps(value: Any) -> bytes:
 # -- the v1 shapes ---------------------------------------------------------------------
 # One Struct per JSON object of docs/log-format.md. They are the format, spelled once for
 # both directions: building them and encoding is several times cheaper than building dicts,
-# and decoding into them checks every key and type in C.
+# and decoding into them checks every key and type in C (and refuses keys the format has
+# not: "No other keys appear").
 
 
-class _Posting(msgspec.Struct, frozen=True):
+class _Posting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     account: str
     currency: str
     amount: int
     order_id: str | None
 
 
-class _Order(msgspec.Struct, frozen=True):
+class _Order(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     order_id: str
     amount: int
     merchant_id: str
 
 
-class _Body(msgspec.Struct, frozen=True, tag_field="type"):
+class _Body(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
     v: int
     ledger: str
     seq: int

@@ -20,6 +20,7 @@ from tally.domain.events import (
     Event,
     ExpensePaid,
     RefundIssued,
+    WalletRecharged,
 )
 from tally.domain.limits import INT64_MAX, INT64_MIN
 from tally.domain.rejections import InvariantViolated
@@ -159,6 +160,61 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
     state.seq = event.seq
     state.last_timestamp_us = max(state.last_timestamp_us, event.timestamp_us)
     return entries
+
+
+def check_logged(state: LedgerState, event: Event) -> None:
+    """An event read from a log (replay, catch-up) must be one the writer could have made:
+    its postings exactly those docs/log-format.md prescribes for its type and fields (which
+    also ties a refund's or an adjustment's `amount` to the money it moves, and every amount
+    to the event's currency), and its amounts of the right sign. `evolve` checks the rest.
+    The writer's own events are made that way by `decide`, so the live path skips this."""
+    prescribed = _prescribed_postings(state, event)
+    # Plain tuples: a Posting (a NamedTuple) equals the tuple of its fields.
+    if prescribed is not None and tuple(event.postings) != prescribed:
+        raise InvariantViolated(
+            f"seq {event.seq}: postings are not those of its {event.event_type}"
+        )
+
+
+_Leg = tuple[str, str, int, str | None]
+
+
+def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] | None:
+    currency = event.currency
+    wallet = f"{accounts.WALLET}:{event.user_id}:{currency}"
+    if type(event) is ExpensePaid:  # the common case first
+        legs: list[_Leg] = []
+        for order_id, amount, merchant_id in event.orders:
+            if amount <= 0:
+                raise InvariantViolated(f"seq {event.seq}: order {order_id} pays no money")
+            legs.append((wallet, currency, -amount, order_id))
+            legs.append(
+                (f"{accounts.REVENUE}:{merchant_id}:{currency}", currency, amount, order_id)
+            )
+        return tuple(legs)
+    if isinstance(event, WalletRecharged):
+        amount = event.postings[-1].amount if event.postings else 0
+        if amount <= 0:
+            raise InvariantViolated(f"seq {event.seq}: a recharge of no money")
+        clearing = accounts.clearing(event.gateway, currency)
+        return ((clearing, currency, -amount, None), (wallet, currency, amount, None))
+    if isinstance(event, RefundIssued):
+        order = state.orders.get(event.order_id)
+        if order is None:
+            return None  # `evolve` refuses a refund of an order nobody paid
+        if event.amount <= 0 or order.currency != currency or order.user_id != event.user_id:
+            raise InvariantViolated(f"seq {event.seq}: a refund unlike its order")
+        revenue = accounts.revenue(order.merchant_id, currency)
+        return (
+            (revenue, currency, -event.amount, event.order_id),
+            (wallet, currency, event.amount, event.order_id),
+        )
+    if isinstance(event, BalanceAdjusted):
+        if event.amount == 0:
+            raise InvariantViolated(f"seq {event.seq}: an adjustment of no money")
+        equity = accounts.adjustments(currency)
+        return ((equity, currency, -event.amount, None), (wallet, currency, event.amount, None))
+    raise InvariantViolated(f"seq {event.seq}: unknown event type {type(event).__name__}")
 
 
 def _post(state: LedgerState, event: Event) -> list[Entry]:

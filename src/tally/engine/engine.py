@@ -18,7 +18,7 @@ from tally.audit.chain import GENESIS_HASH, link
 from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.rejections import InvariantViolated, Rejected
-from tally.domain.state import LedgerState, evolve
+from tally.domain.state import LedgerState, check_logged, evolve
 from tally.engine.ports import EventRow, Head, HeadMoved, Projections, Store
 from tally.engine.projection import Rebuild
 from tally.engine.results import Committed, Outcome
@@ -181,6 +181,7 @@ class Replayer:
                 or event.event_type != row.event_type
             ):
                 raise InvariantViolated(f"ledger {ledger}: log broken at seq {row.seq}")
+            check_logged(state, event)
             rebuild.add(event, evolve(state, event))
         self.head_hash = head_hash
 

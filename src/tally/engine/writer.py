@@ -42,7 +42,7 @@ from tally.domain import limits
 from tally.domain.commands import Envelope
 from tally.domain.decide import Stamp, decide, recall
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
-from tally.domain.state import LedgerState, evolve
+from tally.domain.state import LedgerState, check_logged, evolve
 from tally.engine.ports import (
     AccountRow,
     BatchWrite,
@@ -582,5 +582,6 @@ class LedgerWriter:
             or event.event_type != row.event_type
         ):
             raise InvariantViolated(f"ledger {self.ledger}: log broken at seq {row.seq}")
+        check_logged(self.state, event)
         evolve(self.state, event)
         self.head_hash = expected
