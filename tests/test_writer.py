@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -461,6 +463,44 @@ def test_a_command_whose_deciding_fails_unexpectedly_fails_only_its_request(
     try:
         assert verify(engine, LEDGER).ok
         assert engine.store.head(LEDGER).seq == 4  # type: ignore[union-attr]
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def test_every_command_submitted_while_the_writer_closes_is_answered(db: str) -> None:
+    """Commands race `close()` from several threads: each is either refused at `submit`
+    (WriterStopped) or decided and answered; none is left waiting."""
+    engine = open_engine(db)
+    writer = engine.writer(LEDGER)
+    waiting: list[Future[Any]] = []
+    refused = threading.Event()
+    lock = threading.Lock()
+
+    def submit_until_refused(thread: int) -> None:
+        for index in itertools.count():
+            try:
+                future = writer.submit([recharge(f"t{thread}-{index}", f"u{thread}", 1)])
+            except WriterStopped:
+                refused.set()
+                return
+            with lock:
+                waiting.append(future)
+
+    threads = [threading.Thread(target=submit_until_refused, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(waiting) < 200:
+        time.sleep(0.001)
+    writer.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    try:
+        assert refused.is_set()
+        for future in waiting:
+            outcome = future.result(timeout=10)  # raises TimeoutError if left behind
+            assert isinstance(outcome[0], Committed)
+        assert engine.store.head(LEDGER).seq == len(waiting)  # type: ignore[union-attr]
     finally:
         engine.close()
         engine.store.close()

@@ -169,6 +169,9 @@ class LedgerWriter:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
         self._broken: BaseException | None = None
+        # Held while checking `_closed`/`_broken` and queueing, and while setting either: a
+        # command is queued before `_STOP` (so it is decided) or refused, never left behind.
+        self._gate = threading.Lock()
         self._stale = True  # the state must catch up with the log before deciding
         self._commits_max = max(1, store.concurrent_commits)
         self._committer = ThreadPoolExecutor(
@@ -198,16 +201,19 @@ class LedgerWriter:
         self._enqueue(_Submission(envelopes, answer))
 
     def _enqueue(self, submission: _Submission) -> None:
-        if self._closed or self._broken is not None:
-            raise WriterStopped(self.ledger) from self._broken
-        self._queue.put(submission)
+        with self._gate:
+            if self._closed or self._broken is not None:
+                raise WriterStopped(self.ledger) from self._broken
+            self._queue.put(submission)
 
     def close(self) -> None:
-        if not self._closed:
+        with self._gate:
+            if self._closed:
+                return
             self._closed = True
             self._queue.put(_STOP)
-            self._thread.join()
-            self._committer.shutdown()
+        self._thread.join()
+        self._committer.shutdown()
 
     # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
@@ -235,7 +241,8 @@ class LedgerWriter:
                 if stop and not in_flight and not carried:
                     return
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
-            self._broken = error
+            with self._gate:
+                self._broken = error  # from now on `_enqueue` refuses: the queue is ours to fail
             log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
             # Everyone not yet answered: those in flight (a commit being answered stays in
             # `in_flight` until it has been), carried over, and the ones being decided.
