@@ -286,3 +286,56 @@ def test_a_request_whose_deciding_fails_is_a_500_and_writes_nothing(
         assert again.headers.get("Idempotent-Replayed") is None
         statement = http.get(f"/v1/users/{user}/statement", params={"currency": "USD"})
     assert [line["amount"] for line in statement.json()["entries"]] == ["5.00"]
+
+
+def test_an_answer_that_fails_after_the_commit_says_the_write_was_recorded(
+    live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while building the answer of a committed write: the 500 says it was recorded
+    (not 'nothing was acknowledged'), and a retry with the same key gets the answer."""
+    from tally.http import writes
+
+    def broken(_: object) -> object:
+        raise RuntimeError("a bug in the view")
+
+    user = f"u-{uuid.uuid4().hex[:10]}"
+    body = {"user_id": user, "amount": "5.00", "currency": "USD", "gateway": "paypal"}
+    key = f"k-{uuid.uuid4()}"
+    command_key = f"c-{uuid.uuid4()}"
+    with live.client() as http:
+        monkeypatch.setattr(writes, "_transaction", broken)
+        single = http.post("/v1/recharges", json=body, headers={"Idempotency-Key": key})
+        batch = http.post(
+            "/v1/batch",
+            json={"commands": [{"type": "recharge", "idempotency_key": command_key, **body}]},
+            headers={"Idempotency-Key": f"b-{uuid.uuid4()}"},
+        )
+        monkeypatch.undo()
+        assert (single.status_code, batch.status_code) == (500, 500)
+        assert "the write was recorded" in single.json()["detail"]
+        assert "accepted commands were recorded" in batch.json()["detail"]
+        again = http.post("/v1/recharges", json=body, headers={"Idempotency-Key": key})
+        assert again.status_code == 201
+        assert again.headers["Idempotent-Replayed"] == "true"
+        statement = http.get(f"/v1/users/{user}/statement", params={"currency": "USD"})
+    assert [line["amount"] for line in statement.json()["entries"]] == ["5.00", "5.00"]
+
+
+def test_a_batch_adjustment_without_the_admin_scope_names_the_key(live: Any) -> None:
+    adjustment = {
+        "type": "adjustment",
+        "idempotency_key": f"k-{uuid.uuid4()}",
+        "user_id": "someone",
+        "amount": "1.00",
+        "currency": "USD",
+        "reason": "goodwill",
+    }
+    with live.client("write") as http:
+        batch = http.post(
+            "/v1/batch",
+            json={"commands": [adjustment]},
+            headers={"Idempotency-Key": f"b-{uuid.uuid4()}"},
+        )
+    (result,) = batch.json()["results"]
+    assert result["status"] == 403
+    assert result["problem"]["field"] == "Authorization"

@@ -172,13 +172,27 @@ async def write_one(
     """Submit one command; its transaction (201), or `Rejected` / `ApiProblem` raised."""
     envelope = Envelope(idempotency_key=idempotency_key, command=command, actor=key.key_id)
     (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
-    _count(services, command, outcome)
     if isinstance(outcome, Rejected):
+        _count(services, command, outcome)
         if outcome.reason is Rejection.IDEMPOTENCY_KEY_INVALID:  # the key is the header here
             raise Rejected(outcome.reason, field=IDEMPOTENCY_KEY_HEADER, detail=outcome.detail)
         raise outcome
-    headers = _REPLAYED if outcome.replayed else _FIRST
-    return Sent(201, headers, _encode(_transaction(outcome)))
+    try:
+        _count(services, command, outcome)
+        headers = _REPLAYED if outcome.replayed else _FIRST
+        return Sent(201, headers, _encode(_transaction(outcome)))
+    except Exception as error:
+        raise _unanswered(error, "the write was recorded", "the same Idempotency-Key") from error
+
+
+def _unanswered(error: Exception, recorded: str, retry_with: str) -> ApiProblem:
+    """A bug after the commit: the 500 must not say that nothing was written."""
+    log.error("answering a committed write failed", error=repr(error), exc_info=error)
+    return ApiProblem(
+        EdgeProblem.INTERNAL_ERROR,
+        f"{recorded}, but tally failed to build the answer (a bug, logged); retry with "
+        f"{retry_with} to get it",
+    )
 
 
 _WRITE: dict[str, Any] = {
@@ -283,7 +297,11 @@ async def write_batch(
     for item in data.commands:
         try:
             if isinstance(item, models.BatchAdjustment) and not key.allows(Scope.ADMIN):
-                raise ApiProblem(EdgeProblem.FORBIDDEN, "adjustments need the 'admin' scope")
+                raise ApiProblem(
+                    EdgeProblem.FORBIDDEN,
+                    "adjustments need the 'admin' scope",
+                    field="Authorization",
+                )
             command = commands.of_batch(item, currencies)
         except Rejected as rejection:
             results.append(_refused(rejection))
@@ -296,6 +314,20 @@ async def write_batch(
             Envelope(idempotency_key=item.idempotency_key, command=command, actor=key.key_id)
         )
     outcomes = await _submit(services, key, envelopes, slot=idempotency_key) if envelopes else []
+    try:
+        return _batch_answer(services, results, envelopes, outcomes)
+    except Exception as error:
+        raise _unanswered(
+            error, "the batch's accepted commands were recorded", "the same command keys"
+        ) from error
+
+
+def _batch_answer(
+    services: Services,
+    results: list[models.BatchResult | None],
+    envelopes: list[Envelope],
+    outcomes: list[Outcome],
+) -> Sent:
     answered = iter(zip(envelopes, outcomes, strict=True))
     counts: dict[tuple[str, str], int] = {}  # the metric moved once per label pair
     for index, result in enumerate(results):
