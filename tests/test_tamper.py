@@ -654,25 +654,24 @@ def set_entry_order(db: RawDb) -> None:
     assert changed > 0
 
 
-def edit_account_owner(db: RawDb) -> None:
-    """The owner column is what balance reads select by: Alice's wallet shown as Mallory's."""
-    db.execute(
-        "UPDATE accounts SET owner = 'mallory' WHERE ledger = ? AND account = ?",
-        (LEDGER, "wallet:alice:USD"),
-    )
+def edit_alice_wallet(column: str, value: str) -> Tamper:
+    """One column of Alice's USD wallet row: `owner` and `kind` are what balance reads select
+    by (owner 'mallory' shows her money as Mallory's)."""
 
+    def edit(db: RawDb) -> None:
+        db.execute(
+            f"UPDATE accounts SET {column} = ? WHERE ledger = ? AND account = ?",
+            (value, LEDGER, "wallet:alice:USD"),
+        )
 
-def edit_account_currency(db: RawDb) -> None:
-    db.execute(
-        "UPDATE accounts SET currency = 'EUR' WHERE ledger = ? AND account = ?",
-        (LEDGER, "wallet:alice:USD"),
-    )
+    return edit
 
 
 PROJECTION_CASES = {
     "accounts-row-deleted": (delete_account, "accounts"),
-    "accounts.owner": (edit_account_owner, "accounts"),
-    "accounts.currency": (edit_account_currency, "accounts"),
+    "accounts.owner": (edit_alice_wallet("owner", "mallory"), "accounts"),
+    "accounts.kind": (edit_alice_wallet("kind", "revenue"), "accounts"),
+    "accounts.currency": (edit_alice_wallet("currency", "EUR"), "accounts"),
     "entries.balance_after": (edit_entry_balance_after, "entries"),
     "entries-row-deleted": (delete_entry, "entries"),
     "entries.order_id-cleared": (clear_entry_order, "entries"),
