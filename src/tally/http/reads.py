@@ -2,7 +2,10 @@
 
 Reads go straight to the store's projections, on the services' reader threads (the stores
 are blocking), and only ever within the key's own ledger: an id from another ledger is simply
-not found.
+not found. Nor is an id that is no identifier (`is_identifier`: every user, order and transaction
+id is one): it names nothing, so it is answered without a query, the same from every store
+(PostgreSQL refuses a text holding NUL, which SQLite would look up and not find). A user with
+such an id is a user with no activity, as any unknown user is: no balances, an empty statement.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from litestar.params import FromPath, QueryParameter
 from tally import views
 from tally.api_keys import Scope
 from tally.audit.canonical import decode_event
+from tally.domain.decide import is_identifier
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import Store
 from tally.http import models
@@ -49,8 +53,9 @@ def encode_cursor(position: tuple[int, int]) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    padded = cursor + "=" * (-len(cursor) % 4)
+    try:  # validated: else any character outside the alphabet (a NUL, say) is skipped
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):
         text = ""
     match = _CURSOR.fullmatch(text)
@@ -64,8 +69,8 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
 def _instant_us(text: str | None, field: str) -> int | None:
     if text is None:
         return None
-    try:
-        moment = datetime.fromisoformat(text)
+    try:  # `fromisoformat` stops reading at a NUL: "…Z\0anything" would pass
+        moment = None if "\0" in text else datetime.fromisoformat(text)
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
@@ -104,6 +109,8 @@ def statement_page(
     until_us: int | None = None,
 ) -> models.StatementPage:
     """A page of the statement (also what http/direct.py answers itself, unbounded in time)."""
+    if not is_identifier(user_id):  # no such wallet: not looked up
+        return models.StatementPage(entries=[], next_cursor=None)
     if after is None:
         start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
         after = (start - 1, _PAST_EVERY_POSTING)
@@ -121,6 +128,8 @@ def statement_page(
 
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
 async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) -> models.Balances:
+    if not is_identifier(user_id):  # no such user: not looked up
+        return models.Balances(user_id=user_id, balances=[])
     store = services_of(request).engine.store
     view = await services_of(request).read(
         views.balances, store, api_key_of(request).ledger, user_id
@@ -169,7 +178,9 @@ async def get_transaction(
 ) -> models.Transaction:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    found = await services_of(request).read(views.transaction, store, ledger, transaction_id)
+    found = None
+    if is_identifier(transaction_id):  # else no such transaction: not looked up
+        found = await services_of(request).read(views.transaction, store, ledger, transaction_id)
     if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
@@ -190,7 +201,9 @@ def _order(store: Store, ledger: str, order_id: str) -> dict[str, Any] | None:
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> models.Order:
     store = services_of(request).engine.store
     ledger = api_key_of(request).ledger
-    view = await services_of(request).read(_order, store, ledger, order_id)
+    view = None
+    if is_identifier(order_id):  # else no such order: not looked up
+        view = await services_of(request).read(_order, store, ledger, order_id)
     if view is None:
         raise ApiProblem(EdgeProblem.NOT_FOUND, f"no order {order_id}", field="order_id")
     return msgspec.convert(view, models.Order)
