@@ -52,7 +52,7 @@ def test_the_same_key_with_another_body_is_422_and_writes_nothing(
         balances = http.get(f"/v1/users/{user}/balances").json()["balances"]
     assert other.status_code == reused_elsewhere.status_code == 422
     assert other.json()["code"] == "idempotency_key_reused"
-    assert other.json()["field"] == "idempotency_key"
+    assert other.json()["field"] == "Idempotency-Key"  # a header on a single write
     assert live.services.engine.store.head("shop") == before
     assert balances == [{"currency": "USD", "balance": "5.00"}]
 

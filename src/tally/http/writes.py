@@ -174,7 +174,7 @@ async def write_one(
     (outcome,) = await _submit(services, key, [envelope], slot=idempotency_key)
     if isinstance(outcome, Rejected):
         _count(services, command, outcome)
-        if outcome.reason is Rejection.IDEMPOTENCY_KEY_INVALID:  # the key is the header here
+        if outcome.reason in _KEY_REJECTIONS:  # the key is the header here
             raise Rejected(outcome.reason, field=IDEMPOTENCY_KEY_HEADER, detail=outcome.detail)
         raise outcome
     try:
@@ -183,6 +183,9 @@ async def write_one(
         return Sent(201, headers, _encode(_transaction(outcome)))
     except Exception as error:
         raise _unanswered(error, "the write was recorded", "the same Idempotency-Key") from error
+
+
+_KEY_REJECTIONS = frozenset((Rejection.IDEMPOTENCY_KEY_INVALID, Rejection.IDEMPOTENCY_KEY_REUSED))
 
 
 def _unanswered(error: Exception, recorded: str, retry_with: str) -> ApiProblem:
