@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import asyncpg
 
@@ -39,3 +40,14 @@ def fresh_database() -> Iterator[str]:
         yield f"{_server_part(ADMIN_URL)}/{name}"
     finally:
         run_sync(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def empty_database(store: str, tmp_path: Any, name: str) -> Iterator[str]:
+    """A fresh, empty database of `store` ("sqlite": a file under `tmp_path`; "postgresql":
+    a database of its own, dropped afterwards)."""
+    if store == "sqlite":
+        yield str(tmp_path / f"{name}.db")
+    else:
+        with fresh_database() as url:
+            yield url

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from pg import fresh_database
+from pg import empty_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
@@ -146,19 +146,10 @@ def _journey(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
     return answers
 
 
-@contextmanager
-def _database(store: str, tmp_path: Any, name: str) -> Iterator[str]:
-    if store == "sqlite":
-        yield str(tmp_path / f"{name}.db")
-    else:
-        with fresh_database() as url:
-            yield url
-
-
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_the_direct_path_answers_exactly_as_litestar(store: str, tmp_path: Any) -> None:
     def database(name: str) -> Any:
-        return _database(store, tmp_path, name)
+        return empty_database(store, tmp_path, name)
 
     with database("direct") as first, database("framework") as second:
         with _client(first, direct=True) as (client, secrets, app):
@@ -247,8 +238,8 @@ def _on_both_paths(store: str, tmp_path: Any, requests: _Requests) -> _BothPaths
     takes what it can)."""
     answers = []
     with (
-        _database(store, tmp_path, "direct") as first,
-        _database(store, tmp_path, "framework") as second,
+        empty_database(store, tmp_path, "direct") as first,
+        empty_database(store, tmp_path, "framework") as second,
     ):
         for db, direct_writes in ((first, True), (second, False)):
             with _client(db, direct=direct_writes) as (client, secrets, app):

@@ -8,8 +8,7 @@ NUL, so such an id once reached asyncpg there and was answered 500 (SQLite looke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from pg import fresh_database
+from pg import empty_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
@@ -191,15 +190,6 @@ def test_ids_that_are_identifiers_are_still_looked_up(
 STATEMENT_VOLATILE = {"transaction_id", "timestamp"}
 
 
-@contextmanager
-def _database(store: str, tmp_path: Any, name: str) -> Iterator[str]:
-    if store == "sqlite":
-        yield str(tmp_path / f"{name}.db")
-    else:
-        with fresh_database() as url:
-            yield url
-
-
 def _statements(db: str, *, direct: bool) -> tuple[list[Any], list[str], DirectWrites | None]:
     """The answers to statement requests of user ids that are and are not identifiers, from an
     app over `db` with or without the direct path; the store reads made for the ones that are
@@ -253,8 +243,8 @@ def test_the_direct_statement_path_answers_ids_that_are_no_identifiers_as_litest
     store: str, tmp_path: Any
 ) -> None:
     with (
-        _database(store, tmp_path, "direct") as first,
-        _database(store, tmp_path, "framework") as second,
+        empty_database(store, tmp_path, "direct") as first,
+        empty_database(store, tmp_path, "framework") as second,
     ):
         fast, fast_lookups, direct = _statements(first, direct=True)
         slow, slow_lookups, _ = _statements(second, direct=False)
