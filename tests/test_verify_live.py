@@ -6,7 +6,9 @@ database, writing at a chosen point of the interleaving (inside a read of the he
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -105,5 +107,57 @@ def test_replay_while_written_to_says_head_moved_not_events_removed(
         with pytest.raises(HeadMoved):
             engine.replay(LEDGER)
     finally:
+        engine.close()
+        engine.store.close()
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-the-read", "after-the-read"])
+@pytest.mark.parametrize("call", [1, 2, 3])
+def test_verify_of_an_empty_ledger_whose_first_event_is_written_meanwhile_passes(
+    db: str, call: int, before: bool
+) -> None:
+    engine = open_engine(db)
+    try:
+        engine.store.ensure_ledger(LEDGER)
+        writing_at(engine, db, {call}, before=before)
+        result = verification.verify(engine, LEDGER)
+        assert result.ok, (result.problem, result.projection_differences)
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+class _Hung(BaseException):
+    """Raised by an alarm: verify did not return."""
+
+
+def test_a_store_error_while_the_auditor_runs_beside_is_raised_not_waited_on(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_ledger(db)
+    monkeypatch.setattr(verification, "parallel_from_events", 1)
+    monkeypatch.setattr("tally.engine.engine.replay_page_events", 2)
+    engine = open_engine(db)
+    real = engine.store.events
+    calls = [0]
+
+    def failing_events(ledger: str, *, after_seq: int, limit: int) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise ConnectionError("the database went away")
+        return real(ledger, after_seq=after_seq, limit=limit)
+
+    def hung(*_: object) -> None:
+        raise _Hung("verify waited on its auditor process")
+
+    monkeypatch.setattr(engine.store, "events", failing_events)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ConnectionError):
+            verification.verify(engine, LEDGER)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
         engine.close()
         engine.store.close()

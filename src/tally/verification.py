@@ -12,7 +12,7 @@ import multiprocessing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tally.domain.rejections import InvariantViolated
+from tally.domain import limits
 from tally.engine.engine import Engine, ProjectionDifference, Replayer, log_pages
 from tally.engine.ports import EventRow, Head, Projections, Store
 from tally_audit import Report, verify_events
@@ -89,7 +89,7 @@ def verify(engine: Engine, ledger: str) -> Verification:
             problem=str(busy),
             inconclusive=True,
         )
-    except InvariantViolated as error:  # an event written meanwhile breaks the chain
+    except Exception as error:  # an event written meanwhile breaks the log
         return Verification(
             ledger=ledger,
             events=report.events,
@@ -122,11 +122,12 @@ class _LogReader:
             yield page
         for _ in range(log_catch_ups_max):
             head = self._store.head(self._ledger)
-            if head is None or last is None or head.seq <= last:
+            if head is None or head.seq <= (0 if last is None else last):
                 self._head, self._done = head, True
                 return
-            read_on = last
-            for page in log_pages(self._store, self._ledger, after=last):
+            read_on = last  # None: the log was empty, and its first event may be new
+            after = limits.INT64_MIN if last is None else last
+            for page in log_pages(self._store, self._ledger, after=after):
                 last = page[-1].seq
                 yield page
             if last == read_on:  # nothing beyond: the log is short of its head row
@@ -193,31 +194,29 @@ def _side_by_side(ledger: str, reader: _LogReader) -> tuple[Report, Replayer | E
     child = context.Process(target=verify_received, args=(theirs,), daemon=True)
     child.start()
     theirs.close()
+    answered = False
     try:
         ours.send(ledger)
         replayer: Replayer | None = Replayer(ledger)
         failure: Exception | None = None
-        try:
-            for page in reader:
-                ours.send([(row.seq, row.body, row.hash) for row in page])
-                if replayer is not None:
-                    try:
-                        replayer.feed(page)
-                    except Exception as error:  # keep feeding the auditor: it names the seq
-                        failure, replayer = error, None
-        except _NeverQuiet:
-            ours.send(None)  # the auditor stops with no head row, and its report is ignored
-            ours.send(None)
-            ours.recv()
-            raise
+        for page in reader:
+            ours.send([(row.seq, row.body, row.hash) for row in page])
+            if replayer is not None:
+                try:
+                    replayer.feed(page)
+                except Exception as error:  # keep feeding the auditor: it names the seq
+                    failure, replayer = error, None
         ours.send(None)
         ours.send(reader.head_row())
         try:
             report: Report = ours.recv()
         except EOFError:
             raise RuntimeError(f"the auditor process died (exit code {child.exitcode})") from None
+        answered = True
     finally:
         ours.close()
+        if not answered:  # it holds a copy of our end of the pipe: it would wait forever
+            child.kill()
         child.join()
     if failure is not None or replayer is None:
         return report, failure or RuntimeError("replay failed")
