@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tally.domain import limits
+from tally.domain.rejections import InvariantViolated
 from tally.engine.engine import Engine, ProjectionDifference, Replayer, log_pages
 from tally.engine.ports import EventRow, Head, Projections, Store
 from tally_audit import Report, verify_events
@@ -116,27 +117,24 @@ class _LogReader:
         self._done = False
 
     def __iter__(self) -> Iterator[list[EventRow]]:
-        last = None
-        for page in log_pages(self._store, self._ledger):
-            last = page[-1].seq
-            yield page
+        last = limits.INT64_MIN  # the seq read up to: every row stored, at first
+        head: Head | None = None
         for _ in range(log_catch_ups_max):
-            head = self._store.head(self._ledger)
-            if head is None or head.seq <= (0 if last is None else last):
-                self._head, self._done = head, True
-                return
-            read_on = last  # None: the log was empty, and its first event may be new
-            after = limits.INT64_MIN if last is None else last
-            for page in log_pages(self._store, self._ledger, after=after):
+            read_on = last
+            for page in log_pages(self._store, self._ledger, after=last):
                 last = page[-1].seq
                 yield page
-            if last == read_on:  # nothing beyond: the log is short of its head row
-                self._head, self._done = head, True
-                return
-        raise _NeverQuiet(
-            f"ledger {self._ledger} was written to faster than it could be read; verify again "
-            "when it is quieter"
-        )
+            if head is not None and last == read_on:
+                break  # the head row read said more than the log holds: the auditor's to say
+            head = self._store.head(self._ledger)
+            if head is None or head.seq <= max(last, 0):
+                break
+        else:
+            raise _NeverQuiet(
+                f"ledger {self._ledger} was written to faster than it could be read; verify "
+                "again when it is quieter"
+            )
+        self._head, self._done = head, True
 
     def head_row(self) -> tuple[int, bytes] | None:
         if not self._done:
@@ -156,6 +154,8 @@ def _quiet_projections(
             for page in log_pages(store, ledger, after=replayer.state.seq):
                 replayer.feed(page)  # written meanwhile: checked as the replay goes
             continue
+        if before != Head(replayer.state.seq, replayer.head_hash):  # moved back, or edited
+            raise InvariantViolated(f"ledger {ledger}: head row disagrees with the log")
         actual = store.projections(ledger)
         if store.head(ledger) == before:
             return replayer.finish()[0], actual

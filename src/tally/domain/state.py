@@ -181,16 +181,14 @@ _Leg = tuple[str, str, int, str | None]
 
 def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] | None:
     currency = event.currency
-    wallet = f"{accounts.WALLET}:{event.user_id}:{currency}"
+    wallet = accounts.wallet(event.user_id, currency)
     if type(event) is ExpensePaid:  # the common case first
         legs: list[_Leg] = []
         for order_id, amount, merchant_id in event.orders:
             if amount <= 0:
                 raise InvariantViolated(f"seq {event.seq}: order {order_id} pays no money")
             legs.append((wallet, currency, -amount, order_id))
-            legs.append(
-                (f"{accounts.REVENUE}:{merchant_id}:{currency}", currency, amount, order_id)
-            )
+            legs.append((accounts.revenue(merchant_id, currency), currency, amount, order_id))
         return tuple(legs)
     if isinstance(event, WalletRecharged):
         amount = event.postings[-1].amount if event.postings else 0

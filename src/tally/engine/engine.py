@@ -105,14 +105,14 @@ class Engine:
         if head is None:
             raise LookupError(f"no ledger {ledger!r}")
         beyond = self.store.highest_projected_seq(ledger)
-        if beyond > head.seq and self.store.head(ledger) == head:
+        if beyond > head.seq:
+            if self.store.head(ledger) != head:  # a writer committed after we read it
+                raise HeadMoved(ledger)
             # Rebuilding now would erase the only trace of events cut off the log's tail.
             raise InvariantViolated(
                 f"ledger {ledger}: projections hold seq {beyond}, beyond the log's head "
                 f"{head.seq}: events were removed from the log; refusing to replay over them"
             )
-        if beyond > head.seq:  # a writer committed after we read the head row
-            raise HeadMoved(ledger)
         try:
             with _FoldAhead(self.store, ledger, head) as parts:
                 self.store.replace_projections(ledger, head, parts)

@@ -44,6 +44,7 @@ from tally.engine.ports import (
     Projections,
     StoreUnavailable,
 )
+from tally.store import with_accounts_as_named
 from tally.store.migrate import migrations
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
@@ -102,15 +103,7 @@ SELECT a.account,
     (SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account)
 FROM accounts a WHERE a.ledger = $1
 """
-# For comparing with a replay: an account whose kind, owner or currency columns (what
-# balance reads select by) disagree with its name shows as another account.
-_PROJECTED_ACCOUNT_ROWS = _ACCOUNT_ROWS.replace(
-    "SELECT a.account,",
-    "SELECT CASE WHEN a.account = a.kind || ':' || a.owner || ':' || a.currency THEN a.account "
-    "ELSE a.account || ' (columns say ' || a.kind || ':' || a.owner || ':' || a.currency || ')' "
-    "END,",
-    1,
-)
+_PROJECTED_ACCOUNT_ROWS = with_accounts_as_named(_ACCOUNT_ROWS)
 _ORDER_COLUMNS = (
     "ledger",
     "order_id",

@@ -32,6 +32,7 @@ from tally.engine.ports import (
     OrderRow,
     Projections,
 )
+from tally.store import with_accounts_as_named
 from tally.store.migrate import migrations
 from tally.store.sqlite_threads import ThreadConnections, connect
 
@@ -183,15 +184,7 @@ _ACCOUNT_ROWS = (
     "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
     "FROM accounts a WHERE a.ledger = ?1"
 )
-# For comparing with a replay: an account whose kind, owner or currency columns (what
-# balance reads select by) disagree with its name shows as another account.
-_PROJECTED_ACCOUNT_ROWS = _ACCOUNT_ROWS.replace(
-    "SELECT a.account,",
-    "SELECT CASE WHEN a.account = a.kind || ':' || a.owner || ':' || a.currency THEN a.account "
-    "ELSE a.account || ' (columns say ' || a.kind || ':' || a.owner || ':' || a.currency || ')' "
-    "END,",
-    1,
-)
+_PROJECTED_ACCOUNT_ROWS = with_accounts_as_named(_ACCOUNT_ROWS)
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
