@@ -17,7 +17,7 @@ from tally.domain.rejections import InvariantViolated
 from tally.engine.engine import Engine, ProjectionDifference, Replayer, log_pages
 from tally.engine.ports import EventRow, Head, Projections, Store
 from tally_audit import Report, verify_events
-from tally_audit.verify import verify_received
+from tally_audit.verify import UNFINISHED, verify_log, verify_received
 
 parallel_from_events = 20_000
 log_catch_ups_max = 100  # reads of the head row while a writer keeps the log moving
@@ -47,23 +47,19 @@ def verify(engine: Engine, ledger: str) -> Verification:
     A ledger may be written to while it is verified: the log is read to its end and the
     head row after it (reading on while the head is ahead), so the auditor checks the log
     as it stood then; projections are compared once a read of them began and ended at the
-    head the replay has reached (feeding the replay the events written meanwhile).
+    head the replay has reached (feeding the replay the events written meanwhile). If the
+    writes never let the log's end be read, what was read is still checked: a finding in
+    it is the verdict (tampering is tampering whatever the writers do); only a clean part
+    of the log makes verify inconclusive.
     """
     store = engine.store
     first = store.head(ledger)
     reader = _LogReader(store, ledger)
-    replayed: Replayer | Exception | None
-    try:
-        if first is not None and first.seq >= parallel_from_events:
-            report, replayed = _side_by_side(ledger, reader)
-        else:
-            pages_read = list(reader)
-            report = verify_events(ledger, _rows(pages_read), reader.head_row())
-            replayed = None if report.finding is not None else _replay(ledger, pages_read)
-    except _NeverQuiet as busy:
-        return Verification(
-            ledger=ledger, events=0, head_hash="", problem=str(busy), inconclusive=True
-        )
+    if first is not None and first.seq >= parallel_from_events:
+        checked = _side_by_side(ledger, reader)
+    else:
+        checked = _in_process(ledger, reader)
+    report, replayed = checked.report, checked.replayed
     if report.finding is not None:
         return Verification(
             ledger=ledger,
@@ -79,6 +75,10 @@ def verify(engine: Engine, ledger: str) -> Verification:
             events=report.events,
             head_hash=report.head_hash.hex(),
             problem=f"replay failed: {replayed}",
+        )
+    if checked.unfinished is not None:  # nothing wrong in what was read, but not all was
+        return Verification(
+            ledger=ledger, events=0, head_hash="", problem=checked.unfinished, inconclusive=True
         )
     try:
         expected, actual = _quiet_projections(store, ledger, replayed)
@@ -169,6 +169,34 @@ class _NeverQuiet(Exception):
     """Writes kept coming faster than verify could catch a still moment."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _LogChecked:
+    """The auditor's report on the log, and the replay of the same pages or what stopped it
+    (None if it did not run: the auditor had found something). When the log's end was never
+    reached, `unfinished` says why, and both cover only the pages read (no head row)."""
+
+    report: Report
+    replayed: Replayer | Exception | None
+    unfinished: str | None = None
+
+
+def _in_process(ledger: str, reader: _LogReader) -> _LogChecked:
+    """The auditor, then the replay, over the pages read, one after the other."""
+    pages_read: list[list[EventRow]] = []
+    unfinished: str | None = None
+    try:
+        for page in reader:
+            pages_read.append(page)
+    except _NeverQuiet as busy:
+        unfinished = str(busy)
+    if unfinished is None:
+        report = verify_events(ledger, _rows(pages_read), reader.head_row())
+    else:  # what was read is checked all the same: a finding in it is a finding
+        report = verify_log(ledger, _rows(pages_read))
+    replayed = None if report.finding is not None else _replay(ledger, pages_read)
+    return _LogChecked(report=report, replayed=replayed, unfinished=unfinished)
+
+
 def _rows(pages: Iterable[list[EventRow]]) -> Iterator[tuple[int, bytes, bytes]]:
     for page in pages:
         for row in page:
@@ -185,7 +213,7 @@ def _replay(ledger: str, pages: Iterable[list[EventRow]]) -> Replayer | Exceptio
     return replayer
 
 
-def _side_by_side(ledger: str, reader: _LogReader) -> tuple[Report, Replayer | Exception]:
+def _side_by_side(ledger: str, reader: _LogReader) -> _LogChecked:
     """The auditor in a child process, the replay here, over the same pages read once."""
     # fork: the child runs only tally_audit on what it receives, never this process's
     # threads or connections, and starts in milliseconds (spawn would re-import tally).
@@ -199,15 +227,21 @@ def _side_by_side(ledger: str, reader: _LogReader) -> tuple[Report, Replayer | E
         ours.send(ledger)
         replayer: Replayer | None = Replayer(ledger)
         failure: Exception | None = None
-        for page in reader:
-            ours.send([(row.seq, row.body, row.hash) for row in page])
-            if replayer is not None:
-                try:
-                    replayer.feed(page)
-                except Exception as error:  # keep feeding the auditor: it names the seq
-                    failure, replayer = error, None
-        ours.send(None)
-        ours.send(reader.head_row())
+        unfinished: str | None = None
+        try:
+            for page in reader:
+                ours.send([(row.seq, row.body, row.hash) for row in page])
+                if replayer is not None:
+                    try:
+                        replayer.feed(page)
+                    except Exception as error:  # keep feeding the auditor: it names the seq
+                        failure, replayer = error, None
+        except _NeverQuiet as busy:  # the auditor's verdict on the pages it was sent
+            unfinished = str(busy)
+            ours.send(UNFINISHED)
+        else:
+            ours.send(None)
+            ours.send(reader.head_row())
         try:
             report: Report = ours.recv()
         except EOFError:
@@ -219,5 +253,7 @@ def _side_by_side(ledger: str, reader: _LogReader) -> tuple[Report, Replayer | E
             child.kill()
         child.join()
     if failure is not None or replayer is None:
-        return report, failure or RuntimeError("replay failed")
-    return report, replayer
+        replayed: Replayer | Exception = failure or RuntimeError("replay failed")
+    else:
+        replayed = replayer
+    return _LogChecked(report=report, replayed=replayed, unfinished=unfinished)

@@ -12,6 +12,8 @@ from multiprocessing.connection import Connection
 GENESIS = bytes(32)
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+# Sent to `verify_received` instead of the end of the log when the sender stopped reading it.
+UNFINISHED = "unfinished"
 EVENT_TYPES = frozenset({"recharge", "expense", "refund", "adjustment"})
 # "No other keys appear" (docs/log-format.md): the keys of each event type, exactly.
 _COMMON_KEYS = frozenset(
@@ -149,26 +151,29 @@ def verify_received(connection: Connection) -> None:
     """Verify a log sent over a multiprocessing connection, and send the `Report` back.
 
     The sender sends the ledger's name, then pages (lists of `(seq, body, hash)` rows) in seq
-    order, then None, then the head row (`(seq, hash)` or None: read once the log's end was
-    read, so a ledger being written to verifies as it stood then). After a finding the rest
-    is still received, so the sender never blocks on a full pipe. This is how `tally verify`
-    runs the auditor on a core of its own.
+    order, then either None and the head row (`(seq, hash)` or None: read once the log's end
+    was read, so a ledger being written to verifies as it stood then), or `UNFINISHED` alone
+    when it stopped before the log's end (writes kept coming): the report is then on the rows
+    received, with no head row to check; a finding in them is a finding all the same. After
+    a finding the rest is still received, so the sender never blocks on a full pipe. This is
+    how `tally verify` runs the auditor on a core of its own.
     """
     ledger = connection.recv()
-    finished = False
+    ends: list[object] = []  # what followed the last page: None or UNFINISHED
 
     def rows() -> Iterator[tuple[int, bytes, bytes]]:
-        nonlocal finished
-        while (page := connection.recv()) is not None:
+        while (page := connection.recv()) is not None and page != UNFINISHED:
             yield from page
-        finished = True
+        ends.append(page)
 
-    report = verify_log(ledger, rows())
-    while not finished:
-        finished = connection.recv() is None
-    head = connection.recv()
-    if report.finding is None:
-        check_head(report, head)
+    received = rows()
+    report = verify_log(ledger, received)
+    for _ in received:  # after a finding: the rest of the pages, unchecked
+        pass
+    if ends[0] is None:  # the log's end was read: its head row follows
+        head = connection.recv()
+        if report.finding is None:
+            check_head(report, head)
     connection.send(report)
 
 

@@ -271,10 +271,10 @@ def _on_both_paths(store: str, tmp_path: Any, requests: _Requests) -> _BothPaths
 def _post(
     client: TestClient[Any], secrets: dict[str, str], path: str, body: bytes, key: str
 ) -> Any:
-    headers = {
-        "Authorization": f"Bearer {secrets['write']}",
-        "Content-Type": "application/json",
-        "Idempotency-Key": key,
+    headers = {  # bytes: httpx would encode a str header as ASCII, and `key` may be latin-1
+        b"authorization": f"Bearer {secrets['write']}".encode(),
+        b"content-type": b"application/json",
+        b"idempotency-key": key.encode("latin-1"),
     }
     return _answer(client.post(path, content=body, headers=headers))
 
@@ -338,21 +338,34 @@ def test_a_statement_limit_of_non_ascii_digits_is_refused_on_both_paths(
 def test_a_bad_idempotency_key_header_names_the_header_on_both_paths(
     store: str, tmp_path: Any
 ) -> None:
+    """A batch's header key is checked as a single write's is (a batch's once was only for
+    its length): the same problem, and nothing of the request written. In process, so that
+    control characters an HTTP/1.1 parser would refuse reach the app."""
     recharge = b'{"user_id":"a","amount":"1.00","currency":"USD","gateway":"g"}'
+    batch = b'{"commands":[{"type":"recharge","idempotency_key":"b1",' + recharge[1:] + b"]}"
+    refused = ["", "x" * 256, "a\tb", "a\x7fb", "\x7f", "a\x00b", "a\x1bb", "a\x85b", "a\xa0b"]
     cases = [
-        ("/v1/recharges", recharge, "", "idempotency_key_missing"),
-        ("/v1/recharges", recharge, "x" * 256, "idempotency_key_invalid"),
-        ("/v1/recharges", recharge, "a\tb", "idempotency_key_invalid"),
-        ("/v1/batch", b'{"commands":[]}', "", "idempotency_key_missing"),
-        ("/v1/batch", b'{"commands":[]}', "x" * 256, "idempotency_key_invalid"),
+        (path, body, key)
+        for key in refused
+        for path, body in [("/v1/recharges", recharge), ("/v1/batch", batch)]
     ]
 
     def requests(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
-        return [_post(client, secrets, path, body, key) for path, body, key, _ in cases]
+        answers = [_post(client, secrets, path, body, key) for path, body, key in cases]
+        balances = client.get(
+            "/v1/users/a/balances", headers={"Authorization": f"Bearer {secrets['admin']}"}
+        )
+        return [*answers, _answer(balances)]
 
     both = _on_both_paths(store, tmp_path, requests)
-    for (status, _, body), (*_, code) in zip(both.answers, cases, strict=True):
-        assert (status, body["code"], body["field"]) == (400, code, "Idempotency-Key")
+    *answers, (_, _, balances) = both.answers
+    for (status, headers, body), (path, _, key) in zip(answers, cases, strict=True):
+        code = "idempotency_key_missing" if key == "" else "idempotency_key_invalid"
+        assert (status, body["code"], body["field"]) == (400, code, "Idempotency-Key"), (path, key)
+        assert ("content-type", "application/problem+json") in headers
+    assert balances == {"user_id": "a", "balances": []}  # nothing of any of them was written
+    # The direct path refused itself the keys of the right length: both routes, seven keys.
+    assert both.direct.answered == 2 * 7
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])

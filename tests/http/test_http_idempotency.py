@@ -119,27 +119,37 @@ def test_every_post_needs_an_idempotency_key(live: Any, unique: Callable[[str], 
     assert live.services.engine.store.head("shop") == before
 
 
+@pytest.mark.parametrize("path", ["/v1/recharges", "/v1/batch"])
 @pytest.mark.parametrize(
-    ("path", "key", "code"),
+    ("key", "code"),
     [
-        ("/v1/recharges", "", "idempotency_key_missing"),
-        ("/v1/recharges", "x" * 256, "idempotency_key_invalid"),
-        ("/v1/recharges", "a\tb", "idempotency_key_invalid"),  # not printable
-        ("/v1/batch", "", "idempotency_key_missing"),
-        ("/v1/batch", "x" * 256, "idempotency_key_invalid"),
+        ("", "idempotency_key_missing"),
+        ("x" * 256, "idempotency_key_invalid"),
+        ("a\tb", "idempotency_key_invalid"),  # a control character inside
+        (b"a\x85b", "idempotency_key_invalid"),  # NEL, a C1 control (latin-1)
+        (b"a\xa0b", "idempotency_key_invalid"),  # a no-break space: not printable
     ],
-    ids=["empty", "too long", "not printable", "empty for a batch", "too long for a batch"],
+    ids=["empty", "too long", "tab", "NEL", "no-break space"],
 )
-def test_a_bad_idempotency_key_header_names_the_header(
-    live: Any, unique: Callable[[str], str], path: str, key: str, code: str
+def test_a_bad_idempotency_key_header_names_the_header_and_writes_nothing(
+    live: Any, unique: Callable[[str], str], path: str, key: str | bytes, code: str
 ) -> None:
-    body = _recharge(unique("u")) if path == "/v1/recharges" else {"commands": []}
+    """The same answer for a single write and a batch, whose header key is only a lock. (Over
+    HTTP/1.1 the other control characters, DEL among them, are refused by the client or by the
+    server's parser before tally sees them; test_http_direct.py sends them in process.)"""
+    user = unique("u")
+    body: dict[str, Any] = _recharge(user)
+    if path == "/v1/batch":
+        body = {"commands": [{"type": "recharge", "idempotency_key": unique("bk"), **body}]}
     with live.client() as http:
         before = live.services.engine.store.head("shop")
         response = http.post(path, json=body, headers={"Idempotency-Key": key})
+        balances = http.get(f"/v1/users/{user}/balances").json()["balances"]
     assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     assert (response.json()["code"], response.json()["field"]) == (code, "Idempotency-Key")
     assert live.services.engine.store.head("shop") == before
+    assert balances == []
 
 
 def test_a_refused_write_does_not_use_up_its_key(

@@ -3,8 +3,9 @@ read answers it without a query, the same from both stores. PostgreSQL refuses a
 NUL, so such an id once reached asyncpg there and was answered 500 (SQLite looked it up).
 
 - a transaction or an order: 404 `not_found`, naming `transaction_id` or `order_id`;
-- a user's balances or statement: those of a user with no activity (200, empty), as for any
-  unknown user, once the statement's own parameters have passed."""
+- a user's balances or statement: 400 `identifier_invalid` naming `user_id`, the very problem
+  a write with that `user_id` gets (it once was an empty 200), once the statement's own
+  parameters have passed. A well-formed user id nobody has used is still an empty 200."""
 
 from __future__ import annotations
 
@@ -80,25 +81,52 @@ def test_a_transaction_or_order_id_that_is_no_identifier_is_not_found_unread(
     assert lookups == []
 
 
+USER_ID_REFUSED = {
+    "type": "urn:tally:problem:identifier_invalid",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "must be 1 to 128 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit",
+    "code": "identifier_invalid",
+    "field": "user_id",
+}
+
+
 @pytest.mark.parametrize("value", NOT_IDENTIFIERS)
-def test_a_user_id_that_is_no_identifier_has_no_activity_unread(
-    live: Any, lookups: list[str], value: str
+def test_a_user_id_that_is_no_identifier_is_refused_as_a_write_refuses_it_unread(
+    live: Any, lookups: list[str], poster: Poster, value: str
 ) -> None:
     user = _path(value)
-    with live.client("read") as http:
+    with live.client("read_write") as http:
+        recharge = {"user_id": value, "amount": "1.00", "currency": "USD", "gateway": "paypal"}
+        written = poster(http, "/v1/recharges", recharge)
+        lookups.clear()  # the write's own reads are not what this test is about
         balances = http.get(f"/v1/users/{user}/balances")
         pages = [
             http.get(f"/v1/users/{user}/statement", params=params)
             for params in (
                 {"currency": "USD"},
                 {"currency": "JPY", "limit": "1"},
+                {"currency": "USD", "cursor": "MS4w"},
                 {"currency": "USD", "from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
             )
         ]
-    assert (balances.status_code, balances.json()) == (200, {"user_id": value, "balances": []})
-    for page in pages:
-        assert (page.status_code, page.json()) == (200, {"entries": [], "next_cursor": None})
+    assert (written.status_code, written.json()) == (400, USER_ID_REFUSED)
+    for response in [balances, *pages]:
+        assert response.status_code == 400
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert response.json() == USER_ID_REFUSED
     assert lookups == []
+
+
+def test_a_well_formed_user_id_nobody_used_has_no_activity(
+    live: Any, unique: Callable[[str], str]
+) -> None:
+    user = unique("nobody")
+    with live.client("read") as http:
+        balances = http.get(f"/v1/users/{user}/balances")
+        page = http.get(f"/v1/users/{user}/statement", params={"currency": "USD"})
+    assert (balances.status_code, balances.json()) == (200, {"user_id": user, "balances": []})
+    assert (page.status_code, page.json()) == (200, {"entries": [], "next_cursor": None})
 
 
 STATEMENT_PARAMETERS_REFUSED: list[tuple[dict[str, str], str, str]] = [
@@ -256,8 +284,15 @@ def test_the_direct_statement_path_answers_ids_that_are_no_identifiers_as_litest
     assert status == 200
     assert [line["balance_after"] for line in ann["entries"]] == ["5.00"]
     assert nobody == {"entries": [], "next_cursor": None}
-    statuses = [answer[0] for answer in unread]
-    assert statuses == [200, 200, 400, 400] * len(NOT_IDENTIFIERS)
+    refusals = [(answer[0], answer[2]["code"], answer[2]["field"]) for answer in unread]
+    assert refusals == [
+        (400, "identifier_invalid", "user_id"),
+        (400, "identifier_invalid", "user_id"),
+        (400, "currency_unknown", "currency"),  # the statement's parameters first
+        (400, "cursor_invalid", "cursor"),
+    ] * len(NOT_IDENTIFIERS)
+    assert all(answer[1] == PROBLEM_JSON for answer in unread)
     assert direct is not None
-    # It answers the valid requests itself: two users, two pages for each id that is no identifier.
+    # It answers the requests whose parameters are valid itself: the two users' pages, and the
+    # two refusals of each id that is no identifier.
     assert direct.statements == 2 + 2 * len(NOT_IDENTIFIERS)

@@ -142,6 +142,12 @@ def test_errors_are_typed(live: Any, unique: Callable[[str], str]) -> None:
             tally.adjust(user, "1.00", "USD", reason="x")
         with pytest.raises(NotFound):
             tally.order("no-such-order")
+        with pytest.raises(InvalidRequest) as balances_refused:
+            tally.balances("no spaces allowed")
+        with pytest.raises(InvalidRequest) as statement_refused:
+            tally.statement("no spaces allowed", "USD")
+        for refused_id in (balances_refused.value, statement_refused.value):
+            assert (refused_id.code, refused_id.field) == ("identifier_invalid", "user_id")
         first = tally.recharge(user, "1.00", "USD", gateway="paypal", idempotency_key=user)
         with pytest.raises(Refused) as reused:
             tally.recharge(user, "2.00", "USD", gateway="paypal", idempotency_key=user)

@@ -2,7 +2,9 @@
 
 Every command takes `--db PATH` (default ./tally.db), `--ledger NAME` (default "default")
 and `--json`. Exit status: 0 ok, 1 refused or verification failed, 2 usage error, 3 the
-ledger's log is broken (tampered or corrupt; nothing was changed).
+ledger's log is broken (tampered or corrupt; nothing was changed), 4 verification
+inconclusive (writes kept coming faster than verify could check them; nothing was found
+wrong in what it read: verify again later).
 """
 
 from __future__ import annotations
@@ -266,14 +268,26 @@ def order(order_id: str, /, *, common: Common | None = None) -> int:
 
 @app.command(name="verify")
 def verify_command(*, common: Common | None = None) -> int:
-    """Check seq, hash chain, head and invariants, and that projections equal a replay."""
+    """Check seq, hash chain, head and invariants, and that projections equal a replay.
+
+    Exit status 0 verified, 1 failed (tampering, a broken invariant, projections that
+    differ), 4 inconclusive (written to faster than it could be verified, nothing found
+    wrong in what was read: verify again when it is quieter).
+    """
     common = common or Common()
     with _engine(common) as engine, _folding_the_whole_log():
         if engine.store.head(common.ledger) is None:
             return _no_ledger(common)
         result = verify(engine, common.ledger)
     print_verification(result, common.json)
-    return 0 if result.ok else 1
+    return verification_status(result)
+
+
+def verification_status(result: Verification) -> int:
+    """0 verified, 1 failed, 4 inconclusive: a script may retry the last, never the second."""
+    if result.ok:
+        return 0
+    return 4 if result.inconclusive else 1
 
 
 def _no_ledger(common: Common) -> int:
@@ -375,7 +389,7 @@ def demo(*, common: Common | None = None) -> int:
             )
         console.print(statement_table("alice", "USD", outcome.statement))
         print_verification(outcome.verification, False)
-    return 0 if outcome.verification.ok else 1
+    return verification_status(outcome.verification)
 
 
 class UsageError(Exception):

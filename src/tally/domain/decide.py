@@ -53,12 +53,7 @@ def recall(state: LedgerState, envelope: Envelope, command_digest: str) -> int |
     Raises `Rejected` when the key is malformed or was used for a different command.
     """
     key = envelope.idempotency_key
-    if not key or len(key) > limits.idempotency_key_length_max or not key.isprintable():
-        raise Rejected(
-            Rejection.IDEMPOTENCY_KEY_INVALID,
-            field="idempotency_key",
-            detail=f"must be 1 to {limits.idempotency_key_length_max} printable characters",
-        )
+    check_idempotency_key(key, "idempotency_key")
     prior = state.keys.get(key)
     if prior is None:
         return None
@@ -119,8 +114,8 @@ class _Common(NamedTuple):
 
 
 def _recharge(common: _Common, command: Recharge) -> Event:
-    _check_identifier(command.user_id, "user_id")
-    _check_identifier(command.gateway, "gateway")
+    check_identifier(command.user_id, "user_id")
+    check_identifier(command.gateway, "gateway")
     _check_currency(common, command.currency)
     _check_amount(command.amount, "amount")
     _check_metadata(command.metadata)
@@ -153,15 +148,15 @@ def _expense(common: _Common, command: Expense) -> Event:
     balances = common.state.balances
     wallet = accounts.wallet(command.user_id, command.currency)
     if type(command.user_id) is not str or wallet not in balances:
-        _check_identifier(command.user_id, "user_id")
+        check_identifier(command.user_id, "user_id")
     for index, line in enumerate(orders):
         known = (
             type(line.merchant_id) is str
             and accounts.revenue(line.merchant_id, command.currency) in balances
         )
         if not (is_identifier(line.order_id) and (known or is_identifier(line.merchant_id))):
-            _check_identifier(line.order_id, f"orders[{index}].order_id")
-            _check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
+            check_identifier(line.order_id, f"orders[{index}].order_id")
+            check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
     _check_currency(common, command.currency)
     amounts = [line.amount for line in orders]
     if not all(type(a) is int and 0 < a <= limits.amount_max for a in amounts):
@@ -200,8 +195,8 @@ def _expense(common: _Common, command: Expense) -> Event:
 
 
 def _refund(common: _Common, command: Refund) -> Event:
-    _check_identifier(command.expense_id, "expense_id")
-    _check_identifier(command.order_id, "order_id")
+    check_identifier(command.expense_id, "expense_id")
+    check_identifier(command.order_id, "order_id")
     _check_currency(common, command.currency)
     _check_amount(command.amount, "amount")
     _check_metadata(command.metadata)
@@ -259,7 +254,7 @@ def _refund(common: _Common, command: Refund) -> Event:
 
 
 def _adjustment(common: _Common, command: Adjustment) -> Event:
-    _check_identifier(command.user_id, "user_id")
+    check_identifier(command.user_id, "user_id")
     _check_currency(common, command.currency)
     if type(command.amount) is not int:  # before `== 0` and `abs`, which accept bools
         raise Rejected(
@@ -302,7 +297,19 @@ def is_identifier(value: object) -> bool:
     return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
 
 
-def _check_identifier(value: object, field: str) -> None:
+def check_idempotency_key(key: str, field: str) -> None:
+    """Refuse a key that is not 1 to 255 printable characters (`field` names where it came
+    from: a command's `idempotency_key`, or the HTTP header)."""
+    if not key or len(key) > limits.idempotency_key_length_max or not key.isprintable():
+        raise Rejected(
+            Rejection.IDEMPOTENCY_KEY_INVALID,
+            field=field,
+            detail=f"must be 1 to {limits.idempotency_key_length_max} printable characters",
+        )
+
+
+def check_identifier(value: object, field: str) -> None:
+    """Refuse a value that is no identifier, naming `field`."""
     if not is_identifier(value):
         raise Rejected(
             Rejection.IDENTIFIER_INVALID,

@@ -28,6 +28,7 @@ from litestar.types import HTTPRequestEvent, HTTPScope, Receive, ReceiveMessage,
 from tally.api_keys import ApiKey, Scope
 from tally.domain import limits
 from tally.domain.commands import Command
+from tally.domain.decide import check_identifier
 from tally.domain.rejections import Rejected
 from tally.engine.writer import LedgerWriter
 from tally.http import commands, models, reads, writes
@@ -59,7 +60,7 @@ class DirectWrites:
     def __init__(self, services: Services, *, body_bytes_max: int) -> None:
         self.services = services
         self.answered = 0  # writes answered here, not by Litestar (for tests and profiling)
-        self.statements = 0  # statement pages answered here
+        self.statements = 0  # statement requests answered here (pages and refused user ids)
         single = body_bytes_max
         self.routes: dict[str, _Route] = {
             "/v1/recharges": _route(Scope.WRITE, models.RechargeRequest, single, _recharge),
@@ -118,7 +119,8 @@ class DirectWrites:
 
     async def statement(self, scope: HTTPScope, user_id: str, send: Send) -> int | None:
         """A statement page's common case: a cached key with the read scope, `currency` (known),
-        `limit` (ASCII digits, 1 to the maximum) and `cursor` (one that decodes), nothing else.
+        `limit` (ASCII digits, 1 to the maximum) and `cursor` (one that decodes), nothing else;
+        then a user id that is no identifier is refused here, unread, with Litestar's answer.
         Anything else, or a read that fails, is Litestar's to answer (a read has no effect, so
         doing it again there is harmless)."""
         authorization = [value for name, value in scope["headers"] if name == b"authorization"]
@@ -152,19 +154,42 @@ class DirectWrites:
         try:
             exponent(currency)
             after = None if cursor is None else reads.decode_cursor(cursor)
-            store, ledger = self.services.engine.store, key.ledger
+        except Exception:  # Litestar reads again and says what is wrong
+            return None
+        sent: writes.Sent | None
+        try:  # refused once the parameters have passed, as Litestar does; not looked up
+            check_identifier(user_id, "user_id")
+        except Rejected as refused:
+            sent = _problem(of_rejection(refused))
+        else:
+            sent = await self._page(key, user_id, currency, after=after, limit=int(limit))
+        if sent is None:
+            return None
+        self.statements += 1
+        await sent(scope, _nothing, send)
+        return sent.status
+
+    async def _page(
+        self,
+        key: ApiKey,
+        user_id: str,
+        currency: str,
+        *,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> writes.Sent | None:
+        """A statement page, or None when the read fails (Litestar reads again)."""
+        store, ledger = self.services.engine.store, key.ledger
+        try:
             page = await self.services.read(
                 lambda: reads.statement_page(
-                    store, ledger, user_id, currency, after=after, limit=int(limit)
+                    store, ledger, user_id, currency, after=after, limit=limit
                 )
             )
             body = msgspec.json.encode(page)
         except Exception:  # Litestar reads again and says what is wrong
             return None
-        sent = writes.Sent(200, {}, body)
-        self.statements += 1
-        await sent(scope, _nothing, send)
-        return sent.status
+        return writes.Sent(200, {}, body)
 
     def _admitted(
         self, route: _Route, headers: dict[bytes, bytes]
@@ -288,6 +313,7 @@ def _refund(data: models.RefundRequest, writer: LedgerWriter) -> Command | None:
 async def _batch(
     services: Services, key: ApiKey, writer: LedgerWriter, data: Any, idempotency_key: str
 ) -> writes.Sent | None:
+    writes.check_batch_key(idempotency_key)  # first, as in Litestar's handler
     if len(data.commands) > limits.batch_commands_max:
         return None
     known = writer.state.expenses

@@ -2,10 +2,11 @@
 
 Reads go straight to the store's projections, on the services' reader threads (the stores
 are blocking), and only ever within the key's own ledger: an id from another ledger is simply
-not found. Nor is an id that is no identifier (`is_identifier`: every user, order and transaction
-id is one): it names nothing, so it is answered without a query, the same from every store
-(PostgreSQL refuses a text holding NUL, which SQLite would look up and not find). A user with
-such an id is a user with no activity, as any unknown user is: no balances, an empty statement.
+not found. An id that is no identifier (`is_identifier`: every user, order and transaction id is
+one) is answered without a query, the same from every store (PostgreSQL refuses a text holding
+NUL, which SQLite would look up and not find): a transaction or an order is not found, and a
+user id is refused with the 400 a write gives it (`identifier_invalid`, naming `user_id`). A
+well-formed user id nobody has used is a user with no activity: no balances, an empty statement.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, get
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, PathParameter, QueryParameter
 
 from tally import views
 from tally.api_keys import Scope
 from tally.audit.canonical import decode_event
-from tally.domain.decide import is_identifier
+from tally.domain import limits
+from tally.domain.decide import check_identifier, is_identifier
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import Store
 from tally.http import models
@@ -44,6 +46,15 @@ _READ: dict[str, Any] = {
     "before_request": checked(require(Scope.READ)),
     "tags": ["reads"],
 }
+
+
+_UserId = Annotated[
+    str,
+    PathParameter(
+        description=f"An identifier: 1 to {limits.identifier_length_max} of A-Z a-z 0-9 _ . @ -, "
+        "starting with a letter or digit; any other is refused (400 identifier_invalid).",
+    ),
+]
 
 
 def encode_cursor(position: tuple[int, int]) -> str:
@@ -108,9 +119,9 @@ def statement_page(
     since_us: int | None = None,
     until_us: int | None = None,
 ) -> models.StatementPage:
-    """A page of the statement (also what http/direct.py answers itself, unbounded in time)."""
-    if not is_identifier(user_id):  # no such wallet: not looked up
-        return models.StatementPage(entries=[], next_cursor=None)
+    """A page of the statement (also what http/direct.py answers itself, unbounded in time).
+    Callers refuse a `user_id` that is no identifier first; it is never looked up."""
+    check_identifier(user_id, "user_id")
     if after is None:
         start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
         after = (start - 1, _PAST_EVERY_POSTING)
@@ -127,9 +138,8 @@ def statement_page(
 
 
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
-async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) -> models.Balances:
-    if not is_identifier(user_id):  # no such user: not looked up
-        return models.Balances(user_id=user_id, balances=[])
+async def get_balances(request: Request[Any, Any, Any], user_id: _UserId) -> models.Balances:
+    check_identifier(user_id, "user_id")  # the write's 400 for it; never looked up
     store = services_of(request).engine.store
     view = await services_of(request).read(
         views.balances, store, api_key_of(request).ledger, user_id
@@ -147,7 +157,7 @@ async def get_balances(request: Request[Any, Any, Any], user_id: FromPath[str]) 
 async def get_statement(
     request: Request[Any, Any, Any],
     *,
-    user_id: FromPath[str],
+    user_id: _UserId,
     currency: Annotated[str, QueryParameter(min_length=3, max_length=3)],
     limit: Annotated[int, QueryParameter(ge=1, le=statement_page_entries_max)] = 100,
     cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
@@ -158,6 +168,7 @@ async def get_statement(
     after = None if cursor is None else decode_cursor(cursor)
     since_us = _instant_us(since, "from")
     until_us = _instant_us(until, "to")
+    check_identifier(user_id, "user_id")  # after the parameters, as on the direct path
     return await services_of(request).read(
         lambda: statement_page(
             services_of(request).engine.store,

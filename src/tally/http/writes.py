@@ -23,7 +23,7 @@ from tally.api_keys import ApiKey, Scope
 from tally.audit.canonical import decode_event
 from tally.domain import limits
 from tally.domain.commands import Command, Envelope
-from tally.domain.decide import command_kind, is_identifier
+from tally.domain.decide import check_idempotency_key, command_kind, is_identifier
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
@@ -270,6 +270,7 @@ async def create_batch(
     data: JSONBody[models.BatchRequest],
     idempotency_key: IdempotencyKey,
 ) -> Response[models.BatchResponse]:
+    check_batch_key(idempotency_key)
     services = services_of(request)
     key = api_key_of(request)
     if len(data.commands) > limits.batch_commands_max:
@@ -281,6 +282,15 @@ async def create_batch(
     writer = await services.writer(key.ledger)
     currencies = await _expense_currencies(services, writer, refunded_expenses(data))
     return _Answer(await write_batch(services, key, data, currencies, idempotency_key))
+
+
+def check_batch_key(idempotency_key: str) -> None:
+    """Refuse a batch's `Idempotency-Key` header as a single write's is refused.
+
+    A single write's header key is its command's key, which the ledger checks
+    (`tally.domain.decide.recall`); a batch's is only an in-flight lock that reaches no
+    command, so it is checked here, the same way, before anything is looked up or submitted."""
+    check_idempotency_key(idempotency_key, IDEMPOTENCY_KEY_HEADER)
 
 
 def refunded_expenses(data: models.BatchRequest) -> list[str]:
