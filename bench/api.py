@@ -56,6 +56,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import host
 from bench.engine import _database, baseline_schema, baseline_transfer
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Recharge
@@ -684,6 +685,7 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
             "read_connections": args.read_connections,
             "statement_entries": args.statement_entries,
             "cpus": os.cpu_count(),
+            "host_loop_s": host.python_loop_s(),
         },
     )
     rng = random.Random(7)
@@ -915,6 +917,12 @@ def _targets(run: StoreRun) -> list[tuple[str, str]]:
     ]
 
 
+def _host_note(run: StoreRun) -> str:
+    """The host's speed that day, for runs that recorded it (runs before 2026-11-27 did not)."""
+    loop_s = run.settings.get("host_loop_s")
+    return "" if loop_s is None else f"; {host.describe(float(loop_s))}"
+
+
 def _store_markdown(run: StoreRun) -> str:
     lines = [
         f"### {STORE_TITLES[run.store]}",
@@ -923,7 +931,7 @@ def _store_markdown(run: StoreRun) -> str:
         f".venv/bin/python -m bench.api --store {run.store}",
         "```",
         "",
-        f"Measured {run.when}; {run.settings['seconds']:g} s a scenario.",
+        f"Measured {run.when}; {run.settings['seconds']:g} s a scenario{_host_note(run)}.",
         "",
         "| scenario | transfers (pages) | seconds | per second | p50 ms | p99 ms | errors "
         "| server CPU µs/request |",

@@ -32,6 +32,7 @@ from pathlib import Path
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from bench import host
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge
 from tally.domain.rejections import Rejected
@@ -300,6 +301,7 @@ def main() -> None:
                 flush=True,
             )
     print(f"store: {store}")
+    print(host.describe(host.python_loop_s()))
     print(_table(results))
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from bench import host
 from tally.audit.canonical import command_digest, decode_event, encode_event
 from tally.audit.chain import GENESIS_HASH, link
 from tally.bootstrap import tune_runtime
@@ -93,6 +94,7 @@ def main() -> None:
     tune_runtime()
     timings = [measure(args.expenses, args.wallets) for _ in range(args.rounds)]
     best = Timing(*(min(values) for values in zip(*timings, strict=True)))
+    print(host.describe(host.python_loop_s()))
     print(
         f"per expense, CPU (best of {args.rounds}): fold {best.fold_us:.1f} µs, "
         f"view {best.view_us:.1f} µs, decode {best.decode_us:.1f} µs"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import api
+from bench import api, host
 from bench.engine import _database
 
 SCENARIOS = ("expense-uniform", "expense-hot", "mixed-uniform", "batch-uniform", "statement")
@@ -49,6 +49,7 @@ def main() -> None:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    print(host.describe(host.python_loop_s()), flush=True)
     with tempfile.TemporaryDirectory(prefix="tally-bench-quick-") as tmp:
         folder = Path(tmp)
         with _database(args.store, folder, "quick") as db:
