@@ -696,6 +696,8 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
         def say(text: str) -> None:
             print(f"[{store}] {text}", flush=True)
 
+        say(host.describe(float(result.settings["host_loop_s"])))
+
         with _database(store, folder, "api") as db:
             say(f"building a wallet with {args.statement_entries:,} entries in-process")
             built_s = _build_statement(db, args.statement_entries)

@@ -92,9 +92,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tune_runtime()
+    print(host.describe(host.python_loop_s()), flush=True)
     timings = [measure(args.expenses, args.wallets) for _ in range(args.rounds)]
     best = Timing(*(min(values) for values in zip(*timings, strict=True)))
-    print(host.describe(host.python_loop_s()))
     print(
         f"per expense, CPU (best of {args.rounds}): fold {best.fold_us:.1f} µs, "
         f"view {best.view_us:.1f} µs, decode {best.decode_us:.1f} µs"

@@ -1,5 +1,7 @@
 """How fast this host runs Python today, to read a run's absolute figures against.
 
+    .venv/bin/python -m bench.host
+
 This machine is shared and its speed has varied by 4x from one day to the next (the same
 code, the same benchmark): every run records this figure beside its own, so that figures of
 different days can be compared with the host's speed in view.
@@ -27,3 +29,7 @@ def python_loop_s() -> float:
 def describe(loop_s: float) -> str:
     """One line for a report."""
     return f"host speed: a {loop_additions:,}-addition Python loop took {loop_s:.2f} s of CPU"
+
+
+if __name__ == "__main__":
+    print(describe(python_loop_s()))

@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -792,3 +793,71 @@ def test_verify_side_by_side_finds_what_it_finds_in_line(
         engine.store.close()
     assert side_by_side == in_line
     assert in_line.ok is (edit is None)
+
+
+# -- a BLOB column holding another type (SQLite: columns take any type) ---------------------
+
+TYPE_EDITS = {
+    "body stored as text": "UPDATE events SET body = CAST(body AS TEXT) WHERE {row}",
+    "hash stored as text": "UPDATE events SET hash = hex(hash) WHERE {row}",
+}
+
+
+@pytest.mark.parametrize("statement", list(TYPE_EDITS.values()), ids=list(TYPE_EDITS))
+def test_an_event_column_of_another_type_is_a_finding_not_a_crash(
+    tmp_path: Path,
+    tally: TallyRunner,
+    audit: Auditor,
+    statement: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL's bytea holds bytes only; SQLite's BLOB column takes text as well. Such a
+    row is reported at its seq by verify (both ways) and the auditor, refused by replay."""
+    db = str(tmp_path / "typed.db")
+    build_ledger(db)
+
+    def edit(raw: RawDb) -> None:
+        raw.execute(statement.format(row="ledger = ? AND seq = 3"), (LEDGER,))
+
+    tamper(db, edit)
+
+    run, report = verify_json(tally, db)
+    assert run.returncode == 1, run.describe()
+    assert (report["ok"], report["first_bad_seq"]) == (False, 3)
+    assert "Traceback" not in run.stderr
+    audited = audit(db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq 3" in audited.stdout
+    replay = tally("replay", "--db", db, "--ledger", LEDGER)
+    assert replay.returncode == 3, replay.describe()
+    assert "log broken at seq 3" in replay.stderr
+    assert "Traceback" not in replay.stderr
+    engine = open_engine(db)
+    try:
+        in_line = verify(engine, LEDGER)
+        monkeypatch.setattr(verification, "parallel_from_events", 0)
+        assert verify(engine, LEDGER) == in_line
+    finally:
+        engine.close()
+        engine.store.close()
+    assert (in_line.ok, in_line.first_bad_seq) == (False, 3)
+
+
+def test_a_head_hash_of_another_type_is_reported_not_a_crash(
+    tmp_path: Path, tally: TallyRunner, audit: Auditor
+) -> None:
+    db = str(tmp_path / "typed.db")
+    build_ledger(db)
+
+    def edit(raw: RawDb) -> None:
+        raw.execute("UPDATE ledgers SET hash = hex(hash) WHERE name = ?", (LEDGER,))
+
+    tamper(db, edit)
+
+    run = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert run.returncode == 3, run.describe()
+    assert "head row holds no (seq, hash)" in run.stderr
+    assert "Traceback" not in run.stderr
+    audited = audit(db, LEDGER)
+    assert audited.returncode == 1, audited.describe()
+    assert "head row's hash is not bytes" in audited.stdout

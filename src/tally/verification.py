@@ -9,8 +9,9 @@ the slower of the two rather than their sum.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from tally.domain import limits
 from tally.domain.rejections import InvariantViolated
@@ -78,7 +79,11 @@ def verify(engine: Engine, ledger: str) -> Verification:
         )
     if checked.unfinished is not None:  # nothing wrong in what was read, but not all was
         return Verification(
-            ledger=ledger, events=0, head_hash="", problem=checked.unfinished, inconclusive=True
+            ledger=ledger,
+            events=report.events,
+            head_hash=report.head_hash.hex(),
+            problem=checked.unfinished,
+            inconclusive=True,
         )
     try:
         expected, actual = _quiet_projections(store, ledger, replayed)
@@ -213,6 +218,22 @@ def _replay(ledger: str, pages: Iterable[list[EventRow]]) -> Replayer | Exceptio
     return replayer
 
 
+class _AuditorDied(Exception):
+    """The pipe to the auditor's process broke: it is gone."""
+
+
+def _sender(connection: Connection) -> Callable[[object], None]:
+    """`connection.send`, a broken pipe told apart from the store's failures."""
+
+    def send(message: object) -> None:
+        try:
+            connection.send(message)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _AuditorDied from None
+
+    return send
+
+
 def _side_by_side(ledger: str, reader: _LogReader) -> _LogChecked:
     """The auditor in a child process, the replay here, over the same pages read once."""
     # fork: the child runs only tally_audit on what it receives, never this process's
@@ -224,13 +245,14 @@ def _side_by_side(ledger: str, reader: _LogReader) -> _LogChecked:
     theirs.close()
     answered = False
     try:
-        ours.send(ledger)
+        send = _sender(ours)
+        send(ledger)
         replayer: Replayer | None = Replayer(ledger)
         failure: Exception | None = None
         unfinished: str | None = None
         try:
             for page in reader:
-                ours.send([(row.seq, row.body, row.hash) for row in page])
+                send([(row.seq, row.body, row.hash) for row in page])
                 if replayer is not None:
                     try:
                         replayer.feed(page)
@@ -238,15 +260,18 @@ def _side_by_side(ledger: str, reader: _LogReader) -> _LogChecked:
                         failure, replayer = error, None
         except _NeverQuiet as busy:  # the auditor's verdict on the pages it was sent
             unfinished = str(busy)
-            ours.send(UNFINISHED)
+            send(UNFINISHED)
         else:
-            ours.send(None)
-            ours.send(reader.head_row())
+            send(None)
+            send(reader.head_row())
         try:
             report: Report = ours.recv()
-        except EOFError:
-            raise RuntimeError(f"the auditor process died (exit code {child.exitcode})") from None
+        except (EOFError, ConnectionResetError):
+            raise _AuditorDied from None
         answered = True
+    except _AuditorDied:
+        child.join(timeout=1.0)
+        raise RuntimeError(f"the auditor process died (exit code {child.exitcode})") from None
     finally:
         ours.close()
         if not answered:  # it holds a copy of our end of the pipe: it would wait forever

@@ -14,6 +14,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 # Sent to `verify_received` instead of the end of the log when the sender stopped reading it.
 UNFINISHED = "unfinished"
+_BYTES = (bytes, bytearray, memoryview)  # what a row source may hand over for a BLOB
 EVENT_TYPES = frozenset({"recharge", "expense", "refund", "adjustment"})
 # "No other keys appear" (docs/log-format.md): the keys of each event type, exactly.
 _COMMON_KEYS = frozenset(
@@ -125,6 +126,8 @@ def verify_log(ledger: str, rows: Iterable[tuple[int, bytes, bytes]]) -> Report:
         try:
             if seq != expected_seq:
                 raise _Bad(f"expected seq {expected_seq}, found {seq} (a gap or a reordering)")
+            if not isinstance(body, _BYTES) or not isinstance(stored_hash, _BYTES):
+                raise _Bad("body or hash stored as another type than bytes (a BLOB)")
             chained = hashlib.sha256(previous + hashlib.sha256(body).digest()).digest()
             if chained != bytes(stored_hash):
                 raise _Bad("hash does not chain: the event or one before it was altered")
@@ -144,6 +147,8 @@ def check_head(report: Report, head: tuple[int, bytes] | None) -> None:
     """The head row must name the log's last event: its seq and its chain hash."""
     if head is None:
         report.finding = Finding(report.ledger, None, "the ledger has no head row")
+    elif not isinstance(head[1], _BYTES):
+        report.finding = Finding(report.ledger, None, "head row's hash is not bytes (a BLOB)")
     elif head[0] != report.head_seq or bytes(head[1]) != report.head_hash:
         report.finding = Finding(
             report.ledger,
@@ -368,7 +373,7 @@ def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
         # writes to meanwhile verifies as it stood (WAL readers see one consistent state).
         db.execute("BEGIN")
         heads = {
-            name: (seq, bytes(hash_))
+            name: (seq, hash_)  # checked as bytes by `check_head`
             for name, seq, hash_ in db.execute("SELECT name, seq, hash FROM ledgers")
         }
         names = sorted(heads) if ledger is None else [ledger]

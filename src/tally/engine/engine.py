@@ -170,8 +170,11 @@ class Replayer:
         ledger, state, rebuild = self.ledger, self.state, self._rebuild
         head_hash = self.head_hash
         for row in rows:
-            event_ledger, event = decode_event(row.body)
-            head_hash = link(head_hash, row.body)
+            body = row.body
+            if type(body) is not bytes:  # SQLite's BLOB column takes any type: a tampered row
+                raise InvariantViolated(f"ledger {ledger}: log broken at seq {row.seq} (no bytes)")
+            event_ledger, event = decode_event(body)
+            head_hash = link(head_hash, body)
             if (
                 event_ledger != ledger
                 or event.seq != row.seq

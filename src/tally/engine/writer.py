@@ -579,6 +579,8 @@ class LedgerWriter:
             return
 
     def _apply_logged(self, row: EventRow) -> None:
+        if type(row.body) is not bytes:  # SQLite's BLOB column takes any type: a tampered row
+            raise InvariantViolated(f"ledger {self.ledger}: log broken at seq {row.seq}")
         ledger, event = decode_event(row.body)
         expected = link(self.head_hash, row.body)
         if (

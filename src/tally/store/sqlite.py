@@ -21,6 +21,7 @@ import structlog
 from tally.audit.chain import GENESIS_HASH
 from tally.domain import accounts
 from tally.domain.events import Event
+from tally.domain.rejections import InvariantViolated
 from tally.engine.ports import (
     AccountRow,
     BatchWrite,
@@ -510,7 +511,12 @@ class SqliteStore:
             .execute("SELECT seq, hash FROM ledgers WHERE name = ?", (ledger,))
             .fetchone()
         )
-        return None if row is None else Head(row[0], bytes(row[1]))
+        if row is None:
+            return None
+        seq, hash_ = row
+        if type(seq) is not int or type(hash_) is not bytes:  # columns take any type: edited
+            raise InvariantViolated(f"ledger {ledger}: the head row holds no (seq, hash)")
+        return Head(seq, hash_)
 
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
         rows = self._connection().execute(
