@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pg import fresh_database
 from rawdb import is_postgres
@@ -26,6 +27,12 @@ from tally.engine.engine import Engine
 from tally_audit import Report, verify_export, verify_sqlite
 
 SUBPROCESS_TIMEOUT_S = 60
+
+# Hypothesis times each example (200 ms by default) and the generation of the first ones;
+# on a loaded CI machine either can run over with nothing wrong. What the properties prove
+# does not depend on speed, and pytest-timeout still bounds a hang.
+settings.register_profile("tally", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tally")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import httpx
 
 from conftest import run_module, subprocess_env
 
-START_TIMEOUT_S = 30
+START_TIMEOUT_S = 60  # a few seconds at worst, on a loaded machine; a bound on a hang
 STOP_TIMEOUT_S = 10
 START_ATTEMPTS = 3  # a free port may be taken between probing it and the server binding it
 
@@ -99,11 +99,15 @@ def serve(db: str, log: Path, *extra: str) -> Iterator[Server]:
         server = Server(url=url, process=process, log=log)
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            while server.alive() and time.monotonic() < deadline and not _healthy(url):
-                time.sleep(0.05)
+            healthy = False
+            while server.alive() and time.monotonic() < deadline and not healthy:
+                healthy = _healthy(url)
+                if not healthy:
+                    time.sleep(0.05)
             if not server.alive():
                 continue  # most likely the port was taken meanwhile: try another one
-            assert _healthy(url), f"tally serve did not answer /healthz\n{server.log_tail()}"
+            # Once answered is enough: asking again could time out on a loaded machine.
+            assert healthy, f"tally serve did not answer /healthz\n{server.log_tail()}"
             yield server
             return
         finally:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -33,6 +35,7 @@ from tally.verification import verify
 LEDGER = "default"
 ORDERS = 1_000
 ORDERS_PER_EXPENSE = limits.orders_per_expense_max
+WAIT_S = 60  # a bound on waits for commits that take milliseconds
 
 
 def recharge(key: str, amount: int) -> Envelope:
@@ -269,18 +272,23 @@ def test_a_refund_batch_right_behind_the_batch_that_inserts_its_order_sees_the_o
     for N to be done: its snapshot, taken when it starts, then holds the order (having
     waited only for N's compare-and-set, it would miss the order and go again in the long
     form). A long-form N+1 updates after its compare-and-set, which waits for N's commit."""
-    # N sleeps after its compare-and-set, before its COMMIT: N+1 is surely started while N
-    # is in flight, and a one-statement N+1 that waited only for N's compare-and-set would
-    # start its statement in this window, its snapshot without the order. (N updates no
-    # order; a long-form N+1 updates one and does not sleep.)
+    # N holds its COMMIT, after its compare-and-set, until the test has seen it still in
+    # flight with N+1 started (whatever the threads' timing), then sleeps: a one-statement
+    # N+1 that waited only for N's compare-and-set would start its statement in this window,
+    # its snapshot without the order. (N updates no order; a long-form N+1 updates one and
+    # does not wait.)
     update = postgres._update
+    seen_in_flight = threading.Event()
 
-    async def slowly_when_none(db: Any, sql: str, ledger: str, rows: Sequence[Any]) -> None:
+    async def held_when_none(db: Any, sql: str, ledger: str, rows: Sequence[Any]) -> None:
         if not rows:
+            deadline = time.monotonic() + WAIT_S
+            while not seen_in_flight.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)
         await update(db, sql, ledger, rows)
 
-    monkeypatch.setattr(postgres, "_update", slowly_when_none)
+    monkeypatch.setattr(postgres, "_update", held_when_none)
     statement = PostgresStore._commit_in_one_statement
     missed: list[int] = []  # the head of each batch whose statement missed an order
 
@@ -310,12 +318,14 @@ def test_a_refund_batch_right_behind_the_batch_that_inserts_its_order_sees_the_o
         inserted = store.commit_soon(inserting)
         refunded = store.commit_soon(refunding)
         assert not inserted.done()
-        inserted.result(10)
-        refunded.result(10)
+        seen_in_flight.set()
+        inserted.result(WAIT_S)
+        refunded.result(WAIT_S)
         assert missed == []
         assert store.order(LEDGER, "o1") == order._replace(refunded=120)
         assert store.head(LEDGER) == refunding.head
         logged = store.events(LEDGER, after_seq=0, limit=1_000)
         assert [e.seq for e in logged] == list(range(1, refunding.head.seq + 1))
     finally:
+        seen_in_flight.set()
         store.close()

@@ -24,6 +24,7 @@ from tally.engine.ports import EventRow, Head, HeadMoved, Projections
 from tally.store.postgres import PostgresStore
 
 LEDGER = "replay"
+WAIT_S = 60  # a bound on waits for threads that end in milliseconds
 
 
 def _write_log(engine: Engine) -> Head:
@@ -194,11 +195,18 @@ def test_a_store_waiting_for_a_part_is_let_go_when_the_replay_is_left(engine: En
         except BaseException as error:  # what the store would see
             failures.append(error)
 
+    def release_once_the_store_side_is_answered() -> None:
+        # The fold's read ends after the block does, whatever the threads' timing: only
+        # leaving the block answers the store side. (Bounded: should it never be answered,
+        # the read ends anyway, and the block with it.)
+        waiting.join(timeout=WAIT_S)
+        gate.set()
+
     with engine_module._FoldAhead(_SlowLog(engine.store, gate), LEDGER, head) as parts:
         waiting = threading.Thread(target=store_side, args=(parts,))
         waiting.start()
-        threading.Timer(0.2, gate.set).start()  # the fold's read ends after the block does
-    waiting.join(timeout=5)
+        threading.Thread(target=release_once_the_store_side_is_answered).start()
+    waiting.join(timeout=WAIT_S)
     assert not waiting.is_alive()
     assert [str(error) for error in failures] == ["replay abandoned"]
 

@@ -13,6 +13,7 @@ import pytest
 import rawdb
 from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.decide import decide as real_decide
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.domain.state import LedgerState
 from tally.engine import writer as writer_module
@@ -22,6 +23,9 @@ from tally.engine.results import CommitFailed, Committed, DecidingFailed, Writer
 from tally.verification import verify
 
 LEDGER = "default"
+# A bound on waits for what takes milliseconds (a held commit, a handshake with the writer's
+# thread): generous, so that a slow, loaded machine never reaches it.
+WAIT_S = 60
 
 
 def recharge(key: str, user: str, amount: int) -> Envelope:
@@ -59,7 +63,7 @@ class FlakyStore:
         self._running = 0
 
     def commit(self, batch: BatchWrite) -> None:
-        self.gate.wait(10)
+        self.gate.wait(WAIT_S)
         with self._lock:
             self.commits += 1
             self.overlapped += self._running > 0
@@ -152,20 +156,38 @@ def test_a_failed_commit_leaves_state_as_the_database_has_it(db: str) -> None:
         store.close()
 
 
-def test_a_batch_decided_behind_a_failed_commit_is_decided_again(db: str) -> None:
+def test_a_batch_decided_behind_a_failed_commit_is_decided_again(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = FlakyStore(db, failing={1})
     engine = Engine(store, currencies={"USD"}, batch_commands_max=1)
+
+    # e1 is decided only once e2 is queued: the writer then takes e2 as soon as e1's commit
+    # has started, whatever the threads' timing, and decides it behind e1.
+    queued = threading.Event()
+    decided: list[str] = []
+
+    def decide_once_both_are_queued(
+        state: LedgerState, envelope: Envelope, *a: Any, **k: Any
+    ) -> Any:
+        if envelope.idempotency_key == "e1":
+            assert queued.wait(WAIT_S), "e2 was never queued"
+        decided.append(envelope.idempotency_key)
+        return real_decide(state, envelope, *a, **k)
+
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
         writer = engine.writer(LEDGER)
-        store.gate.clear()  # hold commit 2 so that the next command is decided behind it
+        monkeypatch.setattr(writer_module, "decide", decide_once_both_are_queued)
         first = writer.submit([expense("e1", "alice", "o1", 600)])
         second = writer.submit([expense("e2", "alice", "o2", 600)])
-        store.gate.set()
+        queued.set()
         with pytest.raises(CommitFailed):
-            first.result(10)
-        (outcome,) = second.result(10)
-        # e1 never landed, so e2 (decided again on the true state) has the funds.
+            first.result(WAIT_S)
+        (outcome,) = second.result(WAIT_S)
+        # e2 was decided behind e1 (refused: e1 had spent the funds), then again on the true
+        # state once e1 had failed: e1 never landed, so e2 has the funds.
+        assert decided == ["e1", "e2", "e2"]
         assert isinstance(outcome, Committed)
         assert outcome.event.seq == 2
         assert wallet_balance(engine, "alice") == 400
@@ -433,9 +455,16 @@ def test_a_command_whose_deciding_fails_unexpectedly_fails_only_its_request(
 ) -> None:
     store = FlakyStore(db, failing=set())
     engine = Engine(store, currencies={"USD"})
-    from tally.domain.decide import decide as real_decide
+
+    # e1 is taken alone and decided only once the two requests after it are queued: the
+    # writer then takes both into one batch, whatever the threads' timing.
+    deciding_first = threading.Event()
+    queued = threading.Event()
 
     def decide_with_a_bug(state: LedgerState, envelope: Envelope, *args: Any, **kw: Any) -> Any:
+        if envelope.idempotency_key == "e1":
+            deciding_first.set()
+            assert queued.wait(WAIT_S), "the requests after e1 were never queued"
         if envelope.idempotency_key.startswith("poison"):
             raise RuntimeError("a bug in deciding")
         return real_decide(state, envelope, *args, **kw)
@@ -444,20 +473,21 @@ def test_a_command_whose_deciding_fails_unexpectedly_fails_only_its_request(
     try:
         engine.execute(LEDGER, recharge("r1", "alice", 1000))
         writer = engine.writer(LEDGER)
-        store.gate.clear()  # the next commit waits, so what follows queues into one batch
         first = writer.submit([expense("e1", "alice", "o1", 100)])
+        assert deciding_first.wait(WAIT_S), "the writer never took e1"
         # One request holding the bad command with a good one before it, and a request of
-        # its own beside it: the whole first request fails, the other is written.
+        # its own beside it in the same batch: the whole first request fails, the other is
+        # written.
         poisoned = writer.submit(
             [expense("e2", "alice", "o2", 100), expense("poison-1", "alice", "o3", 100)]
         )
         innocent = writer.submit([expense("e3", "alice", "o4", 100)])
-        store.gate.set()
-        assert isinstance(first.result(timeout=10)[0], Committed)
+        queued.set()
+        assert isinstance(first.result(timeout=WAIT_S)[0], Committed)
         with pytest.raises(DecidingFailed) as failed:
-            poisoned.result(timeout=10)
+            poisoned.result(timeout=WAIT_S)
         assert isinstance(failed.value.__cause__, RuntimeError)
-        written = innocent.result(timeout=10)[0]
+        written = innocent.result(timeout=WAIT_S)[0]
         assert isinstance(written, Committed)
         assert written.event.seq == 3  # right after e1: nothing of the failed request
         assert wallet_balance(engine, "alice") == 800
@@ -500,15 +530,18 @@ def test_every_command_submitted_while_the_writer_closes_is_answered(db: str) ->
     threads = [threading.Thread(target=submit_until_refused, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
-    while len(waiting) < 200:
+    deadline = time.monotonic() + WAIT_S
+    while len(waiting) < 200 and time.monotonic() < deadline:
         time.sleep(0.001)
     writer.close()
     for thread in threads:
-        thread.join(timeout=10)
+        thread.join(timeout=WAIT_S)
     try:
+        assert len(waiting) >= 200, len(waiting)
+        assert not any(thread.is_alive() for thread in threads)
         assert refused.is_set()
         for future in waiting:
-            outcome = future.result(timeout=10)  # raises TimeoutError if left behind
+            outcome = future.result(timeout=WAIT_S)  # raises TimeoutError if left behind
             assert isinstance(outcome[0], Committed)
         assert engine.store.head(LEDGER).seq == len(waiting)  # type: ignore[union-attr]
     finally:

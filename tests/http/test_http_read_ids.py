@@ -225,7 +225,7 @@ def _statements(db: str, *, direct: bool) -> tuple[list[Any], list[str], DirectW
     store = open_store(db)
     store.ensure_ledger("shop")
     store.close()
-    services = open_services(db, key_cache_ttl_s=60)
+    services = open_services(db, key_cache_ttl_s=3600)  # cached however slow the machine
     secret = services.keys.create("shop", frozenset({Scope.ADMIN})).secret
     headers = {"Authorization": f"Bearer {secret}"}
     app: Any = create_app(services, direct_writes=direct)  # its `direct`: the direct path

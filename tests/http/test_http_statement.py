@@ -15,6 +15,7 @@ from tally.http.reads import decode_cursor, encode_cursor
 pytest_plugins = ["http_fixtures"]
 
 Poster = Callable[..., httpx.Response]
+WAIT_S = 60  # a bound on waiting for a write that takes milliseconds
 
 
 def _recharge(http: httpx.Client, poster: Poster, user: str, amount: str) -> dict[str, Any]:
@@ -41,11 +42,22 @@ def test_pages_are_stable_while_others_write(
         for cents in range(1, 11):
             _recharge(http, poster, user, f"0.{cents:02d}")
     stop = threading.Event()
+    written = [0]  # recharges landed by the writer beside
 
     def keep_writing() -> None:
         with live.client() as http:
             while not stop.is_set():
                 _recharge(http, poster, user, "1.00")
+                written[0] += 1
+
+    def wait_for_a_write() -> None:
+        """Until another recharge landed: pages are read between writes, however the threads
+        are scheduled."""
+        before = written[0]
+        deadline = time.monotonic() + WAIT_S
+        while written[0] == before and writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert written[0] > before, "the writer beside landed nothing"
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
@@ -54,6 +66,7 @@ def test_pages_are_stable_while_others_write(
         cursor = None
         with live.client("read") as http:
             for _ in range(3):  # three pages of three while recharges keep landing
+                wait_for_a_write()
                 params: dict[str, Any] = {"currency": "USD", "limit": 3}
                 if cursor is not None:
                     params["cursor"] = cursor
