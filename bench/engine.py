@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--wallets", type=int, default=10_000)
     args = parser.parse_args()
     store = args.store
-    print(host.describe(host.python_loop_s()), flush=True)
+    host.report()
     with tempfile.TemporaryDirectory(prefix="tally-bench-") as tmp:
         folder = Path(tmp)
 

@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tune_runtime()
-    print(host.describe(host.python_loop_s()), flush=True)
+    host.report()
     timings = [measure(args.expenses, args.wallets) for _ in range(args.rounds)]
     best = Timing(*(min(values) for values in zip(*timings, strict=True)))
     print(

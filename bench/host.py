@@ -31,5 +31,10 @@ def describe(loop_s: float) -> str:
     return f"host speed: a {loop_additions:,}-addition Python loop took {loop_s:.2f} s of CPU"
 
 
+def report() -> None:
+    """Measure and print the line, first thing in a benchmark's output."""
+    print(describe(python_loop_s()), flush=True)
+
+
 if __name__ == "__main__":
-    print(describe(python_loop_s()))
+    report()

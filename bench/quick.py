@@ -49,7 +49,7 @@ def main() -> None:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
-    print(host.describe(host.python_loop_s()), flush=True)
+    host.report()
     with tempfile.TemporaryDirectory(prefix="tally-bench-quick-") as tmp:
         folder = Path(tmp)
         with _database(args.store, folder, "quick") as db:

@@ -120,7 +120,7 @@ def statement_page(
     until_us: int | None = None,
 ) -> models.StatementPage:
     """A page of the statement (also what http/direct.py answers itself, unbounded in time).
-    Callers refuse a `user_id` that is no identifier first; it is never looked up."""
+    A `user_id` that is no identifier is refused with the write's 400, never looked up."""
     check_identifier(user_id, "user_id")
     if after is None:
         start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
