@@ -365,6 +365,19 @@ def test_truncating_the_log_and_moving_the_head_back_is_caught_by_verify(
     assert snapshot(ledger_db) == before
 
 
+def test_a_statement_line_whose_event_is_gone_is_refused_not_dropped(
+    ledger_db: str, tally: TallyRunner
+) -> None:
+    """Seq 7's event deleted, its wallet line left: the page must not skip the line (its
+    neighbours' balance_after would no longer add up) but say the ledger is broken."""
+    tamper(ledger_db, move_head_back)
+    run = tally("statement", "alice", "--currency", "USD", "--db", ledger_db, "--ledger", LEDGER)
+    assert run.returncode == 3, run.describe()
+    assert f"{LEDGER}: entry at seq {EVENTS} has no event" in run.stderr
+    bob = tally("statement", "bob", "--currency", "JPY", "--db", ledger_db, "--ledger", LEDGER)
+    assert bob.returncode == 0, bob.describe()  # bob's lines all have their events
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="LIMITATION: a clean tail truncation (last event deleted, head row moved back) "
