@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,10 @@ class Row:
     errors: int
     cpu_us_per_request: float | None = None
     note: str = ""
+    # PostgreSQL only: WAL written per transfer, and whether a checkpoint ended (its fsyncs
+    # can hold commits back: a p99 outlier then is the database's flushing).
+    wal_bytes_per_op: float | None = None
+    checkpoint_ended: bool | None = None
 
     @property
     def per_second(self) -> float:
@@ -249,6 +253,37 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU of a process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class PgMark:
+    """Where PostgreSQL's WAL and checkpoints stood at one moment (the whole cluster's)."""
+
+    wal_bytes: int
+    checkpoint_time: datetime.datetime
+
+    @staticmethod
+    def now(url: str) -> PgMark:
+        async def read() -> PgMark:
+            db = await asyncpg.connect(url)
+            try:
+                row = await db.fetchrow(
+                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, "
+                    "(SELECT checkpoint_time FROM pg_control_checkpoint())"
+                )
+            finally:
+                await db.close()
+            assert row is not None
+            return PgMark(int(row[0]), row[1])
+
+        return asyncio.run(read())
+
+    def since(self, before: PgMark, ops: int) -> dict[str, Any]:
+        """The Row fields of the span from `before` to this mark, over `ops` transfers."""
+        return {
+            "wal_bytes_per_op": (self.wal_bytes - before.wal_bytes) / ops if ops else None,
+            "checkpoint_ended": self.checkpoint_time != before.checkpoint_time,
+        }
 
 
 def _tally(*args: str) -> tuple[float, str]:
@@ -583,6 +618,7 @@ def _baseline(name: str, folder: Path, *, wallets: int, args: argparse.Namespace
         processes = max(1, min(args.processes, args.connections))
         shares = [args.connections // processes] * processes
         shares[0] += args.connections - sum(shares)
+        before = PgMark.now(url)
         start_at = time.time() + 5
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
@@ -593,6 +629,7 @@ def _baseline(name: str, folder: Path, *, wallets: int, args: argparse.Namespace
                 for index, share in enumerate(shares)
             ]
             latencies = sorted(x for future in futures for x in future.result())
+        activity = PgMark.now(url).since(before, len(latencies))
     if not latencies:
         raise RuntimeError("the baseline did nothing")
     return Row(
@@ -605,6 +642,7 @@ def _baseline(name: str, folder: Path, *, wallets: int, args: argparse.Namespace
         p99_ms=_percentile(latencies, 99) * 1000,
         errors=0,
         note=f"{args.connections} connections over {processes} client processes",
+        **activity,
     )
 
 
@@ -727,8 +765,18 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                     result.facts["batch_note"] = batch_note
                 _check_statement(server.url, read_key, args.statement_entries)
 
+                def mark() -> PgMark | None:
+                    return PgMark.now(db) if store == "postgresql" else None
+
+                def with_pg(row: Row, before: PgMark | None) -> Row:
+                    after = mark()
+                    if before is None or after is None:
+                        return row
+                    return replace(row, **after.since(before, row.ops))
+
                 def wrk(scenario: str, mode: str, **options: Any) -> Row:
                     nonlocal acknowledged
+                    before = mark()
                     cpu = _cpu_seconds(server.pid)
                     prefix = f"p{len(result.rows)}"  # short: a batch must fit the body limit
                     run = _wrk_finish(
@@ -746,6 +794,7 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                     row = _tally_row(
                         scenario, run, per_request=per, cpu=_cpu_seconds(server.pid) - cpu
                     )
+                    row = with_pg(row, before)
                     acknowledged += row.ops
                     result.rows.append(row)
                     say(_line(row))
@@ -795,6 +844,7 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                 )
                 result.rows.append(_tally_row("statement-idle", reads, kind="read"))
                 say(_line(result.rows[-1]))
+                before = mark()
                 cpu = _cpu_seconds(server.pid)
                 writing = _wrk_start(
                     server.url,
@@ -816,7 +866,9 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                 )
                 written, read = _wrk_finish(writing, seconds), _wrk_finish(reading, seconds)
                 cpu = _cpu_seconds(server.pid) - cpu
-                result.rows.append(_tally_row("expense-uniform+reads", written, cpu=cpu))
+                result.rows.append(
+                    with_pg(_tally_row("expense-uniform+reads", written, cpu=cpu), before)
+                )
                 acknowledged += written.answered
                 say(_line(result.rows[-1]))
                 result.rows.append(_tally_row("statement-under-writes", read, kind="read"))
@@ -837,9 +889,12 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
 
 def _line(row: Row) -> str:
     cpu = "" if row.cpu_us_per_request is None else f", {row.cpu_us_per_request:,.0f} µs CPU/req"
+    wal = "" if row.wal_bytes_per_op is None else f", WAL {row.wal_bytes_per_op:,.0f} B/transfer"
+    ended = ", a checkpoint ended" if row.checkpoint_ended else ""
     return (
         f"{row.scenario:>24}: {row.ops:>9,} in {row.seconds:5.1f} s = {row.per_second:>9,.0f}/s"
-        f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms  errors {row.errors}{cpu}"
+        f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms  errors {row.errors}{cpu}{wal}"
+        f"{ended}"
     )
 
 
@@ -936,14 +991,17 @@ def _store_markdown(run: StoreRun) -> str:
         f"Measured {run.when}; {run.settings['seconds']:g} s a scenario{_host_note(run)}.",
         "",
         "| scenario | transfers (pages) | seconds | per second | p50 ms | p99 ms | errors "
-        "| server CPU µs/request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU µs/request | PostgreSQL WAL bytes/transfer | PostgreSQL checkpoint "
+        "ended |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in run.rows:
         cpu = "" if row.cpu_us_per_request is None else f"{row.cpu_us_per_request:,.0f}"
+        wal = "" if row.wal_bytes_per_op is None else f"{row.wal_bytes_per_op:,.0f}"
+        ended = {None: "", True: "yes", False: "no"}[row.checkpoint_ended]
         lines.append(
             f"| {row.scenario} | {row.ops:,} | {row.seconds:.1f} | {row.per_second:,.0f} "
-            f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {cpu} |"
+            f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {cpu} | {wal} | {ended} |"
         )
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in _ratios(run)]
@@ -1007,6 +1065,10 @@ sustained writes at these rates one ends every minute or two (`max_wal_size` 1 G
   over 2 client processes, uniform over 10,000 wallets and merchants, and hot.
 - Latencies are per HTTP request (per transaction for the baseline), as wrk measures them
   (closed loop). "server CPU" is user + system CPU of the `tally serve` process per request.
+- On PostgreSQL (tally's writes and the baseline): the WAL the cluster wrote per transfer
+  (`pg_current_wal_lsn()` before and after), and whether a checkpoint ended during the
+  scenario (`pg_control_checkpoint()`): its fsyncs can hold every commit back for a moment,
+  so a p99 outlier in such a scenario is the database's flushing.
 - Afterwards: `tally verify` (which also compares every projection with a fresh replay) and
   `tally replay`, timed as CLI wall time, start-up included; the sum of all balances per
   ledger and currency must be zero.

@@ -70,11 +70,12 @@ def main() -> None:
                     if "mixed-uniform" in scenarios:
                         api._refund_targets(client, 2_000, 10_000, folder / "refunds.txt")
                 for index, scenario in enumerate(scenarios):
-                    _run(server, scenario, index, key, read_key, cursors, args)
+                    _run(server, db, scenario, index, key, read_key, cursors, args)
 
 
 def _run(
     server: api.Server,
+    db: str,
     scenario: str,
     index: int,
     key: str,
@@ -97,6 +98,7 @@ def _run(
         key = read_key
     else:
         mode, connections = "expense", 64
+    before = api.PgMark.now(db) if args.store == "postgresql" else None
     cpu = api._cpu_seconds(server.pid)
     load = api._wrk_start(
         server.url,
@@ -115,10 +117,17 @@ def _run(
         _print_profile(profile, requests=round(run.answered * profile[1] / run.seconds))
     rate = run.answered * per_request / run.seconds
     unit = "pages" if mode == "statement" else "transfers"
+    postgres = ""
+    if before is not None:
+        activity = api.PgMark.now(db).since(before, run.answered * per_request)
+        if activity["wal_bytes_per_op"] is not None and mode != "statement":
+            postgres += f", WAL {activity['wal_bytes_per_op']:,.0f} B/transfer"
+        if activity["checkpoint_ended"]:
+            postgres += ", a checkpoint ended"
     print(
         f"{args.store} {scenario}: {rate:,.0f} {unit}/s, p50 {run.p50_ms:.1f} ms, "
         f"p99 {run.p99_ms:.1f} ms, server CPU {cpu / max(run.requests, 1) * 1e6:,.0f} "
-        f"µs/request, errors {run.errors}, refused {run.refused}",
+        f"µs/request, errors {run.errors}, refused {run.refused}{postgres}",
         flush=True,
     )
 
