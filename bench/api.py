@@ -55,6 +55,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import host
 from bench.engine import _database, baseline_schema, baseline_transfer
@@ -96,6 +97,9 @@ class Row:
     # can hold commits back: a p99 outlier then is the database's flushing).
     wal_bytes_per_op: float | None = None
     checkpoint_ended: bool | None = None
+    # tally's writes: the longest pause of Python's garbage collector in the server, as the
+    # bound of its histogram bucket (`tally_gc_pause_seconds`), in ms; 0 when none ran.
+    gc_pause_max_ms: float | None = None
 
     @property
     def per_second(self) -> float:
@@ -284,6 +288,32 @@ class PgMark:
             "wal_bytes_per_op": (self.wal_bytes - before.wal_bytes) / ops if ops else None,
             "checkpoint_ended": self.checkpoint_time != before.checkpoint_time,
         }
+
+
+def gc_pause_buckets(url: str) -> dict[float, float]:
+    """The server's garbage-collector passes so far: bucket bound (s) -> passes up to it."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "tally_gc_pause_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def longest_gc_pause_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """The bucket bound (ms) of the longest pass between two readings; 0 when none ran."""
+    bounds = sorted(after)
+    passes = [after[b] - before.get(b, 0.0) for b in bounds]  # cumulative counts
+    longest = 0.0
+    below = 0.0
+    for bound, count in zip(bounds, passes, strict=True):
+        if count > below:
+            longest = bound
+        below = count
+    return longest * 1000
 
 
 def _tally(*args: str) -> tuple[float, str]:
@@ -777,6 +807,7 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                 def wrk(scenario: str, mode: str, **options: Any) -> Row:
                     nonlocal acknowledged
                     before = mark()
+                    gc_before = gc_pause_buckets(server.url)
                     cpu = _cpu_seconds(server.pid)
                     prefix = f"p{len(result.rows)}"  # short: a batch must fit the body limit
                     run = _wrk_finish(
@@ -795,6 +826,8 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                         scenario, run, per_request=per, cpu=_cpu_seconds(server.pid) - cpu
                     )
                     row = with_pg(row, before)
+                    gc_after = gc_pause_buckets(server.url)
+                    row = replace(row, gc_pause_max_ms=longest_gc_pause_ms(gc_before, gc_after))
                     acknowledged += row.ops
                     result.rows.append(row)
                     say(_line(row))
@@ -845,6 +878,7 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                 result.rows.append(_tally_row("statement-idle", reads, kind="read"))
                 say(_line(result.rows[-1]))
                 before = mark()
+                gc_before = gc_pause_buckets(server.url)
                 cpu = _cpu_seconds(server.pid)
                 writing = _wrk_start(
                     server.url,
@@ -866,9 +900,9 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
                 )
                 written, read = _wrk_finish(writing, seconds), _wrk_finish(reading, seconds)
                 cpu = _cpu_seconds(server.pid) - cpu
-                result.rows.append(
-                    with_pg(_tally_row("expense-uniform+reads", written, cpu=cpu), before)
-                )
+                both = with_pg(_tally_row("expense-uniform+reads", written, cpu=cpu), before)
+                longest = longest_gc_pause_ms(gc_before, gc_pause_buckets(server.url))
+                result.rows.append(replace(both, gc_pause_max_ms=longest))
                 acknowledged += written.answered
                 say(_line(result.rows[-1]))
                 result.rows.append(_tally_row("statement-under-writes", read, kind="read"))
@@ -891,6 +925,8 @@ def _line(row: Row) -> str:
     cpu = "" if row.cpu_us_per_request is None else f", {row.cpu_us_per_request:,.0f} µs CPU/req"
     wal = "" if row.wal_bytes_per_op is None else f", WAL {row.wal_bytes_per_op:,.0f} B/transfer"
     ended = ", a checkpoint ended" if row.checkpoint_ended else ""
+    if row.gc_pause_max_ms:
+        ended += f", longest GC pause ≤ {row.gc_pause_max_ms:g} ms"
     return (
         f"{row.scenario:>24}: {row.ops:>9,} in {row.seconds:5.1f} s = {row.per_second:>9,.0f}/s"
         f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms  errors {row.errors}{cpu}{wal}"
@@ -991,17 +1027,19 @@ def _store_markdown(run: StoreRun) -> str:
         f"Measured {run.when}; {run.settings['seconds']:g} s a scenario{_host_note(run)}.",
         "",
         "| scenario | transfers (pages) | seconds | per second | p50 ms | p99 ms | errors "
-        "| server CPU µs/request | PostgreSQL WAL bytes/transfer | PostgreSQL checkpoint "
-        "ended |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU µs/request | longest GC pause ≤ ms | PostgreSQL WAL bytes/transfer "
+        "| PostgreSQL checkpoint ended |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in run.rows:
         cpu = "" if row.cpu_us_per_request is None else f"{row.cpu_us_per_request:,.0f}"
         wal = "" if row.wal_bytes_per_op is None else f"{row.wal_bytes_per_op:,.0f}"
         ended = {None: "", True: "yes", False: "no"}[row.checkpoint_ended]
+        pause = "" if row.gc_pause_max_ms is None else f"{row.gc_pause_max_ms:g}"
         lines.append(
             f"| {row.scenario} | {row.ops:,} | {row.seconds:.1f} | {row.per_second:,.0f} "
-            f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {cpu} | {wal} | {ended} |"
+            f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.errors} | {cpu} | {pause} | {wal} "
+            f"| {ended} |"
         )
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.2f} |" for name, value in _ratios(run)]
@@ -1069,6 +1107,10 @@ sustained writes at these rates one ends every minute or two (`max_wal_size` 1 G
   (`pg_current_wal_lsn()` before and after), and whether a checkpoint ended during the
   scenario (`pg_control_checkpoint()`): its fsyncs can hold every commit back for a moment,
   so a p99 outlier in such a scenario is the database's flushing.
+- "longest GC pause": the longest pass of Python's garbage collector in the server during a
+  write scenario, as the upper bound of its bucket in the server's own
+  `tally_gc_pause_seconds` histogram (`/metrics`); a pass stops every thread, so it shows
+  in every request in flight.
 - Afterwards: `tally verify` (which also compares every projection with a fresh replay) and
   `tally replay`, timed as CLI wall time, start-up included; the sum of all balances per
   ledger and currency must be zero.

@@ -99,6 +99,7 @@ def _run(
     else:
         mode, connections = "expense", 64
     before = api.PgMark.now(db) if args.store == "postgresql" else None
+    gc_before = api.gc_pause_buckets(server.url)
     cpu = api._cpu_seconds(server.pid)
     load = api._wrk_start(
         server.url,
@@ -118,6 +119,9 @@ def _run(
     rate = run.answered * per_request / run.seconds
     unit = "pages" if mode == "statement" else "transfers"
     postgres = ""
+    longest = api.longest_gc_pause_ms(gc_before, api.gc_pause_buckets(server.url))
+    if longest:
+        postgres += f", longest GC pause ≤ {longest:g} ms"
     if before is not None:
         activity = api.PgMark.now(db).since(before, run.answered * per_request)
         if activity["wal_bytes_per_op"] is not None and mode != "statement":

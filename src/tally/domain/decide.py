@@ -57,13 +57,14 @@ def recall(state: LedgerState, envelope: Envelope, command_digest: str) -> int |
     prior = state.keys.get(key)
     if prior is None:
         return None
-    if prior.command_digest != command_digest:
+    digest, seq = prior
+    if digest != command_digest:
         raise Rejected(
             Rejection.IDEMPOTENCY_KEY_REUSED,
             field="idempotency_key",
-            detail=f"key already used for a different request (seq {prior.seq})",
+            detail=f"key already used for a different request (seq {seq})",
         )
-    return prior.seq
+    return seq
 
 
 def decide(
@@ -208,7 +209,7 @@ def _refund(common: _Common, command: Refund) -> Event:
             field="expense_id",
             detail=f"no expense {command.expense_id}",
         )
-    order = state.orders.get(command.order_id)
+    order = state.order(command.order_id)
     if order is None or order.expense_id != command.expense_id:
         raise Rejected(
             Rejection.ORDER_UNKNOWN,

@@ -53,9 +53,13 @@ class OrderState(NamedTuple):
         return self.paid - self.refunded
 
 
-class IdempotencyRecord(NamedTuple):
-    command_digest: str
-    seq: int
+# What the state keeps per event and per order lives as long as the server: plain tuples, not
+# NamedTuples. The garbage collector stops tracking a plain tuple of strings and numbers the
+# first time it passes over it; a NamedTuple (a tuple subclass) it tracks, and traverses on
+# every later pass of its generation, for ever: at 2,000,000 events a full pass took 260 ms
+# (stopping every thread of a server) against 2 ms. `LedgerState.order` gives the named view.
+IdempotencyRecord = tuple[str, int]  # (command_digest, seq)
+_OrderTuple = tuple[str, str, str, str, str, int, int]  # OrderState's fields, in order
 
 
 _MISSING: Any = object()
@@ -87,7 +91,7 @@ class LedgerState:
         self.seq = 0
         self.last_timestamp_us = 0
         self.balances: dict[str, int] = {}
-        self.orders: dict[str, OrderState] = {}
+        self.orders: dict[str, _OrderTuple] = {}  # see `order`
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
@@ -141,6 +145,10 @@ class LedgerState:
     def balance(self, account: str) -> int:
         return self.balances.get(account, 0)
 
+    def order(self, order_id: str) -> OrderState | None:
+        found = self.orders.get(order_id)
+        return None if found is None else _new_tuple(OrderState, found)
+
 
 def evolve(state: LedgerState, event: Event) -> list[Entry]:
     """Apply one committed (or about to be committed) event; return its ledger lines."""
@@ -155,7 +163,7 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
         raise InvariantViolated(f"seq {event.seq}: adjustment without a reason")
     if event.idempotency_key in state.keys:
         raise InvariantViolated(f"seq {event.seq}: idempotency key used twice")
-    record = _new_tuple(IdempotencyRecord, (event.command_digest, event.seq))
+    record: IdempotencyRecord = (event.command_digest, event.seq)
     state._set(state.keys, event.idempotency_key, record)
     state.seq = event.seq
     state.last_timestamp_us = max(state.last_timestamp_us, event.timestamp_us)
@@ -197,7 +205,7 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
         clearing = accounts.clearing(event.gateway, currency)
         return ((clearing, currency, -amount, None), (wallet, currency, amount, None))
     if isinstance(event, RefundIssued):
-        order = state.orders.get(event.order_id)
+        order = state.order(event.order_id)
         if order is None:
             return None  # `evolve` refuses a refund of an order nobody paid
         if event.amount <= 0 or order.currency != currency or order.user_id != event.user_id:
@@ -259,17 +267,14 @@ def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
     for line in event.orders:
         if line.order_id in state.orders:
             raise InvariantViolated(f"seq {event.seq}: order {line.order_id} paid twice")
-        order = _new_tuple(
-            OrderState,
-            (
-                line.order_id,
-                event.transaction_id,
-                event.user_id,
-                event.currency,
-                line.merchant_id,
-                line.amount,
-                0,  # refunded
-            ),
+        order: _OrderTuple = (
+            line.order_id,
+            event.transaction_id,
+            event.user_id,
+            event.currency,
+            line.merchant_id,
+            line.amount,
+            0,  # refunded
         )
         state._set(state.orders, line.order_id, order)
         state.dirty_orders.add(line.order_id)
@@ -277,11 +282,11 @@ def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
 
 
 def _record_refund(state: LedgerState, event: RefundIssued) -> None:
-    order = state.orders.get(event.order_id)
+    order = state.order(event.order_id)
     if order is None or order.expense_id != event.expense_id:
         raise InvariantViolated(f"seq {event.seq}: refund of an order the expense did not pay")
     refunded = order.refunded + event.amount
     if refunded > order.paid:
         raise InvariantViolated(f"seq {event.seq}: order {order.order_id} refunded beyond paid")
-    state._set(state.orders, event.order_id, order._replace(refunded=refunded))
+    state._set(state.orders, event.order_id, (*order[:6], refunded))
     state.dirty_orders.add(event.order_id)

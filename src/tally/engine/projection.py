@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from tally.domain.events import Event
 from tally.domain.state import Entry, LedgerState
-from tally.engine.ports import AccountRow, EntryRow, KeyRow, Projections
+from tally.engine.ports import AccountRow, EntryRow, KeyRow, OrderRow, Projections
+
+_new_tuple = tuple.__new__
+
+
+def order_rows(orders: Iterable[tuple[str, str, str, str, str, int, int]]) -> list[OrderRow]:
+    """The state's orders (plain tuples of OrderRow's fields) as rows."""
+    return [_new_tuple(OrderRow, order) for order in orders]
 
 
 def key_row(event: Event) -> KeyRow:
@@ -37,7 +46,7 @@ class Rebuild:
         return Projections(
             accounts=self._accounts(state),
             entries=self.entries,
-            orders=sorted(state.orders.values()),  # an OrderState is its own row
+            orders=order_rows(sorted(state.orders.values())),
             keys=self.keys,
         )
 
@@ -51,6 +60,6 @@ class Rebuild:
         return Projections(
             accounts=self._accounts(state),
             entries=sorted(self.entries),
-            orders=sorted(state.orders.values()),  # an OrderState is its own row
+            orders=order_rows(sorted(state.orders.values())),
             keys=sorted(self.keys),
         )

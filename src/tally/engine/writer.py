@@ -53,6 +53,7 @@ from tally.engine.ports import (
     Projections,
     Store,
 )
+from tally.engine.projection import order_rows
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
@@ -514,10 +515,10 @@ class LedgerWriter:
             projections=Projections(
                 accounts=[AccountRow(a, balances[a], last_seq[a]) for a in opened],
                 entries=entry_rows,
-                orders=[orders[o] for o in created],  # an OrderState is its own row
+                orders=order_rows(orders[o] for o in created),
                 keys=key_rows,
             ),
-            order_updates=[orders[o] for o in state.dirty_orders if o not in created],
+            order_updates=order_rows(orders[o] for o in state.dirty_orders if o not in created),
         )
         return outcomes, batch
 

@@ -198,8 +198,10 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         finally:
             if was_enabled:
                 gc.enable()
+        services.metrics.watch_gc()
 
     def close() -> None:
+        services.metrics.unwatch_gc()
         services.close_readers()
         services.engine.close()
         services.engine.store.close()
