@@ -17,7 +17,7 @@ from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.decide import decide as real_decide
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
-from tally.domain.state import LedgerState
+from tally.domain.state import LedgerState, OrderState
 from tally.engine import writer as writer_module
 from tally.engine.engine import Engine
 from tally.engine.ports import BatchWrite, EventRow, Head, HeadMoved, OrderRow, Projections
@@ -168,6 +168,9 @@ def test_the_state_kept_per_event_and_order_is_left_alone_by_the_garbage_collect
         order = state.order("o-1")  # the named view, for the code that decides
         assert order is not None
         assert (order.paid, order.refunded, order.refundable) == (300, 100, 200)
+        # A refund rewrites the plain tuple with `refunded` as its last field.
+        assert OrderState._fields[-1] == "refunded"
+        assert state.orders["o-1"] == tuple(order)
     finally:
         engine.close()
         engine.store.close()

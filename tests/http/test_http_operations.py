@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tally.api_keys import ApiKey, IssuedKey, KeyRefused, Scope, parse_scopes
+from tally.http.metrics import GcPauses
 from tally.http.services import Services
 
 pytest_plugins = ["http_fixtures"]
@@ -57,6 +58,26 @@ def test_health_metrics_schema_and_docs(live: Any, poster: Poster) -> None:
         if line.startswith('tally_gc_pause_seconds_count{generation="2"}')
     )
     assert full_passes >= 1
+
+
+def test_gc_pauses_count_whole_passes_in_their_bucket() -> None:
+    pauses = GcPauses()
+    pauses.on_gc("stop", {"generation": 0})  # hooked mid-pass: no start, nothing counted
+    pauses.on_gc("start", {"generation": 1})
+    pauses.on_gc("stop", {"generation": 1})
+    (family,) = pauses.collect()
+    counts = {
+        sample.labels["generation"]: sample.value
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert counts == {"0": 0.0, "1": 1.0, "2": 0.0}
+    fastest = next(
+        sample.value
+        for sample in family.samples
+        if sample.labels == {"generation": "1", "le": "0.001"}
+    )
+    assert fastest == 1.0  # an empty pass takes microseconds
 
 
 class CountingKeys:

@@ -56,10 +56,11 @@ class OrderState(NamedTuple):
 # What the state keeps per event and per order lives as long as the server: plain tuples, not
 # NamedTuples. The garbage collector stops tracking a plain tuple of strings and numbers the
 # first time it passes over it; a NamedTuple (a tuple subclass) it tracks, and traverses on
-# every later pass of its generation, for ever: at 2,000,000 events a full pass took 260 ms
-# (stopping every thread of a server) against 2 ms. `LedgerState.order` gives the named view.
+# every later pass of its generation, for ever: after 300,000 expenses (614,000 tracked
+# objects) a full pass took 262 ms, stopping every thread of a server, against 2 ms
+# (docs/benchmarks.md). `LedgerState.order` gives the named view.
 IdempotencyRecord = tuple[str, int]  # (command_digest, seq)
-_OrderTuple = tuple[str, str, str, str, str, int, int]  # OrderState's fields, in order
+OrderTuple = tuple[str, str, str, str, str, int, int]  # OrderState's fields, `refunded` last
 
 
 _MISSING: Any = object()
@@ -91,7 +92,7 @@ class LedgerState:
         self.seq = 0
         self.last_timestamp_us = 0
         self.balances: dict[str, int] = {}
-        self.orders: dict[str, _OrderTuple] = {}  # see `order`
+        self.orders: dict[str, OrderTuple] = {}  # see `order`
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
@@ -267,7 +268,7 @@ def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
     for line in event.orders:
         if line.order_id in state.orders:
             raise InvariantViolated(f"seq {event.seq}: order {line.order_id} paid twice")
-        order: _OrderTuple = (
+        order: OrderTuple = (
             line.order_id,
             event.transaction_id,
             event.user_id,
@@ -288,5 +289,5 @@ def _record_refund(state: LedgerState, event: RefundIssued) -> None:
     refunded = order.refunded + event.amount
     if refunded > order.paid:
         raise InvariantViolated(f"seq {event.seq}: order {order.order_id} refunded beyond paid")
-    state._set(state.orders, event.order_id, (*order[:6], refunded))
+    state._set(state.orders, event.order_id, (*order[:-1], refunded))  # `refunded` is last
     state.dirty_orders.add(event.order_id)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tally.domain.events import Event
-from tally.domain.state import Entry, LedgerState
+from tally.domain.state import Entry, LedgerState, OrderTuple
 from tally.engine.ports import AccountRow, EntryRow, KeyRow, OrderRow, Projections
 
 _new_tuple = tuple.__new__
 
 
-def order_rows(orders: Iterable[tuple[str, str, str, str, str, int, int]]) -> list[OrderRow]:
+def order_rows(orders: Iterable[OrderTuple]) -> list[OrderRow]:
     """The state's orders (plain tuples of OrderRow's fields) as rows."""
     return [_new_tuple(OrderRow, order) for order in orders]
 

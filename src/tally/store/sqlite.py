@@ -590,14 +590,14 @@ class SqliteStore:
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        (page,) = (
+        (found,) = (
             self._connection()
             .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
             .fetchone()
         )
-        rows = _decode_statement_page(page)
+        rows = _decode_statement_page(found)
         rows.sort(key=_by_position)  # aggregates keep their input's order; make sure
-        page = []
+        page: list[tuple[EntryRow, bytes]] = []
         for row in rows:
             if row[6] is None:  # the log refuses deletes: only tampering gets here
                 raise InvariantViolated(f"{ledger}: entry at seq {row[1]} has no event")
