@@ -357,15 +357,20 @@ def _build_statement(db: str, entries: int) -> float:
 
 
 def _settle(db: str) -> None:
-    """Let the build's background work end before anything is measured: on PostgreSQL a
-    CHECKPOINT (the build writes gigabytes of WAL; a checkpoint it forces otherwise runs on
-    into the first scenario and put its p99 at 54-73 ms instead of 16-17); SQLite copies its
-    WAL back when the build's last connection closes."""
+    """Let the build's background work end before anything is measured. On PostgreSQL:
+    VACUUM (ANALYZE), then a CHECKPOINT. The vacuum does what autovacuum (off on this
+    machine) would have done by then: the build's rows get their hint bits set, else the
+    server's start-up read of the log sets them, dirtying ~600 MB of pages that the kernel
+    writes back ~30 s later, all at once, stalling commits (p99 110-163 ms in whichever
+    scenario ran then); and statistics. The checkpoint: the build writes gigabytes of WAL,
+    and a checkpoint it forces otherwise runs on into the first scenario (p99 54-73 ms
+    instead of 16-17). SQLite copies its WAL back when the build's last connection closes."""
     if db.startswith(("postgresql://", "postgres://")):
 
         async def checkpoint() -> None:
             connection = await asyncpg.connect(db)
             try:
+                await connection.execute("VACUUM (ANALYZE)")
                 await connection.execute("CHECKPOINT")
             except asyncpg.InsufficientPrivilegeError:  # a superuser or pg_checkpoint may
                 print("no CHECKPOINT (not allowed): the first scenario's p99 may suffer")
