@@ -1088,10 +1088,13 @@ on a fresh SQLite file (WAL, `synchronous=FULL`) or PostgreSQL database
 (`synchronous_commit=on`), driven by [wrk](https://github.com/wg/wrk) (2 threads) with
 `bench/api.lua`: every write has its own Idempotency-Key and order id; expenses pay one order
 of 1.00 USD. 10,000 wallets are funded through `/v1/batch` before any clock starts; before
-the server starts, PostgreSQL checkpoints after the statement wallet's build (left to itself,
-the checkpoint the build forced runs on into the first scenario: p99 54-73 ms instead of
-16-17). A 10 s scenario may or may not contain one of the server's own checkpoints; under
-sustained writes at these rates one ends every minute or two (`max_wal_size` 1 GB here).
+the server starts, PostgreSQL gets `VACUUM (ANALYZE)` and a `CHECKPOINT` after the statement
+wallet's build, as autovacuum (off here) would have done by then: left to themselves, the
+checkpoint the build forced ran on into the first scenario (p99 54-73 ms instead of 16-17),
+and the hint bits the server's start-up read of the unvacuumed log set were written back by
+the kernel ~30 s later in one burst (p99 110-163 ms instead of 17-19). A 10 s scenario may
+or may not contain one of the server's own checkpoints; under sustained writes at these
+rates one ends every minute or two (`max_wal_size` 1 GB here).
 
 - `expense-uniform`: `POST /v1/expenses`, 64 connections, wallet and merchant uniform over
   10,000 each. `expense-hot`: the same, all on one wallet and one merchant.
