@@ -721,6 +721,13 @@ async def _session_settings(db: asyncpg.Connection) -> None:
             "synchronous_commit",
             "synchronous_commit is off on this server; tally's sessions set it on",
         )
+    if "autovacuum" not in _warnings_given and await db.fetchval("SHOW autovacuum") == "off":
+        _warn_once(
+            "autovacuum",
+            "autovacuum is off on this server: dead row versions of the head row and of "
+            "orders pile up, statistics go stale, and a log loaded in bulk dirties all its "
+            "pages when tally first reads it (docs/postgresql.md); VACUUM (ANALYZE) by hand",
+        )
 
 
 def _warn_once(setting: str, message: str) -> None:
