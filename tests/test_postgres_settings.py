@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-import structlog
 
 from pg import fresh_database
 from tally.store import postgres
@@ -119,24 +118,13 @@ def test_plans_are_made_for_the_tables_as_they_are_now() -> None:
     assert by_key.replace("'shop'::text", "$1") not in stale, stale
 
 
-def test_a_server_without_autovacuum_is_warned_about_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(postgres, "_warnings_given", set())
+def test_a_server_without_autovacuum_is_named_in_the_warnings_tally_serve_logs() -> None:
     with fresh_database() as url:
         autovacuum = run_sync(_run(url, "SHOW autovacuum"))
-        with structlog.testing.capture_logs() as logs:
-            store = PostgresStore(url)
-            try:
-
-                async def sessions() -> None:  # several sessions: one warning
-                    async with store.pool.acquire(), store.pool.acquire():
-                        pass
-
-                store._call(sessions())
-            finally:
-                store.close()
-    warned = [log for log in logs if str(log["event"]).startswith("autovacuum is off")]
-    assert len(warned) == (1 if autovacuum == "off" else 0)
-    if warned:
-        assert warned[0]["log_level"] == "warning"
+        store = PostgresStore(url)
+        try:
+            warnings = store.server_warnings()
+        finally:
+            store.close()
+    named = [warning for warning in warnings if warning.startswith("autovacuum is off")]
+    assert len(named) == (1 if autovacuum == "off" else 0)

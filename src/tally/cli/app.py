@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import structlog
 from cyclopts import App, Parameter
 from rich.console import Console
 from rich.table import Table
@@ -397,6 +398,9 @@ class UsageError(Exception):
 
 
 def main() -> None:
+    # Warnings (e.g. a PostgreSQL server without autovacuum) go to stderr: stdout is the
+    # command's answer, JSON with --json, and must hold nothing else.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     try:
         code = app(exit_on_error=True)
     except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)

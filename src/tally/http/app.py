@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import anyio.to_thread
 import msgspec
+import structlog
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import SerializationException
@@ -39,6 +40,8 @@ from tally.http.models import Health
 from tally.http.problems import EXCEPTION_HANDLERS, PROBLEM_JSON, EdgeProblem, problem
 from tally.http.services import Services, services_of
 from tally.http.writes import Sent
+
+log = structlog.get_logger(__name__)
 
 request_body_bytes_max = 64 * 1024
 
@@ -187,6 +190,8 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         # (as for `tally replay`: a tenth or so of a fold's CPU), then it is frozen out of the
         # collector's reach, whose full passes would otherwise traverse all of it (72 ms at
         # 300,000 events, docs/benchmarks.md) in the middle of some request.
+        for warning in await anyio.to_thread.run_sync(services.engine.store.server_warnings):
+            log.warning(warning)
         was_enabled = gc.isenabled()
         gc.disable()
         try:

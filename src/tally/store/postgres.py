@@ -301,6 +301,19 @@ class PostgresStore:
         """Run one statement on the pool and return its rows (for sibling stores)."""
         return self._call(self._fetch(query, *args))
 
+    def server_warnings(self) -> list[str]:
+        """What the server does that docs/postgresql.md advises against (`tally serve` logs
+        it at start)."""
+        found = []
+        if self.rows("SHOW autovacuum")[0][0] == "off":
+            found.append(
+                "autovacuum is off on this server: dead row versions of the head row and of "
+                "orders pile up, statistics go stale, and a log loaded in bulk dirties all "
+                "its pages when tally first reads it (docs/postgresql.md); VACUUM (ANALYZE) "
+                "by hand"
+            )
+        return found
+
     # -- the write path ----------------------------------------------------------------
     def ensure_ledger(self, ledger: str) -> None:
         self.rows(
@@ -720,13 +733,6 @@ async def _session_settings(db: asyncpg.Connection) -> None:
         _warn_once(
             "synchronous_commit",
             "synchronous_commit is off on this server; tally's sessions set it on",
-        )
-    if "autovacuum" not in _warnings_given and await db.fetchval("SHOW autovacuum") == "off":
-        _warn_once(
-            "autovacuum",
-            "autovacuum is off on this server: dead row versions of the head row and of "
-            "orders pile up, statistics go stale, and a log loaded in bulk dirties all its "
-            "pages when tally first reads it (docs/postgresql.md); VACUUM (ANALYZE) by hand",
         )
 
 

@@ -388,6 +388,9 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         return self._connections.get()
 
+    def server_warnings(self) -> list[str]:
+        return []  # every setting that matters is tally's own (WAL, synchronous=FULL)
+
     def close(self) -> None:
         with self._lock:
             checkpointer, self._checkpointer = self._checkpointer, None
