@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from conftest import Run, TallyRunner, subprocess_env
 from rawdb import is_postgres
@@ -398,3 +400,24 @@ def test_verify_of_an_unknown_ledger_fails_in_json_too(tally: TallyRunner, db: s
     assert report["ok"] is False
     assert report["ledger"] == "nope"
     assert "no ledger 'nope'" in report["problem"]
+
+
+@pytest.mark.filterwarnings("ignore:Cyclopts application invoked without tokens")
+def test_the_cli_logs_to_stderr_as_it_is_when_a_line_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the entry point ran, log lines go to stderr, never stdout (the answer), and to
+    the stderr of the moment: a writer thread logging after the stream the entry point saw
+    was replaced or closed must not die of it (under pytest, tests that ran `main()` in
+    process left writers of later tests hanging)."""
+    from tally.cli import app as cli_app
+
+    monkeypatch.setattr(sys, "argv", ["tally", "--help"])
+    with pytest.raises(SystemExit):
+        cli_app.main()
+    later_out, later_err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", later_out)
+    monkeypatch.setattr(sys, "stderr", later_err)
+    structlog.get_logger("tally.test").warning("a line written later")
+    assert "a line written later" in later_err.getvalue()
+    assert later_out.getvalue() == ""

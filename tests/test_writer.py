@@ -442,6 +442,38 @@ def test_a_bug_while_deciding_fails_the_batch_instead_of_leaving_it_waiting(
         engine.store.close()
 
 
+class _BrokenLog:
+    """A logger whose every line fails, as one writing to a closed stream does."""
+
+    def __getattr__(self, level: str) -> Any:
+        def write(*_: object, **__: object) -> None:
+            raise ValueError("I/O operation on closed file.")
+
+        return write
+
+
+@_WRITER_BUG
+def test_a_writer_stopped_by_a_bug_answers_its_callers_even_if_it_cannot_log(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(db)
+    try:
+        engine.execute(LEDGER, recharge("r1", "u1", 1_000))
+        writer = engine.writer(LEDGER)
+
+        def bug(*_: object, **__: object) -> None:
+            raise InvariantViolated("a state no command can make")
+
+        monkeypatch.setattr(writer_module, "decide", bug)
+        monkeypatch.setattr(writer_module, "log", _BrokenLog())
+        waiting = writer.submit([expense("e1", "u1", "o1", 100)])
+        with pytest.raises(WriterStopped):
+            waiting.result(timeout=WAIT_S)  # not left waiting for ever
+    finally:
+        engine.close()
+        engine.store.close()
+
+
 @_WRITER_BUG
 def test_a_bug_while_answering_a_commit_fails_its_callers_instead_of_leaving_them_waiting(
     db: str, monkeypatch: pytest.MonkeyPatch

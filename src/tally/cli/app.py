@@ -397,10 +397,16 @@ class UsageError(Exception):
     """Bad arguments the parser could not catch (exit status 2)."""
 
 
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    # sys.stderr as it is when a line is written, not when logging was configured: a stream
+    # captured then (a test's) may be closed by the time a writer thread logs.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def main() -> None:
-    # Warnings (e.g. a PostgreSQL server without autovacuum) go to stderr: stdout is the
-    # command's answer, JSON with --json, and must hold nothing else.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    # Log lines (a writer's warnings, `tally serve`'s) go to stderr: stdout is the command's
+    # answer, JSON with --json, and must hold nothing else.
+    structlog.configure(logger_factory=_stderr_logger)
     try:
         code = app(exit_on_error=True)
     except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)

@@ -244,10 +244,13 @@ class LedgerWriter:
         except BaseException as error:  # a bug: fail everyone loudly, accept nothing more
             with self._gate:
                 self._broken = error  # from now on `_enqueue` refuses: the queue is ours to fail
-            log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
             # Everyone not yet answered: those in flight (a commit being answered stays in
             # `in_flight` until it has been), carried over, and the ones being decided.
+            # First, before the log line: logging can fail too (a closed stream), and a
+            # caller left unanswered would wait for ever.
             self._fail_all(error, in_flight, carried + submissions)
+            with contextlib.suppress(Exception):
+                log.error("writer stopped by a bug", ledger=self.ledger, error=repr(error))
             raise
 
     def _reap(self, in_flight: deque[_Decided], *, newer: _Decided | None) -> list[_Submission]:
