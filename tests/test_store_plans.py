@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,6 +133,39 @@ def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Pla
     assert "-- TRIGGER batch_in_insert" in program, program[:500]
     trigger = plan_of("SELECT 1 FROM ledgers WHERE name = ? AND seq = ? AND hash = ?", "p", 1, b"")
     assert trigger == ["SEARCH ledgers USING PRIMARY KEY (name=?)"], trigger
+
+
+def test_a_batch_commits_as_one_statement_in_its_own_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small batch is the INSERT into the batch view alone, in autocommit: no BEGIN and
+    COMMIT around it (two more waits for the GIL), and no statement journal, which SQLite
+    spilled to a new temporary file at every commit (docs/benchmarks.md)."""
+    traced: list[str] = []
+    connect = store.SqliteStore._connect
+
+    def tracing(self: store.SqliteStore) -> sqlite3.Connection:
+        connection = connect(self)
+        if threading.current_thread().name.startswith("tally-commit"):
+            connection.set_trace_callback(traced.append)
+        return connection
+
+    monkeypatch.setattr(store.SqliteStore, "_connect", tracing)
+    engine = open_engine(tmp_path / "one.db")
+    try:
+        fund = Recharge(user_id="u", amount=1_000, currency="USD", gateway="pp")
+        engine.execute("one", _envelope("fund", fund))
+        traced.clear()  # the first commit also creates the view
+        spend = Expense(user_id="u", currency="USD", orders=(OrderLine("o", 100),))
+        engine.execute("one", _envelope("spend", spend))
+        # the trigger's statements are traced as the statement that runs them
+        assert traced, "the commit was not traced"
+        statements = {s.split(" (", 1)[0] for s in traced}
+        assert statements == {"INSERT INTO batch_in VALUES"}, statements
+        assert engine.store.order("one", "o") is not None
+    finally:
+        engine.close()
+        engine.store.close()
 
 
 def test_a_batch_larger_than_one_json_text_is_written_in_chunks(

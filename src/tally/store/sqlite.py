@@ -1,9 +1,10 @@
 """The embedded store: one SQLite file, WAL, `synchronous=FULL`.
 
 Each thread gets its own connection (the writer thread of each ledger, and readers), so the
-writer never shares a connection. A batch is one `BEGIN IMMEDIATE ... COMMIT`: a
-compare-and-set on the ledger's head row, then one `INSERT ... SELECT FROM json_each(?)`
-per table.
+writer never shares a connection. A batch is one statement in its own transaction: an
+INSERT into a view whose trigger does a compare-and-set on the ledger's head row, then one
+`INSERT ... SELECT FROM json_each(...)` per table (a batch too large for that: the same in
+`BEGIN IMMEDIATE ... COMMIT`, a statement per chunk).
 """
 
 from __future__ import annotations
@@ -244,6 +245,9 @@ _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AN
 # the same INSERTs as the long form (`_write_in_chunks`), reading the view's row instead.
 # Statement by statement, Python's sqlite3 retakes the GIL between them and the committer
 # queued for it behind the event loop and the writer seven times a commit (docs/benchmarks.md).
+# It runs in autocommit, its own transaction: no BEGIN and COMMIT around it (two more waits
+# for the GIL), and no statement journal, which inside BEGIN ... COMMIT SQLite kept for the
+# statement and spilled to a new temporary file past 64 KiB, at every commit.
 _HEAD_MOVED = "tally: head moved"
 _ORDER_MISSING = "tally: an order to update is missing"
 
@@ -430,18 +434,12 @@ class SqliteStore:
         if in_one_statement and getattr(self._local, "batch_view", None) is not db:
             db.executescript(_BATCH_VIEW)  # a TEMP view: one per connection
             self._local.batch_view = db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if in_one_statement:  # refunded orders included
-                _write_in_one_statement(db, batch)
-            else:  # a batch too large for one JSON text per table: a statement per chunk
+        if in_one_statement:  # refunded orders included
+            _write_in_one_statement(db, batch)  # its own transaction: autocommit
+        else:  # a batch too large for one JSON text per table: a statement per chunk
+            with _transaction(db, "BEGIN IMMEDIATE"):
                 self._write_in_chunks(db, batch)
                 _update_orders(db, batch)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._checkpoint_soon()
 
     def commit_soon(self, batch: BatchWrite) -> None:
