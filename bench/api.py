@@ -373,6 +373,7 @@ def _settle(db: str) -> None:
                 await connection.execute("VACUUM (ANALYZE)")
                 await connection.execute("CHECKPOINT")
             except asyncpg.InsufficientPrivilegeError:  # a superuser or pg_checkpoint may
+                # (VACUUM only warns about tables the role does not own; CHECKPOINT refuses)
                 print("no CHECKPOINT (not allowed): the first scenario's p99 may suffer")
             finally:
                 await connection.close()

@@ -21,6 +21,7 @@ import pytest
 from pg import fresh_database
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.engine.ports import BatchWrite, EventRow, Head, Projections
 from tally.store import postgres
 from tally.store import sqlite as store
 from tally.verification import verify
@@ -163,6 +164,37 @@ def test_a_batch_commits_as_one_statement_in_its_own_transaction(
         statements = {s.split(" (", 1)[0] for s in traced}
         assert statements == {"INSERT INTO batch_in VALUES"}, statements
         assert engine.store.order("one", "o") is not None
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def test_a_commit_refuses_a_connection_left_inside_a_transaction(tmp_path: Path) -> None:
+    """The one statement runs in autocommit: on a connection left inside a transaction it
+    would join that transaction and commit nothing, while the writer answered its callers.
+    The commit refuses instead, and writes nothing."""
+    engine = open_engine(tmp_path / "open.db")
+    try:
+        fund = Recharge(user_id="u", amount=1_000, currency="USD", gateway="pp")
+        engine.execute("open", _envelope("fund", fund))
+        store = engine.store
+        base = store.head("open")
+        assert base is not None
+        event = EventRow(base.seq + 1, "txn-open", "expense", b"{}", b"\x01" * 32)
+        batch = BatchWrite(
+            ledger="open",
+            base=base,
+            head=Head(event.seq, event.hash),
+            events=[event],
+            projections=Projections(accounts=[], entries=[], orders=[], keys=[]),
+        )
+        connection = store._connection()  # type: ignore[attr-defined]
+        connection.execute("BEGIN")
+        with pytest.raises(RuntimeError, match="a transaction was left open"):
+            store.commit(batch)
+        connection.execute("ROLLBACK")
+        assert store.head("open") == base
+        assert len(store.events("open", after_seq=0, limit=10)) == 1
     finally:
         engine.close()
         engine.store.close()

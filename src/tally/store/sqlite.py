@@ -247,7 +247,9 @@ _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AN
 # queued for it behind the event loop and the writer seven times a commit (docs/benchmarks.md).
 # It runs in autocommit, its own transaction: no BEGIN and COMMIT around it (two more waits
 # for the GIL), and no statement journal, which inside BEGIN ... COMMIT SQLite kept for the
-# statement and spilled to a new temporary file past 64 KiB, at every commit.
+# statement and spilled to a new temporary file past 64 KiB (every commit of the benchmark's
+# batches). Another statement still running on the connection would bring it back: the
+# committing connection runs nothing else.
 _HEAD_MOVED = "tally: head moved"
 _ORDER_MISSING = "tally: an order to update is missing"
 
@@ -428,6 +430,8 @@ class SqliteStore:
 
     def commit(self, batch: BatchWrite) -> None:
         db = self._connection()
+        if db.in_transaction:  # the statement would join it and commit nothing
+            raise RuntimeError(f"ledger {batch.ledger}: a transaction was left open")
         rows = batch.projections
         sizes = (len(batch.events), len(rows.entries), len(rows.accounts), len(rows.orders))
         in_one_statement = max(*sizes, len(rows.keys)) <= json_chunk_rows
