@@ -378,6 +378,28 @@ def test_a_statement_line_whose_event_is_gone_is_refused_not_dropped(
     assert bob.returncode == 0, bob.describe()  # bob's lines all have their events
 
 
+def nul_in_a_body(db: RawDb) -> None:
+    """A NUL byte inside a string of seq 1's body (JSON allows it only escaped; SQLite hands
+    a statement page's bodies over NUL-separated)."""
+    body = event_body(db, 1)
+    assert body.count(b'"paypal"') == 1
+    altered = body.replace(b'"paypal"', b'"pay\x00pal"')
+    db.execute("UPDATE events SET body = ? WHERE ledger = ? AND seq = 1", (altered, LEDGER))
+
+
+def test_a_statement_over_a_body_holding_a_nul_is_refused(
+    ledger_db: str, tally: TallyRunner
+) -> None:
+    """No line is shown with a neighbour's body, or without its own: the ledger is broken."""
+    tamper(ledger_db, nul_in_a_body)
+    run = tally("statement", "alice", "--currency", "USD", "--db", ledger_db, "--ledger", LEDGER)
+    assert run.returncode == 3, run.describe()
+    assert "ledger broken" in run.stderr
+    assert "recharge" not in run.stdout
+    bob = tally("statement", "bob", "--currency", "JPY", "--db", ledger_db, "--ledger", LEDGER)
+    assert bob.returncode == 0, bob.describe()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="LIMITATION: a clean tail truncation (last event deleted, head row moved back) "

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from tally import __version__, views
 from tally.api_keys import KeyRefused, check_ledger_name
+from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
 from tally.cli.options import Common, print_json
@@ -415,7 +416,8 @@ def main() -> None:
     except UsageError as error:
         errors.print(f"[red]usage[/red] {error}")
         code = 2
-    except InvariantViolated as broken:  # the log or the head row does not hold together
+    except (InvariantViolated, CanonicalFormError) as broken:  # the log, a body or the head
+        # row does not hold together (a body that is not canonical v1: read by a view)
         errors.print(
             f"[red]ledger broken[/red] {broken}. Nothing was changed; run `tally verify` to "
             "find the first bad seq."
