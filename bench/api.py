@@ -927,16 +927,28 @@ def run_store(store: str, args: argparse.Namespace) -> StoreRun:
     return result
 
 
+def activity_note(
+    *, wal_bytes_per_op: float | None, checkpoint_ended: bool | None, gc_pause_max_ms: float | None
+) -> str:
+    """A scenario's WAL per transfer, checkpoint and longest GC pause, for a printed line."""
+    note = "" if wal_bytes_per_op is None else f", WAL {wal_bytes_per_op:,.0f} B/transfer"
+    if checkpoint_ended:
+        note += ", a checkpoint ended"
+    if gc_pause_max_ms:
+        note += f", longest GC pause ≤ {gc_pause_max_ms:g} ms"
+    return note
+
+
 def _line(row: Row) -> str:
     cpu = "" if row.cpu_us_per_request is None else f", {row.cpu_us_per_request:,.0f} µs CPU/req"
-    wal = "" if row.wal_bytes_per_op is None else f", WAL {row.wal_bytes_per_op:,.0f} B/transfer"
-    ended = ", a checkpoint ended" if row.checkpoint_ended else ""
-    if row.gc_pause_max_ms:
-        ended += f", longest GC pause ≤ {row.gc_pause_max_ms:g} ms"
+    activity = activity_note(
+        wal_bytes_per_op=row.wal_bytes_per_op,
+        checkpoint_ended=row.checkpoint_ended,
+        gc_pause_max_ms=row.gc_pause_max_ms,
+    )
     return (
         f"{row.scenario:>24}: {row.ops:>9,} in {row.seconds:5.1f} s = {row.per_second:>9,.0f}/s"
-        f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms  errors {row.errors}{cpu}{wal}"
-        f"{ended}"
+        f"  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms  errors {row.errors}{cpu}{activity}"
     )
 
 

@@ -118,20 +118,17 @@ def _run(
         _print_profile(profile, requests=round(run.answered * profile[1] / run.seconds))
     rate = run.answered * per_request / run.seconds
     unit = "pages" if mode == "statement" else "transfers"
-    postgres = ""
     longest = api.longest_gc_pause_ms(gc_before, api.gc_pause_buckets(server.url))
-    if longest:
-        postgres += f", longest GC pause ≤ {longest:g} ms"
+    activity = {"wal_bytes_per_op": None, "checkpoint_ended": None}
     if before is not None:
         activity = api.PgMark.now(db).since(before, run.answered * per_request)
-        if activity["wal_bytes_per_op"] is not None and mode != "statement":
-            postgres += f", WAL {activity['wal_bytes_per_op']:,.0f} B/transfer"
-        if activity["checkpoint_ended"]:
-            postgres += ", a checkpoint ended"
+        if mode == "statement":  # reads write no WAL worth a rate
+            activity["wal_bytes_per_op"] = None
+    note = api.activity_note(**activity, gc_pause_max_ms=longest)
     print(
         f"{args.store} {scenario}: {rate:,.0f} {unit}/s, p50 {run.p50_ms:.1f} ms, "
         f"p99 {run.p99_ms:.1f} ms, server CPU {cpu / max(run.requests, 1) * 1e6:,.0f} "
-        f"µs/request, errors {run.errors}, refused {run.refused}{postgres}",
+        f"µs/request, errors {run.errors}, refused {run.refused}{note}",
         flush=True,
     )
 
