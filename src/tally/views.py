@@ -257,6 +257,13 @@ def statement_page(
     """Up to `limit` statement lines after the cursor `(seq, index)`, and the next cursor."""
     limit = max(1, min(limit, statement_page_entries_max))
     rows = store.statement(ledger, accounts.wallet(user_id, currency), after=after, limit=limit)
+    return statement_lines(rows, limit)
+
+
+def statement_lines(
+    rows: Sequence[tuple[EntryRow, bytes]], limit: int
+) -> tuple[list[Entry], tuple[int, int] | None]:
+    """The lines of a page read with `limit`, and the next cursor (None: the last page)."""
     lines = [_statement_line(line, body) for line, body in rows]
     next_cursor = (rows[-1][0].seq, rows[-1][0].posting_index) if len(rows) == limit else None
     return lines, next_cursor

@@ -263,6 +263,8 @@ DOWN_CASES = [
     pytest.param("GET", True, id="read-key-cached"),
     pytest.param("POST", False, id="write-key-looked-up"),
     pytest.param("GET", False, id="read-key-looked-up"),
+    # Statement pages are read on the server's own loop, on connections of its own.
+    pytest.param("STATEMENT", True, id="statement-key-cached"),
 ]
 
 
@@ -289,6 +291,11 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
             if not key_cached:  # a key the server has not seen yet: it must look it up
                 auth = {"Authorization": f"Bearer {provision(db, LEDGER)}"}
             key = f"e-{uuid.uuid4().hex[:12]}"
+            if method == "STATEMENT":  # its connections open before the restart
+                first = client.get(
+                    f"/v1/users/{USER}/statement", params={"currency": "USD"}, headers=auth
+                )
+                assert first.status_code == 200, first.text
 
             def request() -> Answer:
                 if method == "POST":
@@ -296,6 +303,10 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
                         "/v1/expenses",
                         json=expense_body(key),
                         headers={**auth, "Idempotency-Key": key},
+                    )
+                elif method == "STATEMENT":
+                    response = client.get(
+                        f"/v1/users/{USER}/statement", params={"currency": "USD"}, headers=auth
                     )
                 else:
                     response = client.get(f"/v1/users/{USER}/balances", headers=auth)
@@ -320,5 +331,7 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
             # The server reconnected by itself ...
             assert server.alive(), server.log_tail()
             assert after.status == (201 if method == "POST" else 200), after
+            if method == "STATEMENT":
+                assert [line["amount"] for line in after.body["entries"]] == ["10.00"]
             # ... and while the database was down it said so clearly.
             assert is_clear_503(while_down), (while_down, server.log_tail())

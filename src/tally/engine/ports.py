@@ -153,3 +153,20 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LoopStatements(Protocol):
+    """What a store whose driver is asyncio-native (PostgreSQL's asyncpg) offers an HTTP
+    server: statement pages read on the server's own event loop, on connections of that
+    loop's, with no thread between the request and the database. `Store.statement` reads
+    the same rows through the store's thread, two hand-offs away."""
+
+    async def statement_on_loop(
+        self, ledger: str, account: str, *, after: tuple[int, int], limit: int
+    ) -> list[tuple[EntryRow, bytes]]:
+        """`Store.statement`, on the running loop."""
+        ...
+
+    async def close_loop_reads(self) -> None:
+        """Close the running loop's connections (a server, before it closes the store)."""
+        ...

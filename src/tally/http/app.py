@@ -205,8 +205,10 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
                 gc.enable()
         services.metrics.watch_gc()
 
-    def close() -> None:
+    async def close() -> None:
         services.metrics.unwatch_gc()
+        if services.loop_statements is not None:  # on this loop, before the store closes
+            await services.loop_statements.close_loop_reads()
         services.close_readers()
         services.engine.close()
         services.engine.store.close()

@@ -179,12 +179,9 @@ class DirectWrites:
         limit: int,
     ) -> writes.Sent | None:
         """A statement page, or None when the read fails (Litestar reads again)."""
-        store, ledger = self.services.engine.store, key.ledger
         try:
-            page = await self.services.read(
-                lambda: reads.statement_page(
-                    store, ledger, user_id, currency, after=after, limit=limit
-                )
+            page = await reads.read_statement_page(
+                self.services, key.ledger, user_id, currency, after=after, limit=limit
             )
             body = msgspec.json.encode(page)
         except Exception:  # Litestar reads again and says what is wrong

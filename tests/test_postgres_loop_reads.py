@@ -1,0 +1,195 @@
+"""Statement pages read on the caller's own event loop (`LoopStatements`, PostgreSQL).
+
+A server reads its statement pages on its loop, on a pool of that loop's, instead of through
+the store's thread. The rows must be the very rows `Store.statement` reads; a pool that could
+not open is opened again by the next read; closing the loop's reads closes its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from litestar.testing import TestClient
+
+from pg import fresh_database
+from tally.api_keys import Scope
+from tally.bootstrap import open_engine, open_store
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.engine.engine import Engine
+from tally.engine.ports import StoreUnavailable
+from tally.engine.results import Committed
+from tally.http.app import create_app
+from tally.http.compose import open_services
+from tally.store.postgres import PostgresStore
+
+LEDGER = "loop"
+WALLET = "wallet:alice:USD"
+T = TypeVar("T")
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    with fresh_database() as url:
+        engine = open_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.close()
+            engine.store.close()
+
+
+def _store(engine: Engine) -> PostgresStore:
+    assert isinstance(engine.store, PostgresStore)
+    return engine.store
+
+
+def _on_a_loop(store: PostgresStore, read: Callable[[], Awaitable[T]]) -> T:
+    """`read` on a loop of its own, whose pool is closed before the loop ends."""
+
+    async def run() -> T:
+        try:
+            return await read()
+        finally:
+            await store.close_loop_reads()
+
+    return asyncio.run(run())
+
+
+def _connections(store: PostgresStore) -> int:
+    (row,) = store.rows("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+    return int(row[0])
+
+
+def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> None:
+    engine.execute_many(
+        LEDGER,
+        [
+            Envelope(
+                idempotency_key=f"r-{i}",
+                command=Recharge(user_id="alice", amount=500, currency="USD", gateway="pp"),
+            )
+            for i in range(30)
+        ],
+    )
+    paid = engine.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="e-1",
+            command=Expense(
+                user_id="alice",
+                currency="USD",
+                orders=(
+                    OrderLine(order_id="o-1", amount=700, merchant_id="m1"),
+                    OrderLine(order_id="o-2", amount=300, merchant_id="m2"),
+                ),
+            ),
+        ),
+    )
+    assert isinstance(paid, Committed)
+    refunded = engine.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="f-1",
+            command=Refund(
+                expense_id=paid.event.transaction_id,
+                order_id="o-2",
+                amount=100,
+                currency="USD",
+            ),
+        ),
+    )
+    assert isinstance(refunded, Committed)
+    store = _store(engine)
+    cursors = [(0, 2**31 - 1), (10, 1), (30, 0), (31, 0), (31, 3), (32, 9), (40, 0)]
+
+    async def pages() -> list[object]:
+        return [
+            await store.statement_on_loop(LEDGER, WALLET, after=after, limit=limit)
+            for after in cursors
+            for limit in (1, 7, 100)
+        ]
+
+    expected = [
+        store.statement(LEDGER, WALLET, after=after, limit=limit)
+        for after in cursors
+        for limit in (1, 7, 100)
+    ]
+    assert _on_a_loop(store, pages) == expected
+    full = store.statement(LEDGER, WALLET, after=(0, 2**31 - 1), limit=100)
+    # 30 recharges, the expense's two wallet lines (one per order), the refund's line.
+    assert [(line.seq, line.posting_index, line.order_id) for line, _ in full[-3:]] == [
+        (31, 0, "o-1"),
+        (31, 2, "o-2"),
+        (32, 1, "o-2"),
+    ]
+
+
+def test_a_pool_that_could_not_open_is_opened_by_the_next_read(engine: Engine) -> None:
+    store = _store(engine)
+    engine.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="r-1",
+            command=Recharge(user_id="alice", amount=500, currency="USD", gateway="pp"),
+        ),
+    )
+    url = store.url
+
+    async def down_then_up() -> int:
+        store.url = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens there
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
+        finally:
+            store.url = url
+        lines = await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
+        return len(lines)
+
+    assert _on_a_loop(store, down_then_up) == 1
+
+
+def test_closing_the_loop_reads_closes_their_connections(engine: Engine) -> None:
+    store = _store(engine)
+    before = _connections(store)
+
+    async def read_then_close() -> int:
+        await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
+        opened = await asyncio.to_thread(_connections, store)
+        await store.close_loop_reads()
+        await store.close_loop_reads()  # twice is harmless
+        return opened
+
+    assert asyncio.run(read_then_close()) == before + 1
+    deadline = time.monotonic() + 10
+    while _connections(store) != before and time.monotonic() < deadline:
+        time.sleep(0.05)  # a closed connection's backend leaves pg_stat_activity soon after
+    assert _connections(store) == before
+
+
+def test_a_server_reads_pages_on_its_loop_and_closes_that_pool_when_it_stops() -> None:
+    with fresh_database() as url:
+        store = open_store(url)
+        store.ensure_ledger(LEDGER)
+        store.close()
+        services = open_services(url, key_cache_ttl_s=3600)
+        secret = services.keys.create(LEDGER, frozenset({Scope.READ, Scope.WRITE})).secret
+        auth = {"Authorization": f"Bearer {secret}"}
+        server_store = _store(services.engine)
+        assert services.loop_statements is server_store
+        with TestClient(create_app(services)) as client:
+            recharged = client.post(
+                "/v1/recharges",
+                json={"user_id": "alice", "amount": "5.00", "currency": "USD", "gateway": "pp"},
+                headers={**auth, "Idempotency-Key": "r-1"},
+            )
+            assert recharged.status_code == 201, recharged.text
+            for query in ({"currency": "USD"}, {"currency": "USD", "to": "2999-01-01T00:00:00Z"}):
+                page = client.get("/v1/users/alice/statement", params=query, headers=auth)
+                assert page.status_code == 200, page.text
+                assert [line["balance_after"] for line in page.json()["entries"]] == ["5.00"]
+            assert len(server_store._loop_pools) == 1  # the server's loop read it
+        assert server_store._loop_pools == {}  # closed on shutdown, before the store
