@@ -1,8 +1,10 @@
 """Statement pages read on the caller's own event loop (`LoopStatements`, PostgreSQL).
 
-A server reads its statement pages on its loop, on a pool of that loop's, instead of through
-the store's thread. The rows must be the very rows `Store.statement` reads; a pool that could
-not open is opened again by the next read; closing the loop's reads closes its connections.
+A server reads its statement pages on its loop, on a pool of that loop's opened at its start
+and closed at its shutdown, instead of through the store's thread. The rows must be the very
+rows `Store.statement` reads; a server whose pool could not open, or a loop that never opened
+one (an app run without its lifespan), reads through the store's thread and leaves no
+connection behind.
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from litestar.testing import TestClient
 
 from pg import fresh_database
+from rawdb import RawDb, tamper
 from tally.api_keys import Scope
 from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.engine.engine import Engine
-from tally.engine.ports import StoreUnavailable
 from tally.engine.results import Committed
 from tally.http.app import create_app
 from tally.http.compose import open_services
@@ -48,9 +50,11 @@ def _store(engine: Engine) -> PostgresStore:
 
 
 def _on_a_loop(store: PostgresStore, read: Callable[[], Awaitable[T]]) -> T:
-    """`read` on a loop of its own, whose pool is closed before the loop ends."""
+    """`read` on a loop of its own, whose pool is opened first and closed before the loop
+    ends."""
 
     async def run() -> T:
+        assert await store.open_loop_reads()
         try:
             return await read()
         finally:
@@ -128,28 +132,21 @@ def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> 
     ]
 
 
-def test_a_pool_that_could_not_open_is_opened_by_the_next_read(engine: Engine) -> None:
+def test_a_pool_that_could_not_open_leaves_the_loop_without_one(engine: Engine) -> None:
     store = _store(engine)
-    engine.execute(
-        LEDGER,
-        Envelope(
-            idempotency_key="r-1",
-            command=Recharge(user_id="alice", amount=500, currency="USD", gateway="pp"),
-        ),
-    )
     url = store.url
 
-    async def down_then_up() -> int:
+    async def down_then_up() -> list[bool]:
         store.url = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens there
         try:
-            with pytest.raises(StoreUnavailable):
-                await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
+            refused = [await store.open_loop_reads(), store.reads_on_this_loop()]
         finally:
             store.url = url
-        lines = await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
-        return len(lines)
+        opened = [await store.open_loop_reads(), store.reads_on_this_loop()]
+        await store.close_loop_reads()
+        return refused + opened + [store.reads_on_this_loop()]
 
-    assert _on_a_loop(store, down_then_up) == 1
+    assert asyncio.run(down_then_up()) == [False, False, True, True, False]
 
 
 def test_closing_the_loop_reads_closes_their_connections(engine: Engine) -> None:
@@ -157,6 +154,8 @@ def test_closing_the_loop_reads_closes_their_connections(engine: Engine) -> None
     before = _connections(store)
 
     async def read_then_close() -> int:
+        assert await store.open_loop_reads()
+        assert await store.open_loop_reads()  # twice opens nothing more
         await store.statement_on_loop(LEDGER, WALLET, after=(0, 0), limit=10)
         opened = await asyncio.to_thread(_connections, store)
         await store.close_loop_reads()
@@ -193,3 +192,83 @@ def test_a_server_reads_pages_on_its_loop_and_closes_that_pool_when_it_stops() -
                 assert [line["balance_after"] for line in page.json()["entries"]] == ["5.00"]
             assert len(server_store._loop_pools) == 1  # the server's loop read it
         assert server_store._loop_pools == {}  # closed on shutdown, before the store
+
+
+def _recharged_app(url: str) -> tuple[Any, dict[str, str]]:
+    store = open_store(url)
+    store.ensure_ledger(LEDGER)
+    store.close()
+    services = open_services(url, key_cache_ttl_s=3600)
+    secret = services.keys.create(LEDGER, frozenset({Scope.READ, Scope.WRITE})).secret
+    return create_app(services), {"Authorization": f"Bearer {secret}"}
+
+
+def test_an_app_run_without_its_lifespan_reads_through_the_stores_thread() -> None:
+    """A test client used without `with` runs no start-up: each request on a loop of its
+    own, which must not keep connections open after it."""
+    with fresh_database() as url:
+        app, auth = _recharged_app(url)
+        services = app.state["tally"]
+        server_store = _store(services.engine)
+        before = _connections(server_store)
+        try:
+            client = TestClient(app)
+            recharged = client.post(
+                "/v1/recharges",
+                json={"user_id": "alice", "amount": "5.00", "currency": "USD", "gateway": "pp"},
+                headers={**auth, "Idempotency-Key": "r-1"},
+            )
+            assert recharged.status_code == 201, recharged.text
+            for _ in range(3):
+                page = client.get("/v1/users/alice/statement?currency=USD", headers=auth)
+                assert page.status_code == 200, page.text
+                assert [line["amount"] for line in page.json()["entries"]] == ["5.00"]
+            assert server_store._loop_pools == {}
+            assert _connections(server_store) == before
+        finally:
+            services.engine.close()
+            server_store.close()
+            services.keys.close()
+
+
+def test_a_server_whose_loop_pool_could_not_open_still_answers_pages() -> None:
+    with fresh_database() as url:
+        app, auth = _recharged_app(url)
+        server_store = _store(app.state["tally"].engine)
+        server_store.url = "postgresql://postgres@127.0.0.1:1/nowhere"  # only the loop's pool
+        with TestClient(app) as client:
+            assert server_store._loop_pools == {}
+            recharged = client.post(
+                "/v1/recharges",
+                json={"user_id": "alice", "amount": "5.00", "currency": "USD", "gateway": "pp"},
+                headers={**auth, "Idempotency-Key": "r-1"},
+            )
+            assert recharged.status_code == 201, recharged.text
+            page = client.get("/v1/users/alice/statement?currency=USD", headers=auth)
+            assert page.status_code == 200, page.text
+            assert [line["balance_after"] for line in page.json()["entries"]] == ["5.00"]
+
+
+def _delete_the_second_event(raw: RawDb) -> None:
+    raw.execute("DELETE FROM events WHERE seq = 2")
+
+
+def test_a_line_whose_event_is_gone_is_a_500_not_a_shorter_page() -> None:
+    """The loop's read checks what the store's does: an entry without its event (the log
+    refuses deletes: only tampering gets there) is a broken ledger, never a page without
+    that line."""
+    with fresh_database() as url:
+        app, auth = _recharged_app(url)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            for i in range(3):
+                recharged = client.post(
+                    "/v1/recharges",
+                    json={"user_id": "alice", "amount": "5.00", "currency": "USD", "gateway": "pp"},
+                    headers={**auth, "Idempotency-Key": f"r-{i}"},
+                )
+                assert recharged.status_code == 201, recharged.text
+            tamper(url, _delete_the_second_event)
+            page = client.get("/v1/users/alice/statement?currency=USD", headers=auth)
+            assert len(_store(app.state["tally"].engine)._loop_pools) == 1  # read on the loop
+        assert page.status_code == 500, page.text
+        assert page.headers["content-type"] == "application/problem+json"

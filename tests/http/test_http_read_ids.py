@@ -39,8 +39,17 @@ NOT_IDENTIFIERS = [
     "x" * 129,  # one longer than the longest
     "caf\u00e9",  # not ASCII
 ]
-# The store's reads that take an id from the path, and those a bounded statement starts with.
-LOOKUPS = ("account_balances", "statement", "event_by_transaction", "order", "head", "events")
+# The store's reads that take an id from the path, and those a bounded statement starts with;
+# PostgreSQL reads unbounded statement pages on the server's loop (`statement_on_loop`).
+LOOKUPS = (
+    "account_balances",
+    "statement",
+    "statement_on_loop",
+    "event_by_transaction",
+    "order",
+    "head",
+    "events",
+)
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -54,7 +63,9 @@ def lookups(live: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     store = live.services.engine.store
     made: list[str] = []
     for name in LOOKUPS:
-        method = getattr(store, name)
+        method = getattr(store, name, None)
+        if method is None:  # a read this store does not have
+            continue
 
         def spy(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
             made.append(_name)
@@ -212,6 +223,8 @@ def test_ids_that_are_identifiers_are_still_looked_up(
     assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
     assert (events.status_code, len(events.json()["events"])) == (200, 1)
     assert {"account_balances", "statement", "event_by_transaction", "order"} <= set(lookups)
+    if live.db.startswith("postgresql://"):  # the unbounded page read on the server's loop
+        assert "statement_on_loop" in lookups
 
 
 # -- the statement's direct path (tally.http.direct) answers as Litestar does -------------
@@ -251,7 +264,9 @@ def _statements(db: str, *, direct: bool) -> tuple[list[Any], list[str], DirectW
         get("ann", "?currency=USD")
         get("nobody", "?currency=USD")
         for name in LOOKUPS:
-            method = getattr(services.engine.store, name)
+            method = getattr(services.engine.store, name, None)
+            if method is None:  # a read this store does not have
+                continue
 
             def spy(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
                 made.append(_name)

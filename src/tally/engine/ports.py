@@ -159,14 +159,26 @@ class LoopStatements(Protocol):
     """What a store whose driver is asyncio-native (PostgreSQL's asyncpg) offers an HTTP
     server: statement pages read on the server's own event loop, on connections of that
     loop's, with no thread between the request and the database. `Store.statement` reads
-    the same rows through the store's thread, two hand-offs away."""
+    the same rows through the store's thread, two hand-offs away.
+
+    The loop's owner opens them (`open_loop_reads`, at a server's start) and closes them
+    (`close_loop_reads`, at its shutdown, before the store closes); a read never opens them,
+    so a loop that ends without closing them cannot have any."""
+
+    async def open_loop_reads(self) -> bool:
+        """Open the running loop's connections; False (logged) when the database refused."""
+        ...
+
+    def reads_on_this_loop(self) -> bool:
+        """Whether the running loop's connections are open."""
+        ...
 
     async def statement_on_loop(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        """`Store.statement`, on the running loop."""
+        """`Store.statement`, on the running loop (whose connections are open)."""
         ...
 
     async def close_loop_reads(self) -> None:
-        """Close the running loop's connections (a server, before it closes the store)."""
+        """Close the running loop's connections (none open: nothing to do)."""
         ...

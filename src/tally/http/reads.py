@@ -143,11 +143,12 @@ async def read_statement_page(
     until_us: int | None = None,
 ) -> models.StatementPage:
     """`statement_page` from the loop: a store that reads on the loop itself
-    (`LoopStatements`, PostgreSQL) is read there and the page built on a reader thread;
-    any other store, or a `from` bound (a search of the log), is read on a reader thread."""
+    (`LoopStatements`, PostgreSQL, its connections opened at the server's start) is read
+    there and the page built on a reader thread; any other store, or a `from` bound (a
+    search of the log), is read on a reader thread."""
     store = services.engine.store
     on_loop = services.loop_statements
-    if on_loop is None or since_us is not None:
+    if on_loop is None or since_us is not None or not on_loop.reads_on_this_loop():
         return await services.read(
             lambda: statement_page(
                 store,

@@ -95,7 +95,7 @@ class Services:
 
     def __post_init__(self) -> None:
         store = self.engine.store
-        if hasattr(store, "statement_on_loop") and hasattr(store, "close_loop_reads"):
+        if hasattr(store, "statement_on_loop") and hasattr(store, "open_loop_reads"):
             self.loop_statements = cast(LoopStatements, store)
 
     def answers(self) -> Answers:

@@ -72,6 +72,7 @@ pool_connections_max = 8
 # A server's statement pages are read on its own loop, on a pool of that loop's
 # (`statement_on_loop`): at most this many connections more per server process.
 loop_read_connections_max = 4
+loop_reads_close_timeout_s = 10.0
 # A batch of at most this many events commits in one
 # statement, one round trip; larger ones by COPY. At the HTTP API batches are small and the
 # seven round trips of the long form each waited for the GIL (docs/benchmarks.md).
@@ -248,8 +249,8 @@ class PostgresStore:
         self._cas_turns: dict[tuple[str, Head], asyncio.Future[None]] = {}
         # The same commits, done (committed or failed): see `_commit_in_one_statement`.
         self._finished: dict[tuple[str, Head], asyncio.Future[None]] = {}
-        # The pools of other loops (a server's), each being opened or open: see `_pool_here`.
-        self._loop_pools: dict[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = {}
+        # The pools of other loops (a server's): see `open_loop_reads`.
+        self._loop_pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
         try:
             self._pool = self._call(self._open())
         except BaseException:
@@ -264,14 +265,7 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _open(self) -> asyncpg.Pool:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
-            self.url,
-            min_size=1,
-            max_size=pool_connections_max,
-            command_timeout=command_timeout_s,
-            init=_session_settings,
-            reset=_keep_session,
-        )
+        pool = await _create_pool(self.url, pool_connections_max)
         try:
             async with pool.acquire() as db:
                 await _migrate(db)
@@ -580,61 +574,49 @@ class PostgresStore:
     # -- reads on the caller's loop (`LoopStatements`) -----------------------------------
     # A page read through `statement` hands off twice (a server's reader thread to the
     # store's loop and back) and waits for the GIL at each: a PostgreSQL page at the API cost
-    # ~1.0 ms of the server's CPU that way, ~0.77 ms read here (docs/benchmarks.md).
+    # ~1.0 ms of the server's CPU that way, ~0.75 ms read here (docs/benchmarks.md). A loop's
+    # pool is opened and closed by its owner (a server's start and shutdown), never by a read:
+    # a loop that ended without closing it would hold its connections for ever.
+    async def open_loop_reads(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is closed")
+        if loop in self._loop_pools:
+            return True
+        try:
+            pool = await _create_pool(self.url, loop_read_connections_max)
+        except (*_UNREACHABLE, asyncpg.PostgresError) as error:  # too many connections, say
+            log.warning(
+                "statement pages read through the store's thread: no connections of the "
+                "server's loop",
+                error=repr(error),
+            )
+            return False
+        self._loop_pools[loop] = pool
+        return True
+
+    def reads_on_this_loop(self) -> bool:
+        return asyncio.get_running_loop() in self._loop_pools
+
     async def statement_on_loop(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
+        pool = self._loop_pools[asyncio.get_running_loop()]
         try:
-            pool = await self._pool_here()
             rows = await pool.fetch(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
-        except _UNREACHABLE as error:
+        except (*_UNREACHABLE, asyncpg.TooManyConnectionsError) as error:
+            # (a connection reopened after a restart can find the server full: retry later)
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
         return _statement_lines(ledger, account, rows)
 
-    async def _pool_here(self) -> asyncpg.Pool:
-        """The running loop's pool, opened by its first read; a failed opening is forgotten,
-        so that the next read tries again."""
-        if self._pool is None:
-            raise RuntimeError("the PostgreSQL store is closed")
-        loop = asyncio.get_running_loop()
-        opening = self._loop_pools.get(loop)
-        if opening is None:
-            opening = loop.create_task(self._open_loop_pool())
-            self._loop_pools[loop] = opening
-            opening.add_done_callback(lambda task: self._forget_failed(loop, task))
-        # Shielded: a read cancelled while the pool opens (its client went away) leaves the
-        # opening to finish for the next one.
-        pool: asyncpg.Pool = await asyncio.shield(opening)
-        return pool
-
-    async def _open_loop_pool(self) -> asyncpg.Pool:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
-            self.url,
-            min_size=1,
-            max_size=loop_read_connections_max,
-            command_timeout=command_timeout_s,
-            init=_session_settings,
-            reset=_keep_session,
-        )
-        return pool
-
-    def _forget_failed(
-        self, loop: asyncio.AbstractEventLoop, opening: asyncio.Task[asyncpg.Pool]
-    ) -> None:
-        if (opening.cancelled() or opening.exception() is not None) and self._loop_pools.get(
-            loop
-        ) is opening:
-            del self._loop_pools[loop]
-
     async def close_loop_reads(self) -> None:
-        opening = self._loop_pools.pop(asyncio.get_running_loop(), None)
-        if opening is None:
+        pool = self._loop_pools.pop(asyncio.get_running_loop(), None)
+        if pool is None:
             return
-        try:
-            pool = await opening
-        except Exception:  # it never opened: nothing to close
-            return
-        await pool.close()
+        try:  # a borrowed connection is given back within a page's read, or else let go
+            await asyncio.wait_for(pool.close(), timeout=loop_reads_close_timeout_s)
+        except Exception:
+            pool.terminate()
 
     def order(self, ledger: str, order_id: str) -> OrderRow | None:
         rows = self.rows(
@@ -652,6 +634,18 @@ class PostgresStore:
             order_id,
         )
         return [r[0] for r in rows]
+
+
+async def _create_pool(url: str, connections_max: int) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=connections_max,
+        command_timeout=command_timeout_s,
+        init=_session_settings,
+        reset=_keep_session,
+    )
+    return pool
 
 
 def _statement_lines(
