@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 from pg import fresh_database
 from rawdb import RawDb, tamper
 from tally.api_keys import Scope
-from tally.bootstrap import open_engine, open_store
+from tally.bootstrap import open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.engine.engine import Engine
 from tally.engine.results import Committed
@@ -34,14 +34,10 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def engine() -> Iterator[Engine]:
+def db() -> Iterator[str]:
+    """PostgreSQL only (the loop's reads are asyncpg's), for conftest's `engine`."""
     with fresh_database() as url:
-        engine = open_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.close()
-            engine.store.close()
+        yield url
 
 
 def _store(engine: Engine) -> PostgresStore:
