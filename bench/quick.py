@@ -1,13 +1,14 @@
 """One or a few HTTP scenarios of bench.api, quickly: for measuring a change while making it.
 
     .venv/bin/python -m bench.quick [--store sqlite|postgresql] [--seconds 8]
-        [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement]
+        [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement,balances]
         [--statement-entries 200000] [--profile]
 
 Starts `tally serve` on a fresh database as bench.api does, funds 10,000 wallets, runs each
 scenario with wrk (single expenses, and the mix of bench.api's `mixed-uniform` with its 2,000
 refund targets: 64 connections; batch: 4 connections of 1,000 expenses;
-statement pages: 8 connections over a wallet of `--statement-entries` entries) and prints
+statement pages: 8 connections over a wallet of `--statement-entries` entries; balances:
+8 connections reading the funded wallets' balances) and prints
 throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
 the figures of record come from bench.api, which runs everything against its baseline.
 `--profile` samples the server with py-spy (GIL holders, as bench.api's profile) through
@@ -29,7 +30,14 @@ import httpx
 from bench import api, host
 from bench.engine import _database
 
-SCENARIOS = ("expense-uniform", "expense-hot", "mixed-uniform", "batch-uniform", "statement")
+SCENARIOS = (
+    "expense-uniform",
+    "expense-hot",
+    "mixed-uniform",
+    "batch-uniform",
+    "statement",
+    "balances",
+)
 
 
 def main() -> None:
@@ -96,6 +104,8 @@ def _run(
         mode, connections = "statement", 8
         options = {"datafile": str(cursors)}
         key = read_key
+    elif scenario == "balances":  # the funded wallets of `bench`, read with its admin key
+        mode, connections = "balances", 8
     else:
         mode, connections = "expense", 64
     before = api.PgMark.now(db) if args.store == "postgresql" else None
@@ -117,12 +127,12 @@ def _run(
     if profile is not None:
         _print_profile(profile, requests=round(run.answered * profile[1] / run.seconds))
     rate = run.answered * per_request / run.seconds
-    unit = "pages" if mode == "statement" else "transfers"
+    unit = {"statement": "pages", "balances": "reads"}.get(mode, "transfers")
     longest = api.longest_gc_pause_ms(gc_before, api.gc_pause_buckets(server.url))
     activity = {"wal_bytes_per_op": None, "checkpoint_ended": None}
     if before is not None:
         activity = api.PgMark.now(db).since(before, run.answered * per_request)
-        if mode == "statement":  # reads write no WAL worth a rate
+        if mode in ("statement", "balances"):  # reads write no WAL worth a rate
             activity["wal_bytes_per_op"] = None
     note = api.activity_note(**activity, gc_pause_max_ms=longest)
     print(

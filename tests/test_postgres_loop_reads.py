@@ -1,10 +1,10 @@
-"""Statement pages read on the caller's own event loop (`LoopStatements`, PostgreSQL).
+"""Statement pages and balances read on the caller's own event loop (`LoopReads`, PostgreSQL).
 
-A server reads its statement pages on its loop, on a pool of that loop's opened at its start
-and closed at its shutdown, instead of through the store's thread. The rows must be the very
-rows `Store.statement` reads; a server whose pool could not open, or a loop that never opened
-one (an app run without its lifespan), reads through the store's thread and leaves no
-connection behind.
+A server reads its statement pages and balances on its loop, on a pool of that loop's opened
+at its start and closed at its shutdown, instead of through the store's thread. The rows must
+be the very rows `Store.statement` and `Store.account_balances` read; a server whose pool
+could not open, or a loop that never opened one (an app run without its lifespan), reads
+through the store's thread and leaves no connection behind.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.engine.engine import Engine
+from tally.engine.ports import AccountRow
 from tally.engine.results import Committed
 from tally.http.app import create_app
 from tally.http.compose import open_services
@@ -128,6 +129,36 @@ def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> 
     ]
 
 
+def test_balances_read_on_the_loop_are_the_balances_the_store_reads(engine: Engine) -> None:
+    engine.execute_many(
+        LEDGER,
+        [
+            Envelope(
+                idempotency_key=f"r-{currency}",
+                command=Recharge(user_id="alice", amount=700, currency=currency, gateway="pp"),
+            )
+            for currency in ("USD", "EUR", "JPY")
+        ],
+    )
+    store = _store(engine)
+    owners = [("wallet", "alice"), ("wallet", "nobody"), ("clearing", "pp")]
+
+    async def read() -> list[list[AccountRow]]:
+        return [
+            await store.account_balances_on_loop(LEDGER, kind=kind, owner=owner)
+            for kind, owner in owners
+        ]
+
+    expected = [store.account_balances(LEDGER, kind=kind, owner=owner) for kind, owner in owners]
+    assert _on_a_loop(store, read) == expected
+    assert [(row.account, row.balance) for row in expected[0]] == [
+        ("wallet:alice:EUR", 700),
+        ("wallet:alice:JPY", 700),
+        ("wallet:alice:USD", 700),
+    ]
+    assert expected[1] == []
+
+
 def test_a_pool_that_could_not_open_leaves_the_loop_without_one(engine: Engine) -> None:
     store = _store(engine)
     url = store.url
@@ -174,7 +205,7 @@ def test_a_server_reads_pages_on_its_loop_and_closes_that_pool_when_it_stops() -
         secret = services.keys.create(LEDGER, frozenset({Scope.READ, Scope.WRITE})).secret
         auth = {"Authorization": f"Bearer {secret}"}
         server_store = _store(services.engine)
-        assert services.loop_statements is server_store
+        assert services.loop_reads is server_store
         with TestClient(create_app(services)) as client:
             recharged = client.post(
                 "/v1/recharges",

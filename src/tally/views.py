@@ -23,7 +23,7 @@ import msgspec
 from tally.audit.canonical import FORMAT_VERSION, CanonicalFormError, decode_event
 from tally.domain import accounts
 from tally.domain.events import Event, RefundIssued, WalletRecharged
-from tally.engine.ports import EntryRow, OrderRow, Store
+from tally.engine.ports import AccountRow, EntryRow, OrderRow, Store
 from tally.engine.results import Committed
 from tally.money import format_amount
 
@@ -284,7 +284,11 @@ def full_statement(store: Store, ledger: str, user_id: str, currency: str) -> li
 
 # -- balances and orders ----------------------------------------------------------------
 def balances(store: Store, ledger: str, user_id: str) -> dict[str, Any]:
-    rows = store.account_balances(ledger, kind=accounts.WALLET, owner=user_id)
+    return balances_of(user_id, store.account_balances(ledger, kind=accounts.WALLET, owner=user_id))
+
+
+def balances_of(user_id: str, rows: Sequence[AccountRow]) -> dict[str, Any]:
+    """A user's balances from their wallets' rows (`Store.account_balances`)."""
     return {
         "user_id": user_id,
         "balances": [

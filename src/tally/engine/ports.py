@@ -155,11 +155,12 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-class LoopStatements(Protocol):
+class LoopReads(Protocol):
     """What a store whose driver is asyncio-native (PostgreSQL's asyncpg) offers an HTTP
-    server: statement pages read on the server's own event loop, on connections of that
-    loop's, with no thread between the request and the database. `Store.statement` reads
-    the same rows through the store's thread, two hand-offs away.
+    server: its most frequent reads (statement pages, a user's balances) done on the server's
+    own event loop, on connections of that loop's, with no thread between the request and
+    the database. `Store.statement` and `Store.account_balances` read the same rows through
+    the store's thread, two hand-offs away.
 
     The loop's owner opens them (`open_loop_reads`, at a server's start) and closes them
     (`close_loop_reads`, at its shutdown, before the store closes); a read never opens them,
@@ -177,6 +178,12 @@ class LoopStatements(Protocol):
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
         """`Store.statement`, on the running loop (whose connections are open)."""
+        ...
+
+    async def account_balances_on_loop(
+        self, ledger: str, *, kind: str, owner: str
+    ) -> list[AccountRow]:
+        """`Store.account_balances`, on the running loop (whose connections are open)."""
         ...
 
     async def close_loop_reads(self) -> None:

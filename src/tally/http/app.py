@@ -192,8 +192,8 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         # 300,000 events, docs/benchmarks.md) in the middle of some request.
         for warning in await anyio.to_thread.run_sync(services.engine.store.server_warnings):
             log.warning(warning)
-        if services.loop_statements is not None:  # closed by `close`, on this loop
-            await services.loop_statements.open_loop_reads()
+        if services.loop_reads is not None:  # closed by `close`, on this loop
+            await services.loop_reads.open_loop_reads()
         was_enabled = gc.isenabled()
         gc.disable()
         try:
@@ -210,8 +210,8 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
     async def close() -> None:
         services.metrics.unwatch_gc()
         try:
-            if services.loop_statements is not None:  # on this loop, before the store closes
-                await services.loop_statements.close_loop_reads()
+            if services.loop_reads is not None:  # on this loop, before the store closes
+                await services.loop_reads.close_loop_reads()
         finally:
             services.close_readers()
             services.engine.close()

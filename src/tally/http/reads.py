@@ -143,11 +143,11 @@ async def read_statement_page(
     until_us: int | None = None,
 ) -> models.StatementPage:
     """`statement_page` from the loop: a store that reads on the loop itself
-    (`LoopStatements`, PostgreSQL, its connections opened at the server's start) is read
+    (`LoopReads`, PostgreSQL, its connections opened at the server's start) is read
     there and the page built on a reader thread; any other store, or a `from` bound (a
     search of the log), is read on a reader thread."""
     store = services.engine.store
-    on_loop = services.loop_statements
+    on_loop = services.loop_reads
     if on_loop is None or since_us is not None or not on_loop.reads_on_this_loop():
         return await services.read(
             lambda: statement_page(
@@ -190,10 +190,13 @@ def _page(
 @get("/v1/users/{user_id:str}/balances", summary="A user's wallet balances", **_READ)
 async def get_balances(request: Request[Any, Any, Any], user_id: _UserId) -> models.Balances:
     check_identifier(user_id, "user_id")  # the write's 400 for it; never looked up
-    store = services_of(request).engine.store
-    view = await services_of(request).read(
-        views.balances, store, api_key_of(request).ledger, user_id
-    )
+    services, ledger = services_of(request), api_key_of(request).ledger
+    on_loop = services.loop_reads
+    if on_loop is not None and on_loop.reads_on_this_loop():  # PostgreSQL: see `LoopReads`
+        rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.WALLET, owner=user_id)
+        view = views.balances_of(user_id, rows)
+    else:
+        view = await services.read(views.balances, services.engine.store, ledger, user_id)
     return msgspec.convert(view, models.Balances)
 
 

@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from tally.api_keys import ApiKey, KeyStore
 from tally.engine.engine import Engine
-from tally.engine.ports import LoopStatements
+from tally.engine.ports import LoopReads
 from tally.engine.results import Outcome
 from tally.engine.writer import Answer, LedgerWriter
 from tally.http.metrics import Metrics
@@ -90,13 +90,13 @@ class Services:
     )
 
     _answers: tuple[asyncio.AbstractEventLoop, Answers] | None = None
-    # The store, when it reads statement pages on the server's loop itself (PostgreSQL).
-    loop_statements: LoopStatements | None = field(init=False, default=None)
+    # The store, when it reads on the server's loop itself (PostgreSQL): see `LoopReads`.
+    loop_reads: LoopReads | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         store = self.engine.store
-        if hasattr(store, "statement_on_loop") and hasattr(store, "open_loop_reads"):
-            self.loop_statements = cast(LoopStatements, store)
+        if hasattr(store, "account_balances_on_loop") and hasattr(store, "open_loop_reads"):
+            self.loop_reads = cast(LoopReads, store)
 
     def answers(self) -> Answers:
         """The running loop's `Answers` (one per loop; a server has one)."""

@@ -109,6 +109,7 @@ SELECT a.account,
 FROM accounts a WHERE a.ledger = $1
 """
 _PROJECTED_ACCOUNT_ROWS = with_accounts_as_named(_ACCOUNT_ROWS)
+_OWNER_BALANCES = _ACCOUNT_ROWS + "AND a.kind = $2 AND a.owner = $3 ORDER BY a.currency"
 _ORDER_COLUMNS = (
     "ledger",
     "order_id",
@@ -557,12 +558,7 @@ class PostgresStore:
         return EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]))
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
-        rows = self.rows(
-            _ACCOUNT_ROWS + "AND a.kind = $2 AND a.owner = $3 ORDER BY a.currency",
-            ledger,
-            kind,
-            owner,
-        )
+        rows = self.rows(_OWNER_BALANCES, ledger, kind, owner)
         return [AccountRow(*r) for r in rows]
 
     def statement(
@@ -571,7 +567,7 @@ class PostgresStore:
         rows = self.rows(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
         return _statement_lines(ledger, account, rows)
 
-    # -- reads on the caller's loop (`LoopStatements`) -----------------------------------
+    # -- reads on the caller's loop (`LoopReads`) ------------------------------------------
     # A page read through `statement` hands off twice (a server's reader thread to the
     # store's loop and back) and waits for the GIL at each: a PostgreSQL page at the API cost
     # ~1.0 ms of the server's CPU that way, ~0.75 ms read here (docs/benchmarks.md). A loop's
@@ -601,13 +597,22 @@ class PostgresStore:
     async def statement_on_loop(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
+        rows = await self._on_loop(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
+        return _statement_lines(ledger, account, rows)
+
+    async def account_balances_on_loop(
+        self, ledger: str, *, kind: str, owner: str
+    ) -> list[AccountRow]:
+        return [AccountRow(*r) for r in await self._on_loop(_OWNER_BALANCES, ledger, kind, owner)]
+
+    async def _on_loop(self, query: str, *args: object) -> list[asyncpg.Record]:
         pool = self._loop_pools[asyncio.get_running_loop()]
         try:
-            rows = await pool.fetch(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
+            rows: list[asyncpg.Record] = await pool.fetch(query, *args)
         except (*_UNREACHABLE, asyncpg.TooManyConnectionsError) as error:
             # (a connection reopened after a restart can find the server full: retry later)
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
-        return _statement_lines(ledger, account, rows)
+        return rows
 
     async def close_loop_reads(self) -> None:
         pool = self._loop_pools.pop(asyncio.get_running_loop(), None)
