@@ -2,8 +2,9 @@
 --
 --   wrk -t2 -c64 -d15s -s bench/api.lua URL -- MODE KEY WALLETS MERCHANTS PREFIX BATCH DATAFILE
 --
--- MODE: expense | mixed | batch | statement | balances (GET a random wallet's balances). Every write carries a unique Idempotency-Key
--- (PREFIX, the wrk thread and a per-thread counter) and pays a unique order id. Wallets are
+-- MODE: expense | mixed | batch | statement | balances (GET a random wallet's balances).
+-- Every write carries a unique Idempotency-Key (PREFIX, the wrk thread and a per-thread
+-- counter) and pays a unique order id. Wallets are
 -- "u0".."u{WALLETS-1}", merchants "m0".."m{MERCHANTS-1}", both picked uniformly at random.
 -- DATAFILE ("-" for none): for mixed, lines "EXPENSE_ID ORDER_ID" to refund 0.01 of; for
 -- statement, a user id on the first line, then cursors ("-" for the first page).

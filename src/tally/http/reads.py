@@ -147,8 +147,8 @@ async def read_statement_page(
     there and the page built on a reader thread; any other store, or a `from` bound (a
     search of the log), is read on a reader thread."""
     store = services.engine.store
-    on_loop = services.loop_reads
-    if on_loop is None or since_us is not None or not on_loop.reads_on_this_loop():
+    on_loop = services.reads_here()
+    if on_loop is None or since_us is not None:
         return await services.read(
             lambda: statement_page(
                 store,
@@ -191,8 +191,8 @@ def _page(
 async def get_balances(request: Request[Any, Any, Any], user_id: _UserId) -> models.Balances:
     check_identifier(user_id, "user_id")  # the write's 400 for it; never looked up
     services, ledger = services_of(request), api_key_of(request).ledger
-    on_loop = services.loop_reads
-    if on_loop is not None and on_loop.reads_on_this_loop():  # PostgreSQL: see `LoopReads`
+    on_loop = services.reads_here()
+    if on_loop is not None:  # PostgreSQL: see `LoopReads`
         rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.WALLET, owner=user_id)
         view = views.balances_of(user_id, rows)
     else:

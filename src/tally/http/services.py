@@ -98,6 +98,12 @@ class Services:
         if hasattr(store, "account_balances_on_loop") and hasattr(store, "open_loop_reads"):
             self.loop_reads = cast(LoopReads, store)
 
+    def reads_here(self) -> LoopReads | None:
+        """The store's reads on the running loop, when it has them open (else read on a
+        reader thread)."""
+        on_loop = self.loop_reads
+        return on_loop if on_loop is not None and on_loop.reads_on_this_loop() else None
+
     def answers(self) -> Answers:
         """The running loop's `Answers` (one per loop; a server has one)."""
         loop = asyncio.get_running_loop()
