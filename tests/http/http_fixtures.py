@@ -25,6 +25,7 @@ from tally.bootstrap import open_store
 from tally.http.app import create_app
 from tally.http.compose import open_services
 from tally.http.services import Services
+from tally.http.wire import OneWriteHttpProtocol
 
 SERVER_START_TIMEOUT_S = 20
 
@@ -90,7 +91,7 @@ def _live(db: str) -> Iterator[Live]:
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpProtocol,  # as `tally serve` runs it
         ws="none",
         lifespan="on",
         log_level="warning",

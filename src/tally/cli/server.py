@@ -56,13 +56,14 @@ def serve(
     import uvicorn
 
     from tally.http.compose import open_app
+    from tally.http.wire import OneWriteHttpProtocol
 
     uvicorn.run(
         open_app(db, key_cache_ttl_s=key_cache_ttl_s),
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpProtocol,  # httptools, a response's head and body in one send
         access_log=False,
     )
     return 0
