@@ -8,7 +8,7 @@ write was ~15% of the server's GIL time under single expenses (docs/benchmarks.m
 connection's transport holds a write until the next one arrives (the body, written in the
 same step of the same task) and sends both at once; a write that nothing follows (a HEAD
 answer, the last chunk of a stream) goes out on the loop's next turn. Bytes leave in the order
-they were written, and nothing held outlives `close`.
+they were written; `close` sends what is held first, and a connection once lost drops it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ class OneWriteTransport(asyncio.Transport):
         self._loop = loop
         self._held: bytes | None = None
         self._flush_scheduled = False
+        self._lost = False  # the connection is gone: hold nothing more, send nothing more
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._lost:  # (uvicorn writes nothing once disconnected; the socket is closed)
+            return
         held = self._held
         if held is None:
             self._held = bytes(data)
@@ -40,7 +43,7 @@ class OneWriteTransport(asyncio.Transport):
                 self._loop.call_soon(self._flush_on_turn)
             return
         self._held = None
-        if len(data) > _COPY_MAX:  # a large body: two sends cost less than copying it
+        if len(held) + len(data) > _COPY_MAX:  # large: two sends cost less than a copy
             self._transport.write(held)
             self._transport.write(data)
         else:
@@ -56,9 +59,16 @@ class OneWriteTransport(asyncio.Transport):
             self._transport.write(held)
 
     def _flush_on_turn(self) -> None:
+        # Even when the transport is closing: uvloop closes it itself on the peer's EOF and
+        # still sends what it is given until its buffer is empty.
         self._flush_scheduled = False
-        if not self._transport.is_closing():
-            self.flush()
+        self.flush()
+
+    def lost(self) -> None:
+        """The connection is gone (the protocol's `connection_lost`): drop what is held, so
+        that nothing is written to the closed socket later (uvloop would raise)."""
+        self._lost = True
+        self._held = None
 
     def close(self) -> None:
         self.flush()
@@ -111,4 +121,9 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `OneWriteTransport` (`uvicorn.run(http=...)`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(OneWriteTransport(transport, self.loop))
+        self._one_write = OneWriteTransport(transport, self.loop)
+        super().connection_made(self._one_write)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._one_write.lost()
+        super().connection_lost(exc)
