@@ -1,11 +1,13 @@
 """Two revisions of tally side by side at the API: for measuring a change on a noisy host.
 
     .venv/bin/python -m bench.ab --a REV [--b REV] [--store sqlite|postgresql]
-        [--scenario expense-uniform|expense-hot|balances] [--pairs 8] [--seconds 5]
+        [--scenario expense-uniform|expense-hot|balances|order|transaction]
+        [--pairs 8] [--seconds 5]
 
 Checks out each revision (`--b` defaults to the working tree) into a temporary git worktree,
 starts one `tally serve` per revision on a fresh database (each created by its own
-revision's CLI, so migrations match), funds 10,000 wallets on both, then alternates wrk runs
+revision's CLI, so migrations match), funds 10,000 wallets on both (and pays 2,000 orders,
+which the order and transaction scenarios read, as `bench.quick` does), then alternates wrk runs
 of the scenario between the two servers, swapping which goes first every pair; the idle
 one costs nothing meanwhile. The host's drift over minutes (other tenants, a database that
 grows) then falls on both alike, which `bench.quick` runs minutes apart cannot promise.
@@ -32,7 +34,8 @@ from bench import api, host
 from bench.engine import _database
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("expense-uniform", "expense-hot", "balances")
+SCENARIOS = ("expense-uniform", "expense-hot", "balances", "order", "transaction")
+READS = {"balances", "order", "transaction"}  # 8 connections; the rest write, 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class Side:
     label: str  # the revision, as given
     server: api.Server
     key: str
+    targets: Path  # lines "EXPENSE_ID ORDER_ID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +99,14 @@ def _side(
         base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
     ) as client:
         api._fund(client, 10_000)
-    return Side(name, revision or "working tree", server, key)
+        targets = folder / "targets.txt"
+        api._refund_targets(client, 2_000, 10_000, targets)
+    return Side(name, revision or "working tree", server, key, targets)
 
 
 def _run(side: Side, scenario: str, seconds: float, prefix: str) -> Run:
     wallets = 1 if scenario == "expense-hot" else 10_000
-    mode, connections = ("balances", 8) if scenario == "balances" else ("expense", 64)
+    mode, connections = (scenario, 8) if scenario in READS else ("expense", 64)
     cpu = api._cpu_seconds(side.server.pid)
     load = api._wrk_start(
         side.server.url,
@@ -111,6 +117,7 @@ def _run(side: Side, scenario: str, seconds: float, prefix: str) -> Run:
         prefix=prefix,
         wallets=wallets,
         merchants=wallets,
+        datafile=str(side.targets),
     )
     done = api._wrk_finish(load, seconds)
     cpu = api._cpu_seconds(side.server.pid) - cpu

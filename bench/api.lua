@@ -2,11 +2,13 @@
 --
 --   wrk -t2 -c64 -d15s -s bench/api.lua URL -- MODE KEY WALLETS MERCHANTS PREFIX BATCH DATAFILE
 --
--- MODE: expense | mixed | batch | statement | balances (GET a random wallet's balances).
+-- MODE: expense | mixed | batch | statement | balances (GET a random wallet's balances) |
+-- order / transaction (GET a random line's order, or its expense, from DATAFILE).
 -- Every write carries a unique Idempotency-Key (PREFIX, the wrk thread and a per-thread
 -- counter) and pays a unique order id. Wallets are
 -- "u0".."u{WALLETS-1}", merchants "m0".."m{MERCHANTS-1}", both picked uniformly at random.
--- DATAFILE ("-" for none): for mixed, lines "EXPENSE_ID ORDER_ID" to refund 0.01 of; for
+-- DATAFILE ("-" for none): for mixed, lines "EXPENSE_ID ORDER_ID" to refund 0.01 of (and
+-- for order and transaction, to read); for
 -- statement, a user id on the first line, then cursors ("-" for the first page).
 -- done() prints one line "BENCH_JSON {...}" (latencies in microseconds) for the harness, and
 -- "BENCH_ERROR STATUS BODY" for the first answer >= 400 of each thread.
@@ -102,6 +104,12 @@ function request()
       path = path .. "&cursor=" .. cursor
     end
     return wrk.format("GET", path, { ["Authorization"] = auth })
+  elseif mode == "order" then
+    local target = refunds[math.random(#refunds)]
+    return wrk.format("GET", "/v1/orders/" .. target[2], { ["Authorization"] = auth })
+  elseif mode == "transaction" then
+    local target = refunds[math.random(#refunds)]
+    return wrk.format("GET", "/v1/transactions/" .. target[1], { ["Authorization"] = auth })
   elseif mode == "balances" then
     local path = "/v1/users/u" .. tostring(math.random(wallets) - 1) .. "/balances"
     return wrk.format("GET", path, { ["Authorization"] = auth })

@@ -1,14 +1,16 @@
 """One or a few HTTP scenarios of bench.api, quickly: for measuring a change while making it.
 
     .venv/bin/python -m bench.quick [--store sqlite|postgresql] [--seconds 8]
-        [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement,balances]
+        [--scenario expense-uniform,expense-hot,mixed-uniform,batch-uniform,statement,balances,
+                    order,transaction]
         [--statement-entries 200000] [--profile]
 
 Starts `tally serve` on a fresh database as bench.api does, funds 10,000 wallets, runs each
 scenario with wrk (single expenses, and the mix of bench.api's `mixed-uniform` with its 2,000
 refund targets: 64 connections; batch: 4 connections of 1,000 expenses;
 statement pages: 8 connections over a wallet of `--statement-entries` entries; balances:
-8 connections reading the funded wallets' balances) and prints
+8 connections reading the funded wallets' balances; order / transaction: 8 connections
+reading the mixed scenario's 2,000 refund targets' orders, or their expenses) and prints
 throughput, wrk's p50/p99 and the server's CPU per request. Nothing is written to docs/:
 the figures of record come from bench.api, which runs everything against its baseline.
 `--profile` samples the server with py-spy (GIL holders, as bench.api's profile) through
@@ -37,6 +39,8 @@ SCENARIOS = (
     "batch-uniform",
     "statement",
     "balances",
+    "order",
+    "transaction",
 )
 
 
@@ -75,7 +79,7 @@ def main() -> None:
                     base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
                 ) as client:
                     api._fund(client, 10_000)
-                    if "mixed-uniform" in scenarios:
+                    if {"mixed-uniform", "order", "transaction"} & set(scenarios):
                         api._refund_targets(client, 2_000, 10_000, folder / "refunds.txt")
                 for index, scenario in enumerate(scenarios):
                     _run(server, db, scenario, index, key, read_key, cursors, args)
@@ -106,6 +110,9 @@ def _run(
         key = read_key
     elif scenario == "balances":  # the funded wallets of `bench`, read with its admin key
         mode, connections = "balances", 8
+    elif scenario in ("order", "transaction"):  # the refund targets' orders or expenses
+        mode, connections = scenario, 8
+        options["datafile"] = str(cursors.with_name("refunds.txt"))
     else:
         mode, connections = "expense", 64
     before = api.PgMark.now(db) if args.store == "postgresql" else None
@@ -127,12 +134,13 @@ def _run(
     if profile is not None:
         _print_profile(profile, requests=round(run.answered * profile[1] / run.seconds))
     rate = run.answered * per_request / run.seconds
-    unit = {"statement": "pages", "balances": "reads"}.get(mode, "transfers")
+    units = {"statement": "pages", "balances": "reads", "order": "reads", "transaction": "reads"}
+    unit = units.get(mode, "transfers")
     longest = api.longest_gc_pause_ms(gc_before, api.gc_pause_buckets(server.url))
     activity = {"wal_bytes_per_op": None, "checkpoint_ended": None}
     if before is not None:
         activity = api.PgMark.now(db).since(before, run.answered * per_request)
-        if mode in ("statement", "balances"):  # reads write no WAL worth a rate
+        if unit != "transfers":  # reads write no WAL worth a rate
             activity["wal_bytes_per_op"] = None
     note = api.activity_note(**activity, gc_pause_max_ms=longest)
     print(

@@ -1,4 +1,4 @@
-"""Statement pages and balances read on the caller's own event loop (`LoopReads`, PostgreSQL).
+"""The reads of the GET routes on the caller's own event loop (`LoopReads`, PostgreSQL).
 
 A server reads its statement pages and balances on its loop, on a pool of that loop's opened
 at its start and closed at its shutdown, instead of through the store's thread. The rows must
@@ -65,7 +65,9 @@ def _connections(store: PostgresStore) -> int:
     return int(row[0])
 
 
-def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> None:
+def _shop(engine: Engine) -> tuple[Committed, Committed]:
+    """30 recharges of alice's, an expense of two orders, a refund of the second: the
+    expense and the refund."""
     engine.execute_many(
         LEDGER,
         [
@@ -104,6 +106,11 @@ def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> 
         ),
     )
     assert isinstance(refunded, Committed)
+    return paid, refunded
+
+
+def test_a_page_read_on_the_loop_is_the_page_the_store_reads(engine: Engine) -> None:
+    _shop(engine)
     store = _store(engine)
     cursors = [(0, 2**31 - 1), (10, 1), (30, 0), (31, 0), (31, 3), (32, 9), (40, 0)]
 
@@ -157,6 +164,45 @@ def test_balances_read_on_the_loop_are_the_balances_the_store_reads(engine: Engi
         ("wallet:alice:USD", 700),
     ]
     assert expected[1] == []
+
+
+def test_transactions_orders_and_the_log_read_on_the_loop_are_what_the_store_reads(
+    engine: Engine,
+) -> None:
+    paid, refunded = _shop(engine)
+    store = _store(engine)
+    transactions = [paid.event.transaction_id, refunded.event.transaction_id, "txn_nobody"]
+    orders = ["o-1", "o-2", "o-nobody"]
+    pages = [(0, 1), (0, 100), (5, 10), (30, 5), (32, 1), (33, 10), (2**62, 3)]
+
+    async def read() -> list[object]:
+        found: list[object] = []
+        for transaction_id in transactions:
+            found.append(await store.event_by_transaction_on_loop(LEDGER, transaction_id))
+        for committed in (paid, refunded):
+            found.append(await store.entries_of_on_loop(LEDGER, committed.event))
+        for order_id in orders:
+            found.append(await store.order_on_loop(LEDGER, order_id))
+            found.append(await store.order_event_seqs_on_loop(LEDGER, order_id))
+        for after_seq, limit in pages:
+            found.append(await store.events_on_loop(LEDGER, after_seq=after_seq, limit=limit))
+        return found
+
+    events = [store.event_by_transaction(LEDGER, t) for t in transactions]
+    entries = [store.entries_of(LEDGER, c.event) for c in (paid, refunded)]
+    found_orders = [(store.order(LEDGER, o), store.order_event_seqs(LEDGER, o)) for o in orders]
+    logged = [store.events(LEDGER, after_seq=a, limit=n) for a, n in pages]
+    expected: list[object] = [*events, *entries]
+    for order, seqs in found_orders:
+        expected += [order, seqs]
+    expected += logged
+    assert _on_a_loop(store, read) == expected
+    # and they are the ledger's, not empty where it has rows
+    assert [None if row is None else row.seq for row in events] == [31, 32, None]
+    assert [len(lines) for lines in entries] == [4, 2]  # two orders' postings; a refund's
+    assert [seqs for _, seqs in found_orders] == [[31], [31, 32], []]
+    assert found_orders[2][0] is None
+    assert [len(page) for page in logged] == [1, 32, 10, 2, 0, 0, 0]
 
 
 def test_a_pool_that_could_not_open_leaves_the_loop_without_one(engine: Engine) -> None:

@@ -23,7 +23,7 @@ import msgspec
 from tally.audit.canonical import FORMAT_VERSION, CanonicalFormError, decode_event
 from tally.domain import accounts
 from tally.domain.events import Event, RefundIssued, WalletRecharged
-from tally.engine.ports import AccountRow, EntryRow, OrderRow, Store
+from tally.engine.ports import AccountRow, EntryRow, EventRow, OrderRow, Store
 from tally.engine.results import Committed
 from tally.money import format_amount
 
@@ -302,12 +302,20 @@ def balances_of(user_id: str, rows: Sequence[AccountRow]) -> dict[str, Any]:
 
 
 def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:
-    transactions = []
-    for seq in store.order_event_seqs(ledger, order.order_id):
-        rows = store.events(ledger, after_seq=seq - 1, limit=1)
-        transactions.append(
-            {"transaction_id": rows[0].transaction_id, "event_type": rows[0].event_type, "seq": seq}
-        )
+    """What an order was paid and refunded, and the transactions that did it."""
+    events = [
+        store.events(ledger, after_seq=seq - 1, limit=1)[0]
+        for seq in store.order_event_seqs(ledger, order.order_id)
+    ]
+    return order_view_of(order, events)
+
+
+def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]:
+    """`order_view` from the order's row and its events (its expense, then its refunds)."""
+    transactions = [
+        {"transaction_id": row.transaction_id, "event_type": row.event_type, "seq": row.seq}
+        for row in events
+    ]
     return {
         "order_id": order.order_id,
         "expense_id": order.expense_id,

@@ -265,6 +265,8 @@ DOWN_CASES = [
     pytest.param("GET", False, id="read-key-looked-up"),
     # Statement pages are read on the server's own loop, on connections of its own.
     pytest.param("STATEMENT", True, id="statement-key-cached"),
+    # So are transactions (two reads: the event, then its entries), orders and the log.
+    pytest.param("TRANSACTION", True, id="transaction-key-cached"),
 ]
 
 
@@ -308,6 +310,10 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
                     response = client.get(
                         f"/v1/users/{USER}/statement", params={"currency": "USD"}, headers=auth
                     )
+                elif method == "TRANSACTION":
+                    response = client.get(
+                        f"/v1/transactions/{funded.json()['transaction_id']}", headers=auth
+                    )
                 else:
                     response = client.get(f"/v1/users/{USER}/balances", headers=auth)
                 return Answer(
@@ -333,5 +339,7 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
             assert after.status == (201 if method == "POST" else 200), after
             if method == "STATEMENT":
                 assert [line["amount"] for line in after.body["entries"]] == ["10.00"]
+            if method == "TRANSACTION":
+                assert (after.body["amount"], after.body["balance_after"]) == ("10.00", "10.00")
             # ... and while the database was down it said so clearly.
             assert is_clear_503(while_down), (while_down, server.log_tail())

@@ -40,16 +40,20 @@ NOT_IDENTIFIERS = [
     "caf\u00e9",  # not ASCII
 ]
 # The store's reads that take an id from the path, and those a bounded statement starts with;
-# PostgreSQL reads balances and unbounded statement pages on the server's loop (`LoopReads`).
+# PostgreSQL reads balances, unbounded statement pages, transactions, orders and the log on
+# the server's loop (`LoopReads`).
 LOOKUPS = (
     "account_balances",
     "account_balances_on_loop",
     "statement",
     "statement_on_loop",
     "event_by_transaction",
+    "event_by_transaction_on_loop",
     "order",
+    "order_on_loop",
     "head",
     "events",
+    "events_on_loop",
 )
 PROBLEM_JSON = "application/problem+json"
 
@@ -223,11 +227,20 @@ def test_ids_that_are_identifiers_are_still_looked_up(
     assert (found.status_code, found.json()["order_id"]) == (200, order)
     assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
     assert (events.status_code, len(events.json()["events"])) == (200, 1)
-    assert {"statement", "event_by_transaction", "order"} <= set(lookups)
-    if live.db.startswith("postgresql://"):  # balances, the unbounded page: on the loop
-        assert {"account_balances_on_loop", "statement_on_loop"} <= set(lookups)
+    assert "statement" in lookups  # the bounded page: through the store's thread
+    on_loop = {
+        "account_balances_on_loop",
+        "statement_on_loop",
+        "event_by_transaction_on_loop",
+        "order_on_loop",
+        "events_on_loop",
+    }
+    if live.db.startswith("postgresql://"):  # the rest on the server's loop
+        assert on_loop <= set(lookups)
+        assert not {"account_balances", "event_by_transaction", "order"} & set(lookups)
     else:
-        assert "account_balances" in lookups
+        assert {"account_balances", "event_by_transaction", "order", "events"} <= set(lookups)
+        assert not on_loop & set(lookups)
 
 
 # -- the statement's direct path (tally.http.direct) answers as Litestar does -------------

@@ -157,10 +157,11 @@ class Store(Protocol):
 
 class LoopReads(Protocol):
     """What a store whose driver is asyncio-native (PostgreSQL's asyncpg) offers an HTTP
-    server: its most frequent reads (statement pages, a user's balances) done on the server's
-    own event loop, on connections of that loop's, with no thread between the request and
-    the database. `Store.statement` and `Store.account_balances` read the same rows through
-    the store's thread, two hand-offs away.
+    server: the reads its GET routes make (statement pages, balances, transactions, orders,
+    the log), done on the server's own event loop, on connections of that loop's, with no
+    thread between the request and the database. Each `…_on_loop` method reads the very rows
+    of the `Store` method of its name, which go through the store's thread, two hand-offs
+    away.
 
     The loop's owner opens them (`open_loop_reads`, at a server's start) and closes them
     (`close_loop_reads`, at its shutdown, before the store closes); a read never opens them,
@@ -184,6 +185,28 @@ class LoopReads(Protocol):
         self, ledger: str, *, kind: str, owner: str
     ) -> list[AccountRow]:
         """`Store.account_balances`, on the running loop (whose connections are open)."""
+        ...
+
+    async def events_on_loop(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
+        """`Store.events`, on the running loop (whose connections are open)."""
+        ...
+
+    async def event_by_transaction_on_loop(
+        self, ledger: str, transaction_id: str
+    ) -> EventRow | None:
+        """`Store.event_by_transaction`, on the running loop."""
+        ...
+
+    async def entries_of_on_loop(self, ledger: str, event: Event) -> list[EntryRow]:
+        """`Store.entries_of`, on the running loop."""
+        ...
+
+    async def order_on_loop(self, ledger: str, order_id: str) -> OrderRow | None:
+        """`Store.order`, on the running loop."""
+        ...
+
+    async def order_event_seqs_on_loop(self, ledger: str, order_id: str) -> list[int]:
+        """`Store.order_event_seqs`, on the running loop."""
         ...
 
     async def close_loop_reads(self) -> None:

@@ -27,7 +27,7 @@ from tally.audit.canonical import decode_event
 from tally.domain import accounts, limits
 from tally.domain.decide import check_identifier, is_identifier
 from tally.domain.limits import INT64_MAX
-from tally.engine.ports import Store
+from tally.engine.ports import EventRow, Store
 from tally.http import models
 from tally.http.guards import checked, require
 from tally.http.problems import ApiProblem, EdgeProblem
@@ -238,11 +238,19 @@ async def get_statement(
 async def get_transaction(
     request: Request[Any, Any, Any], transaction_id: FromPath[str]
 ) -> models.Transaction:
-    store = services_of(request).engine.store
-    ledger = api_key_of(request).ledger
+    services, ledger = services_of(request), api_key_of(request).ledger
     found = None
     if is_identifier(transaction_id):  # else no such transaction: not looked up
-        found = await services_of(request).read(views.transaction, store, ledger, transaction_id)
+        on_loop = services.reads_here()
+        if on_loop is None:
+            store = services.engine.store
+            found = await services.read(views.transaction, store, ledger, transaction_id)
+        else:  # PostgreSQL: see `LoopReads`; one event decoded and viewed on the loop
+            row = await on_loop.event_by_transaction_on_loop(ledger, transaction_id)
+            if row is not None:
+                _, event = decode_event(row.body)
+                entries = await on_loop.entries_of_on_loop(ledger, event)
+                found = views.transaction_of(ledger, event, entries)
     if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
@@ -261,18 +269,31 @@ def _order(store: Store, ledger: str, order_id: str) -> dict[str, Any] | None:
     **_READ,
 )
 async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> models.Order:
-    store = services_of(request).engine.store
-    ledger = api_key_of(request).ledger
+    services, ledger = services_of(request), api_key_of(request).ledger
     view = None
     if is_identifier(order_id):  # else no such order: not looked up
-        view = await services_of(request).read(_order, store, ledger, order_id)
+        on_loop = services.reads_here()
+        if on_loop is None:
+            view = await services.read(_order, services.engine.store, ledger, order_id)
+        else:  # PostgreSQL: see `LoopReads`
+            row = await on_loop.order_on_loop(ledger, order_id)
+            if row is not None:
+                seqs = await on_loop.order_event_seqs_on_loop(ledger, order_id)
+                events = [
+                    (await on_loop.events_on_loop(ledger, after_seq=seq - 1, limit=1))[0]
+                    for seq in seqs
+                ]
+                view = views.order_view_of(row, events)
     if view is None:
         raise ApiProblem(EdgeProblem.NOT_FOUND, f"no order {order_id}", field="order_id")
     return msgspec.convert(view, models.Order)
 
 
 def _events(store: Store, ledger: str, after_seq: int, limit: int) -> models.EventsPage:
-    rows = store.events(ledger, after_seq=after_seq, limit=limit)
+    return _events_page(store.events(ledger, after_seq=after_seq, limit=limit), limit)
+
+
+def _events_page(rows: list[EventRow], limit: int) -> models.EventsPage:
     events = [
         models.LoggedEvent(
             seq=row.seq,
@@ -298,9 +319,14 @@ async def get_events(
     after_seq: Annotated[int, QueryParameter(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=events_page_max)] = 100,
 ) -> models.EventsPage:
-    store = services_of(request).engine.store
-    ledger = api_key_of(request).ledger
-    return await services_of(request).read(_events, store, ledger, after_seq, limit)
+    services, ledger = services_of(request), api_key_of(request).ledger
+    on_loop = services.reads_here()
+    if on_loop is None:
+        return await services.read(_events, services.engine.store, ledger, after_seq, limit)
+    # PostgreSQL: read on the loop (see `LoopReads`), the page built on a reader thread
+    # (decoding up to 1,000 bodies would hold the loop for milliseconds)
+    rows = await on_loop.events_on_loop(ledger, after_seq=after_seq, limit=limit)
+    return await services.read(_events_page, rows, limit)
 
 
 ROUTES = [get_balances, get_statement, get_transaction, get_order, get_events]

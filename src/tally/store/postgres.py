@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -189,6 +189,18 @@ WHERE ledger = $1 AND seq > $2 AND seq <= $4 ORDER BY seq LIMIT $3
 _EVENTS_AFTER = """
 SELECT seq, transaction_id, event_type, body, hash FROM events
 WHERE ledger = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+_EVENT_BY_TRANSACTION = """
+SELECT seq, transaction_id, event_type, body, hash FROM events
+WHERE ledger = $1 AND transaction_id = $2
+"""
+_ENTRIES_OF = """
+SELECT account, seq, idx, amount, balance_after, order_id FROM entries
+WHERE ledger = $1 AND account = ANY($3::text[]) AND seq = $2 ORDER BY idx
+"""
+_ORDER = """
+SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded
+FROM orders WHERE ledger = $1 AND order_id = $2
 """
 # The page's entries first, then one primary-key lookup of its event each (a scalar subquery,
 # run only for the lines the LIMIT lets through). Joined before the LIMIT, the planner (once
@@ -489,12 +501,11 @@ class PostgresStore:
     def head(self, ledger: str) -> Head | None:
         return self._call(self._head(ledger))
 
+    # Each read below is one coroutine over a `fetch`: the store's own pool, through its
+    # loop's thread (the `Store` method), or the calling loop's pool (its `LoopReads` twin,
+    # `…_on_loop`): the same statements and the same rows either way.
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
-        upto = min(after_seq + limit, INT64_MAX)
-        rows = self.rows(_EVENTS_IN_RANGE, ledger, after_seq, limit, upto)
-        if len(rows) < limit:  # the log's end, or a gap in it: ask without the upper bound
-            rows = self.rows(_EVENTS_AFTER, ledger, after_seq, limit)
-        return [EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+        return self._call(_events(self._fetch, ledger, after_seq, limit))
 
     def projections(self, ledger: str) -> Projections:
         return self._call(self._projections(ledger))
@@ -536,36 +547,24 @@ class PostgresStore:
         return int(rows[0][0] or 0)
 
     def entries_of(self, ledger: str, event: Event) -> list[EntryRow]:
-        rows = self.rows(
-            "SELECT account, seq, idx, amount, balance_after, order_id FROM entries "
-            "WHERE ledger = $1 AND account = ANY($3::text[]) AND seq = $2 ORDER BY idx",
-            ledger,
-            event.seq,
-            sorted({p.account for p in event.postings}),
-        )
-        return [EntryRow(*r) for r in rows]
+        return self._call(_entries_of(self._fetch, ledger, event))
 
     def event_by_transaction(self, ledger: str, transaction_id: str) -> EventRow | None:
-        rows = self.rows(
-            "SELECT seq, transaction_id, event_type, body, hash FROM events "
-            "WHERE ledger = $1 AND transaction_id = $2",
-            ledger,
-            transaction_id,
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]))
+        return self._call(_event_by_transaction(self._fetch, ledger, transaction_id))
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
-        rows = self.rows(_OWNER_BALANCES, ledger, kind, owner)
-        return [AccountRow(*r) for r in rows]
+        return self._call(_account_balances(self._fetch, ledger, kind, owner))
 
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        rows = self.rows(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
-        return _statement_lines(ledger, account, rows)
+        return self._call(_statement(self._fetch, ledger, account, after, limit))
+
+    def order(self, ledger: str, order_id: str) -> OrderRow | None:
+        return self._call(_order(self._fetch, ledger, order_id))
+
+    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
+        return self._call(_order_event_seqs(self._fetch, ledger, order_id))
 
     # -- reads on the caller's loop (`LoopReads`) ------------------------------------------
     # A page read through `statement` hands off twice (a server's reader thread to the
@@ -583,7 +582,7 @@ class PostgresStore:
             pool = await _create_pool(self.url, loop_read_connections_max)
         except (*_UNREACHABLE, asyncpg.PostgresError) as error:  # too many connections, say
             log.warning(
-                "statement pages read through the store's thread: no connections of the "
+                "the GET routes read through the store's thread: no connections of the "
                 "server's loop",
                 error=repr(error),
             )
@@ -597,13 +596,29 @@ class PostgresStore:
     async def statement_on_loop(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        rows = await self._on_loop(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
-        return _statement_lines(ledger, account, rows)
+        return await _statement(self._on_loop, ledger, account, after, limit)
 
     async def account_balances_on_loop(
         self, ledger: str, *, kind: str, owner: str
     ) -> list[AccountRow]:
-        return [AccountRow(*r) for r in await self._on_loop(_OWNER_BALANCES, ledger, kind, owner)]
+        return await _account_balances(self._on_loop, ledger, kind, owner)
+
+    async def events_on_loop(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
+        return await _events(self._on_loop, ledger, after_seq, limit)
+
+    async def event_by_transaction_on_loop(
+        self, ledger: str, transaction_id: str
+    ) -> EventRow | None:
+        return await _event_by_transaction(self._on_loop, ledger, transaction_id)
+
+    async def entries_of_on_loop(self, ledger: str, event: Event) -> list[EntryRow]:
+        return await _entries_of(self._on_loop, ledger, event)
+
+    async def order_on_loop(self, ledger: str, order_id: str) -> OrderRow | None:
+        return await _order(self._on_loop, ledger, order_id)
+
+    async def order_event_seqs_on_loop(self, ledger: str, order_id: str) -> list[int]:
+        return await _order_event_seqs(self._on_loop, ledger, order_id)
 
     async def _on_loop(self, query: str, *args: object) -> list[asyncpg.Record]:
         pool = self._loop_pools[asyncio.get_running_loop()]
@@ -623,23 +638,6 @@ class PostgresStore:
         except Exception:
             pool.terminate()
 
-    def order(self, ledger: str, order_id: str) -> OrderRow | None:
-        rows = self.rows(
-            "SELECT order_id, expense_id, user_id, currency, merchant_id, paid, refunded "
-            "FROM orders WHERE ledger = $1 AND order_id = $2",
-            ledger,
-            order_id,
-        )
-        return OrderRow(*rows[0]) if rows else None
-
-    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
-        rows = self.rows(
-            _ORDER_EVENT_SEQS,
-            ledger,
-            order_id,
-        )
-        return [r[0] for r in rows]
-
 
 async def _create_pool(url: str, connections_max: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -653,14 +651,54 @@ async def _create_pool(url: str, connections_max: int) -> asyncpg.Pool:
     return pool
 
 
-def _statement_lines(
-    ledger: str, account: str, rows: list[asyncpg.Record]
+# -- the reads, over either pool (see `PostgresStore.events`) ------------------------------
+_Fetch = Callable[..., Awaitable[list[asyncpg.Record]]]  # (query, *args) -> rows
+
+
+def _event_rows(rows: list[asyncpg.Record]) -> list[EventRow]:
+    return [EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+
+async def _events(fetch: _Fetch, ledger: str, after_seq: int, limit: int) -> list[EventRow]:
+    upto = min(after_seq + limit, INT64_MAX)
+    rows = await fetch(_EVENTS_IN_RANGE, ledger, after_seq, limit, upto)
+    if len(rows) < limit:  # the log's end, or a gap in it: ask without the upper bound
+        rows = await fetch(_EVENTS_AFTER, ledger, after_seq, limit)
+    return _event_rows(rows)
+
+
+async def _event_by_transaction(fetch: _Fetch, ledger: str, transaction_id: str) -> EventRow | None:
+    rows = await fetch(_EVENT_BY_TRANSACTION, ledger, transaction_id)
+    return _event_rows(rows)[0] if rows else None
+
+
+async def _entries_of(fetch: _Fetch, ledger: str, event: Event) -> list[EntryRow]:
+    accounts_of = sorted({p.account for p in event.postings})
+    return [EntryRow(*r) for r in await fetch(_ENTRIES_OF, ledger, event.seq, accounts_of)]
+
+
+async def _account_balances(fetch: _Fetch, ledger: str, kind: str, owner: str) -> list[AccountRow]:
+    return [AccountRow(*r) for r in await fetch(_OWNER_BALANCES, ledger, kind, owner)]
+
+
+async def _statement(
+    fetch: _Fetch, ledger: str, account: str, after: tuple[int, int], limit: int
 ) -> list[tuple[EntryRow, bytes]]:
+    rows = await fetch(_STATEMENT_PAGE, ledger, account, after[0], after[1], limit)
     page = [(EntryRow(account, *r[:5]), r[5]) for r in rows]
     for line, body in page:
         if body is None:  # the log refuses deletes: only tampering gets here
             raise InvariantViolated(f"{ledger}: entry at seq {line.seq} has no event")
     return page
+
+
+async def _order(fetch: _Fetch, ledger: str, order_id: str) -> OrderRow | None:
+    rows = await fetch(_ORDER, ledger, order_id)
+    return OrderRow(*rows[0]) if rows else None
+
+
+async def _order_event_seqs(fetch: _Fetch, ledger: str, order_id: str) -> list[int]:
+    return [r[0] for r in await fetch(_ORDER_EVENT_SEQS, ledger, order_id)]
 
 
 async def _write_projections(db: _Connection, ledger: str, p: Projections) -> None:
