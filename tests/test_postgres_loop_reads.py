@@ -1,10 +1,11 @@
 """The reads of the GET routes on the caller's own event loop (`LoopReads`, PostgreSQL).
 
-A server reads its statement pages and balances on its loop, on a pool of that loop's opened
-at its start and closed at its shutdown, instead of through the store's thread. The rows must
-be the very rows `Store.statement` and `Store.account_balances` read; a server whose pool
-could not open, or a loop that never opened one (an app run without its lifespan), reads
-through the store's thread and leaves no connection behind.
+A server reads statement pages, balances, transactions, orders and the log on its loop, on a
+pool of that loop's opened at its start and closed at its shutdown, instead of through the
+store's thread. The rows must be the very rows the `Store` methods read, and every route's
+answers the same either way; a server whose pool could not open, or a loop that never opened
+one (an app run without its lifespan), reads through the store's thread and leaves no
+connection behind.
 """
 
 from __future__ import annotations
@@ -302,6 +303,70 @@ def test_an_app_run_without_its_lifespan_reads_through_the_stores_thread() -> No
             services.engine.close()
             server_store.close()
             services.keys.close()
+
+
+def test_every_get_route_answers_the_same_on_the_loop_as_through_the_stores_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The routes' own steps (decoding, views, 404s) are not shared between the two paths:
+    the same requests, on the same database, answered both ways, must match."""
+    with fresh_database() as url:
+        app, auth = _recharged_app(url)
+        services = app.state["tally"]
+        server_store = _store(services.engine)
+        paid, refunded = _shop(services.engine)
+        paths = [
+            f"/v1/transactions/{paid.event.transaction_id}",
+            f"/v1/transactions/{refunded.event.transaction_id}",
+            f"/v1/transactions/txn_{'0' * 32}",
+            "/v1/orders/o-1",
+            "/v1/orders/o-2",
+            "/v1/orders/o-nobody",
+            "/v1/events?after_seq=0&limit=100",
+            "/v1/events?after_seq=30&limit=1",
+            "/v1/events?after_seq=40",
+            "/v1/users/alice/balances",
+            "/v1/users/nobody/balances",
+            "/v1/users/alice/statement?currency=USD&limit=7",
+            "/v1/users/alice/statement?currency=USD",
+        ]
+        try:
+            threaded = TestClient(app)  # no lifespan: no loop pool, the store's thread
+            through_thread = [threaded.get(path, headers=auth) for path in paths]
+            assert server_store._loop_pools == {}
+            on_loop: list[str] = []
+            for name in dir(server_store):
+                if name.endswith("_on_loop") and not name.startswith("_"):
+                    method = getattr(server_store, name)
+
+                    async def spy(
+                        *args: Any, _name: str = name, _m: Any = method, **kwargs: Any
+                    ) -> Any:
+                        on_loop.append(_name)
+                        return await _m(*args, **kwargs)
+
+                    monkeypatch.setattr(server_store, name, spy)
+            with TestClient(app) as client:
+                looped = [client.get(path, headers=auth) for path in paths]
+        finally:
+            services.engine.close()
+            server_store.close()
+            services.keys.close()
+    for path, before, after in zip(paths, through_thread, looped, strict=True):
+        assert (after.status_code, after.json()) == (before.status_code, before.json()), path
+    assert [answer.status_code for answer in looped] == [200] * 2 + [404] + [200] * 2 + [404] + [
+        200
+    ] * 7
+    assert looped[3].json()["transactions"][0]["transaction_id"] == paid.event.transaction_id
+    assert set(on_loop) == {
+        "event_by_transaction_on_loop",
+        "entries_of_on_loop",
+        "order_on_loop",
+        "order_event_seqs_on_loop",
+        "events_on_loop",
+        "account_balances_on_loop",
+        "statement_on_loop",
+    }
 
 
 def test_a_server_whose_loop_pool_could_not_open_still_answers_pages() -> None:

@@ -267,6 +267,7 @@ DOWN_CASES = [
     pytest.param("STATEMENT", True, id="statement-key-cached"),
     # So are transactions (two reads: the event, then its entries), orders and the log.
     pytest.param("TRANSACTION", True, id="transaction-key-cached"),
+    pytest.param("ORDER", True, id="order-key-cached"),  # three reads: any may fail
 ]
 
 
@@ -293,6 +294,13 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
             if not key_cached:  # a key the server has not seen yet: it must look it up
                 auth = {"Authorization": f"Bearer {provision(db, LEDGER)}"}
             key = f"e-{uuid.uuid4().hex[:12]}"
+            if method == "ORDER":  # an order to read
+                paid = client.post(
+                    "/v1/expenses",
+                    json=expense_body(key),
+                    headers={**auth, "Idempotency-Key": key},
+                )
+                assert paid.status_code == 201, paid.text
             if method == "STATEMENT":  # its connections open before the restart
                 first = client.get(
                     f"/v1/users/{USER}/statement", params={"currency": "USD"}, headers=auth
@@ -310,6 +318,9 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
                     response = client.get(
                         f"/v1/users/{USER}/statement", params={"currency": "USD"}, headers=auth
                     )
+                elif method == "ORDER":
+                    order_id = paid.json()["reference_order_ids"][0]
+                    response = client.get(f"/v1/orders/{order_id}", headers=auth)
                 elif method == "TRANSACTION":
                     response = client.get(
                         f"/v1/transactions/{funded.json()['transaction_id']}", headers=auth
@@ -339,6 +350,8 @@ def test_while_postgresql_is_down_a_request_is_a_clear_503_then_recovers(
             assert after.status == (201 if method == "POST" else 200), after
             if method == "STATEMENT":
                 assert [line["amount"] for line in after.body["entries"]] == ["10.00"]
+            if method == "ORDER":
+                assert [t["event_type"] for t in after.body["transactions"]] == ["expense"]
             if method == "TRANSACTION":
                 assert (after.body["amount"], after.body["balance_after"]) == ("10.00", "10.00")
             # ... and while the database was down it said so clearly.

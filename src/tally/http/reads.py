@@ -1,7 +1,8 @@
 """GET routes: balances, statements, transactions, orders and the log itself.
 
 Reads go straight to the store's projections, on the services' reader threads (the stores
-are blocking), and only ever within the key's own ledger: an id from another ledger is simply
+are blocking; PostgreSQL's are read on the server's loop instead, see `LoopReads`), and only
+ever within the key's own ledger: an id from another ledger is simply
 not found. An id that is no identifier (`is_identifier`: every user, order and transaction id is
 one) is answered without a query, the same from every store (PostgreSQL refuses a text holding
 NUL, which SQLite would look up and not find): a transaction or an order is not found, and a
@@ -280,7 +281,9 @@ async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) ->
             if row is not None:
                 seqs = await on_loop.order_event_seqs_on_loop(ledger, order_id)
                 events = [
-                    (await on_loop.events_on_loop(ledger, after_seq=seq - 1, limit=1))[0]
+                    views.event_at(
+                        await on_loop.events_on_loop(ledger, after_seq=seq - 1, limit=1), seq
+                    )
                     for seq in seqs
                 ]
                 view = views.order_view_of(row, events)

@@ -69,8 +69,8 @@ _UNREACHABLE = (
 )
 
 pool_connections_max = 8
-# A server's statement pages are read on its own loop, on a pool of that loop's
-# (`statement_on_loop`): at most this many connections more per server process.
+# A server's GET routes read on its own loop, on a pool of that loop's (`LoopReads`): at
+# most this many connections more per server process.
 loop_read_connections_max = 4
 loop_reads_close_timeout_s = 10.0
 # A batch of at most this many events commits in one
@@ -274,7 +274,9 @@ class PostgresStore:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:
             return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-        except _UNREACHABLE as error:
+        except (*_UNREACHABLE, asyncpg.TooManyConnectionsError) as error:
+            # (a connection reopened after a restart can find the server full: retry later,
+            # as on the loop's reads)
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
 
     async def _open(self) -> asyncpg.Pool:
@@ -501,11 +503,13 @@ class PostgresStore:
     def head(self, ledger: str) -> Head | None:
         return self._call(self._head(ledger))
 
-    # Each read below is one coroutine over a `fetch`: the store's own pool, through its
-    # loop's thread (the `Store` method), or the calling loop's pool (its `LoopReads` twin,
-    # `…_on_loop`): the same statements and the same rows either way.
+    # The reads the GET routes make are each one coroutine over a `fetch`: the store's own
+    # pool, through its loop's thread (the `Store` method), or the calling loop's pool (its
+    # `LoopReads` twin, `…_on_loop`): the same statements and the same rows either way.
     def events(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
-        return self._call(_events(self._fetch, ledger, after_seq, limit))
+        # Rows made on the caller's thread: a catch-up's or replay's page of 10,000 would hold
+        # the loop that every ledger's commits run on.
+        return _event_rows(self._call(_events(self._fetch, ledger, after_seq, limit)))
 
     def projections(self, ledger: str) -> Projections:
         return self._call(self._projections(ledger))
@@ -604,7 +608,7 @@ class PostgresStore:
         return await _account_balances(self._on_loop, ledger, kind, owner)
 
     async def events_on_loop(self, ledger: str, *, after_seq: int, limit: int) -> list[EventRow]:
-        return await _events(self._on_loop, ledger, after_seq, limit)
+        return _event_rows(await _events(self._on_loop, ledger, after_seq, limit))
 
     async def event_by_transaction_on_loop(
         self, ledger: str, transaction_id: str
@@ -659,12 +663,12 @@ def _event_rows(rows: list[asyncpg.Record]) -> list[EventRow]:
     return [EventRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
 
 
-async def _events(fetch: _Fetch, ledger: str, after_seq: int, limit: int) -> list[EventRow]:
+async def _events(fetch: _Fetch, ledger: str, after_seq: int, limit: int) -> list[asyncpg.Record]:
     upto = min(after_seq + limit, INT64_MAX)
     rows = await fetch(_EVENTS_IN_RANGE, ledger, after_seq, limit, upto)
     if len(rows) < limit:  # the log's end, or a gap in it: ask without the upper bound
         rows = await fetch(_EVENTS_AFTER, ledger, after_seq, limit)
-    return _event_rows(rows)
+    return rows
 
 
 async def _event_by_transaction(fetch: _Fetch, ledger: str, transaction_id: str) -> EventRow | None:
