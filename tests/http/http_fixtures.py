@@ -25,7 +25,7 @@ from tally.bootstrap import open_store
 from tally.http.app import create_app
 from tally.http.compose import open_services
 from tally.http.services import Services
-from tally.http.wire import OneWriteHttpProtocol
+from tally.http.wire import SERVE_OPTIONS  # as `tally serve` runs it
 
 SERVER_START_TIMEOUT_S = 20
 
@@ -88,15 +88,7 @@ def _live(db: str) -> Iterator[Live]:
     app = create_app(services)
     sock = _free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http=OneWriteHttpProtocol,  # as `tally serve` runs it
-        ws="none",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
+    config = uvicorn.Config(app, ws="none", lifespan="on", log_level="warning", **SERVE_OPTIONS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -21,6 +21,8 @@ import uvicorn
 
 from tally.http.wire import OneWriteHttpProtocol, OneWriteTransport
 
+pytest_plugins = ["http_fixtures"]
+
 BIG = 5 * 1024 * 1024  # larger than the socket's buffers: sent over many turns of the loop
 
 
@@ -289,3 +291,12 @@ def test_a_long_stream_arrives_whole_and_a_100_continue_is_not_held(server: str)
             assert chunk, answer
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_the_served_api_names_no_server(live: Any) -> None:
+    """`tally serve`'s options (`SERVE_OPTIONS`, which the live server runs with)."""
+    with live.client() as http:
+        answer = http.get("/healthz")
+    assert answer.status_code == 200
+    assert "server" not in answer.headers
+    assert "date" in answer.headers

@@ -56,15 +56,10 @@ def serve(
     import uvicorn
 
     from tally.http.compose import open_app
-    from tally.http.wire import OneWriteHttpProtocol
+    from tally.http.wire import SERVE_OPTIONS
 
     uvicorn.run(
-        open_app(db, key_cache_ttl_s=key_cache_ttl_s),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http=OneWriteHttpProtocol,  # httptools, a response's head and body in one send
-        access_log=False,
+        open_app(db, key_cache_ttl_s=key_cache_ttl_s), host=host, port=port, **SERVE_OPTIONS
     )
     return 0
 
