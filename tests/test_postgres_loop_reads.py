@@ -184,14 +184,14 @@ def test_transactions_orders_and_the_log_read_on_the_loop_are_what_the_store_rea
             found.append(await store.entries_of_on_loop(LEDGER, committed.event))
         for order_id in orders:
             found.append(await store.order_on_loop(LEDGER, order_id))
-            found.append(await store.order_event_seqs_on_loop(LEDGER, order_id))
+            found.append(await store.order_events_on_loop(LEDGER, order_id))
         for after_seq, limit in pages:
             found.append(await store.events_on_loop(LEDGER, after_seq=after_seq, limit=limit))
         return found
 
     events = [store.event_by_transaction(LEDGER, t) for t in transactions]
     entries = [store.entries_of(LEDGER, c.event) for c in (paid, refunded)]
-    found_orders = [(store.order(LEDGER, o), store.order_event_seqs(LEDGER, o)) for o in orders]
+    found_orders = [(store.order(LEDGER, o), store.order_events(LEDGER, o)) for o in orders]
     logged = [store.events(LEDGER, after_seq=a, limit=n) for a, n in pages]
     expected: list[object] = [*events, *entries]
     for order, seqs in found_orders:
@@ -201,7 +201,7 @@ def test_transactions_orders_and_the_log_read_on_the_loop_are_what_the_store_rea
     # and they are the ledger's, not empty where it has rows
     assert [None if row is None else row.seq for row in events] == [31, 32, None]
     assert [len(lines) for lines in entries] == [4, 2]  # two orders' postings; a refund's
-    assert [seqs for _, seqs in found_orders] == [[31], [31, 32], []]
+    assert [[row.seq for row in rows] for _, rows in found_orders] == [[31], [31, 32], []]
     assert found_orders[2][0] is None
     assert [len(page) for page in logged] == [1, 32, 10, 2, 0, 0, 0]
 
@@ -362,7 +362,7 @@ def test_every_get_route_answers_the_same_on_the_loop_as_through_the_stores_thre
         "event_by_transaction_on_loop",
         "entries_of_on_loop",
         "order_on_loop",
-        "order_event_seqs_on_loop",
+        "order_events_on_loop",
         "events_on_loop",
         "account_balances_on_loop",
         "statement_on_loop",

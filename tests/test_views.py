@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rawdb import RawDb, tamper
 from tally import views
 from tally.audit.canonical import CanonicalFormError, encode_event
 from tally.domain import accounts
-from tally.domain.commands import Envelope, OrderLine, Recharge
+from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
@@ -27,8 +28,10 @@ from tally.domain.events import (
     RefundIssued,
     WalletRecharged,
 )
+from tally.domain.rejections import InvariantViolated
 from tally.engine.engine import Engine
 from tally.engine.ports import EntryRow, Store
+from tally.engine.results import Committed
 from tally.views import timestamp
 
 LEDGER = "shop"
@@ -378,3 +381,61 @@ def test_a_store_gives_statement_lines_their_events_bytes(engine: Engine) -> Non
     assert [(line.seq, body) for line, body in lines] == sorted(logged.items())
     page, _ = views.statement_page(store, "views", "ann", "USD", after=(0, -1), limit=10)
     assert [line.metadata["note"] for line in page] == list(awkward.values())
+
+
+def test_an_order_lists_its_expense_then_its_refunds_and_a_deleted_one_breaks_it(
+    engine: Engine, db: str
+) -> None:
+    store = engine.store
+    engine.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="r",
+            command=Recharge(user_id="u", amount=1_000, currency="USD", gateway="pp"),
+        ),
+    )
+    paid = engine.execute(
+        LEDGER,
+        Envelope(
+            idempotency_key="e",
+            command=Expense(
+                user_id="u",
+                currency="USD",
+                orders=(
+                    OrderLine(order_id="o-1", amount=300, merchant_id="m"),
+                    OrderLine(order_id="o-2", amount=200, merchant_id="m"),
+                ),
+            ),
+        ),
+    )
+    assert isinstance(paid, Committed)
+    for key in ("f-1", "f-2"):
+        engine.execute(
+            LEDGER,
+            Envelope(
+                idempotency_key=key,
+                command=Refund(
+                    expense_id=paid.event.transaction_id, order_id="o-1", amount=50, currency="USD"
+                ),
+            ),
+        )
+    order = store.order(LEDGER, "o-1")
+    assert order is not None
+    view = views.order_view(store, LEDGER, order)
+    assert [(t["seq"], t["event_type"]) for t in view["transactions"]] == [
+        (2, "expense"),
+        (3, "refund"),
+        (4, "refund"),
+    ]
+    assert view["transactions"][0]["transaction_id"] == paid.event.transaction_id
+    assert (view["refunded"], view["refundable"]) == ("1.00", "2.00")
+    other = store.order(LEDGER, "o-2")
+    assert other is not None
+    assert [t["seq"] for t in views.order_view(store, LEDGER, other)["transactions"]] == [2]
+
+    def delete_the_first_refund(raw: RawDb) -> None:
+        raw.execute(f"DELETE FROM events WHERE ledger = '{LEDGER}' AND seq = 3")
+
+    tamper(db, delete_the_first_refund)
+    with pytest.raises(InvariantViolated, match="no event at seq 3"):
+        views.order_view(store, LEDGER, order)

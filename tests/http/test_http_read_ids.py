@@ -51,6 +51,8 @@ LOOKUPS = (
     "event_by_transaction_on_loop",
     "order",
     "order_on_loop",
+    "order_events",
+    "order_events_on_loop",
     "head",
     "events",
     "events_on_loop",
@@ -242,7 +244,7 @@ def test_ids_that_are_identifiers_are_still_looked_up(
     assert made["statement"] == [f"statement{loop}"]
     assert made["transaction"] == [f"event_by_transaction{loop}"]  # (entries_of: not spied)
     assert made["unknown"] == [f"event_by_transaction{loop}"]
-    assert made["order"] == [f"order{loop}", f"events{loop}"]  # (its seqs: not spied)
+    assert made["order"] == [f"order{loop}", f"order_events{loop}"]
     assert made["events"] == [f"events{loop}"]
 
 

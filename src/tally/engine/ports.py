@@ -146,7 +146,9 @@ class Store(Protocol):
 
     def order(self, ledger: str, order_id: str) -> OrderRow | None: ...
 
-    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]: ...
+    def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
+        """The events of an order, in seq order: its expense, then its refunds."""
+        ...
 
     def server_warnings(self) -> list[str]:
         """The database's settings that docs advise against, for a server to log at start."""
@@ -205,8 +207,8 @@ class LoopReads(Protocol):
         """`Store.order`, on the running loop."""
         ...
 
-    async def order_event_seqs_on_loop(self, ledger: str, order_id: str) -> list[int]:
-        """`Store.order_event_seqs`, on the running loop."""
+    async def order_events_on_loop(self, ledger: str, order_id: str) -> list[EventRow]:
+        """`Store.order_events`, on the running loop."""
         ...
 
     async def close_loop_reads(self) -> None:

@@ -279,13 +279,7 @@ async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) ->
         else:  # PostgreSQL: see `LoopReads`
             row = await on_loop.order_on_loop(ledger, order_id)
             if row is not None:
-                seqs = await on_loop.order_event_seqs_on_loop(ledger, order_id)
-                events = [
-                    views.event_at(
-                        await on_loop.events_on_loop(ledger, after_seq=seq - 1, limit=1), seq
-                    )
-                    for seq in seqs
-                ]
+                events = await on_loop.order_events_on_loop(ledger, order_id)
                 view = views.order_view_of(row, events)
     if view is None:
         raise ApiProblem(EdgeProblem.NOT_FOUND, f"no order {order_id}", field="order_id")

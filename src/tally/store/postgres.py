@@ -216,14 +216,18 @@ WHERE n.ledger = $1 AND n.account = $2 AND (n.seq, n.idx) > ($3, $4)
 ORDER BY n.seq, n.idx LIMIT $5
 """
 # The order's expense, then its refunds: the lines that credit a wallet for an order
-# (migration 0003 indexes exactly those; the predicate must match the index's).
-_ORDER_EVENT_SEQS = """
-SELECT seq FROM events WHERE ledger = $1 AND transaction_id =
-    (SELECT expense_id FROM orders WHERE ledger = $1 AND order_id = $2)
-UNION
-SELECT seq FROM entries WHERE ledger = $1 AND order_id = $2 AND order_id IS NOT NULL
-    AND amount > 0 AND substr(account, 1, 7) = 'wallet:'
-ORDER BY 1
+# (migration 0003 indexes exactly those; the predicate must match the index's). An event
+# missing from the log (deleted: tampering) comes back as a seq without its columns.
+_ORDER_EVENTS = """
+SELECT s.seq, e.transaction_id, e.event_type, e.body, e.hash
+FROM (
+    SELECT seq FROM events WHERE ledger = $1 AND transaction_id =
+        (SELECT expense_id FROM orders WHERE ledger = $1 AND order_id = $2)
+    UNION
+    SELECT seq FROM entries WHERE ledger = $1 AND order_id = $2 AND order_id IS NOT NULL
+        AND amount > 0 AND substr(account, 1, 7) = 'wallet:'
+) s LEFT JOIN events e ON e.ledger = $1 AND e.seq = s.seq
+ORDER BY s.seq
 """
 
 
@@ -567,8 +571,8 @@ class PostgresStore:
     def order(self, ledger: str, order_id: str) -> OrderRow | None:
         return self._call(_order(self._fetch, ledger, order_id))
 
-    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
-        return self._call(_order_event_seqs(self._fetch, ledger, order_id))
+    def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
+        return self._call(_order_events(self._fetch, ledger, order_id))
 
     # -- reads on the caller's loop (`LoopReads`) ------------------------------------------
     # A page read through `statement` hands off twice (a server's reader thread to the
@@ -621,8 +625,8 @@ class PostgresStore:
     async def order_on_loop(self, ledger: str, order_id: str) -> OrderRow | None:
         return await _order(self._on_loop, ledger, order_id)
 
-    async def order_event_seqs_on_loop(self, ledger: str, order_id: str) -> list[int]:
-        return await _order_event_seqs(self._on_loop, ledger, order_id)
+    async def order_events_on_loop(self, ledger: str, order_id: str) -> list[EventRow]:
+        return await _order_events(self._on_loop, ledger, order_id)
 
     async def _on_loop(self, query: str, *args: object) -> list[asyncpg.Record]:
         pool = self._loop_pools[asyncio.get_running_loop()]
@@ -701,8 +705,12 @@ async def _order(fetch: _Fetch, ledger: str, order_id: str) -> OrderRow | None:
     return OrderRow(*rows[0]) if rows else None
 
 
-async def _order_event_seqs(fetch: _Fetch, ledger: str, order_id: str) -> list[int]:
-    return [r[0] for r in await fetch(_ORDER_EVENT_SEQS, ledger, order_id)]
+async def _order_events(fetch: _Fetch, ledger: str, order_id: str) -> list[EventRow]:
+    rows = await fetch(_ORDER_EVENTS, ledger, order_id)
+    for row in rows:
+        if row[1] is None:  # the log refuses deletes: only tampering gets here
+            raise InvariantViolated(f"{ledger}: order {order_id} has no event at seq {row[0]}")
+    return _event_rows(rows)
 
 
 async def _write_projections(db: _Connection, ledger: str, p: Projections) -> None:

@@ -228,12 +228,14 @@ _STAGED = (
 # The order's expense, then its refunds: the lines that credit a wallet for an order
 # (migration 0003 indexes exactly those). Without statistics SQLite would rather scan the
 # ledger's entries; INDEXED BY makes it use the index, or fail loudly if the terms drift.
-_ORDER_EVENT_SEQS = (
+_ORDER_EVENTS = (  # a deleted event (tampering) comes back as a seq without its columns
+    "SELECT s.seq, e.transaction_id, e.event_type, e.body, e.hash FROM ("
     "SELECT seq FROM events WHERE ledger = ?1 AND transaction_id = "
     "(SELECT expense_id FROM orders WHERE ledger = ?1 AND order_id = ?2) "
     "UNION SELECT seq FROM entries INDEXED BY refund_lines_by_order "
     "WHERE ledger = ?1 AND order_id = ?2 AND amount > 0 "
-    "AND substr(account, 1, 7) = 'wallet:' ORDER BY 1"
+    "AND substr(account, 1, 7) = 'wallet:') s "
+    "LEFT JOIN events e ON e.ledger = ?1 AND e.seq = s.seq ORDER BY s.seq"
 )
 _HIGHEST_PROJECTED_SEQ = (
     "SELECT max(coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
@@ -625,12 +627,12 @@ class SqliteStore:
         )
         return None if row is None else OrderRow(*row)
 
-    def order_event_seqs(self, ledger: str, order_id: str) -> list[int]:
-        rows = self._connection().execute(
-            _ORDER_EVENT_SEQS,
-            (ledger, order_id),
-        )
-        return [r[0] for r in rows]
+    def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
+        rows = self._connection().execute(_ORDER_EVENTS, (ledger, order_id)).fetchall()
+        for row in rows:
+            if row[1] is None:  # the log refuses deletes: only tampering gets here
+                raise InvariantViolated(f"{ledger}: order {order_id} has no event at seq {row[0]}")
+        return [_new_tuple(EventRow, row) for row in rows]
 
 
 def _account_values(row: AccountRow) -> tuple[object, ...]:
