@@ -7,7 +7,8 @@
 Checks out each revision (`--b` defaults to the working tree) into a temporary git worktree,
 starts one `tally serve` per revision on a fresh database (each created by its own
 revision's CLI, so migrations match), funds 10,000 wallets on both (and pays 2,000 orders,
-which the order and transaction scenarios read, as `bench.quick` does), then alternates wrk runs
+which the order and transaction scenarios read, as `bench.quick` does) and settles both
+(PostgreSQL: VACUUM (ANALYZE) and a CHECKPOINT, as `bench.api` does), then alternates wrk runs
 of the scenario between the two servers, swapping which goes first every pair; the idle
 one costs nothing meanwhile. The host's drift over minutes (other tenants, a database that
 grows) then falls on both alike, which `bench.quick` runs minutes apart cannot promise.
@@ -52,13 +53,14 @@ class Run:
     rate: float
     p99_ms: float
     cpu_us: float
+    failed: int  # wrk's errors and answers >= 400
 
 
 @contextlib.contextmanager
 def _python_path(source: Path) -> Iterator[None]:
     """Children started meanwhile (the CLI, the server) import tally from `source`."""
     before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(source)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(source), *([before] if before else [])])
     try:
         yield
     finally:
@@ -85,6 +87,7 @@ def _tree(revision: str | None, folder: Path) -> Iterator[Path]:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)], check=False
         )
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
 
 
 def _side(
@@ -101,6 +104,7 @@ def _side(
         api._fund(client, 10_000)
         targets = folder / "targets.txt"
         api._refund_targets(client, 2_000, 10_000, targets)
+    api._settle(db)  # statistics and hint bits, as bench.api has before it measures
     return Side(name, revision or "working tree", server, key, targets)
 
 
@@ -121,7 +125,12 @@ def _run(side: Side, scenario: str, seconds: float, prefix: str) -> Run:
     )
     done = api._wrk_finish(load, seconds)
     cpu = api._cpu_seconds(side.server.pid) - cpu
-    return Run(done.answered / done.seconds, done.p99_ms, cpu / max(done.requests, 1) * 1e6)
+    return Run(
+        done.answered / done.seconds,
+        done.p99_ms,
+        cpu / max(done.requests, 1) * 1e6,
+        done.errors + done.refused,
+    )
 
 
 def main() -> None:
@@ -150,7 +159,8 @@ def main() -> None:
                 runs[side.name].append(run)
                 print(
                     f"{side.name} pair {pair}: {run.rate:,.0f}/s, p99 {run.p99_ms:.1f} ms, "
-                    f"server CPU {run.cpu_us:,.0f} µs/request",
+                    f"server CPU {run.cpu_us:,.0f} µs/request"
+                    + (f", FAILED {run.failed:,}" if run.failed else ""),
                     flush=True,
                 )
         for side in sides:

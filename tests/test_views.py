@@ -383,7 +383,7 @@ def test_a_store_gives_statement_lines_their_events_bytes(engine: Engine) -> Non
     assert [line.metadata["note"] for line in page] == list(awkward.values())
 
 
-def test_an_order_lists_its_expense_then_its_refunds_and_a_deleted_one_breaks_it(
+def test_an_order_lists_its_expense_then_its_refunds_and_a_deleted_event_breaks_it(
     engine: Engine, db: str
 ) -> None:
     store = engine.store
@@ -433,9 +433,11 @@ def test_an_order_lists_its_expense_then_its_refunds_and_a_deleted_one_breaks_it
     assert other is not None
     assert [t["seq"] for t in views.order_view(store, LEDGER, other)["transactions"]] == [2]
 
-    def delete_the_first_refund(raw: RawDb) -> None:
-        raw.execute(f"DELETE FROM events WHERE ledger = '{LEDGER}' AND seq = 3")
+    def delete_the_expense_and_the_first_refund(raw: RawDb) -> None:
+        raw.execute(f"DELETE FROM events WHERE ledger = '{LEDGER}' AND seq IN (2, 3)")
 
-    tamper(db, delete_the_first_refund)
+    tamper(db, delete_the_expense_and_the_first_refund)
     with pytest.raises(InvariantViolated, match="no event at seq 3"):
         views.order_view(store, LEDGER, order)
+    with pytest.raises(InvariantViolated, match="its expense is not in the log"):
+        views.order_view(store, LEDGER, other)  # o-2 has no refund: only its expense is gone

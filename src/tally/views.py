@@ -23,6 +23,7 @@ import msgspec
 from tally.audit.canonical import FORMAT_VERSION, CanonicalFormError, decode_event
 from tally.domain import accounts
 from tally.domain.events import Event, RefundIssued, WalletRecharged
+from tally.domain.rejections import InvariantViolated
 from tally.engine.ports import AccountRow, EntryRow, EventRow, OrderRow, Store
 from tally.engine.results import Committed
 from tally.money import format_amount
@@ -307,7 +308,12 @@ def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:
 
 
 def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]:
-    """`order_view` from the order's row and its events (its expense, then its refunds)."""
+    """`order_view` from the order's row and its events (its expense, then its refunds).
+
+    `Store.order_events` catches a refund's event missing from the log; an expense's
+    missing event shows here: the first event is not the order's expense."""
+    if not events or events[0].transaction_id != order.expense_id:
+        raise InvariantViolated(f"order {order.order_id}: its expense is not in the log")
     transactions = [
         {"transaction_id": row.transaction_id, "event_type": row.event_type, "seq": row.seq}
         for row in events

@@ -3,8 +3,10 @@ a response's head and body to the socket together.
 
 ASGI sends a response as two messages (its status and headers, then its body), and uvicorn
 writes each to the transport as it comes: two `send` system calls a response, and on loopback
-the first one already wakes the client for a read that finds only the headers. That first
-write was ~15% of the server's GIL time under single expenses (docs/benchmarks.md). Here the
+the first one already wakes the client for a read that finds only the headers (on a network,
+with TCP_NODELAY, it is a packet of its own). The two writes were about a fifth of the
+server's GIL time under single expenses (docs/benchmarks.md, "Where the server's time
+goes"); halving them bought little throughput there (within noise to +3.5%). Here the
 connection's transport holds a write until the next one arrives (the body, written in the
 same step of the same task) and sends both at once; a write that nothing follows (a HEAD
 answer, the last chunk of a stream) goes out on the loop's next turn. Bytes leave in the order
@@ -135,8 +137,8 @@ SERVE_OPTIONS: dict[str, Any] = {
     "http": OneWriteHttpProtocol,  # httptools, a response's head and body in one send
     "access_log": False,
     # tally reads no client address, so X-Forwarded-* need not be parsed per request
-    # (uvicorn's ProxyHeadersMiddleware: 2-5% of a single expense's server CPU), and it does
-    # not name its server in its answers.
+    # (uvicorn's ProxyHeadersMiddleware), and it does not name its server in its answers:
+    # together -1.6% (PostgreSQL) to -5.3% (SQLite) server CPU a single expense.
     "proxy_headers": False,
     "server_header": False,
 }
