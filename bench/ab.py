@@ -1,7 +1,7 @@
 """Two revisions of tally side by side at the API: for measuring a change on a noisy host.
 
     .venv/bin/python -m bench.ab --a REV [--b REV] [--store sqlite|postgresql]
-        [--scenario expense-uniform|expense-hot|balances|order|transaction]
+        [--scenario expense-uniform|expense-hot|balances|order|transaction|events]
         [--pairs 8] [--seconds 5]
 
 Checks out each revision (`--b` defaults to the working tree) into a temporary git worktree,
@@ -35,8 +35,8 @@ from bench import api, host
 from bench.engine import _database
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("expense-uniform", "expense-hot", "balances", "order", "transaction")
-READS = {"balances", "order", "transaction"}  # 8 connections; the rest write, 64
+SCENARIOS = ("expense-uniform", "expense-hot", "balances", "order", "transaction", "events")
+READS = {"balances", "order", "transaction", "events"}  # 8 connections; the rest write, 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 --   wrk -t2 -c64 -d15s -s bench/api.lua URL -- MODE KEY WALLETS MERCHANTS PREFIX BATCH DATAFILE
 --
 -- MODE: expense | mixed | batch | statement | balances (GET a random wallet's balances) |
--- order / transaction (GET a random line's order, or its expense, from DATAFILE).
+-- order / transaction (GET a random line's order, or its expense, from DATAFILE) |
+-- events (GET a page of 100 of the log, after a random seq below WALLETS).
 -- Every write carries a unique Idempotency-Key (PREFIX, the wrk thread and a per-thread
 -- counter) and pays a unique order id. Wallets are
 -- "u0".."u{WALLETS-1}", merchants "m0".."m{MERCHANTS-1}", both picked uniformly at random.
@@ -110,6 +111,9 @@ function request()
   elseif mode == "transaction" then
     local target = refunds[math.random(#refunds)]
     return wrk.format("GET", "/v1/transactions/" .. target[1], { ["Authorization"] = auth })
+  elseif mode == "events" then
+    local path = "/v1/events?limit=100&after_seq=" .. tostring(math.random(wallets) - 1)
+    return wrk.format("GET", path, { ["Authorization"] = auth })
   elseif mode == "balances" then
     local path = "/v1/users/u" .. tostring(math.random(wallets) - 1) .. "/balances"
     return wrk.format("GET", path, { ["Authorization"] = auth })
