@@ -236,10 +236,13 @@ def test_ids_that_are_identifiers_are_still_looked_up(
     assert (found.status_code, found.json()["order_id"]) == (200, order)
     assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
     assert (events.status_code, len(events.json()["events"])) == (200, 1)
-    # A bounded page searches the log through the store's thread on every store; the rest
-    # read on the server's loop on PostgreSQL (each route only there), else through it.
-    assert "statement" in made["bounded"]
+    # A bounded page searches the log through the store's thread on every store; the reads
+    # of the routes are on the server's loop on PostgreSQL (each route only there), else
+    # through it.
     loop = "_on_loop" if postgresql else ""
+    assert made["bounded"][:2] == ["head", "events"]  # the search's first probes
+    assert set(made["bounded"][2:-1]) <= {"events"}
+    assert made["bounded"][-1] == f"statement{loop}"  # then the page
     assert made["balances"] == [f"account_balances{loop}"]
     assert made["statement"] == [f"statement{loop}"]
     assert made["transaction"] == [f"event_by_transaction{loop}"]  # (entries_of: not spied)

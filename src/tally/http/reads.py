@@ -109,29 +109,6 @@ def _first_seq_at(store: Store, ledger: str, since_us: int) -> int:
     return low
 
 
-def statement_page(
-    store: Store,
-    ledger: str,
-    user_id: str,
-    currency: str,
-    *,
-    after: tuple[int, int] | None,
-    limit: int,
-    since_us: int | None = None,
-    until_us: int | None = None,
-) -> models.StatementPage:
-    """A page of the statement (also what http/direct.py answers itself, unbounded in time).
-    A `user_id` that is no identifier is refused with the write's 400, never looked up."""
-    check_identifier(user_id, "user_id")
-    if after is None:
-        start = 1 if since_us is None else _first_seq_at(store, ledger, since_us)
-        after = (start - 1, _PAST_EVERY_POSTING)
-    lines, next_position = views.statement_page(
-        store, ledger, user_id, currency, after=after, limit=limit
-    )
-    return _page(lines, next_position, until_us)
-
-
 async def read_statement_page(
     services: Services,
     ledger: str,
@@ -143,32 +120,29 @@ async def read_statement_page(
     since_us: int | None = None,
     until_us: int | None = None,
 ) -> models.StatementPage:
-    """`statement_page` from the loop: a store that reads on the loop itself
-    (`LoopReads`, PostgreSQL, its connections opened at the server's start) is read
-    there and the page built on a reader thread; any other store, or a `from` bound (a
-    search of the log), is read on a reader thread."""
-    store = services.engine.store
-    on_loop = services.reads_here()
-    if on_loop is None or since_us is not None:
-        return await services.read(
-            lambda: statement_page(
-                store,
-                ledger,
-                user_id,
-                currency,
-                after=after,
-                limit=limit,
-                since_us=since_us,
-                until_us=until_us,
-            )
-        )
+    """A page of the statement (also what http/direct.py answers itself, unbounded in time).
+    A `user_id` that is no identifier is refused with the write's 400, never looked up.
+
+    A store that reads on the loop itself (`LoopReads`, PostgreSQL, its connections opened
+    at the server's start) reads the page's rows there, and the lines are built on a reader
+    thread; any other store reads and builds the page on a reader thread. A `from` bound
+    without a cursor is first a search of the log, on a reader thread."""
     check_identifier(user_id, "user_id")
-    limit = max(1, min(limit, statement_page_entries_max))
+    store = services.engine.store
+    if after is None:
+        start = 1
+        if since_us is not None:
+            start = await services.read(_first_seq_at, store, ledger, since_us)
+        after = (start - 1, _PAST_EVERY_POSTING)
+    on_loop = services.reads_here()
+    if on_loop is None:
+        lines, next_position = await services.read(
+            lambda: views.statement_page(store, ledger, user_id, currency, after=after, limit=limit)
+        )
+        return _page(lines, next_position, until_us)
+    limit = max(1, min(limit, statement_page_entries_max))  # as `views.statement_page`
     rows = await on_loop.statement_on_loop(
-        ledger,
-        accounts.wallet(user_id, currency),
-        after=(0, _PAST_EVERY_POSTING) if after is None else after,
-        limit=limit,
+        ledger, accounts.wallet(user_id, currency), after=after, limit=limit
     )
     # Built off the loop: decoding 100 event bodies holds it ~0.3 ms, which requests
     # waiting on it would all feel (docs/benchmarks.md: building pages on the loop).

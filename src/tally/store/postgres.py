@@ -67,6 +67,14 @@ _UNREACHABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# What a read answers 503 for: that, or a server full (a connection reopened after a
+# restart can find it so): retry later.
+_UNAVAILABLE = (*_UNREACHABLE, asyncpg.TooManyConnectionsError)
+
+
+def _unavailable(error: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}")
+
 
 pool_connections_max = 8
 # A server's GET routes read on its own loop, on a pool of that loop's (`LoopReads`): at
@@ -278,10 +286,8 @@ class PostgresStore:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:
             return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-        except (*_UNREACHABLE, asyncpg.TooManyConnectionsError) as error:
-            # (a connection reopened after a restart can find the server full: retry later,
-            # as on the loop's reads)
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
+        except _UNAVAILABLE as error:
+            raise _unavailable(error) from error
 
     async def _open(self) -> asyncpg.Pool:
         pool = await _create_pool(self.url, pool_connections_max)
@@ -357,7 +363,7 @@ class PostgresStore:
             # log and decides the batch again, a bounded number of times.
             raise HeadMoved(f"{batch.ledger}: {error!r}") from error
         except _UNREACHABLE as error:
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
+            raise _unavailable(error) from error
 
     async def _commit(self, batch: BatchWrite) -> None:
         ledger = batch.ledger
@@ -632,9 +638,8 @@ class PostgresStore:
         pool = self._loop_pools[asyncio.get_running_loop()]
         try:
             rows: list[asyncpg.Record] = await pool.fetch(query, *args)
-        except (*_UNREACHABLE, asyncpg.TooManyConnectionsError) as error:
-            # (a connection reopened after a restart can find the server full: retry later)
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(error).__name__}") from error
+        except _UNAVAILABLE as error:
+            raise _unavailable(error) from error
         return rows
 
     async def close_loop_reads(self) -> None:
