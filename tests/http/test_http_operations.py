@@ -25,6 +25,7 @@ Poster = Callable[..., httpx.Response]
 def test_health_metrics_schema_and_docs(live: Any, poster: Poster) -> None:
     with live.client(None) as anonymous:
         health = anonymous.get("/healthz")
+        probe = anonymous.head("/healthz")
         schema = anonymous.get("/openapi.json")
         docs = anonymous.get("/docs")
         style = anonymous.get("/docs/style.css")
@@ -38,6 +39,7 @@ def test_health_metrics_schema_and_docs(live: Any, poster: Poster) -> None:
     with live.client(None) as anonymous:
         metrics = anonymous.get("/metrics")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (probe.status_code, probe.content) == (200, b"")  # load balancers probe with HEAD
     assert schema.json()["openapi"].startswith("3.")
     assert "/v1/recharges" in schema.json()["paths"]
     assert docs.status_code == 200

@@ -14,7 +14,7 @@ from typing import Any, cast
 import anyio.to_thread
 import msgspec
 import structlog
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get, head
 from litestar.enums import ScopeType
 from litestar.exceptions import SerializationException
 from litestar.openapi.config import OpenAPIConfig
@@ -49,6 +49,12 @@ request_body_bytes_max = 64 * 1024
 @get("/healthz", summary="Liveness", tags=["operations"], security=[{}])
 async def healthz() -> Health:
     return Health(status="ok")
+
+
+@head("/healthz", summary="Liveness, without a body", tags=["operations"], security=[{}])
+async def healthz_head() -> None:
+    """For load balancers and uptime checks that probe with HEAD (RFC 9110: GET's status,
+    no body); Litestar answers no HEAD for a GET route by itself."""
 
 
 @get("/metrics", include_in_schema=False)
@@ -223,7 +229,15 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         direct=DirectWrites(services, body_bytes_max=request_body_bytes_max)
         if direct_writes
         else None,
-        route_handlers=[healthz, metrics, docs_page, docs_style, *writes.ROUTES, *reads.ROUTES],
+        route_handlers=[
+            healthz,
+            healthz_head,
+            metrics,
+            docs_page,
+            docs_style,
+            *writes.ROUTES,
+            *reads.ROUTES,
+        ],
         openapi_config=openapi,
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=_Request,
