@@ -35,6 +35,7 @@ from tally.domain.rejections import Rejected, Rejection
 from tally.domain.state import LedgerState, evolve
 from tally.engine.results import Committed
 from tally.money import currencies, parse_amount
+from tally.verification import verify
 
 CURRENCIES = currencies()
 EXPENSE_ID = "txn-0002"  # the expense `funded_ledger` commits second
@@ -338,6 +339,24 @@ CASES = [
         R.METADATA_INVALID,
         "metadata.note",
         decided(adjustment(metadata=(("note", "\ud800"),))),
+    ),
+    Case(
+        "metadata as a mapping (its keys would unpack as pairs)",
+        R.METADATA_INVALID,
+        "metadata",
+        command(recharge(metadata=untyped({"ab": 5}))),
+    ),
+    Case(
+        "metadata entry not a pair",
+        R.METADATA_INVALID,
+        "metadata",
+        decided(expense(("o-9", 1), metadata=untyped((("note", "x", "y"),)))),
+    ),
+    Case(
+        "metadata key repeated (the log would keep one)",
+        R.METADATA_INVALID,
+        "metadata",
+        command(refund(metadata=(("note", "a"), ("note", "b")))),
     ),
     Case(
         "metadata with too many entries",
@@ -674,6 +693,80 @@ def test_unencodable_metadata_is_rejected_on_the_writer_path(tmp_path: Path) -> 
     finally:
         engine.close()
         engine.store.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "field"),
+    [
+        (
+            Envelope(idempotency_key="k-bad", command=recharge(), actor=untyped(7)),
+            Rejection.IDENTIFIER_INVALID,
+            "actor",
+        ),
+        (
+            Envelope(idempotency_key="k-bad", command=recharge(), actor=""),
+            Rejection.IDENTIFIER_INVALID,
+            "actor",
+        ),
+        (
+            Envelope(idempotency_key="k-bad", command=recharge(metadata=untyped({"ab": 5}))),
+            Rejection.METADATA_INVALID,
+            "metadata",
+        ),
+        (
+            Envelope(idempotency_key="k-bad", command=recharge(metadata=untyped({"note": "x"}))),
+            Rejection.METADATA_INVALID,
+            "metadata",
+        ),
+        (
+            Envelope(
+                idempotency_key="k-bad", command=recharge(metadata=untyped((("a", "b", "c"),)))
+            ),
+            Rejection.METADATA_INVALID,
+            "metadata",
+        ),
+        (
+            Envelope(idempotency_key="k-bad", command=recharge(metadata=untyped(None))),
+            Rejection.METADATA_INVALID,
+            "metadata",
+        ),
+    ],
+    ids=[
+        "actor-not-text",
+        "actor-empty",
+        "metadata-mapping-of-pairs",
+        "metadata-mapping",
+        "metadata-triple",
+        "metadata-none",
+    ],
+)
+def test_an_envelope_no_reader_could_decode_is_refused_and_the_ledger_reopens(
+    tmp_path: Path, bad: Envelope, reason: Rejection, field: str
+) -> None:
+    """Through the Python API (HTTP and the CLI type their input): what the event would hold
+    as is is checked, so nothing undecodable is chained into the log, which could never be
+    read back (replay, verify, a writer's catch-up at start: the ledger would stop for good)."""
+    path = tmp_path / "envelope.db"
+    engine = open_engine(path)
+    try:
+        good = Envelope(idempotency_key="k-good", command=recharge())
+        outcomes = engine.execute_many("default", [bad, good])
+        assert isinstance(outcomes[0], Rejected)
+        assert (outcomes[0].reason, outcomes[0].field) == (reason, field)
+        assert isinstance(outcomes[1], Committed)
+    finally:
+        engine.close()
+        engine.store.close()
+    reopened = open_engine(path)
+    try:
+        assert verify(reopened, "default").ok
+        again = reopened.execute_many(
+            "default", [Envelope(idempotency_key="k-after", command=recharge())]
+        )
+        assert isinstance(again[0], Committed)
+    finally:
+        reopened.close()
+        reopened.store.close()
 
 
 def test_a_known_account_does_not_vouch_for_an_identifier_of_another_type() -> None:

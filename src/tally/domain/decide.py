@@ -70,7 +70,12 @@ def recall(state: LedgerState, envelope: Envelope, command_digest: str) -> int |
 def decide(
     state: LedgerState, envelope: Envelope, stamp: Stamp, *, currencies: Container[str]
 ) -> Event:
-    """Decide `envelope` against `state`; return the event to append or raise `Rejected`."""
+    """Decide `envelope` against `state`; return the event to append or raise `Rejected`.
+
+    The envelope's sender (`actor`, an API key id or "cli") is checked before its command:
+    it goes into the event as is, and a log holding what no reader can decode would stop
+    the ledger for good."""
+    check_identifier(envelope.actor, "actor")
     command = envelope.command
     common = _new_tuple(_Common, (state, envelope, stamp, currencies))
     if isinstance(command, Expense):
@@ -351,10 +356,19 @@ def _check_amounts(amounts: tuple[tuple[str, object], ...]) -> None:
 
 
 def _check_metadata(metadata: Metadata) -> None:
+    if type(metadata) is not tuple:  # a mapping would unpack its keys (`metadata_from`)
+        raise Rejected(
+            Rejection.METADATA_INVALID, field="metadata", detail="must be (key, value) pairs"
+        )
     if not metadata:
         return
     size = 0  # every entry is checked first: METADATA_INVALID outranks METADATA_TOO_LARGE
-    for key, value in metadata:
+    for entry in metadata:
+        if type(entry) is not tuple or len(entry) != 2:
+            raise Rejected(
+                Rejection.METADATA_INVALID, field="metadata", detail="must be (key, value) pairs"
+            )
+        key, value = entry
         if not isinstance(key, str) or _METADATA_KEY.fullmatch(key) is None:
             raise Rejected(
                 Rejection.METADATA_INVALID,
@@ -366,6 +380,8 @@ def _check_metadata(metadata: Metadata) -> None:
                 Rejection.METADATA_INVALID, field=f"metadata.{key}", detail="values are strings"
             )
         size += len(key) + _utf8_length(value, f"metadata.{key}", Rejection.METADATA_INVALID)
+    if len({key for key, _ in metadata}) != len(metadata):  # the log keeps one of each
+        raise Rejected(Rejection.METADATA_INVALID, field="metadata", detail="a key repeats")
     if len(metadata) > limits.metadata_entries_max:
         raise Rejected(
             Rejection.METADATA_TOO_LARGE,

@@ -473,8 +473,10 @@ class LedgerWriter:
             for index, envelope in enumerate(envelopes):
                 try:
                     digest = command_digest(envelope.command)
-                except UnicodeEncodeError:  # a lone surrogate: let the ladder name the field
-                    outcomes.append(self._unencodable(envelope))
+                except (UnicodeEncodeError, TypeError, ValueError) as error:
+                    # A lone surrogate, or (through the Python API, which types nothing)
+                    # metadata that is no pairs: let the ladder name the field.
+                    outcomes.append(self._unencodable(envelope, error))
                     continue
                 try:
                     prior_seq = recall(state, envelope, digest)
@@ -525,12 +527,14 @@ class LedgerWriter:
         )
         return outcomes, batch
 
-    def _unencodable(self, envelope: Envelope) -> Rejected:
+    def _unencodable(self, envelope: Envelope, error: Exception) -> Rejected:
         stamp = Stamp(seq=0, transaction_id="", timestamp_us=0, command_digest="")
         try:
             decide(self.state, envelope, stamp, currencies=self.currencies)
         except Rejected as rejection:
             return rejection
+        if not isinstance(error, UnicodeEncodeError):
+            raise error  # the ladder found nothing wrong: a bug, not a rejection
         return Rejected(
             Rejection.METADATA_INVALID, field="command", detail="text must be valid Unicode"
         )
