@@ -373,6 +373,13 @@ CASES = [
     Case(
         "adjustment without a reason", R.REASON_INVALID, "reason", command(adjustment(reason="  "))
     ),
+    Case("refund reason not text", R.REASON_INVALID, "reason", command(refund(reason=untyped(5)))),
+    Case(
+        "adjustment whose reason is only control characters",
+        R.REASON_INVALID,
+        "reason",
+        command(adjustment(reason="\u0000\u200b\t")),
+    ),
     Case(
         "refund reason too long",
         R.REASON_INVALID,
@@ -709,6 +716,11 @@ def test_unencodable_metadata_is_rejected_on_the_writer_path(tmp_path: Path) -> 
             "actor",
         ),
         (
+            Envelope(idempotency_key="k-bad", command=recharge(), actor="ops\ud800"),
+            Rejection.IDENTIFIER_INVALID,
+            "actor",
+        ),
+        (
             Envelope(idempotency_key="k-bad", command=recharge(metadata=untyped({"ab": 5}))),
             Rejection.METADATA_INVALID,
             "metadata",
@@ -734,6 +746,7 @@ def test_unencodable_metadata_is_rejected_on_the_writer_path(tmp_path: Path) -> 
     ids=[
         "actor-not-text",
         "actor-empty",
+        "actor-lone-surrogate",
         "metadata-mapping-of-pairs",
         "metadata-mapping",
         "metadata-triple",

@@ -75,7 +75,7 @@ def decide(
     The envelope's sender (`actor`, an API key id or "cli") is checked before its command:
     it goes into the event as is, and a log holding what no reader can decode would stop
     the ledger for good."""
-    check_identifier(envelope.actor, "actor")
+    _check_actor(envelope.actor)
     command = envelope.command
     common = _new_tuple(_Common, (state, envelope, stamp, currencies))
     if isinstance(command, Expense):
@@ -314,6 +314,20 @@ def check_idempotency_key(key: str, field: str) -> None:
         )
 
 
+def _check_actor(actor: object) -> None:
+    if (
+        type(actor) is not str
+        or not actor
+        or len(actor) > limits.actor_length_max
+        or not actor.isprintable()
+    ):
+        raise Rejected(
+            Rejection.IDENTIFIER_INVALID,
+            field="actor",
+            detail=f"must be 1 to {limits.actor_length_max} printable characters",
+        )
+
+
 def check_identifier(value: object, field: str) -> None:
     """Refuse a value that is no identifier, naming `field`."""
     if not is_identifier(value):
@@ -397,7 +411,10 @@ def _check_metadata(metadata: Metadata) -> None:
 
 
 def _check_reason(reason: str, *, required: bool) -> None:
-    if required and not reason.strip():
+    if type(reason) is not str:  # the Python API types nothing; it would go into the log
+        raise Rejected(Rejection.REASON_INVALID, field="reason", detail="must be text")
+    if required and not any(char.isprintable() and not char.isspace() for char in reason):
+        # blank, or only control characters ("\0"): no reason a reader could see
         raise Rejected(Rejection.REASON_INVALID, field="reason", detail="a reason is required")
     if _utf8_length(reason, "reason", Rejection.REASON_INVALID) > limits.reason_bytes_max:
         raise Rejected(

@@ -8,6 +8,7 @@ INT64_MIN = -(2**63)
 amount_max = INT64_MAX  # a single amount, in minor units
 identifier_length_max = 128  # user, order, merchant, gateway and transaction ids
 idempotency_key_length_max = 255
+actor_length_max = 255  # who sent a command: an API key id, an operator, "cli"
 orders_per_expense_max = 100
 metadata_entries_max = 32
 metadata_bytes_max = 4096  # UTF-8 bytes of all keys and values together
