@@ -74,7 +74,9 @@ class Transaction(msgspec.Struct, kw_only=True, gc=False):
 
 @lru_cache(maxsize=1024)
 def _second(seconds: int) -> str:
-    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat pads the year to four digits, strftime's %Y does not below 1000 (a `to`
+    # bound in year 500 compared as "500-…" would sort after every real line)
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds")[:19]
 
 
 def timestamp(timestamp_us: int) -> str:

@@ -120,6 +120,9 @@ def _journey(client: TestClient[Any], secrets: dict[str, str]) -> list[Any]:
     post("/v1/expenses", expense("ann", "o5", "1.001"), "e5")  # too many decimals
     post("/v1/expenses", expense("ann", "o6", "1.00"), None)  # no Idempotency-Key
     post("/v1/expenses", None, "e7", raw=b'{"user_id": "ann"')  # malformed JSON
+    post("/v1/expenses", None, "e7b", raw=b'{"user_id": "a\xffnn"}')  # a string not UTF-8
+    bad_metadata = {"type": "recharge", "idempotency_key": "b5", "metadata": {"k": 5}}
+    post("/v1/batch", {"commands": [{**bad_metadata, **recharge("bob", "1.00")}]}, "batch2")
     post("/v1/expenses", expense("ann", "o8", "1.00"), "e8", content_type="text/plain")
     post("/v1/expenses", expense("ann", "o9", "1.00"), "x" * 256)  # key too long
     post("/v1/expenses", expense("ann", "o10", "2.00"), "e10")

@@ -29,6 +29,20 @@ BAD_RECHARGES: list[tuple[str, bytes, int, str, str | None]] = [
     ("truncated", b'{"user_id": "eve", "amount": "5.0', 400, "json_malformed", None),
     ("not json", b"amount=5", 400, "json_malformed", None),
     ("empty", b"", 400, "json_malformed", None),
+    (
+        "a string not UTF-8",
+        b'{"user_id":"al\xffice","amount":"5.00","currency":"USD","gateway":"paypal"}',
+        400,
+        "json_malformed",
+        None,
+    ),
+    (
+        "a key not UTF-8",
+        b'{"us\xffer_id":"alice","amount":"5.00","currency":"USD","gateway":"paypal"}',
+        400,
+        "json_malformed",
+        None,
+    ),
     ("a list", b"[]", 400, "field_invalid", None),
     (
         "NaN",
@@ -152,6 +166,40 @@ def test_json_nested_too_deeply_is_malformed(live: Any, path: str, body: bytes) 
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert (response.json()["code"], response.json()["field"]) == ("json_malformed", None)
+    assert _head(live) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/recharges", "/v1/batch"])
+def test_an_empty_chunked_body_is_malformed(live: Any, path: str) -> None:
+    """As an empty body with `Content-Length: 0` is: chunked, no length says so up front."""
+    before = _head(live)
+    with live.client() as http:
+        response = http.post(
+            path,
+            content=iter([b""]),
+            headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert (problem["code"], problem["field"]) == ("json_malformed", None)
+    assert problem["detail"] == "the body is empty; send a JSON object"
+    assert _head(live) == before
+
+
+def test_metadata_of_the_wrong_type_in_a_batch_names_the_command(live: Any) -> None:
+    """The same code as on the single route, and a field a client can find."""
+    command = {"type": "recharge", "idempotency_key": "q", **RECHARGE, "metadata": {"k": 5}}
+    before = _head(live)
+    with live.client() as http:
+        response = http.post(
+            "/v1/batch",
+            json={"commands": [{"type": "recharge", "idempotency_key": "p", **RECHARGE}, command]},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert (problem["code"], problem["field"]) == ("metadata_invalid", "commands[1].metadata")
     assert _head(live) == before
 
 
@@ -282,6 +330,17 @@ def test_order_lists_are_bounded(live: Any, poster: Poster, orders: list[Any], c
             {"currency": "USD", "to": "2026-01-01T00:00:00"},
             "parameter_invalid",
             "to",
+        ),
+        *(
+            (
+                "/v1/users/eve/statement",
+                {"currency": "USD", bound: moment},
+                "parameter_invalid",
+                bound,
+            )
+            for bound in ("from", "to")
+            # valid RFC 3339, but before year 1 or after year 9999 once in UTC
+            for moment in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
         ),
         ("/v1/events", {"limit": 5000}, "parameter_invalid", "limit"),
         ("/v1/events", {"after_seq": -1}, "parameter_invalid", "after_seq"),

@@ -40,6 +40,8 @@ def test_health_metrics_schema_and_docs(live: Any, poster: Poster) -> None:
         metrics = anonymous.get("/metrics")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert (probe.status_code, probe.content) == (200, b"")  # load balancers probe with HEAD
+    assert probe.headers["content-length"] == health.headers["content-length"]
+    assert probe.headers["content-type"] == health.headers["content-type"]
     assert schema.json()["openapi"].startswith("3.")
     assert "/v1/recharges" in schema.json()["paths"]
     assert docs.status_code == 200

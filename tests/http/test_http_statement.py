@@ -108,3 +108,8 @@ def test_from_and_to_bound_the_timestamps(
         future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
         assert amounts(**{"from": future}) == []
         assert amounts(to="1970-01-01T00:00:00Z") == []
+        # a year below 1000 ("0500-…", never "500-…", which would sort after "2026-…")
+        assert amounts(to="0500-01-01T00:00:00Z") == []
+        assert amounts(to="0001-01-01T00:00:00Z") == []
+        assert amounts(**{"from": "0500-01-01T00:00:00Z"}) == ["1.00", "2.00", "3.00"]
+        assert amounts(to="9999-12-31T23:59:59Z") == ["1.00", "2.00", "3.00"]

@@ -51,10 +51,14 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+_HEALTH_LENGTH = str(len(msgspec.json.encode(Health(status="ok"))))
+
+
 @head("/healthz", summary="Liveness, without a body", tags=["operations"], security=[{}])
-async def healthz_head() -> None:
-    """For load balancers and uptime checks that probe with HEAD (RFC 9110: GET's status,
-    no body); Litestar answers no HEAD for a GET route by itself."""
+async def healthz_head() -> Response[None]:
+    """For load balancers and uptime checks that probe with HEAD (RFC 9110: GET's status and
+    headers, no body); Litestar answers no HEAD for a GET route by itself."""
+    return Response(None, headers={"content-length": _HEALTH_LENGTH})
 
 
 @get("/metrics", include_in_schema=False)
@@ -74,13 +78,16 @@ async def docs_style() -> str:
 
 class _Request(Request[Any, Any, Any]):
     """Litestar's request, whose JSON body nested too deeply to decode (the decoder's
-    `RecursionError`) is malformed JSON like any other: 400 `json_malformed`, not a 500."""
+    `RecursionError`) or holding a string that is not UTF-8 (`UnicodeDecodeError`) is
+    malformed JSON like any other: 400 `json_malformed`, not a 500."""
 
     async def json(self) -> Any:
         try:
             return await super().json()
         except RecursionError as error:
             raise SerializationException("JSON is nested too deeply") from error
+        except UnicodeDecodeError as error:
+            raise SerializationException(f"the body is not UTF-8: {error.reason}") from error
 
 
 class _MeasuredApp(Litestar):

@@ -95,8 +95,9 @@ class DirectWrites:
         body, receive = await _read(receive)
         try:
             data = route.decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            # RecursionError: nested too deeply to decode, which Litestar refuses as malformed
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+            # RecursionError: nested too deeply to decode; UnicodeDecodeError: a string that
+            # is not UTF-8. Litestar refuses both as malformed (app._Request).
             return None, receive
         try:
             sent = await route.write(self.services, key, writer, data, idempotency_key)

@@ -53,7 +53,11 @@ async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
             f"send Content-Type: application/json (got {media_type or 'none'!r})",
             field="Content-Type",
         )
-    if connection.headers.get("content-length") == "0":
+    length = connection.headers.get("content-length")
+    if length == "0" or (
+        # chunked: only reading it tells (a Request caches its body for the handler)
+        length is None and isinstance(connection, Request) and not await connection.body()
+    ):
         raise ApiProblem(EdgeProblem.JSON_MALFORMED, "the body is empty; send a JSON object")
 
 

@@ -126,6 +126,7 @@ def idempotency_key_refused(value: str | None) -> Problem:
 # -- turning framework and validation errors into problems ------------------------------
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
 _MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
+_METADATA_PATH = re.compile(r"((?:.*\.)?metadata)(?:\[.*)?")
 _MISSING_PARAMETER = re.compile(r"Missing required (?:\w+) parameter '([^']*)'")
 _PARAMETER_SOURCES = frozenset({"query", "path", "header", "cookie"})
 # Litestar names a header parameter that fails validation by the handler's argument.
@@ -170,8 +171,9 @@ def bad_request(detail: str, extra: object, *, idempotency_key: str | None = Non
             'must be a decimal string such as "150.00" (numbers are refused)',
             path,
         )
-    if path is not None and path.split("[", 1)[0] == "metadata":
-        return problem(Rejection.METADATA_INVALID, "metadata maps strings to strings", "metadata")
+    if path is not None and (metadata := _METADATA_PATH.fullmatch(path)) is not None:
+        # "metadata[...]", or in a batch "commands[0].metadata[...]": named up to `metadata`
+        return problem(Rejection.METADATA_INVALID, "metadata maps strings to strings", metadata[1])
     return problem(EdgeProblem.FIELD_INVALID, message, path)
 
 

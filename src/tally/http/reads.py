@@ -41,6 +41,9 @@ events_page_max = 1000
 _CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,9})")
 _PAST_EVERY_POSTING = 2**31 - 1  # cursor index after every posting of an event
 _UNIX_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+# What a timestamp can show: years 1 to 9999 in UTC (a zone can push a moment past either)
+_EARLIEST = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
+_LATEST = datetime.fromisoformat("9999-12-31T23:59:59.999999+00:00")
 
 _READ: dict[str, Any] = {
     "responses": READ_RESPONSES,
@@ -90,6 +93,10 @@ def _instant_us(text: str | None, field: str) -> int | None:
             EdgeProblem.PARAMETER_INVALID,
             "an RFC 3339 timestamp with a zone, e.g. 2026-01-31T00:00:00Z",
             field=field,
+        )
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ApiProblem(
+            EdgeProblem.PARAMETER_INVALID, "must fall in years 1 to 9999 in UTC", field=field
         )
     delta = moment - _UNIX_EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
