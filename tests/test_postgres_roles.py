@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from pg import ADMIN_URL, fresh_database
-from tally.bootstrap import open_engine
+from tally.api_keys import Scope
+from tally.bootstrap import open_engine, open_key_store
 from tally.cli.demo import run_demo
 from tally.store.postgres import run_sync
 
@@ -38,6 +39,8 @@ def test_the_application_role_may_append_but_never_change_the_log() -> None:
     try:
         with fresh_database() as owner_url:
             owner = open_engine(owner_url)  # migrates as the owner
+            owner.store.ensure_ledger("default")
+            issued = open_key_store(owner.store).create("default", frozenset({Scope.READ}))
             owner.close()
             owner.store.close()
             run_sync(_as(owner_url, grants(role)))
@@ -49,6 +52,9 @@ def test_the_application_role_may_append_but_never_change_the_log() -> None:
                 assert outcome.verification.ok
                 engine.close()
                 engine.replay("default")  # projections are disposable: rewritable
+                key = open_key_store(engine.store).authenticate(issued.secret)  # as `tally serve`
+                assert key is not None
+                assert key.key_id == issued.key.key_id
             finally:
                 engine.close()
                 engine.store.close()

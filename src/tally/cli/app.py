@@ -1,10 +1,11 @@
 """`tally`: record, inspect, replay and verify a ledger from the shell.
 
-Every command takes `--db PATH` (default ./tally.db), `--ledger NAME` (default "default")
-and `--json`. Exit status: 0 ok, 1 refused or verification failed, 2 usage error, 3 the
-ledger's log is broken (tampered or corrupt; nothing was changed), 4 verification
-inconclusive (writes kept coming faster than verify could check them; nothing was found
-wrong in what it read: verify again later).
+Every command takes `--db PATH` (default ./tally.db); the ledger commands also take
+`--ledger NAME` (default "default") and `--json` (`serve` takes no `--json`; `key create`
+and `key list` need `--ledger`). Exit status: 0 ok, 1 refused or verification failed,
+2 usage error, 3 the ledger's log is broken (tampered or corrupt; nothing was changed),
+4 verification inconclusive (writes kept coming faster than verify could check them;
+nothing was found wrong in what it read: verify again later).
 """
 
 from __future__ import annotations
