@@ -1,7 +1,7 @@
 """Two revisions of tally side by side at the API: for measuring a change on a noisy host.
 
     .venv/bin/python -m bench.ab --a REV [--b REV] [--store sqlite|postgresql]
-        [--scenario expense-uniform|expense-hot|balances|order|transaction|events]
+        [--scenario expense-uniform|expense-hot|batch-uniform|balances|order|transaction|events]
         [--pairs 8] [--seconds 5]
 
 Checks out each revision (`--b` defaults to the working tree) into a temporary git worktree,
@@ -35,8 +35,17 @@ from bench import api, host
 from bench.engine import _database
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("expense-uniform", "expense-hot", "balances", "order", "transaction", "events")
-READS = {"balances", "order", "transaction", "events"}  # 8 connections; the rest write, 64
+SCENARIOS = (
+    "expense-uniform",
+    "expense-hot",
+    "batch-uniform",
+    "balances",
+    "order",
+    "transaction",
+    "events",
+)
+READS = {"balances", "order", "transaction", "events"}  # 8 connections; single writes 64
+BATCH = 1_000  # expenses a request in batch-uniform, over 4 connections (as bench.api)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,9 @@ def _side(
 def _run(side: Side, scenario: str, seconds: float, prefix: str) -> Run:
     wallets = 1 if scenario == "expense-hot" else 10_000
     mode, connections = (scenario, 8) if scenario in READS else ("expense", 64)
+    batch = BATCH if scenario == "batch-uniform" else 0
+    if batch:
+        mode, connections = "batch", 4
     cpu = api._cpu_seconds(side.server.pid)
     load = api._wrk_start(
         side.server.url,
@@ -121,14 +133,16 @@ def _run(side: Side, scenario: str, seconds: float, prefix: str) -> Run:
         prefix=prefix,
         wallets=wallets,
         merchants=wallets,
+        batch=batch,
         datafile=str(side.targets),
     )
     done = api._wrk_finish(load, seconds)
     cpu = api._cpu_seconds(side.server.pid) - cpu
+    per_request = max(batch, 1)  # throughput and CPU per transfer
     return Run(
-        done.answered / done.seconds,
+        done.answered * per_request / done.seconds,
         done.p99_ms,
-        cpu / max(done.requests, 1) * 1e6,
+        cpu / max(done.requests * per_request, 1) * 1e6,
         done.errors + done.refused,
     )
 

@@ -382,15 +382,20 @@ class PostgresStore:
                     # form, which updates after the compare-and-set; one truly missing fails
                     # there too.
                     pass
+            # Batch N's compare-and-set first, before this transaction takes any lock: a
+            # wait in Python with locks held is one PostgreSQL's deadlock detector cannot see
+            # (N waiting on another process's rows, that process on ours, we on N: all stood
+            # until the command timeout). Once N's compare-and-set is done, N only commits,
+            # and every wait of ours is on a lock PostgreSQL knows about.
+            before = self._cas_turns.get((ledger, batch.base))
+            if before is not None:
+                await asyncio.shield(before)
             # READ COMMITTED only makes the updates after the compare-and-set see the rows
             # of the batch committed just before; any other level is equally correct (a
             # serialization failure counts as a fence), only slower when commits overlap.
             async with self.pool.acquire() as db, db.transaction(isolation="read_committed"):
                 await _copy(db, "events", _EVENT_COLUMNS, [(ledger, *r) for r in batch.events])
                 await _write_projections(db, ledger, batch.projections)
-                before = self._cas_turns.get((ledger, batch.base))
-                if before is not None:
-                    await asyncio.shield(before)
                 moved = await db.fetchval(
                     _MOVE_HEAD,
                     batch.head.seq,
