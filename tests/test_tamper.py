@@ -449,6 +449,30 @@ def test_head_row_disagreeing_with_the_log_is_caught(
     assert f"FAIL {LEDGER} at head" in audited.stdout
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (delete_last_event_only, "the log ends at seq 6, the head row says 7"),
+        (rewind_head_only, "head row disagrees with the log"),
+        (corrupt_head_hash, "head row disagrees with the log"),
+    ],
+    ids=["delete-last-event", "rewind-head", "corrupt-head-hash"],
+)
+def test_a_write_to_a_ledger_whose_head_row_disagrees_with_the_log_is_refused(
+    ledger_db: str, tally: TallyRunner, edit: Tamper, said: str
+) -> None:
+    """The writer's catch-up at start reads the log up to the head row: a head beyond the
+    log's end is a cut tail, not a writer still committing (it looped for ever on that)."""
+    tamper(ledger_db, edit)
+    before = snapshot(ledger_db)
+    recharge = ("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r-after")
+    run = tally(*recharge, "--db", ledger_db, "--ledger", LEDGER)
+    assert run.returncode == 3, run.describe()
+    assert "ledger broken" in run.stderr
+    assert said in run.stderr
+    assert snapshot(ledger_db) == before
+
+
 def rewind_head_and_its_projections(db: RawDb) -> None:
     """The head row moved back over the last event, and that event's projection rows gone:
     only the log itself still says the event happened."""

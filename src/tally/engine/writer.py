@@ -570,6 +570,7 @@ class LedgerWriter:
 
     def _catch_up(self) -> None:
         """Apply every event the log has beyond our state, checking the chain as we go."""
+        reaches: int | None = None  # where a head row read before this page said the log ends
         while True:
             rows = self.store.events(
                 self.ledger, after_seq=self.state.seq, limit=catch_up_page_events
@@ -578,9 +579,18 @@ class LedgerWriter:
                 self._apply_logged(row)
             if len(rows) == catch_up_page_events:
                 continue
+            if reaches is not None and self.state.seq < reaches:
+                # A head moves in the transaction that appends its events: read after it,
+                # the log holds them. It does not: the tail was cut (reading again would
+                # loop for ever).
+                raise InvariantViolated(
+                    f"ledger {self.ledger}: the log ends at seq {self.state.seq}, "
+                    f"the head row says {reaches}"
+                )
             head = self.store.head(self.ledger)
             if head is not None and head.seq > self.state.seq:
-                continue  # another writer committed meanwhile
+                reaches = head.seq  # another writer committed meanwhile: read on
+                continue
             if head is None or head != Head(self.state.seq, self.head_hash):
                 raise InvariantViolated(f"ledger {self.ledger}: head row disagrees with the log")
             self._stale = False
