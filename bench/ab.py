@@ -167,13 +167,14 @@ def main() -> None:
             folder.mkdir()
             sides.append(_side(stack, args.store, name, revision, folder))
         runs: dict[str, list[Run]] = {"A": [], "B": []}
+        unit = "transfer" if args.scenario == "batch-uniform" else "request"
         for pair in range(args.pairs):
             for side in sides if pair % 2 == 0 else reversed(sides):
                 run = _run(side, args.scenario, args.seconds, f"{side.name.lower()}{pair}")
                 runs[side.name].append(run)
                 print(
                     f"{side.name} pair {pair}: {run.rate:,.0f}/s, p99 {run.p99_ms:.1f} ms, "
-                    f"server CPU {run.cpu_us:,.0f} µs/request"
+                    f"server CPU {run.cpu_us:,.0f} µs/{unit}"
                     + (f", FAILED {run.failed:,}" if run.failed else ""),
                     flush=True,
                 )
@@ -183,7 +184,7 @@ def main() -> None:
             print(
                 f"{side.name} ({side.label}): median {rate:,.0f}/s, "
                 f"p99 {statistics.median(r.p99_ms for r in mine):.1f} ms, server CPU "
-                f"{statistics.median(r.cpu_us for r in mine):,.0f} µs/request",
+                f"{statistics.median(r.cpu_us for r in mine):,.0f} µs/{unit}",
                 flush=True,
             )
         faster = sum(b.rate > a.rate for a, b in zip(runs["A"], runs["B"], strict=True))
