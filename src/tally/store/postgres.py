@@ -880,6 +880,9 @@ async def _update(db: _Connection, sql: str, ledger: str, rows: Sequence[Sequenc
         raise RuntimeError(f"ledger {ledger}: a row to update is missing ({status})")
 
 
+_MIGRATING = int.from_bytes(b"tally:mg")  # the advisory lock of a database's migrator
+
+
 async def _migrate(db: _Connection) -> None:
     """Apply the PostgreSQL migrations not yet applied, each in its own transaction.
 
@@ -892,10 +895,14 @@ async def _migrate(db: _Connection) -> None:
     pending = [m for m in migrations("postgresql") if m.version not in applied]
     if not pending:
         return
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)"
-    )
+    async with db.transaction():
+        # Processes opening a new database together: `IF NOT EXISTS` alone lets two of them
+        # both create the table, and the second fails on the catalog's unique index.
+        await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATING)
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)"
+        )
     for migration in pending:
         async with db.transaction():
             # Serialize concurrent migrators: the first takes the lock, the others wait

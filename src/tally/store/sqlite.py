@@ -36,7 +36,7 @@ from tally.engine.ports import (
 )
 from tally.store import with_accounts_as_named
 from tally.store.migrate import migrations
-from tally.store.sqlite_threads import ThreadConnections, connect
+from tally.store.sqlite_threads import ThreadConnections, busy_timeout_ms, connect
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__
@@ -326,6 +326,21 @@ def _by_position(line: tuple[EntryRow, bytes]) -> tuple[int, int]:
     return line[0].seq, line[0].posting_index
 
 
+def _enter_wal(connection: sqlite3.Connection) -> None:
+    """`journal_mode = WAL`, waiting as any statement waits for a busy database: SQLite
+    answers "database is locked" at once, without its busy handler, while another
+    connection turns a new file to WAL (processes opening it together)."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class _Checkpointer:
     """Runs `wal_checkpoint(PASSIVE)` after commits, off the committer's path.
 
@@ -388,7 +403,7 @@ class SqliteStore:
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         connection = connect(self.path)
-        connection.execute("PRAGMA journal_mode = WAL")
+        _enter_wal(connection)
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA cache_size = -65536")
         connection.execute("PRAGMA mmap_size = 1073741824")
@@ -419,11 +434,21 @@ class SqliteStore:
         for migration in migrations("sqlite"):
             if migration.version in applied:
                 continue
-            db.executescript(
-                f"BEGIN IMMEDIATE;\n{migration.sql}\n"
-                f"INSERT INTO schema_migrations VALUES ({migration.version}, "
-                f"'{migration.name}', {time.time_ns() // 1000});\nCOMMIT;"
-            )
+            # The version's row first, under the write lock: a process that opened the same
+            # new file at the same moment and applied it already makes this insert fail,
+            # before the migration's own statements would (`table … already exists`).
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE;\nINSERT INTO schema_migrations VALUES "
+                    f"({migration.version}, '{migration.name}', {time.time_ns() // 1000});\n"
+                    f"{migration.sql}\nCOMMIT;"
+                )
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK")
+                if not db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                ).fetchone():
+                    raise
 
     # -- the write path ----------------------------------------------------------------
     def ensure_ledger(self, ledger: str) -> None:
