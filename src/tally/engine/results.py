@@ -29,7 +29,9 @@ class WriterStopped(Exception):
 
 
 class CommitFailed(Exception):
-    """The database refused the batch; nothing was acknowledged. Retry with the same key."""
+    """The batch's commit failed, or its outcome is unknown (the connection was lost while
+    it committed): it was not acknowledged, but it may have landed. Retry with the same key:
+    a command that landed comes back as the transaction it produced, once."""
 
 
 class DecidingFailed(Exception):
