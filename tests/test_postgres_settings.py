@@ -128,3 +128,36 @@ def test_a_server_without_autovacuum_is_named_in_the_warnings_tally_serve_logs()
             store.close()
     named = [warning for warning in warnings if warning.startswith("autovacuum is off")]
     assert len(named) == (1 if autovacuum == "off" else 0)
+
+
+class _Session:
+    """A connection whose `SET` fails with `error` (as asyncpg raises it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.shown: list[str] = []
+
+    async def execute(self, sql: str) -> None:
+        raise self.error
+
+    async def fetchval(self, sql: str) -> str:
+        self.shown.append(sql)
+        return "on"
+
+
+def test_a_lost_connection_while_a_session_is_set_up_is_no_refused_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refusal is warned about once and the session goes on; a lost connection is
+    neither: it propagates (the pool's caller sees the server as unavailable, a 503) and
+    leaves the one-time warning for a real refusal."""
+    monkeypatch.setattr(postgres, "_warnings_given", set())
+    lost = _Session(asyncpg.ConnectionDoesNotExistError("connection was closed"))
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        run_sync(postgres._session_settings(lost))  # type: ignore[arg-type]
+    assert lost.shown == []
+    assert postgres._warnings_given == set()
+    refused = _Session(asyncpg.InvalidParameterValueError("unrecognized parameter"))
+    run_sync(postgres._session_settings(refused))  # type: ignore[arg-type]
+    assert refused.shown == ["SHOW synchronous_commit"]
+    assert postgres._warnings_given == {"plan_cache_mode"}

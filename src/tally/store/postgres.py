@@ -848,6 +848,8 @@ async def _session_settings(db: asyncpg.Connection) -> None:
     """
     try:
         await db.execute("SET plan_cache_mode = force_custom_plan")
+    except _UNREACHABLE:  # the connection went away: no refusal, nor a session to go on
+        raise
     except asyncpg.PostgresError as refusal:  # outside a transaction: the session goes on
         _warn_once("plan_cache_mode", f"plan_cache_mode refused ({refusal!r}); plans may go stale")
     if await db.fetchval("SHOW synchronous_commit") == "off":
