@@ -133,6 +133,22 @@ def _adjust_nothing(event: Event) -> None:
         posting["amount"] = 0
 
 
+def _colon_user(event: Event) -> None:
+    """Credits `wallet:alice:X:USD`, an account id of four parts."""
+    event["user_id"] = "alice:X"
+    event["postings"][1]["account"] = "wallet:alice:X:USD"
+
+
+def _spaced_user(event: Event) -> None:
+    event["user_id"] = "al ice"
+    event["postings"][1]["account"] = "wallet:al ice:USD"
+
+
+def _no_orders(event: Event) -> None:
+    event["orders"] = []
+    event["postings"] = []
+
+
 FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
     "v true": (2, _set("v", True)),
     "seq as true": (1, _set("seq", True)),
@@ -163,6 +179,20 @@ FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
     "the same order twice in one expense": (2, lambda e: e.__setitem__("orders", e["orders"] * 2)),
     "a wallet below zero": (2, _overdraw),
     "float amounts": (1, _each_posting(lambda p: p.__setitem__("amount", float(p["amount"])))),
+    # A float that json re-encodes as written is no integer all the same
+    "timestamp as a float": (1, _set("timestamp_us", 1_000_000_000_000_000.0)),
+    "metadata value not a string": (1, _set("metadata", {"a": 1})),
+    "metadata value an object": (1, _set("metadata", {"b": {"c": "d"}})),
+    "actor null": (1, _set("actor", None)),
+    "command digest null": (1, _set("command_digest", None)),
+    "command digest not hex": (1, _set("command_digest", "z" * 64)),
+    "actor empty": (1, _set("actor", "")),
+    "actor unprintable": (1, _set("actor", "cli\n")),
+    "type a list": (1, _set("type", [])),
+    "user id holding a colon": (1, _colon_user),
+    "user id with a space": (1, _spaced_user),
+    "refund of an order id that is no identifier": (3, _set("order_id", None)),
+    "expense without orders": (2, _no_orders),
 }
 
 

@@ -920,3 +920,39 @@ def test_a_head_hash_of_another_type_is_reported_not_a_crash(
     audited = audit(db, LEDGER)
     assert audited.returncode == 1, audited.describe()
     assert "head row's hash is not bytes" in audited.stdout
+
+
+def delete_head_row(db: RawDb) -> None:
+    db.execute("DELETE FROM ledgers WHERE name = ?", (LEDGER,))
+
+
+def test_the_auditor_audits_a_log_whose_head_row_was_deleted(
+    tmp_path: Path, tally_audit: TallyRunner
+) -> None:
+    """Every ledger with a head row or events is audited: a log left without its head row
+    is a finding, not a ledger the file no longer seems to hold."""
+    db = str(tmp_path / "headless.db")
+    build_ledger(db)
+    tamper(db, delete_head_row)
+    audited = tally_audit(db)
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at head: the ledger has no head row" in audited.stdout
+
+
+@pytest.mark.parametrize("name", ["shop#tampered.db", "shop?.db", "shop%20copy.db"])
+def test_the_auditor_audits_the_file_it_is_given_whatever_its_name(
+    tmp_path: Path, tally_audit: TallyRunner, name: str
+) -> None:
+    """The path is no URI: "#", "?" and "%" in it name this file, not another one."""
+    intact = tmp_path / "intact.db"
+    build_ledger(str(intact))
+    for other in ("shop", "shop copy.db"):  # where a path read as a URI would lead
+        (tmp_path / other).write_bytes(intact.read_bytes())
+    tampered = tmp_path / name
+    tampered.write_bytes(intact.read_bytes())
+    tamper(str(tampered), corrupt_head_hash)
+    audited = tally_audit(str(tampered))
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at head" in audited.stdout
+    files = {p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+    assert files == {"intact.db", "shop", "shop copy.db", name}  # nothing opened read-write

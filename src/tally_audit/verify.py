@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 GENESIS = bytes(32)
 INT64_MAX = 2**63 - 1
@@ -40,6 +42,12 @@ EVENT_KEYS = {
     "refund": _COMMON_KEYS | {"expense_id", "order_id", "amount", "reason"},
     "adjustment": _COMMON_KEYS | {"amount", "reason"},
 }
+_NOT_TEXT = "the ledger's name is not text"
+# Ids that name an account's owner or an order (docs/log-format.md, "Identifiers")
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# Every field's JSON type, by key (bool is no integer here: `true` is not 1)
+_STRINGS = ("transaction_id", "idempotency_key", "command_digest", "actor", "currency")
 POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
 ORDER_KEYS = frozenset({"order_id", "amount", "merchant_id"})
 
@@ -206,14 +214,37 @@ def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:
     if event.get("ledger") != ledger or type(event.get("seq")) is not int or event["seq"] != seq:
         raise _Bad("body names another ledger or seq than its row")
     kind = event.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise _Bad(f"unknown event type {kind!r}")
-    if event.keys() != EVENT_KEYS[str(kind)]:
+    if event.keys() != EVENT_KEYS[kind]:
         raise _Bad(f"a {kind} with other keys than the format's")
-    for text in ("user_id", "currency"):
+    _check_types(event, kind)
+    return event
+
+
+def _check_types(event: dict[str, object], kind: str) -> None:
+    """Each field of the JSON type the format gives it (a float that re-encodes the same,
+    `1.0` say, is no integer; a metadata value must be a string)."""
+    for text in _STRINGS:
         if not isinstance(event[text], str):
             raise _Bad(f"malformed {text}")
-    return event
+    if type(event["timestamp_us"]) is not int:
+        raise _Bad("malformed timestamp_us")
+    if not _HEX64.fullmatch(str(event["command_digest"])):
+        raise _Bad("malformed command_digest")
+    actor = str(event["actor"])
+    if not actor or len(actor) > 255 or not actor.isprintable():
+        raise _Bad("malformed actor")
+    ids = [
+        "user_id",
+        *{"recharge": ["gateway"], "refund": ["expense_id", "order_id"]}.get(kind, []),
+    ]
+    for name in ids:
+        if not isinstance(event[name], str) or not IDENTIFIER.fullmatch(str(event[name])):
+            raise _Bad(f"malformed {name} (not an identifier)")
+    metadata = event["metadata"]
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _Bad("malformed metadata (a flat string-to-string object)")
 
 
 class _Invariants:
@@ -284,6 +315,8 @@ class _Invariants:
             if (
                 not isinstance(order_id, str)
                 or not isinstance(merchant, str)
+                or not IDENTIFIER.fullmatch(order_id)
+                or not IDENTIFIER.fullmatch(merchant)
                 or type(amount) is not int
                 or amount <= 0
             ):
@@ -366,8 +399,11 @@ def _posting(posting: object) -> tuple[str, str, int, object]:
 
 
 def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
-    """Verify every ledger (or one) of a tally SQLite file, opened read-only."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """Verify every ledger (or one) of a tally SQLite file, opened read-only: each ledger
+    that has a head row or events (a log whose head row was deleted is a finding)."""
+    # A URI with the path percent-encoded: "#", "?" or "%" in a file's name would otherwise
+    # end the path early (auditing another file) or drop `mode=ro`.
+    db = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
     try:
         # One read transaction: heads and logs from one snapshot, so a ledger that a server
         # writes to meanwhile verifies as it stood (WAL readers see one consistent state).
@@ -376,9 +412,13 @@ def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
             name: (seq, hash_)  # checked as bytes by `check_head`
             for name, seq, hash_ in db.execute("SELECT name, seq, hash FROM ledgers")
         }
-        names = sorted(heads) if ledger is None else [ledger]
+        logged = {name for (name,) in db.execute("SELECT DISTINCT ledger FROM events")}
+        names = [ledger] if ledger is not None else sorted(heads.keys() | logged, key=repr)
         reports = []
         for name in names:
+            if not isinstance(name, str):
+                reports.append(Report(repr(name), finding=Finding(repr(name), None, _NOT_TEXT)))
+                continue
             rows = db.execute(
                 "SELECT seq, body, hash FROM events WHERE ledger = ? ORDER BY seq", (name,)
             )

@@ -1,4 +1,4 @@
-"""A path id that is no identifier (`tally.domain.decide.is_identifier`) names nothing: every
+"""A path id that is no identifier (`tally.domain.accounts.is_identifier`) names nothing: every
 read answers it without a query, the same from both stores. PostgreSQL refuses a text holding
 NUL, so such an id once reached asyncpg there and was answered 500 (SQLite looked it up).
 

@@ -1,7 +1,8 @@
 """Account identities: `kind:owner:currency`.
 
-Every account holds one currency. Identifiers are validated (see `decide.py`) to a charset
-without `:`, so an account id splits back into its three parts unambiguously.
+Every account holds one currency. Identifiers are validated (`is_identifier`: by `decide.py`
+for a command, by `state.check_logged` for a logged event) to a charset without `:`, so an
+account id splits back into its three parts unambiguously.
 
 - `wallet:<user>:<CUR>`      a user's wallet; may never go below zero.
 - `clearing:<gateway>:<CUR>` money received from a payment gateway, not yet settled; it goes
@@ -12,8 +13,14 @@ without `:`, so an account id splits back into its three parts unambiguously.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
+from tally.domain import limits
+
+# Every user, gateway, merchant, order and transaction id: no `:`, so an account id splits
+# back into its parts (docs/log-format.md, "Identifiers").
+_IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{limits.identifier_length_max - 1}}}")
 WALLET: Final = "wallet"
 CLEARING: Final = "clearing"
 REVENUE: Final = "revenue"
@@ -46,3 +53,7 @@ def split(account: str) -> tuple[str, str, str]:
 def floor_of(account: str) -> int | None:
     """The lowest balance the account may reach, or None when it is unbounded."""
     return 0 if account.startswith(WALLET_PREFIX) else None
+
+
+def is_identifier(value: object) -> bool:
+    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None

@@ -12,6 +12,7 @@ from collections.abc import Container
 from typing import NamedTuple, TypedDict
 
 from tally.domain import accounts, limits
+from tally.domain.accounts import is_identifier
 from tally.domain.commands import (
     Adjustment,
     Command,
@@ -33,7 +34,6 @@ from tally.domain.events import (
 from tally.domain.rejections import Rejected, Rejection
 from tally.domain.state import LedgerState
 
-_IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{limits.identifier_length_max - 1}}}")
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _new_tuple = tuple.__new__
 
@@ -297,10 +297,6 @@ def _adjustment(common: _Common, command: Adjustment) -> Event:
 
 
 # -- the rungs -------------------------------------------------------------------------
-
-
-def is_identifier(value: object) -> bool:
-    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
 
 
 def check_idempotency_key(key: str, field: str) -> None:

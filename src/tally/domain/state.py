@@ -12,9 +12,10 @@ A batch whose database commit fails therefore leaves the state as it was.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
-from tally.domain import accounts
+from tally.domain import accounts, limits
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
@@ -177,6 +178,20 @@ def check_logged(state: LedgerState, event: Event) -> None:
     also ties a refund's or an adjustment's `amount` to the money it moves, and every amount
     to the event's currency), and its amounts of the right sign. `evolve` checks the rest.
     The writer's own events are made that way by `decide`, so the live path skips this."""
+    if _HEX64.fullmatch(event.command_digest) is None:
+        raise InvariantViolated(f"seq {event.seq}: command_digest is not 64 lowercase hex digits")
+    actor = event.actor
+    if not actor or len(actor) > limits.actor_length_max or not actor.isprintable():
+        raise InvariantViolated(f"seq {event.seq}: actor is not 1 to 255 printable characters")
+    for name in _IDS[type(event)]:
+        if not accounts.is_identifier(getattr(event, name)):
+            raise InvariantViolated(f"seq {event.seq}: {name} is not an identifier")
+    if type(event) is ExpensePaid:
+        if not event.orders:
+            raise InvariantViolated(f"seq {event.seq}: an expense without orders")
+        for order_id, _, merchant_id in event.orders:
+            if not (accounts.is_identifier(order_id) and accounts.is_identifier(merchant_id)):
+                raise InvariantViolated(f"seq {event.seq}: an order's ids are not identifiers")
     prescribed = _prescribed_postings(state, event)
     # Plain tuples: a Posting (a NamedTuple) equals the tuple of its fields.
     if prescribed is not None and tuple(event.postings) != prescribed:
@@ -186,6 +201,14 @@ def check_logged(state: LedgerState, event: Event) -> None:
 
 
 _Leg = tuple[str, str, int, str | None]
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# The ids of each event type that name an account's owner or an order (`check_logged`)
+_IDS: dict[type, tuple[str, ...]] = {
+    WalletRecharged: ("user_id", "gateway"),
+    ExpensePaid: ("user_id",),
+    RefundIssued: ("user_id", "expense_id", "order_id"),
+    BalanceAdjusted: ("user_id",),
+}
 
 
 def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] | None:

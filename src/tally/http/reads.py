@@ -26,7 +26,8 @@ from tally import views
 from tally.api_keys import Scope
 from tally.audit.canonical import decode_event
 from tally.domain import accounts, limits
-from tally.domain.decide import check_identifier, is_identifier
+from tally.domain.accounts import is_identifier
+from tally.domain.decide import check_identifier
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import EventRow, Store
 from tally.http import models

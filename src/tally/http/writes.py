@@ -22,8 +22,9 @@ from tally import views
 from tally.api_keys import ApiKey, Scope
 from tally.audit.canonical import decode_event
 from tally.domain import limits
+from tally.domain.accounts import is_identifier
 from tally.domain.commands import Command, Envelope
-from tally.domain.decide import check_idempotency_key, command_kind, is_identifier
+from tally.domain.decide import check_idempotency_key, command_kind
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
