@@ -421,3 +421,51 @@ def test_the_cli_logs_to_stderr_as_it_is_when_a_line_is_written(
     structlog.get_logger("tally.test").warning("a line written later")
     assert "a line written later" in later_err.getvalue()
     assert later_out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "kind", ["a directory", "not SQLite", "a missing folder", "PostgreSQL not listening"]
+)
+def test_a_database_tally_cannot_open_exits_5_without_a_traceback(
+    tally: TallyRunner, tmp_path: Path, kind: str
+) -> None:
+    """Not 1 ("refused or verification failed": a script would read a verdict into it)."""
+    db = {
+        "a directory": str(tmp_path),
+        "not SQLite": str(tmp_path / "notes.db"),
+        "a missing folder": str(tmp_path / "no" / "such" / "x.db"),
+        "PostgreSQL not listening": "postgresql://postgres@127.0.0.1:1/postgres",
+    }[kind]
+    (tmp_path / "notes.db").write_text("not a database\n")
+    for command in (("balance", "alice"), ("verify",)):
+        run = tally(*command, "--db", db)
+        assert run.returncode == 5, run.describe()
+        assert "database unavailable" in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_user_values_print_as_typed_not_as_markup(cli: Cli) -> None:
+    order = cli.run("order", "[bold]o-1[/bold]", as_json=False)
+    assert order.returncode == 1, order.describe()
+    assert "no order [bold]o-1[/bold]" in " ".join(order.stderr.split())
+    for command in (("balance", "[/x]"), ("statement", "[/b]", "--currency", "USD")):
+        run = cli.run(*command, as_json=False)
+        assert "Traceback" not in run.stderr, run.describe()
+        assert "MarkupError" not in run.stderr
+
+
+def test_an_export_over_its_own_database_is_refused(tally: TallyRunner, tmp_path: Path) -> None:
+    """A SQLite file (a PostgreSQL database is no file an export could replace)."""
+    own = Cli(tally, str(tmp_path / "own.db"))
+    own.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r-1")
+    for out in (own.db, own.db + "-wal"):
+        run = tally("export", "--out", out, "--db", own.db, "--ledger", LEDGER)
+        assert run.returncode == 2, run.describe()
+        assert "is the ledger's own database" in run.stderr
+    assert own.ok("verify")["ok"] is True
+
+
+def test_serve_refuses_a_port_beyond_65535(tally: TallyRunner, tmp_path: Path) -> None:
+    run = tally("serve", "--db", str(tmp_path / "s.db"), "--port", "84299")
+    assert run.returncode == 2, run.describe()
+    assert "--port must be 0 to 65535" in run.stderr

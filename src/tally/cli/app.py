@@ -5,21 +5,25 @@ Every command takes `--db PATH` (default ./tally.db); the ledger commands also t
 and `key list` need `--ledger`). Exit status: 0 ok, 1 refused or verification failed,
 2 usage error, 3 the ledger's log is broken (tampered or corrupt; nothing was changed),
 4 verification inconclusive (writes kept coming faster than verify could check them;
-nothing was found wrong in what it read: verify again later).
+nothing was found wrong in what it read: verify again later), 5 unavailable (the database
+could not be opened or reached, or `serve` could not listen on its address).
 """
 
 from __future__ import annotations
 
 import gc
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import asyncpg
 import structlog
 from cyclopts import App, Parameter
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tally import __version__, views
 from tally.api_keys import KeyRefused, check_ledger_name
@@ -30,13 +34,13 @@ from tally.cli.options import Common, print_json
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
-from tally.engine.ports import HeadMoved
+from tally.engine.ports import HeadMoved, StoreUnavailable
 from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
 
 app = App(name="tally", help=__doc__, version=__version__)
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False)  # user values print as typed: no Rich markup in them
+errors = Console(stderr=True, markup=False)
 
 
 @contextmanager
@@ -75,7 +79,10 @@ def _refused(rejection: Rejected, common: Common) -> int:
         )
     else:
         errors.print(
-            f"[red]refused[/red] {rejection.reason.code}: {rejection.detail} ({rejection.field})"
+            Text.assemble(
+                ("refused", "red"),
+                f" {rejection.reason.code}: {rejection.detail} ({rejection.field})",
+            )
         )
     return 1
 
@@ -331,21 +338,33 @@ def print_verification(result: Verification, as_json: bool) -> None:
         return
     if result.ok:
         console.print(
-            f"[green]verified[/green] ledger {result.ledger}: {result.events} events, seq "
-            f"gapless, chain intact (head {result.head_hash[:16]}…), invariants hold, "
-            "projections equal a fresh replay"
+            Text.assemble(
+                ("verified", "green"),
+                f" ledger {result.ledger}: {result.events} events, seq "
+                f"gapless, chain intact (head {result.head_hash[:16]}…), invariants hold, "
+                "projections equal a fresh replay",
+            )
         )
         return
     if result.inconclusive:
-        errors.print(f"[yellow]NOT VERIFIED[/yellow] ledger {result.ledger}: {result.problem}")
+        errors.print(
+            Text.assemble(("NOT VERIFIED", "yellow"), f" ledger {result.ledger}: {result.problem}")
+        )
         return
     if result.problem is not None:
         where = "head row" if result.first_bad_seq is None else f"seq {result.first_bad_seq}"
-        errors.print(f"[red]FAILED[/red] ledger {result.ledger} at {where}: {result.problem}")
+        errors.print(
+            Text.assemble(
+                ("FAILED", "red"), f" ledger {result.ledger} at {where}: {result.problem}"
+            )
+        )
     for difference in result.projection_differences:
         errors.print(
-            f"[red]FAILED[/red] projection {difference.table} differs from a replay: "
-            f"replay has {list(difference.expected)}, table has {list(difference.found)}"
+            Text.assemble(
+                ("FAILED", "red"),
+                f" projection {difference.table} differs from a replay: "
+                f"replay has {list(difference.expected)}, table has {list(difference.found)}",
+            )
         )
 
 
@@ -412,16 +431,25 @@ def main() -> None:
     try:
         code = app(exit_on_error=True)
     except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)
-        errors.print(f"[red]refused[/red] {rejection.reason.code}: {rejection.detail}")
+        errors.print(
+            Text.assemble(("refused", "red"), f" {rejection.reason.code}: {rejection.detail}")
+        )
         code = 1
     except UsageError as error:
-        errors.print(f"[red]usage[/red] {error}")
+        errors.print(Text.assemble(("usage", "red"), f" {error}"))
         code = 2
+    except (StoreUnavailable, sqlite3.Error, OSError, asyncpg.PostgresError) as unusable:
+        # `--db` names no database tally can open (a directory, not SQLite, read-only, a
+        # server down or refusing the role): the command's environment, not its input
+        errors.print(Text.assemble(("database unavailable", "red"), f" {unusable}"))
+        code = 5
     except (InvariantViolated, CanonicalFormError) as broken:  # the log, a body or the head
         # row does not hold together (a body that is not canonical v1: read by a view)
         errors.print(
-            f"[red]ledger broken[/red] {broken}. Nothing was changed; run `tally verify` to "
-            "find the first bad seq."
+            Text.assemble(
+                ("ledger broken", "red"),
+                f" {broken}. Nothing was changed; run `tally verify` to find the first bad seq.",
+            )
         )
         code = 3
     sys.exit(code if isinstance(code, int) else 0)

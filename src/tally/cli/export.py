@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.text import Text
 
 from tally.bootstrap import open_store
 from tally.cli.options import Common
@@ -25,7 +26,7 @@ from tally.engine.ports import EventRow, Head, Store
 
 page_events = 5_000
 
-errors = Console(stderr=True)
+errors = Console(stderr=True, markup=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,13 @@ def write_export(store: Store, ledger: str, out: IO[str]) -> Exported | None:
 def export(*, out: str, options: Common | None = None) -> int:
     """Write the ledger's log as JSON Lines to OUT (`--out=-`: stdout), for `tally-audit OUT`."""
     options = options or Common()
+    if out != "-" and _is_the_database(Path(out), options.db):
+        errors.print(
+            Text.assemble(
+                ("usage", "red"), f" --out {out} is the ledger's own database: name another file"
+            )
+        )
+        return 2
     store = open_store(options.db)
     try:
         if out == "-":
@@ -119,6 +127,14 @@ def export(*, out: str, options: Common | None = None) -> int:
             f"{exported.head.seq} ({exported.head.hash.hex()[:16]}…) to {out}"
         )
     return 0
+
+
+def _is_the_database(out: Path, db: str) -> bool:
+    """Whether writing `out` would replace the SQLite file `db` (or its WAL or index)."""
+    if "://" in db:
+        return False
+    target = out.resolve()
+    return any(target == Path(db + suffix).resolve() for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def _export_to_file(store: Store, ledger: str, path: Path) -> Exported | None:

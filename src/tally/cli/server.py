@@ -12,13 +12,14 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 from rich.console import Console
+from rich.text import Text
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
 from tally.cli.options import Database, print_json
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False)  # user values print as typed: no Rich markup in them
+errors = Console(stderr=True, markup=False)
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
@@ -54,13 +55,22 @@ def serve(
 ) -> int:
     """Serve the HTTP API (docs at /docs, schema at /openapi.json, metrics at /metrics)."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from tally.http.compose import open_app
     from tally.http.wire import SERVE_OPTIONS
 
-    uvicorn.run(
-        open_app(db, key_cache_ttl_s=key_cache_ttl_s), host=host, port=port, **SERVE_OPTIONS
-    )
+    if not 0 <= port <= 65_535:  # uvicorn would take it modulo 65,536 and say otherwise
+        errors.print(Text.assemble(("usage", "red"), f" --port must be 0 to 65535, not {port}"))
+        return 2
+    try:
+        uvicorn.run(
+            open_app(db, key_cache_ttl_s=key_cache_ttl_s), host=host, port=port, **SERVE_OPTIONS
+        )
+    except SystemExit as stopped:
+        if stopped.code == STARTUP_FAILURE:  # e.g. the address in use; uvicorn logged why
+            return 5  # not 3, which tally's exit statuses keep for a broken ledger
+        raise
     return 0
 
 
@@ -71,7 +81,7 @@ def ledger_create(name: str, /, *, database: Database | None = None) -> int:
     try:
         check_ledger_name(name)
     except KeyRefused as refusal:
-        errors.print(f"[red]refused[/red] {refusal}")
+        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
         return 1
     store = open_store(database.db)
     try:
@@ -102,7 +112,7 @@ def key_create(
         with _keys(database.db) as keys:
             issued = keys.create(ledger, parse_scopes(scope))
     except KeyRefused as refusal:
-        errors.print(f"[red]refused[/red] {refusal}")
+        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
         return 1
     if database.json:
         print_json({"key": issued.secret, **_key_view(issued.key)})
@@ -121,7 +131,7 @@ def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
         with _keys(database.db) as keys:
             key = keys.revoke(key_id)
     except KeyRefused as refusal:
-        errors.print(f"[red]refused[/red] {refusal}")
+        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
         return 1
     if database.json:
         print_json(_key_view(key))
