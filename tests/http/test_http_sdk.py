@@ -26,8 +26,10 @@ from tally.client import (
     RechargeCommand,
     RefundCommand,
     Refused,
+    ServerError,
     TransportError,
     Unauthorized,
+    UnreadableAnswer,
 )
 from tally.client import models as client_models
 from tally.http import models as server_models
@@ -121,6 +123,37 @@ def test_the_network_failing_every_time_is_a_transport_error() -> None:
     ):
         tally.balances("alice")
     assert calls == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised", "status"),
+    [
+        (httpx.Response(502, text="<html>bad gateway</html>"), ServerError, 502),
+        (httpx.Response(500, text="<html>oops</html>"), ServerError, 500),
+        (httpx.Response(404, text="<html>no such page</html>"), NotFound, 404),
+        (httpx.Response(400, text="Invalid HTTP request received."), InvalidRequest, 400),
+        (httpx.Response(503, content=b""), ServerError, 503),
+        (httpx.Response(201, text="<html>ok</html>"), UnreadableAnswer, 201),
+        (httpx.Response(201, json={"ledger": "shop"}), UnreadableAnswer, 201),
+    ],
+    ids=["html-502", "html-500", "html-404", "text-400", "empty-503", "html-201", "partial-201"],
+)
+def test_answers_that_are_not_tallys_are_typed_errors(
+    answer: httpx.Response, raised: type[Exception], status: int
+) -> None:
+    """A proxy's page, an empty body or a body missing fields: a TallyError with the
+    status, never msgspec's own error (a 2xx one says the write landed)."""
+    with (
+        Client(
+            "http://tally.test",
+            "s",
+            transport=httpx.MockTransport(lambda _: answer),
+            retries_max=1,
+        ) as tally,
+        pytest.raises(raised) as caught,
+    ):
+        tally.recharge("alice", "1.00", "USD", gateway="paypal")
+    assert getattr(caught.value, "status", None) == status
 
 
 def test_floats_never_leave_the_client() -> None:

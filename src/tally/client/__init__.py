@@ -26,6 +26,7 @@ from tally.client.errors import (
     TallyError,
     TransportError,
     Unauthorized,
+    UnreadableAnswer,
 )
 from tally.client.models import (
     AdjustmentCommand,
@@ -79,4 +80,5 @@ __all__ = [
     "Transaction",
     "TransportError",
     "Unauthorized",
+    "UnreadableAnswer",
 ]

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 
 from tally.client import models
-from tally.client.errors import ApiError, error_for
+from tally.client.errors import ApiError, UnreadableAnswer, error_for
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ def raise_for_problem(response: httpx.Response) -> None:
         return
     try:
         problem = msgspec.json.decode(response.content, type=models.Problem)
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # not a problem document: HTML, text, empty (a proxy's)
         problem = models.Problem(
             type="about:blank",
             title=response.reason_phrase,
@@ -78,7 +78,10 @@ def raise_for_problem(response: httpx.Response) -> None:
 def _reader(kind: type[T]) -> Callable[[httpx.Response], T]:
     def read(response: httpx.Response) -> T:
         raise_for_problem(response)
-        return msgspec.json.decode(response.content, type=kind)
+        try:
+            return msgspec.json.decode(response.content, type=kind)
+        except msgspec.DecodeError as error:
+            raise UnreadableAnswer(response.status_code, error) from error
 
     return read
 

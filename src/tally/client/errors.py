@@ -26,6 +26,15 @@ class TransportError(TallyError):
     """No answer from the server after every retry."""
 
 
+class UnreadableAnswer(TallyError):
+    """The server answered `status` with a body the SDK cannot read as the answer it expects
+    (a proxy's HTML page, say). On a 2xx the request succeeded: a write landed."""
+
+    def __init__(self, status: int, error: Exception) -> None:
+        super().__init__(f"HTTP {status}: the answer could not be read ({error})")
+        self.status = status
+
+
 class ApiError(TallyError):
     def __init__(self, problem: Problem) -> None:
         super().__init__(f"{problem.status} {problem.code}: {problem.detail}")
