@@ -956,3 +956,56 @@ def test_the_auditor_audits_the_file_it_is_given_whatever_its_name(
     assert f"FAIL {LEDGER} at head" in audited.stdout
     files = {p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))}
     assert files == {"intact.db", "shop", "shop copy.db", name}  # nothing opened read-write
+
+
+def seq_as_text(db: RawDb) -> None:
+    db.execute("UPDATE events SET seq = 'x' WHERE ledger = ? AND seq = ?", (LEDGER, EVENTS))
+
+
+def body_as_text(db: RawDb) -> None:
+    db.execute(
+        "UPDATE events SET body = CAST(body AS TEXT) WHERE ledger = ? AND seq = 3", (LEDGER,)
+    )
+
+
+def test_a_log_row_whose_seq_is_text_is_a_broken_ledger_not_a_traceback(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """SQLite's columns take any type; text sorts after every integer."""
+    db = str(tmp_path / "text-seq.db")
+    build_ledger(db)
+    tamper(db, seq_as_text)
+    for command in (("verify",), ("replay",), ("export", "--out", str(tmp_path / "x.jsonl"))):
+        run = tally(*command, "--db", db, "--ledger", LEDGER)
+        assert run.returncode == 3, run.describe()
+        assert "a log row's seq is 'x'" in " ".join(run.stderr.split())
+        assert "Traceback" not in run.stderr
+
+
+def test_an_export_carries_a_body_stored_as_text_to_the_auditor(
+    tmp_path: Path, tally: TallyRunner, tally_audit: TallyRunner
+) -> None:
+    db = str(tmp_path / "text-body.db")
+    build_ledger(db)
+    tamper(db, body_as_text)
+    out = tmp_path / "log.jsonl"
+    exported = tally("export", "--db", db, "--ledger", LEDGER, "--out", str(out))
+    assert exported.returncode == 0, exported.describe()
+    audited = tally_audit(str(out))
+    assert audited.returncode == 1, audited.describe()
+    assert f"FAIL {LEDGER} at seq 3" in audited.stdout
+
+
+def test_the_auditor_refuses_what_is_no_tally_file_without_a_traceback(
+    tmp_path: Path, tally_audit: TallyRunner
+) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as raw:
+        raw.execute("CREATE TABLE t (x)")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "\n")
+    for path, said in ((other, "not a tally SQLite file"), (deep, "nor a tally export")):
+        audited = tally_audit(str(path))
+        assert audited.returncode == 1, audited.describe()
+        assert said in audited.stdout
+        assert "Traceback" not in audited.stderr

@@ -7,6 +7,7 @@ a PostgreSQL ledger offline); which one is told by the file's content.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from tally_audit.export import NotAnExport, is_sqlite, verify_export
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         reports = (verify_sqlite if sqlite else verify_export)(args.db, args.ledger)
     except NotAnExport as error:
         print(f"FAIL {args.db}: neither a tally SQLite file nor a tally export ({error})")
+        return 1
+    except sqlite3.DatabaseError as error:  # SQLite, but no tally file (or a damaged one)
+        print(f"FAIL {args.db}: not a tally SQLite file ({error})")
         return 1
     return _print(reports)
 

@@ -43,7 +43,7 @@ def read_head(stream: IO[bytes]) -> tuple[str, tuple[int, bytes]]:
     line = stream.readline()
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
         raise NotAnExport("the first line is not JSON") from None
     if not isinstance(value, dict) or set(value) != _HEAD_KEYS:
         raise NotAnExport('the first line is not {"ledger", "head_seq", "head_hash"}')
@@ -64,8 +64,8 @@ def read_events(stream: IO[bytes]) -> Iterator[tuple[int, bytes, bytes]]:
 def _event(number: int, line: bytes) -> tuple[int, bytes, bytes]:
     try:
         value = json.loads(line)
-    except ValueError as error:
-        raise MalformedRow(f"line {number} is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
+        raise MalformedRow(f"line {number} is not JSON: {error!r}") from None
     if not isinstance(value, dict):
         raise MalformedRow(f"line {number} is not a JSON object")
     seq = value.get("seq")

@@ -558,7 +558,12 @@ class SqliteStore:
             "WHERE ledger = ? AND seq > ? ORDER BY seq LIMIT ?",
             (ledger, after_seq, limit),
         )
-        return [_new_tuple(EventRow, row) for row in rows]
+        page = [_new_tuple(EventRow, row) for row in rows]
+        # The column takes any type (an edit), and SQLite sorts text after every integer
+        if page and type(page[-1].seq) is not int:
+            bad = next(row.seq for row in page if type(row.seq) is not int)
+            raise InvariantViolated(f"ledger {ledger}: a log row's seq is {bad!r}, no integer")
+        return page
 
     def projections(self, ledger: str) -> Projections:
         db = self._connection()
