@@ -144,6 +144,14 @@ def _spaced_user(event: Event) -> None:
     event["postings"][1]["account"] = "wallet:al ice:USD"
 
 
+def _colon_currency(event: Event) -> None:
+    """Moves money between `clearing:pp:J:PY` and `wallet:bob:J:PY`."""
+    event["currency"] = "J:PY"
+    for posting in event["postings"]:
+        posting["currency"] = "J:PY"
+        posting["account"] = posting["account"][:-3] + "J:PY"
+
+
 def _no_orders(event: Event) -> None:
     event["orders"] = []
     event["postings"] = []
@@ -193,6 +201,7 @@ FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
     "user id with a space": (1, _spaced_user),
     "refund of an order id that is no identifier": (3, _set("order_id", None)),
     "expense without orders": (2, _no_orders),
+    "currency holding a colon": (5, _colon_currency),
 }
 
 

@@ -452,6 +452,9 @@ def test_user_values_print_as_typed_not_as_markup(cli: Cli) -> None:
         run = cli.run(*command, as_json=False)
         assert "Traceback" not in run.stderr, run.describe()
         assert "MarkupError" not in run.stderr
+        assert f"{command[1]} " in run.stdout  # the table's title names the user as typed
+    emoji = cli.run("balance", ":smile:", as_json=False)
+    assert ":smile: @" in emoji.stdout, emoji.describe()
 
 
 def test_an_export_over_its_own_database_is_refused(tally: TallyRunner, tmp_path: Path) -> None:
@@ -463,6 +466,17 @@ def test_an_export_over_its_own_database_is_refused(tally: TallyRunner, tmp_path
         assert run.returncode == 2, run.describe()
         assert "is the ledger's own database" in run.stderr
     assert own.ok("verify")["ok"] is True
+
+
+def test_an_export_to_a_place_that_cannot_be_written_is_a_usage_error(
+    tally: TallyRunner, tmp_path: Path
+) -> None:
+    own = Cli(tally, str(tmp_path / "own.db"))
+    own.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r-1")
+    out = str(tmp_path / "no" / "such" / "x.jsonl")
+    run = tally("export", "--out", out, "--db", own.db, "--ledger", LEDGER)
+    assert run.returncode == 2, run.describe()
+    assert "Traceback" not in run.stderr
 
 
 def test_serve_refuses_a_port_beyond_65535(tally: TallyRunner, tmp_path: Path) -> None:

@@ -1004,8 +1004,24 @@ def test_the_auditor_refuses_what_is_no_tally_file_without_a_traceback(
         raw.execute("CREATE TABLE t (x)")
     deep = tmp_path / "deep.jsonl"
     deep.write_text("[" * 100_000 + "\n")
-    for path, said in ((other, "not a tally SQLite file"), (deep, "nor a tally export")):
+    for path, said in (
+        (other, "cannot be read as a tally SQLite file"),
+        (deep, "nor a tally export"),
+    ):
         audited = tally_audit(str(path))
         assert audited.returncode == 1, audited.describe()
         assert said in audited.stdout
         assert "Traceback" not in audited.stderr
+
+
+def test_serve_on_a_broken_ledger_exits_as_a_broken_ledger(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """Its start-up catches every ledger up: a cut tail stops it with exit 3, not 5 (which
+    says the database or the address could not be used)."""
+    db = str(tmp_path / "broken.db")
+    build_ledger(db)
+    tamper(db, delete_last_event_only)
+    run = tally("serve", "--db", db, "--port", "0")
+    assert run.returncode == 3, run.describe()
+    assert "ledger broken" in run.stderr

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import sqlite3
 import sys
 from pathlib import Path
 
 from tally.api_keys import KeyStore
 from tally.engine.engine import Engine
-from tally.engine.ports import Store
+from tally.engine.ports import Store, StoreUnavailable
 from tally.money import currencies
 from tally.store.sqlite import SqliteStore
 from tally.store.sqlite_keys import SqliteKeyStore
@@ -34,13 +35,24 @@ def tune_runtime(switch_interval: float = switch_interval_s) -> None:
 
 
 def open_store(db: str | Path) -> Store:
-    """A store for `db`: a `postgresql://` URL, or else a SQLite file path."""
+    """A store for `db`: a `postgresql://` URL, or else a SQLite file path.
+
+    Raises `StoreUnavailable` when `db` names nothing tally can open or reach (a directory,
+    a file that is not SQLite, a server down, a role or database refused)."""
     text = str(db)
     if text.startswith(("postgres://", "postgresql://")):
-        from tally.store.postgres import PostgresStore  # asyncpg loads only when used
+        import asyncpg  # loads only when used
 
-        return PostgresStore(text)
-    return SqliteStore(text)
+        from tally.store.postgres import PostgresStore
+
+        try:
+            return PostgresStore(text)
+        except (asyncpg.PostgresError, OSError) as error:
+            raise StoreUnavailable(f"cannot open {text}: {error}") from error
+    try:
+        return SqliteStore(text)
+    except (sqlite3.Error, OSError) as error:
+        raise StoreUnavailable(f"cannot open {text}: {error}") from error
 
 
 def open_key_store(store: Store) -> KeyStore:

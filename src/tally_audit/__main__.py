@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except NotAnExport as error:
         print(f"FAIL {args.db}: neither a tally SQLite file nor a tally export ({error})")
         return 1
-    except sqlite3.DatabaseError as error:  # SQLite, but no tally file (or a damaged one)
-        print(f"FAIL {args.db}: not a tally SQLite file ({error})")
+    except sqlite3.DatabaseError as error:  # no tally file, a damaged one, locked, I/O
+        print(f"FAIL {args.db}: cannot be read as a tally SQLite file ({error})")
         return 1
     return _print(reports)
 

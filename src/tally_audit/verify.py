@@ -46,6 +46,7 @@ _NOT_TEXT = "the ledger's name is not text"
 # Ids that name an account's owner or an order (docs/log-format.md, "Identifiers")
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 # Every field's JSON type, by key (bool is no integer here: `true` is not 1)
 _STRINGS = ("transaction_id", "idempotency_key", "command_digest", "actor", "currency")
 POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
@@ -228,6 +229,8 @@ def _check_types(event: dict[str, object], kind: str) -> None:
     for text in _STRINGS:
         if not isinstance(event[text], str):
             raise _Bad(f"malformed {text}")
+    if not _CURRENCY.fullmatch(str(event["currency"])):
+        raise _Bad("malformed currency (three capital letters)")
     if type(event["timestamp_us"]) is not int:
         raise _Bad("malformed timestamp_us")
     if not _HEX64.fullmatch(str(event["command_digest"])):

@@ -12,13 +12,11 @@ could not be opened or reached, or `serve` could not listen on its address).
 from __future__ import annotations
 
 import gc
-import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import asyncpg
 import structlog
 from cyclopts import App, Parameter
 from rich.console import Console
@@ -39,8 +37,8 @@ from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
 
 app = App(name="tally", help=__doc__, version=__version__)
-console = Console(markup=False)  # user values print as typed: no Rich markup in them
-errors = Console(stderr=True, markup=False)
+console = Console(markup=False, emoji=False)  # user values print as typed
+errors = Console(stderr=True, markup=False, emoji=False)
 
 
 @contextmanager
@@ -438,8 +436,8 @@ def main() -> None:
     except UsageError as error:
         errors.print(Text.assemble(("usage", "red"), f" {error}"))
         code = 2
-    except (StoreUnavailable, sqlite3.Error, OSError, asyncpg.PostgresError) as unusable:
-        # `--db` names no database tally can open (a directory, not SQLite, read-only, a
+    except StoreUnavailable as unusable:
+        # `--db` names no database tally can open or reach (a directory, not SQLite, a
         # server down or refusing the role): the command's environment, not its input
         errors.print(Text.assemble(("database unavailable", "red"), f" {unusable}"))
         code = 5

@@ -26,7 +26,7 @@ from tally.engine.ports import EventRow, Head, Store
 
 page_events = 5_000
 
-errors = Console(stderr=True, markup=False)
+errors = Console(stderr=True, markup=False, emoji=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,9 @@ def export(*, out: str, options: Common | None = None) -> int:
             exported = write_export(store, options.ledger, sys.stdout)
         else:
             exported = _export_to_file(store, options.ledger, Path(out))
+    except OSError as error:  # --out names a place that cannot be written
+        errors.print(Text.assemble(("usage", "red"), f" --out {out}: {error.strerror}"))
+        return 2
     finally:
         store.close()
     if exported is None:

@@ -18,8 +18,8 @@ from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, pars
 from tally.bootstrap import open_key_store, open_store
 from tally.cli.options import Database, print_json
 
-console = Console(markup=False)  # user values print as typed: no Rich markup in them
-errors = Console(stderr=True, markup=False)
+console = Console(markup=False, emoji=False)  # user values print as typed
+errors = Console(stderr=True, markup=False, emoji=False)
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
@@ -63,14 +63,16 @@ def serve(
     if not 0 <= port <= 65_535:  # uvicorn would take it modulo 65,536 and say otherwise
         errors.print(Text.assemble(("usage", "red"), f" --port must be 0 to 65535, not {port}"))
         return 2
+    app = open_app(db, key_cache_ttl_s=key_cache_ttl_s)
     try:
-        uvicorn.run(
-            open_app(db, key_cache_ttl_s=key_cache_ttl_s), host=host, port=port, **SERVE_OPTIONS
-        )
+        uvicorn.run(app, host=host, port=port, **SERVE_OPTIONS)
     except SystemExit as stopped:
-        if stopped.code == STARTUP_FAILURE:  # e.g. the address in use; uvicorn logged why
-            return 5  # not 3, which tally's exit statuses keep for a broken ledger
-        raise
+        if stopped.code != STARTUP_FAILURE:
+            raise
+        failed = app.state["tally"].startup_error
+        if failed is not None:  # the app's start-up (a broken ledger: 3; the database: 5)
+            raise failed from None
+        return 5  # could not listen (the address in use, say); uvicorn logged why
     return 0
 
 

@@ -366,7 +366,7 @@ def _check_amounts(amounts: tuple[tuple[str, object], ...]) -> None:
 
 
 def _check_metadata(metadata: Metadata) -> None:
-    if type(metadata) is not tuple:  # a mapping would unpack its keys (`metadata_from`)
+    if not isinstance(metadata, tuple | list):  # a mapping would unpack its keys
         raise Rejected(
             Rejection.METADATA_INVALID, field="metadata", detail="must be (key, value) pairs"
         )
@@ -374,7 +374,7 @@ def _check_metadata(metadata: Metadata) -> None:
         return
     size = 0  # every entry is checked first: METADATA_INVALID outranks METADATA_TOO_LARGE
     for entry in metadata:
-        if type(entry) is not tuple or len(entry) != 2:
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
             raise Rejected(
                 Rejection.METADATA_INVALID, field="metadata", detail="must be (key, value) pairs"
             )

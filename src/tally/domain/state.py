@@ -188,6 +188,8 @@ def check_logged(state: LedgerState, event: Event) -> None:
     # `decide` does. Replay folds millions of events; most name known wallets and merchants.
     known = state.balances
     currency = event.currency
+    if len(currency) != 3 or not (currency.isascii() and currency.isalpha() and currency.isupper()):
+        raise InvariantViolated(f"seq {event.seq}: currency {currency!r} is no ISO 4217 code")
     if accounts.wallet(event.user_id, currency) not in known:
         _check_id(event, "user_id", event.user_id)
     if type(event) is ExpensePaid:

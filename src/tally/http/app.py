@@ -197,6 +197,13 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
     )
 
     async def warm() -> None:
+        try:
+            await _warm()
+        except BaseException as error:  # for `tally serve` to exit with what it means
+            services.startup_error = error
+            raise
+
+    async def _warm() -> None:
         # Catch every ledger's writer up with its log before the first request, not during it.
         # The state folded from the log (several objects per event) lives as long as the
         # server and holds no reference cycles: the cyclic collector is off while it is built

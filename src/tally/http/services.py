@@ -81,6 +81,7 @@ class Services:
     another process takes effect within this time."""
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: set[tuple[str, str]] = field(default_factory=set)
+    startup_error: BaseException | None = None  # what stopped the server's start-up
     _key_cache: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
     _lookups: dict[str, asyncio.Future[ApiKey | None]] = field(default_factory=dict)
     _writers: dict[str, LedgerWriter] = field(default_factory=dict)

@@ -444,7 +444,8 @@ class SqliteStore:
                     f"{migration.sql}\nCOMMIT;"
                 )
             except sqlite3.IntegrityError:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 if not db.execute(
                     "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
                 ).fetchone():
