@@ -49,6 +49,12 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # Every field's JSON type, by key (bool is no integer here: `true` is not 1)
 _STRINGS = ("transaction_id", "idempotency_key", "command_digest", "actor", "currency")
+_IDS = {  # by type, the ids outside `orders` that must be identifiers
+    "recharge": ("user_id", "gateway"),
+    "expense": ("user_id",),
+    "refund": ("user_id", "expense_id", "order_id"),
+    "adjustment": ("user_id",),
+}
 POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
 ORDER_KEYS = frozenset({"order_id", "amount", "merchant_id"})
 
@@ -238,11 +244,7 @@ def _check_types(event: dict[str, object], kind: str) -> None:
     actor = str(event["actor"])
     if not actor or len(actor) > 255 or not actor.isprintable():
         raise _Bad("malformed actor")
-    ids = [
-        "user_id",
-        *{"recharge": ["gateway"], "refund": ["expense_id", "order_id"]}.get(kind, []),
-    ]
-    for name in ids:
+    for name in _IDS[kind]:
         if not isinstance(event[name], str) or not IDENTIFIER.fullmatch(str(event[name])):
             raise _Bad(f"malformed {name} (not an identifier)")
     metadata = event["metadata"]

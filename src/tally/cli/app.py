@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import structlog
 from cyclopts import App, Parameter
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -28,7 +27,7 @@ from tally.api_keys import KeyRefused, check_ledger_name
 from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
-from tally.cli.options import Common, print_json
+from tally.cli.options import Common, console, errors, print_json
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
@@ -37,8 +36,6 @@ from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
 
 app = App(name="tally", help=__doc__, version=__version__)
-console = Console(markup=False, emoji=False)  # user values print as typed
-errors = Console(stderr=True, markup=False, emoji=False)
 
 
 @contextmanager

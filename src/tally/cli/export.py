@@ -16,17 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from rich.console import Console
 from rich.text import Text
 
 from tally.bootstrap import open_store
-from tally.cli.options import Common
+from tally.cli.options import Common, errors
 from tally.domain.limits import INT64_MIN
 from tally.engine.ports import EventRow, Head, Store
 
 page_events = 5_000
-
-errors = Console(stderr=True, markup=False, emoji=False)
 
 
 @dataclass(frozen=True, slots=True)

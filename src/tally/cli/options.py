@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from cyclopts import Parameter
+from rich.console import Console
 
 
 @Parameter(name="*")
@@ -28,6 +29,12 @@ class Common(Database):
 
     ledger: str = "default"
     "The ledger (a tenant's book)."
+
+
+# The command's answer, and everything else. User values print as typed: no Rich markup or
+# emoji codes read in them (styled words are `rich.text.Text`).
+console = Console(markup=False, emoji=False)
+errors = Console(stderr=True, markup=False, emoji=False)
 
 
 def print_json(value: Any) -> None:

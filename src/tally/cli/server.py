@@ -11,15 +11,11 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
-from rich.console import Console
 from rich.text import Text
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
-from tally.cli.options import Database, print_json
-
-console = Console(markup=False, emoji=False)  # user values print as typed
-errors = Console(stderr=True, markup=False, emoji=False)
+from tally.cli.options import Database, console, errors, print_json
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")

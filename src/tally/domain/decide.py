@@ -302,7 +302,7 @@ def _adjustment(common: _Common, command: Adjustment) -> Event:
 def check_idempotency_key(key: str, field: str) -> None:
     """Refuse a key that is not 1 to 255 printable characters (`field` names where it came
     from: a command's `idempotency_key`, or the HTTP header)."""
-    if not key or len(key) > limits.idempotency_key_length_max or not key.isprintable():
+    if not limits.printable_within(key, limits.idempotency_key_length_max):
         raise Rejected(
             Rejection.IDEMPOTENCY_KEY_INVALID,
             field=field,
@@ -311,12 +311,7 @@ def check_idempotency_key(key: str, field: str) -> None:
 
 
 def _check_actor(actor: object) -> None:
-    if (
-        type(actor) is not str
-        or not actor
-        or len(actor) > limits.actor_length_max
-        or not actor.isprintable()
-    ):
+    if not limits.printable_within(actor, limits.actor_length_max):
         raise Rejected(
             Rejection.IDENTIFIER_INVALID,
             field="actor",

@@ -14,3 +14,8 @@ metadata_entries_max = 32
 metadata_bytes_max = 4096  # UTF-8 bytes of all keys and values together
 reason_bytes_max = 1024
 batch_commands_max = 1000  # commands one writer decides and commits together
+
+
+def printable_within(text: object, length_max: int) -> bool:
+    """Whether `text` is 1 to `length_max` printable characters (keys and actors)."""
+    return type(text) is str and 0 < len(text) <= length_max and text.isprintable()

@@ -180,8 +180,7 @@ def check_logged(state: LedgerState, event: Event) -> None:
     The writer's own events are made that way by `decide`, so the live path skips this."""
     if _HEX64.fullmatch(event.command_digest) is None:
         raise InvariantViolated(f"seq {event.seq}: command_digest is not 64 lowercase hex digits")
-    actor = event.actor
-    if not actor or len(actor) > limits.actor_length_max or not actor.isprintable():
+    if not limits.printable_within(event.actor, limits.actor_length_max):
         raise InvariantViolated(f"seq {event.seq}: actor is not 1 to 255 printable characters")
     # An id whose account the state holds was checked when that account first appeared
     # (its text equals an account id of three parts, so it holds no `:`): skipped, as
