@@ -202,6 +202,10 @@ FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
     "refund of an order id that is no identifier": (3, _set("order_id", None)),
     "expense without orders": (2, _no_orders),
     "currency holding a colon": (5, _colon_currency),
+    "refund request id no identifier": (3, _set("refund_request_id", "rr 1")),
+    "refund request id empty": (3, _set("refund_request_id", "")),
+    "refund request id a number": (3, _set("refund_request_id", 7)),
+    "refund request id on an expense": (2, _set("refund_request_id", "rr-1")),
 }
 
 
@@ -218,3 +222,29 @@ def test_the_engine_leaves_canonical_form_to_the_auditor(honest: list[Event]) ->
     events = edited(honest, 1, _set("metadata", {"note": "pé"}))
     raw = {0: canonical(events[0]).replace("é".encode(), b"\\u00e9")}
     assert checked(events, raw) == (False, True)
+
+
+def _second_refund(honest: list[Event], first: str, second: str) -> list[Event]:
+    """The honest log with seq 3 naming refund request `first`, and a sixth event: another
+    10.00 of the same order (20.00 of its 30.00 refunded in all), naming `second`."""
+    events = edited(honest, 3, _set("refund_request_id", first))
+    again: Event = json.loads(json.dumps(events[2]))
+    again.update(seq=6, transaction_id="txn_again", idempotency_key="f2", refund_request_id=second)
+    return [*events, again]
+
+
+def test_both_accept_refunds_of_distinct_refund_requests(honest: list[Event]) -> None:
+    assert checked(_second_refund(honest, "rr-1", "rr-2")) == (True, True)
+
+
+def test_both_refuse_two_refunds_of_one_refund_request(honest: list[Event]) -> None:
+    """Decision 7: one refund per refund request, in the log as at the API."""
+    assert checked(_second_refund(honest, "rr-1", "rr-1")) == (False, False)
+
+
+def test_a_null_refund_request_id_is_absent_to_the_engine_and_not_canonical(
+    honest: list[Event],
+) -> None:
+    """The optional key is left out when absent: `null` is the same value in other bytes,
+    which (as escapes above) the auditor refuses and the engine folds."""
+    assert checked(edited(honest, 3, _set("refund_request_id", None))) == (False, True)

@@ -85,6 +85,13 @@ REFUND = Refund(
     reason="item returned — wrong size",
 )
 ADJUSTMENT = Adjustment(user_id="alice", amount=-5_00, currency="USD", reason="goodwill reversal")
+REQUESTED_REFUND = Refund(
+    expense_id=EXPENSE_ID,
+    order_id="order-1002",
+    amount=10_00,
+    currency="USD",
+    refund_request_id="rma-7731",
+)
 
 COMMANDS: dict[str, tuple[str, str, Command]] = {
     # name: (idempotency key, actor, command)
@@ -92,6 +99,7 @@ COMMANDS: dict[str, tuple[str, str, Command]] = {
     "2-expense": ("alice-expense-1", "api:key_7", EXPENSE),
     "3-refund": ("alice-refund-1", "cli", REFUND),
     "4-adjustment": ("ops-adjust-1", "ops@example.com", ADJUSTMENT),
+    "5-refund-request": ("rma-7731-try-1", "api:key_7", REQUESTED_REFUND),
 }
 
 VECTOR_EVENTS: list[tuple[str, Event]] = [
@@ -193,6 +201,31 @@ VECTOR_EVENTS: list[tuple[str, Event]] = [
             reason="goodwill reversal",
         ),
     ),
+    (
+        "5-refund-request",
+        RefundIssued(
+            seq=5,
+            transaction_id="txn_0194209c07f04b5a6978877695a4b3c2",
+            timestamp_us=T0_US + 180_000_000,
+            idempotency_key="rma-7731-try-1",
+            command_digest=command_digest(REQUESTED_REFUND),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(
+                    account="revenue:m-42:USD", currency="USD", amount=-10_00, order_id="order-1002"
+                ),
+                Posting(
+                    account="wallet:alice:USD", currency="USD", amount=10_00, order_id="order-1002"
+                ),
+            ),
+            expense_id=EXPENSE_ID,
+            order_id="order-1002",
+            amount=10_00,
+            refund_request_id="rma-7731",
+        ),
+    ),
 ]
 
 # -- reading the document -----------------------------------------------------------------
@@ -231,7 +264,7 @@ def test_document_has_a_vector_and_a_chain_hash_for_every_event() -> None:
     names = [name for name, _ in VECTOR_EVENTS]
     assert list(doc_vectors()) == names
     assert list(doc_chain()) == names
-    assert {"1-recharge", "2-expense", "3-refund", "4-adjustment"} <= set(doc_blocks("command"))
+    assert set(COMMANDS) <= set(doc_blocks("command"))
 
 
 @pytest.mark.parametrize(("name", "event"), VECTOR_EVENTS, ids=[n for n, _ in VECTOR_EVENTS])
@@ -300,7 +333,7 @@ def test_the_decider_produces_exactly_the_vector_events() -> None:
         event = decide(state, envelope, stamp, currencies=currencies())
         assert event == expected
         evolve(state, event)
-    assert state.balance("wallet:alice:USD") == 200_00 - 50_00 - 35_00 + 20_00 - 5_00
+    assert state.balance("wallet:alice:USD") == 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00
 
 
 @pytest.mark.parametrize(
@@ -363,8 +396,8 @@ def test_auditor_accepts_the_vector_log() -> None:
     head = vector_head()
     report = tally_audit.verify_events(LEDGER, vector_rows(), head)
     assert report.finding is None
-    assert (report.events, report.head_seq, report.head_hash) == (4, 4, head[1])
-    assert report.balances["wallet:alice:USD"] == 130_00
+    assert (report.events, report.head_seq, report.head_hash) == (5, 5, head[1])
+    assert report.balances["wallet:alice:USD"] == 140_00
     assert sum(report.balances.values()) == 0
 
 
@@ -404,7 +437,7 @@ def test_tally_audit_command_checks_a_sqlite_file(
             )
     db.close()
     assert audit_main([str(path)]) == 0
-    assert capsys.readouterr().out == f"ok {LEDGER}: 4 events, head {head[1].hex()}\n"
+    assert capsys.readouterr().out == f"ok {LEDGER}: 5 events, head {head[1].hex()}\n"
 
     db = sqlite3.connect(path)
     with db:

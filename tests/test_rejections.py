@@ -141,6 +141,7 @@ def refund(
     currency: str = "USD",
     reason: object = "",
     metadata: Metadata = (),
+    refund_request_id: object = None,
 ) -> Refund:
     return Refund(
         expense_id=untyped(expense_id),
@@ -149,7 +150,15 @@ def refund(
         currency=currency,
         reason=untyped(reason),
         metadata=metadata,
+        refund_request_id=untyped(refund_request_id),
     )
+
+
+def refunded_ledger() -> LedgerState:
+    """`funded_ledger`, then 1.00 of o-2 refunded for refund request rr-1: 31.00 left."""
+    state = funded_ledger()
+    accept(state, "k-refund", refund(order_id="o-2", refund_request_id="rr-1"))
+    return state
 
 
 def adjustment(
@@ -180,6 +189,7 @@ class Case:
     reason: Rejection
     field: str
     attempt: Attempt
+    ledger: Callable[[], LedgerState] = funded_ledger
 
 
 def command(built: Command, key: str = "k-new") -> Attempt:
@@ -266,6 +276,18 @@ CASES = [
     Case("expense id invalid", R.IDENTIFIER_INVALID, "expense_id", command(refund(expense_id=""))),
     Case(
         "refund order id invalid", R.IDENTIFIER_INVALID, "order_id", command(refund(order_id="o/1"))
+    ),
+    Case(
+        "refund request id invalid",
+        R.IDENTIFIER_INVALID,
+        "refund_request_id",
+        command(refund(refund_request_id="rr 1")),
+    ),
+    Case(
+        "refund request id not a string",
+        R.IDENTIFIER_INVALID,
+        "refund_request_id",
+        command(refund(refund_request_id=7)),
     ),
     Case("currency gold", R.CURRENCY_UNKNOWN, "currency", command(recharge(currency="XAU"))),
     Case(
@@ -399,6 +421,13 @@ CASES = [
         command(expense(("o-9", 1), ("o-1", 1))),
     ),
     Case(
+        "refund request already refunded, under another key",
+        R.REFUND_ALREADY_ISSUED,
+        "refund_request_id",
+        command(refund(order_id="o-1", refund_request_id="rr-1")),
+        refunded_ledger,
+    ),
+    Case(
         "expense unknown", R.EXPENSE_UNKNOWN, "expense_id", command(refund(expense_id="txn-9999"))
     ),
     Case(
@@ -470,12 +499,13 @@ def snapshot(state: LedgerState) -> tuple[object, ...]:
         dict(state.orders),
         dict(state.expenses),
         dict(state.keys),
+        dict(state.refund_requests),
     )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_rejection(case: Case) -> None:
-    state = funded_ledger()
+    state = case.ledger()
     before = snapshot(state)
     with pytest.raises(Rejected) as caught:
         case.attempt(state)
@@ -487,6 +517,8 @@ def test_rejection(case: Case) -> None:
 def test_the_ledger_still_accepts_after_rejections() -> None:
     state = funded_ledger()
     for case in CASES:
+        if case.ledger is not funded_ledger:
+            continue
         with pytest.raises(Rejected):
             case.attempt(state)
     event = accept(state, "k-after", refund(order_id="o-2", amount=10_00))
@@ -627,6 +659,27 @@ PRECEDENCE = [
         command(expense(("o-1", 1_000_00))),
     ),
     Case(
+        "bad reason over a refund request already refunded",
+        R.REASON_INVALID,
+        "reason",
+        command(refund(refund_request_id="rr-1", reason="x" * (limits.reason_bytes_max + 1))),
+        refunded_ledger,
+    ),
+    Case(
+        "refund request already refunded over unknown expense",
+        R.REFUND_ALREADY_ISSUED,
+        "refund_request_id",
+        command(refund(expense_id="txn-9999", refund_request_id="rr-1")),
+        refunded_ledger,
+    ),
+    Case(
+        "refund request already refunded over refund beyond paid",
+        R.REFUND_ALREADY_ISSUED,
+        "refund_request_id",
+        command(refund(order_id="o-2", amount=10_00, refund_request_id="rr-1")),
+        refunded_ledger,
+    ),
+    Case(
         "unknown expense over unknown order",
         R.EXPENSE_UNKNOWN,
         "expense_id",
@@ -673,7 +726,7 @@ PRECEDENCE = [
 
 @pytest.mark.parametrize("case", PRECEDENCE, ids=[case.id for case in PRECEDENCE])
 def test_precedence(case: Case) -> None:
-    state = funded_ledger()
+    state = case.ledger()
     before = snapshot(state)
     with pytest.raises(Rejected) as caught:
         case.attempt(state)
@@ -799,3 +852,32 @@ def test_a_known_account_does_not_vouch_for_an_identifier_of_another_type() -> N
     with pytest.raises(Rejected) as caught:
         submit(state, bad_merchant)
     assert caught.value.field == "orders[0].merchant_id"
+
+
+def test_refund_requests_are_a_business_key_beside_the_idempotency_key() -> None:
+    """Decision 7: one refund per refund request. The same key and body recall the original;
+    another key for the same request is refused; other requests, and refunds naming none,
+    still refund the order."""
+    state = refunded_ledger()
+    first = refund(order_id="o-2", refund_request_id="rr-1")
+    assert submit(state, first, "k-refund") == 3  # the original, recalled
+    with pytest.raises(Rejected) as caught:
+        submit(state, first, "k-refund-retry")
+    assert caught.value.reason == Rejection.REFUND_ALREADY_ISSUED
+    assert "txn-0003" in caught.value.detail  # names the refund that did it
+    accept(state, "k-refund-2", refund(order_id="o-2", refund_request_id="rr-2"))
+    accept(state, "k-refund-3", refund(order_id="o-2"))
+    accept(state, "k-refund-4", refund(order_id="o-2"))
+    assert state.refund_requests == {"rr-1": "txn-0003", "rr-2": "txn-0004"}
+    order = state.order("o-2")
+    assert order is not None
+    assert order.refunded == 4_00
+
+
+def test_a_batch_rolled_back_forgets_its_refund_requests() -> None:
+    state = funded_ledger()
+    state.begin()
+    accept(state, "k-refund", refund(order_id="o-2", refund_request_id="rr-1"))
+    state.rollback_newest()
+    assert state.refund_requests == {}
+    accept(state, "k-refund", refund(order_id="o-2", refund_request_id="rr-1"))

@@ -35,9 +35,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # -- the shapes ------------------------------------------------------------------------
 # Field order is the JSON's key order. gc=False: these never hold a reference cycle, and a
 # page of them is cheaper to build without the garbage collector tracking each one.
-class RefundOf(msgspec.Struct, kw_only=True, gc=False):
+class RefundOf(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     expense_id: str
     order_id: str
+    refund_request_id: str | None = None  # left out when the refund named no request
 
 
 class Entry(msgspec.Struct, kw_only=True, gc=False):
@@ -99,7 +100,11 @@ def _metadata(event: Event) -> dict[str, str]:
 
 def _refund_of(event: Event) -> RefundOf | None:
     if isinstance(event, RefundIssued):
-        return RefundOf(expense_id=event.expense_id, order_id=event.order_id)
+        return RefundOf(
+            expense_id=event.expense_id,
+            order_id=event.order_id,
+            refund_request_id=event.refund_request_id,
+        )
     return None
 
 
@@ -206,6 +211,7 @@ class _Shown(msgspec.Struct, gc=False):
     gateway: str | None = None  # recharges
     expense_id: str | None = None  # refunds
     order_id: str | None = None  # refunds
+    refund_request_id: str | None = None  # refunds, when given
 
 
 _decode_shown = msgspec.json.Decoder(_Shown).decode
@@ -237,7 +243,11 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
     elif shown.type == "refund":
         if shown.expense_id is None or shown.order_id is None:
             raise CanonicalFormError("not a v1 event: a refund without its expense and order")
-        refund_of = RefundOf(expense_id=shown.expense_id, order_id=shown.order_id)
+        refund_of = RefundOf(
+            expense_id=shown.expense_id,
+            order_id=shown.order_id,
+            refund_request_id=shown.refund_request_id,
+        )
     currency = shown.currency
     return Entry(
         transaction_id=shown.transaction_id,

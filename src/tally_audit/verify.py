@@ -42,6 +42,8 @@ EVENT_KEYS = {
     "refund": _COMMON_KEYS | {"expense_id", "order_id", "amount", "reason"},
     "adjustment": _COMMON_KEYS | {"amount", "reason"},
 }
+# The keys a body of the type may have besides: absent, never null, when not given.
+OPTIONAL_KEYS = {"refund": frozenset({"refund_request_id"})}
 _NOT_TEXT = "the ledger's name is not text"
 # Ids that name an account's owner or an order (docs/log-format.md, "Identifiers")
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
@@ -223,7 +225,10 @@ def _parse(body: bytes, ledger: str, seq: int) -> dict[str, object]:
     kind = event.get("type")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise _Bad(f"unknown event type {kind!r}")
-    if event.keys() != EVENT_KEYS[kind]:
+    keys = event.keys()
+    if not EVENT_KEYS[kind] <= keys or not keys - EVENT_KEYS[kind] <= OPTIONAL_KEYS.get(
+        kind, frozenset()
+    ):
         raise _Bad(f"a {kind} with other keys than the format's")
     _check_types(event, kind)
     return event
@@ -247,6 +252,10 @@ def _check_types(event: dict[str, object], kind: str) -> None:
     for name in _IDS[kind]:
         if not isinstance(event[name], str) or not IDENTIFIER.fullmatch(str(event[name])):
             raise _Bad(f"malformed {name} (not an identifier)")
+    if "refund_request_id" in event:  # only refunds may have it (checked above)
+        request_id = event["refund_request_id"]
+        if not isinstance(request_id, str) or not IDENTIFIER.fullmatch(request_id):
+            raise _Bad("malformed refund_request_id (not an identifier)")
     metadata = event["metadata"]
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Bad("malformed metadata (a flat string-to-string object)")
@@ -260,6 +269,7 @@ class _Invariants:
         # order_id -> [expense_id, paid, refunded, user_id, currency, merchant_id]
         self.orders: dict[str, list[object]] = {}
         self.keys: set[str] = set()
+        self.refund_requests: set[str] = set()  # one refund per refund request
 
     def apply(self, event: dict[str, object]) -> None:
         key = event.get("idempotency_key")
@@ -354,6 +364,11 @@ class _Invariants:
         total = int(str(refunded)) + amount
         if total > int(str(paid)):
             raise _Bad(f"order {order_id} refunded beyond what it was paid")
+        request_id = event.get("refund_request_id")
+        if request_id is not None:
+            if request_id in self.refund_requests:
+                raise _Bad(f"refund request {request_id} refunded twice")
+            self.refund_requests.add(str(request_id))
         order[2] = total
         return [
             (f"revenue:{merchant}:{currency}", str(currency), -amount, order_id),

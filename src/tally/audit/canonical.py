@@ -94,11 +94,15 @@ class _ExpenseBody(_Body, frozen=True, tag="expense"):
     orders: list[_Order]
 
 
-class _RefundBody(_Body, frozen=True, tag="refund"):
+class _RefundBody(_Body, frozen=True, tag="refund", omit_defaults=True):
     expense_id: str
     order_id: str
     amount: int
     reason: str
+    # The one optional key of v1, added after the first logs were written: absent, not
+    # null, when the refund names no request, so every body written before it still is
+    # its own canonical form (and so is a body with `null`, which re-encodes without it).
+    refund_request_id: str | None = None
 
 
 class _AdjustmentBody(_Body, frozen=True, tag="adjustment"):
@@ -133,7 +137,14 @@ def encode_event(ledger: str, event: Event) -> bytes:
     elif isinstance(event, WalletRecharged):
         body = _RechargeBody(*common, event.gateway)
     elif isinstance(event, RefundIssued):
-        body = _RefundBody(*common, event.expense_id, event.order_id, event.amount, event.reason)
+        body = _RefundBody(
+            *common,
+            event.expense_id,
+            event.order_id,
+            event.amount,
+            event.reason,
+            event.refund_request_id,
+        )
     elif isinstance(event, BalanceAdjusted):
         body = _AdjustmentBody(*common, event.amount, event.reason)
     else:  # pragma: no cover - the Event hierarchy is closed
@@ -166,6 +177,7 @@ def decode_event(data: bytes) -> tuple[str, Event]:
             order_id=body.order_id,
             amount=body.amount,
             reason=body.reason,
+            refund_request_id=body.refund_request_id,
         )
     elif isinstance(body, _AdjustmentBody):
         event = _event(BalanceAdjusted, body, amount=body.amount, reason=body.reason)
@@ -215,13 +227,17 @@ class _RechargeCommand(msgspec.Struct, frozen=True, tag_field="type", tag="recha
     metadata: dict[str, str]
 
 
-class _RefundCommand(msgspec.Struct, frozen=True, tag_field="type", tag="refund"):
+class _RefundCommand(
+    msgspec.Struct, frozen=True, tag_field="type", tag="refund", omit_defaults=True
+):
     expense_id: str
     order_id: str
     amount: int
     currency: str
     reason: str
     metadata: dict[str, str]
+    # absent when not given: the digest of a refund without one is what it always was
+    refund_request_id: str | None = None
 
 
 class _AdjustmentCommand(msgspec.Struct, frozen=True, tag_field="type", tag="adjustment"):
@@ -243,7 +259,13 @@ def command_digest(command: Command) -> str:
         body = _RechargeCommand(c.user_id, c.amount, c.currency, c.gateway, dict(c.metadata))
     elif isinstance(c, Refund):
         body = _RefundCommand(
-            c.expense_id, c.order_id, c.amount, c.currency, c.reason, dict(c.metadata)
+            c.expense_id,
+            c.order_id,
+            c.amount,
+            c.currency,
+            c.reason,
+            dict(c.metadata),
+            c.refund_request_id,
         )
     elif isinstance(c, Adjustment):
         body = _AdjustmentCommand(c.user_id, c.amount, c.currency, c.reason, dict(c.metadata))

@@ -55,7 +55,9 @@ class Refund:
     """Money goes back to the wallet, against one order of one expense.
 
     `currency` is what the caller believes the expense was paid in; the edge fills it in
-    from the expense when the caller gives none.
+    from the expense when the caller gives none. `refund_request_id`, when given, is the
+    platform's own id of the refund request (a return, a cancellation): a business key, so
+    a ledger issues at most one refund per request, whatever idempotency key a retry carries.
     """
 
     expense_id: str
@@ -64,6 +66,7 @@ class Refund:
     currency: str
     reason: str = ""
     metadata: Metadata = ()
+    refund_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

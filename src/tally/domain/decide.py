@@ -203,11 +203,21 @@ def _expense(common: _Common, command: Expense) -> Event:
 def _refund(common: _Common, command: Refund) -> Event:
     check_identifier(command.expense_id, "expense_id")
     check_identifier(command.order_id, "order_id")
+    request_id = command.refund_request_id
+    if request_id is not None:
+        check_identifier(request_id, "refund_request_id")
     _check_currency(common, command.currency)
     _check_amount(command.amount, "amount")
     _check_metadata(command.metadata)
     _check_reason(command.reason, required=False)
     state = common.state
+    if request_id is not None and request_id in state.refund_requests:
+        raise Rejected(
+            Rejection.REFUND_ALREADY_ISSUED,
+            field="refund_request_id",
+            detail=f"refund request {request_id} was already refunded by transaction "
+            f"{state.refund_requests[request_id]}",
+        )
     if command.expense_id not in state.expenses:
         raise Rejected(
             Rejection.EXPENSE_UNKNOWN,
@@ -256,6 +266,7 @@ def _refund(common: _Common, command: Refund) -> Event:
         order_id=command.order_id,
         amount=command.amount,
         reason=command.reason,
+        refund_request_id=request_id,
     )
 
 

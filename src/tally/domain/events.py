@@ -67,6 +67,7 @@ class RefundIssued(Event):
     order_id: str
     amount: int
     reason: str = ""
+    refund_request_id: str | None = None  # the business key, when the command named one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

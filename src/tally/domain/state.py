@@ -71,7 +71,8 @@ _new_tuple = tuple.__new__
 
 
 class LedgerState:
-    """Balances, orders, expenses and idempotency keys of one ledger, after `seq` events."""
+    """Balances, orders, expenses, refund requests and idempotency keys of one ledger, after
+    `seq` events."""
 
     __slots__ = (
         "_levels",
@@ -85,6 +86,7 @@ class LedgerState:
         "last_timestamp_us",
         "ledger",
         "orders",
+        "refund_requests",
         "seq",
     )
 
@@ -96,6 +98,7 @@ class LedgerState:
         self.orders: dict[str, OrderTuple] = {}  # see `order`
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
+        self.refund_requests: dict[str, str] = {}  # refund request id -> transaction id
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_orders: set[str] = set()
@@ -204,6 +207,8 @@ def check_logged(state: LedgerState, event: Event) -> None:
     elif type(event) is RefundIssued:
         _check_id(event, "expense_id", event.expense_id)
         _check_id(event, "order_id", event.order_id)
+        if event.refund_request_id is not None:
+            _check_id(event, "refund_request_id", event.refund_request_id)
     prescribed = _prescribed_postings(state, event)
     # Plain tuples: a Posting (a NamedTuple) equals the tuple of its fields.
     if prescribed is not None and tuple(event.postings) != prescribed:
@@ -324,3 +329,8 @@ def _record_refund(state: LedgerState, event: RefundIssued) -> None:
         raise InvariantViolated(f"seq {event.seq}: order {order.order_id} refunded beyond paid")
     state._set(state.orders, event.order_id, (*order[:-1], refunded))  # `refunded` is last
     state.dirty_orders.add(event.order_id)
+    request_id = event.refund_request_id
+    if request_id is not None:
+        if request_id in state.refund_requests:
+            raise InvariantViolated(f"seq {event.seq}: refund request {request_id} refunded twice")
+        state._set(state.refund_requests, request_id, event.transaction_id)

@@ -63,6 +63,7 @@ def refund(body: models.RefundRequest, currencies: Mapping[str, str]) -> Refund:
         currency=currency,
         reason=body.reason or "",
         metadata=metadata_from(body.metadata),
+        refund_request_id=body.refund_request_id,
     )
 
 

@@ -69,6 +69,14 @@ class RefundRequest(_Strict):
     amount: Amount
     reason: str | None = None
     metadata: Metadata | None = None
+    refund_request_id: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="Your id of the refund request (a return, a cancellation): the "
+            "ledger refunds each request once, whatever Idempotency-Key a retry carries "
+            "(`refund_already_issued`)."
+        ),
+    ] = None
 
 
 class AdjustmentRequest(_Strict):
