@@ -18,7 +18,8 @@ pytest_plugins = ["http_fixtures"]
 _PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))  # '!' to '~'; ' ' only inside
 
 # (argument, value): values httpx cannot send as they are. Over HTTP/1.1 it refuses a
-# control character or a space at either end only as it writes the request.
+# control character or a space at either end only as it writes the request; a non-ASCII
+# character with UnicodeEncodeError (and the server would read UTF-8 bytes as latin-1).
 _UNSENDABLE = [
     ("idempotency_key", "line\nbreak"),
     ("idempotency_key", "carriage\rreturn"),
@@ -28,9 +29,14 @@ _UNSENDABLE = [
     ("idempotency_key", " padded"),
     ("idempotency_key", "padded "),
     ("idempotency_key", ""),
+    ("idempotency_key", "café"),
+    ("idempotency_key", "€uro"),
+    ("idempotency_key", "nel\x85"),
+    ("idempotency_key", "no-break\xa0space"),
     ("api_key", "tally_key_1_secret\n"),
     ("api_key", "tally_key_1 secret "),
     ("api_key", ""),
+    ("api_key", "tally_key_1_sécret"),
 ]
 _IDS = [
     "key-newline",
@@ -41,9 +47,14 @@ _IDS = [
     "key-leading-space",
     "key-trailing-space",
     "key-empty",
+    "key-latin-1",
+    "key-euro",
+    "key-nel",
+    "key-no-break-space",
     "api-key-newline",
     "api-key-trailing-space",
     "api-key-empty",
+    "api-key-non-ascii",
 ]
 
 

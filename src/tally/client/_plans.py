@@ -109,9 +109,11 @@ def check_sendable(argument: str, value: str, *, shown: bool) -> None:
     """Raise `InvalidArgument` naming `argument` when `value` cannot go into an HTTP header
     as it is; `shown`: whether the message may quote it (never an API key's secret).
 
-    Checked before anything is sent: httpx's HTTP/1.1 layer refuses a control character or
-    a space at either end only as it writes the request, with an error the retries would
-    take for the network's."""
+    Checked before anything is sent: httpx refuses a non-ASCII character with a bare
+    `UnicodeEncodeError`, and its HTTP/1.1 layer a control character or a space at either end
+    only as it writes the request, with an error the retries would take for the network's.
+    Non-ASCII is refused rather than encoded: the server reads a header's bytes as latin-1, so
+    a UTF-8 key would be recorded as other characters ("café" as "cafÃ©")."""
     why = _unsendable(value)
     if why is None:
         return
@@ -120,8 +122,8 @@ def check_sendable(argument: str, value: str, *, shown: bool) -> None:
         why = f"{cut!r}{'...' if cut != value else ''} {why}"
     raise InvalidArgument(
         argument,
-        f"{why}: it goes into an HTTP header, so it must be 1 or more characters without "
-        "control characters or a space at either end (nothing was sent)",
+        f"{why}: it goes into an HTTP header, so it must be 1 or more printable ASCII "
+        "characters (' ' to '~') without a space at either end (nothing was sent)",
     )
 
 
@@ -130,7 +132,7 @@ def _unsendable(value: str) -> str | None:
     if not value:
         return "is empty"
     for index, character in enumerate(value):
-        if character < " " or character == "\x7f":
+        if not " " <= character <= "~":
             return f"holds {character!r} at index {index}"
     if value[0] == " " or value[-1] == " ":
         return "starts or ends with a space"

@@ -1,8 +1,8 @@
 """The errors the SDK raises.
 
 TallyError
-├── InvalidArgument         also a ValueError: an idempotency key or API key that cannot be
-│                           sent as an HTTP header; refused at once, nothing was sent
+├── InvalidArgument         also a ValueError: an idempotency key or API key that is not
+│                           printable ASCII (an HTTP header); refused at once, nothing sent
 ├── TransportError          the network failed on every try (the write may or may not
 │                           have landed: call again with the same idempotency_key)
 ├── UnreadableAnswer        an answer that is not tally's (a proxy's page): .status
