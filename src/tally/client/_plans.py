@@ -13,7 +13,7 @@ import httpx
 import msgspec
 
 from tally.client import models
-from tally.client.errors import ApiError, UnreadableAnswer, error_for
+from tally.client.errors import ApiError, InvalidArgument, UnreadableAnswer, error_for
 
 T = TypeVar("T")
 
@@ -22,6 +22,7 @@ retries_max = 3  # after the first try
 backoff_first_s = 0.05
 backoff_max_s = 2.0
 _RETRY_STATUSES = frozenset({502, 503, 504})
+shown_value_length_max = 64  # of a refused idempotency key, in InvalidArgument's message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +99,44 @@ def _read_batch(response: httpx.Response) -> list[models.BatchResult]:
 
 
 def _key(given: str | None) -> str:
-    return given if given is not None else f"sdk-{uuid.uuid4()}"
+    if given is None:
+        return f"sdk-{uuid.uuid4()}"
+    check_sendable("idempotency_key", given, shown=True)
+    return given
+
+
+def check_sendable(argument: str, value: str, *, shown: bool) -> None:
+    """Raise `InvalidArgument` naming `argument` when `value` cannot go into an HTTP header
+    as it is; `shown`: whether the message may quote it (never an API key's secret).
+
+    Checked before anything is sent: httpx refuses a non-ASCII character with a bare
+    `UnicodeEncodeError`, and its HTTP/1.1 layer a control character or a space at either end
+    only as it writes the request, with an error the retries would take for the network's.
+    Non-ASCII is refused rather than encoded: the server reads a header's bytes as latin-1, so
+    a UTF-8 key would be recorded as other characters ("café" as "cafÃ©")."""
+    why = _unsendable(value)
+    if why is None:
+        return
+    if shown:
+        cut = value[:shown_value_length_max]
+        why = f"{cut!r}{'...' if cut != value else ''} {why}"
+    raise InvalidArgument(
+        argument,
+        f"{why}: it goes into an HTTP header, so it must be 1 or more printable ASCII "
+        "characters (' ' to '~') without a space at either end (nothing was sent)",
+    )
+
+
+def _unsendable(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value as it is, or None when it can."""
+    if not value:
+        return "is empty"
+    for index, character in enumerate(value):
+        if not " " <= character <= "~":
+            return f"holds {character!r} at index {index}"
+    if value[0] == " " or value[-1] == " ":
+        return "starts or ends with a space"
+    return None
 
 
 def _with_optional(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
@@ -233,6 +271,7 @@ def events(after_seq: int, limit: int) -> Plan[models.EventsPage]:
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
+    check_sendable("api_key", api_key, shown=False)
     return {"Authorization": f"Bearer {api_key}", "User-Agent": "tally-python-sdk"}
 
 

@@ -1,8 +1,11 @@
 """The errors the SDK raises.
 
 TallyError
+├── InvalidArgument         also a ValueError: an idempotency key or API key that is not
+│                           printable ASCII (an HTTP header); refused at once, nothing sent
 ├── TransportError          the network failed on every try (the write may or may not
 │                           have landed: call again with the same idempotency_key)
+├── UnreadableAnswer        an answer that is not tally's (a proxy's page): .status
 └── ApiError                the server answered with a problem: .status .code .field
     ├── InvalidRequest      400, 413, 415: fix the request
     ├── Unauthorized        401: no key, or an unknown or revoked one
@@ -20,6 +23,15 @@ from tally.client.models import Problem
 
 class TallyError(Exception):
     """Anything the SDK raises on purpose."""
+
+
+class InvalidArgument(TallyError, ValueError):
+    """An argument refused before anything was sent, and never retried: an idempotency key or
+    API key that cannot go into an HTTP header as it is. `.argument` names it."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument} {message}")
+        self.argument = argument
 
 
 class TransportError(TallyError):
