@@ -4,10 +4,14 @@ the OpenAPI schema."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
+
+from tally.client import AsyncClient, Client, Conflict, OrderLine, RefundCommand
 
 pytest_plugins = ["http_fixtures"]
 
@@ -111,3 +115,45 @@ def test_the_schema_documents_the_refund_request_id(live: Any) -> None:
     properties = schema["components"]["schemas"]["RefundRequest"]["properties"]
     assert "refund_request_id" in properties
     assert properties["refund_request_id"]["description"].startswith("Your id of the refund")
+
+
+def test_the_sdks_name_the_refund_request(live: Any, unique: Callable[[str], str]) -> None:
+    user, order, request = unique("u"), unique("o"), unique("rma")
+    with Client(live.url, live.keys["admin"]) as tally:
+        tally.recharge(user, "9.00", "USD", gateway="paypal")
+        paid = tally.expense(user, "USD", [OrderLine(order_id=order, amount="5.00")])
+        done = tally.refund(paid.transaction_id, order, "1.00", refund_request_id=request)
+        assert done.refund_of is not None
+        assert done.refund_of.refund_request_id == request
+        with pytest.raises(Conflict) as refused:
+            tally.refund(paid.transaction_id, order, "1.00", refund_request_id=request)
+        assert (refused.value.code, refused.value.field) == (
+            "refund_already_issued",
+            "refund_request_id",
+        )
+        (result,) = tally.batch(
+            [
+                RefundCommand(
+                    expense_id=paid.transaction_id,
+                    order_id=order,
+                    amount="1.00",
+                    refund_request_id=request,
+                )
+            ]
+        )
+        assert (result.status, result.problem and result.problem.code) == (
+            409,
+            "refund_already_issued",
+        )
+
+    async def refund_async() -> None:
+        async with AsyncClient(live.url, live.keys["admin"]) as tally:
+            with pytest.raises(Conflict):
+                await tally.refund(paid.transaction_id, order, "1.00", refund_request_id=request)
+            other = await tally.refund(
+                paid.transaction_id, order, "1.00", refund_request_id=f"{request}-2"
+            )
+            assert other.refund_of is not None
+            assert other.refund_of.refund_request_id == f"{request}-2"
+
+    asyncio.run(refund_async())

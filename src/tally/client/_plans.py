@@ -179,12 +179,17 @@ def refund_body(
     expense_id: str,
     order_id: str,
     amount: models.Amount,
+    *,
     reason: str | None,
     metadata: Mapping[str, str] | None,
+    refund_request_id: str | None,
 ) -> dict[str, Any]:
     body = {"expense_id": expense_id, "order_id": order_id, "amount": models.amount_text(amount)}
     return _with_optional(
-        body, reason=reason, metadata=None if metadata is None else dict(metadata)
+        body,
+        reason=reason,
+        metadata=None if metadata is None else dict(metadata),
+        refund_request_id=refund_request_id,
     )
 
 

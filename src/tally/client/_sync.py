@@ -108,9 +108,20 @@ class Client:
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        refund_request_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> models.Transaction:
-        body = _plans.refund_body(expense_id, order_id, amount, reason, metadata)
+        """Refund `amount` of one order of an expense. `refund_request_id`, your id of the
+        refund request this carries out, makes it a business key: a second refund naming it
+        raises `Conflict` (`refund_already_issued`), whatever its idempotency key."""
+        body = _plans.refund_body(
+            expense_id,
+            order_id,
+            amount,
+            reason=reason,
+            metadata=metadata,
+            refund_request_id=refund_request_id,
+        )
         return self._call(_plans.write("/v1/refunds", body, idempotency_key))
 
     def adjust(

@@ -12,6 +12,7 @@ import msgspec
 class RefundOf(msgspec.Struct, frozen=True, kw_only=True):
     expense_id: str
     order_id: str
+    refund_request_id: str | None = None  # when the refund named its refund request
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +215,7 @@ class RefundCommand(msgspec.Struct, frozen=True, kw_only=True):
     amount: Amount
     reason: str | None = None
     metadata: dict[str, str] | None = None
+    refund_request_id: str | None = None
     idempotency_key: str = msgspec.field(default_factory=_new_key)
 
     def to_json(self) -> dict[str, Any]:
@@ -227,6 +229,8 @@ class RefundCommand(msgspec.Struct, frozen=True, kw_only=True):
         }
         if self.reason is not None:
             body["reason"] = self.reason
+        if self.refund_request_id is not None:
+            body["refund_request_id"] = self.refund_request_id
         return body
 
 
