@@ -135,22 +135,24 @@ def tally_audit(tmp_path: Path) -> TallyRunner:
     return run
 
 
-Auditor = Callable[[str, str], Run]
+Auditor = Callable[..., Run]
 
 
 @pytest.fixture
 def audit(tally: TallyRunner, tally_audit: TallyRunner, tmp_path: Path) -> Auditor:
-    """`audit(db, ledger)`: the offline auditor on `db`. A SQLite file is audited as it is
-    (`tally-audit FILE`); a PostgreSQL ledger through `tally export` (`tally-audit FILE.jsonl`)."""
+    """`audit(db, ledger, *options)`: the offline auditor on `db`. A SQLite file is audited
+    as it is (`tally-audit FILE`); a PostgreSQL ledger through `tally export` (`tally-audit
+    FILE.jsonl`)."""
 
-    def run(db: str, ledger: str) -> Run:
+    def run(db: str, ledger: str, *options: str) -> Run:
         if not is_postgres(db):
-            return tally_audit(db)
+            return tally_audit(db, *options)
         out = tmp_path / f"{ledger}.jsonl"
+        out.unlink(missing_ok=True)
         exported = tally("export", "--db", db, "--ledger", ledger, "--out", str(out))
         if exported.returncode != 0:
             return exported
-        return tally_audit(str(out))
+        return tally_audit(str(out), *options)
 
     return run
 

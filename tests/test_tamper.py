@@ -403,7 +403,8 @@ def test_a_statement_over_a_body_holding_a_nul_is_refused(
 @pytest.mark.xfail(
     strict=True,
     reason="LIMITATION: a clean tail truncation (last event deleted, head row moved back) "
-    "leaves a valid chain; the log-only auditor needs signed checkpoints to catch it",
+    "leaves a valid chain; without a signed checkpoint kept outside the database (tested "
+    "above) the log-only auditor cannot catch it",
 )
 def test_truncating_the_log_and_moving_the_head_back_is_caught_by_the_auditor(
     ledger_db: str, audit: Auditor
@@ -525,6 +526,37 @@ def forge_bigger_recharge(db: RawDb) -> None:
     for posting in event["postings"]:
         posting["amount"] = 100000 if posting["amount"] > 0 else -100000
     rechain_from(db, EVENTS, canonical(event))
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (move_head_back, f"the log ends at seq {EVENTS - 1}, a signed checkpoint"),
+        (forge_bigger_recharge, "the chain differs from a signed checkpoint"),
+    ],
+    ids=["truncated-with-its-head", "tail-rewritten-and-rechained"],
+)
+def test_a_signed_checkpoint_catches_what_the_chain_alone_cannot(
+    ledger_db: str, tally: TallyRunner, audit: Auditor, tmp_path: Path, edit: Tamper, said: str
+) -> None:
+    """The two edits the log-only audit passes (above and below) fail against a checkpoint
+    signed before them and kept outside the database."""
+    key, checkpoint = tmp_path / "signing.pem", tmp_path / "checkpoint.json"
+    assert tally("signing-key", "create", str(key)).returncode == 0
+    signed = tally(
+        "checkpoint", "--signing-key", str(key), "--db", ledger_db, "--ledger", LEDGER,
+        "--out", str(checkpoint),
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.describe()
+    trusted = ("--public-key", f"{key}.pub", "--checkpoint", str(checkpoint))
+    before = audit(ledger_db, LEDGER, *trusted)
+    assert before.returncode == 0, before.describe()
+    assert "1 signed checkpoint(s) hold" in before.stdout
+    tamper(ledger_db, edit)
+    assert audit(ledger_db, LEDGER).returncode == 0  # the chain alone: a valid log
+    after = audit(ledger_db, LEDGER, *trusted)
+    assert after.returncode == 1, after.describe()
+    assert said in after.stdout
 
 
 def test_a_rechained_forgery_passes_the_log_audit_but_not_the_replay_check(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from typing import IO
 
 from tally_audit.verify import MalformedRow, Report, verify_events
@@ -29,13 +29,16 @@ def is_sqlite(path: str) -> bool:
         return stream.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
-def verify_export(path: str, ledger: str | None = None) -> list[Report]:
-    """Verify the ledger held by the export at `path` (checked against `ledger` if given)."""
+def verify_export(
+    path: str, ledger: str | None = None, marks: Mapping[str, Collection[int]] | None = None
+) -> list[Report]:
+    """Verify the ledger held by the export at `path` (checked against `ledger` if given);
+    `marks` as for `verify_sqlite`."""
     with open(path, "rb") as stream:
         name, head = read_head(stream)
         if ledger is not None and ledger != name:
             return [verify_events(ledger, (), None)]  # "the ledger has no head row"
-        return [verify_events(name, read_events(stream), head)]
+        return [verify_events(name, read_events(stream), head, (marks or {}).get(name, ()))]
 
 
 def read_head(stream: IO[bytes]) -> tuple[str, tuple[int, bytes]]:

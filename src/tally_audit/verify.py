@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -78,6 +78,7 @@ class Report:
     head_hash: bytes = GENESIS
     finding: Finding | None = None
     balances: dict[str, int] = field(default_factory=dict)
+    chain_at: dict[int, bytes] = field(default_factory=dict)  # the hash after each marked seq
 
     @property
     def ok(self) -> bool:
@@ -110,22 +111,29 @@ def canonical(value: object) -> bytes:
 
 
 def verify_events(
-    ledger: str, rows: Iterable[tuple[int, bytes, bytes]], head: tuple[int, bytes] | None
+    ledger: str,
+    rows: Iterable[tuple[int, bytes, bytes]],
+    head: tuple[int, bytes] | None,
+    marks: Collection[int] = (),
 ) -> Report:
     """Verify `rows` of `(seq, body, hash)` in stored order, and the ledger's head row.
 
     `rows` is consumed lazily; a source may raise `MalformedRow` for a row it cannot read,
-    which becomes the finding.
+    which becomes the finding. The chain hash after each seq of `marks` is kept in the
+    report's `chain_at` (what a signed checkpoint is checked against).
     """
-    report = verify_log(ledger, rows)
+    report = verify_log(ledger, rows, marks)
     if report.finding is None:
         check_head(report, head)
     return report
 
 
-def verify_log(ledger: str, rows: Iterable[tuple[int, bytes, bytes]]) -> Report:
+def verify_log(
+    ledger: str, rows: Iterable[tuple[int, bytes, bytes]], marks: Collection[int] = ()
+) -> Report:
     """`verify_events` without the head row's check (`check_head`, once the head is known)."""
     report = Report(ledger)
+    marked = frozenset(marks)
     checker = _Invariants(report.balances)
     previous = GENESIS
     expected_seq = 1
@@ -154,6 +162,8 @@ def verify_log(ledger: str, rows: Iterable[tuple[int, bytes, bytes]]) -> Report:
             report.finding = Finding(ledger, seq, str(bad))
             return report
         previous = chained
+        if marked and seq in marked:
+            report.chain_at[seq] = chained
         expected_seq += 1
         report.events += 1
     report.head_seq, report.head_hash = expected_seq - 1, previous
@@ -418,9 +428,12 @@ def _posting(posting: object) -> tuple[str, str, int, object]:
     return account, currency, amount, order_id
 
 
-def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
+def verify_sqlite(
+    path: str, ledger: str | None = None, marks: Mapping[str, Collection[int]] | None = None
+) -> list[Report]:
     """Verify every ledger (or one) of a tally SQLite file, opened read-only: each ledger
-    that has a head row or events (a log whose head row was deleted is a finding)."""
+    that has a head row or events (a log whose head row was deleted is a finding). `marks`:
+    by ledger, the seqs whose chain hash to keep (`verify_events`)."""
     # A URI with the path percent-encoded: "#", "?" or "%" in a file's name would otherwise
     # end the path early (auditing another file) or drop `mode=ro`.
     db = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
@@ -442,7 +455,8 @@ def verify_sqlite(path: str, ledger: str | None = None) -> list[Report]:
             rows = db.execute(
                 "SELECT seq, body, hash FROM events WHERE ledger = ? ORDER BY seq", (name,)
             )
-            reports.append(verify_events(name, rows, heads.get(name)))
+            wanted = (marks or {}).get(name, ())
+            reports.append(verify_events(name, rows, heads.get(name), wanted))
         return reports
     finally:
         db.close()

@@ -460,3 +460,9 @@ app.command(_server.key_app)
 from tally.cli.export import export as _export  # noqa: E402
 
 app.command(_export)
+
+from tally.cli.checkpoint import checkpoint as _checkpoint  # noqa: E402
+from tally.cli.checkpoint import signing_key_app as _signing_key_app  # noqa: E402
+
+app.command(_checkpoint)
+app.command(_signing_key_app)
