@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tally.client import AsyncClient, Client, InvalidArgument, TallyError
+from tally.client import AsyncClient, Client, InvalidArgument, TallyError, TransportError
 
 pytest_plugins = ["http_fixtures"]
 
@@ -171,3 +171,58 @@ def test_the_server_takes_every_key_the_sdk_sends(live: Any, unique: Callable[[s
     assert made.idempotency_key == key
     assert again.replayed
     assert again.transaction_id == made.transaction_id
+
+
+@pytest.mark.parametrize("base_url", ["ftp://tally.test", "127.0.0.1:8000", "localhost:8000"])
+def test_a_base_url_that_is_not_http_is_refused_when_the_client_is_made(base_url: str) -> None:
+    """httpx's UnsupportedProtocol came only at the first request, which the retries took for
+    a network failure: four attempts, then TransportError."""
+    with pytest.raises(InvalidArgument) as sync_refused:
+        Client(base_url, "secret")
+    with pytest.raises(InvalidArgument) as async_refused:
+        AsyncClient(base_url, "secret")
+    assert sync_refused.value.argument == async_refused.value.argument == "base_url"
+
+
+@pytest.mark.parametrize("raised", [httpx.LocalProtocolError, httpx.UnsupportedProtocol])
+def test_a_request_httpx_cannot_form_is_not_retried(raised: type[httpx.TransportError]) -> None:
+    attempts: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise raised("cannot send this")
+
+    async def refuse_async(request: httpx.Request) -> httpx.Response:
+        return refuse(request)
+
+    with (
+        Client("http://tally.test", "s", transport=httpx.MockTransport(refuse)) as tally,
+        pytest.raises(TransportError),
+    ):
+        tally.balances("alice")
+    assert len(attempts) == 1
+
+    async def run() -> None:
+        transport = httpx.MockTransport(refuse_async)
+        async with AsyncClient("http://tally.test", "s", transport=transport) as tally:
+            await tally.balances("alice")
+
+    with pytest.raises(TransportError):
+        asyncio.run(run())
+    assert len(attempts) == 2
+
+
+def test_a_network_failure_is_still_retried() -> None:
+    attempts: list[httpx.Request] = []
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise httpx.ConnectError("refused")
+
+    transport = httpx.MockTransport(fail)
+    with (
+        Client("http://tally.test", "s", transport=transport, retries_max=2) as tally,
+        pytest.raises(TransportError),
+    ):
+        tally.balances("alice")
+    assert len(attempts) == 3

@@ -275,6 +275,25 @@ def events(after_seq: int, limit: int) -> Plan[models.EventsPage]:
     )
 
 
+def check_base_url(base_url: str) -> None:
+    """Raise `InvalidArgument` for a base URL httpx cannot send to (no http:// or https://):
+    its `UnsupportedProtocol` would come only at the first request."""
+    try:
+        scheme = httpx.URL(base_url).scheme
+    except httpx.InvalidURL as error:
+        raise InvalidArgument("base_url", f"{base_url!r} is no URL ({error})") from None
+    if scheme not in {"http", "https"}:
+        raise InvalidArgument(
+            "base_url", f"{base_url!r} must start with http:// or https:// (nothing was sent)"
+        )
+
+
+def retriable(error: httpx.TransportError) -> bool:
+    """Whether sending again could help: not when httpx could not form the request at all
+    (it was never sent; it would fail the same way every time)."""
+    return not isinstance(error, httpx.LocalProtocolError | httpx.UnsupportedProtocol)
+
+
 def auth_headers(api_key: str) -> dict[str, str]:
     check_sendable("api_key", api_key, shown=False)
     return {"Authorization": f"Bearer {api_key}", "User-Agent": "tally-python-sdk"}

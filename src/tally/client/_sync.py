@@ -34,6 +34,7 @@ class Client:
         retries_max: int = _plans.retries_max,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        _plans.check_base_url(base_url)
         self.retries_max = retries_max
         self._http = httpx.Client(
             base_url=base_url,
@@ -66,7 +67,7 @@ class Client:
                     plan.method, plan.path, params=plan.params, content=content, headers=headers
                 )
             except httpx.TransportError as error:
-                if last:
+                if last or not _plans.retriable(error):
                     raise TransportError(f"{plan.method} {plan.path}: {error!r}") from error
             else:
                 if last or not _plans.should_retry(response):

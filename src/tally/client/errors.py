@@ -27,7 +27,8 @@ class TallyError(Exception):
 
 class InvalidArgument(TallyError, ValueError):
     """An argument refused before anything was sent, and never retried: an idempotency key or
-    API key that cannot go into an HTTP header as it is. `.argument` names it."""
+    API key that cannot go into an HTTP header as it is, a base URL that is not http(s).
+    `.argument` names it."""
 
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"{argument} {message}")
@@ -35,7 +36,8 @@ class InvalidArgument(TallyError, ValueError):
 
 
 class TransportError(TallyError):
-    """No answer from the server after every retry."""
+    """No answer from the server after every retry; or, at once, a request httpx could not
+    form at all (sending it again would fail the same way)."""
 
 
 class UnreadableAnswer(TallyError):
