@@ -1,0 +1,136 @@
+"""A projection value stored as another type than its column's (SQLite: columns take any
+type; PostgreSQL's are typed, so these are SQLite's alone).
+
+`tally verify` reports every such value as a projection that differs from a replay (exit 1),
+whatever the column, and `tally replay` rewrites it from the log (exit 0), after which verify
+passes: the log is the source of truth, and a tampered projection never stops its repair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TallyRunner
+from rawdb import RawDb
+from test_tamper import EVENTS, LEDGER, Tamper, build_ledger, snapshot, tamper
+
+PROJECTION_TABLES = ("accounts", "entries", "orders", "idempotency_keys")
+
+# One row of each projection table, by its key; and the name verify gives the table.
+ROW_OF = {
+    "accounts": "account = 'wallet:alice:USD'",
+    "entries": "account = 'wallet:alice:USD' AND seq = 3 AND idx = 0",  # pays order-1
+    "orders": "order_id = 'order-1'",
+    "idempotency_keys": "idempotency_key = 'e1'",
+}
+REPORTED_AS = {"idempotency_keys": "keys"}
+
+TEXT_COLUMNS = {
+    "accounts": ("account", "kind", "owner", "currency"),
+    "entries": ("account", "order_id"),
+    "orders": ("order_id", "expense_id", "user_id", "currency", "merchant_id"),
+    "idempotency_keys": ("idempotency_key", "command_digest"),
+}
+INTEGER_COLUMNS = {
+    "accounts": (),
+    "entries": ("seq", "idx", "amount", "balance_after"),
+    "orders": ("paid", "refunded"),
+    "idempotency_keys": ("seq",),
+}
+
+
+def _type_edits() -> dict[str, tuple[str, str, str]]:
+    """Test id -> (table, column, its new value as SQL): every column as a BLOB of its text,
+    every integer column as text too, and each seq as a number that is no seq (beyond the
+    head: were it taken for one, replay would refuse to run over it)."""
+    edits = {}
+    for table, columns in TEXT_COLUMNS.items():
+        for column in columns + INTEGER_COLUMNS[table]:
+            edits[f"{table}.{column}-blob"] = (table, column, f"CAST({column} AS BLOB)")
+        for column in INTEGER_COLUMNS[table]:
+            edits[f"{table}.{column}-text"] = (table, column, f"{column} || 'x'")
+    for table in ("entries", "idempotency_keys"):
+        edits[f"{table}.seq-real"] = (table, "seq", f"seq + {EVENTS}.5")
+        edits[f"{table}.seq-blob-beyond-head"] = (table, "seq", f"CAST(seq + {EVENTS} AS BLOB)")
+    return edits
+
+
+TYPE_EDITS = _type_edits()
+
+
+def store_as(table: str, column: str, value: str) -> Tamper:
+    """The row `ROW_OF[table]`'s `column` set to the SQL expression `value`."""
+
+    def edit(db: RawDb) -> None:
+        changed = db.execute(
+            f"UPDATE {table} SET {column} = {value} WHERE ledger = ? AND {ROW_OF[table]}",
+            (LEDGER,),
+        ).rowcount
+        assert changed == 1
+
+    return edit
+
+
+Rows = dict[str, list[tuple[object, ...]]]
+
+
+def projection_rows(db: str) -> Rows:
+    rows = snapshot(db)
+    return {table: rows[table] for table in PROJECTION_TABLES}
+
+
+def typed_ledger(tmp_path: Path, table: str, column: str, value: str) -> tuple[str, Rows]:
+    """A built ledger whose row `ROW_OF[table]` holds `value` in `column`; and its projection
+    rows from before."""
+    db = str(tmp_path / "typed.db")
+    build_ledger(db)
+    honest = projection_rows(db)
+    tamper(db, store_as(table, column, value))
+    return db, honest
+
+
+TYPE_CASES = pytest.mark.parametrize(
+    ("table", "column", "value"), list(TYPE_EDITS.values()), ids=list(TYPE_EDITS)
+)
+
+
+@TYPE_CASES
+def test_a_projection_value_of_another_type_is_a_finding(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    db, _ = typed_ledger(tmp_path, table, column, value)
+    run = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert run.returncode == 1, run.describe()
+    assert f"projection {REPORTED_AS.get(table, table)} differs from a replay" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_an_account_kind_stored_as_a_blob_hides_the_balance_until_replay(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """`kind = ?` finds no BLOB: Alice's balance reads lose her USD wallet. verify says what
+    the columns hold; replay gives the wallet back."""
+    db = str(tmp_path / "kind.db")
+    build_ledger(db)
+
+    def balances() -> list[tuple[str, str]]:
+        run = tally("balance", "alice", "--db", db, "--ledger", LEDGER, "--json")
+        assert run.returncode == 0, run.describe()
+        return [(line["currency"], line["balance"]) for line in run.json()["balances"]]
+
+    assert balances() == [("USD", "145.00")]
+    tamper(db, store_as("accounts", "kind", "CAST(kind AS BLOB)"))
+    assert balances() == []
+
+    run = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert run.returncode == 1, run.describe()
+    said = " ".join(run.stderr.split())
+    assert "projection accounts differs from a replay" in said
+    assert "wallet:alice:USD (columns say b'wallet':alice:USD)" in said
+
+    replay = tally("replay", "--db", db, "--ledger", LEDGER)
+    assert replay.returncode == 0, replay.describe()
+    assert balances() == [("USD", "145.00")]
+    assert tally("verify", "--db", db, "--ledger", LEDGER).returncode == 0
