@@ -107,6 +107,19 @@ def test_a_projection_value_of_another_type_is_a_finding(
     assert "Traceback" not in run.stderr
 
 
+@TYPE_CASES
+def test_replay_rewrites_a_projection_value_of_another_type(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    db, honest = typed_ledger(tmp_path, table, column, value)
+    replay = tally("replay", "--db", db, "--ledger", LEDGER)
+    assert replay.returncode == 0, replay.describe()
+    assert f"replayed ledger {LEDGER}: {EVENTS} events" in replay.stdout
+    verified = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert verified.returncode == 0, verified.describe()
+    assert projection_rows(db) == honest
+
+
 def test_an_account_kind_stored_as_a_blob_hides_the_balance_until_replay(
     tmp_path: Path, tally: TallyRunner
 ) -> None:

@@ -237,9 +237,14 @@ _ORDER_EVENTS = (  # a deleted event (tampering) comes back as a seq without its
     "AND substr(account, 1, 7) = 'wallet:') s "
     "LEFT JOIN events e ON e.ledger = ?1 AND e.seq = s.seq ORDER BY s.seq"
 )
+# Integers only: the column takes any type, and text or a BLOB sorts after every integer
+# (int() of it failed, or made one of b'9'). A value that is no integer is no seq, so no
+# trace of an event cut off the log: a tampered projection, which replay rewrites.
 _HIGHEST_PROJECTED_SEQ = (
-    "SELECT max(coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
+    "SELECT max(coalesce((SELECT max(seq) FROM entries "
+    "WHERE ledger = ?1 AND typeof(seq) = 'integer'), 0), "
+    "coalesce((SELECT max(seq) FROM idempotency_keys "
+    "WHERE ledger = ?1 AND typeof(seq) = 'integer'), 0))"
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 # A whole batch in one statement: an INSERT into a view of this connection whose trigger
