@@ -105,6 +105,12 @@ def test_a_projection_value_of_another_type_is_a_finding(
     assert run.returncode == 1, run.describe()
     assert f"projection {REPORTED_AS.get(table, table)} differs from a replay" in run.stderr
     assert "Traceback" not in run.stderr
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    report = run.json()
+    assert (report["ok"], report["problem"], report["first_bad_seq"]) == (False, None, None)
+    reported = [difference["table"] for difference in report["projection_differences"]]
+    assert REPORTED_AS.get(table, table) in reported
 
 
 @TYPE_CASES
@@ -147,3 +153,18 @@ def test_an_account_kind_stored_as_a_blob_hides_the_balance_until_replay(
     assert replay.returncode == 0, replay.describe()
     assert balances() == [("USD", "145.00")]
     assert tally("verify", "--db", db, "--ledger", LEDGER).returncode == 0
+
+
+def test_verify_json_writes_a_blob_in_a_differing_row_as_python_writes_it(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """JSON has no bytes: the found row carries the BLOB as text, `b'-5000'`."""
+    db, _ = typed_ledger(tmp_path, "entries", "amount", "CAST(amount AS BLOB)")
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    (difference,) = run.json()["projection_differences"]
+    assert difference == {
+        "table": "entries",
+        "expected": [["wallet:alice:USD", 3, 0, -5000, 15000, "order-1"]],
+        "found": [["wallet:alice:USD", 3, 0, "b'-5000'", 15000, "order-1"]],
+    }
