@@ -168,3 +168,33 @@ def test_verify_json_writes_a_blob_in_a_differing_row_as_python_writes_it(
         "expected": [["wallet:alice:USD", 3, 0, -5000, 15000, "order-1"]],
         "found": [["wallet:alice:USD", 3, 0, "b'-5000'", 15000, "order-1"]],
     }
+
+
+def test_differing_rows_of_mixed_types_are_a_finding_not_a_crash(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """Two of Alice's lines differ, one by a seq stored as text: the rows verify names are
+    sorted (text and integers do not compare in Python) without a TypeError."""
+    db = str(tmp_path / "mixed.db")
+    build_ledger(db)
+    honest = projection_rows(db)
+
+    def edit(raw: RawDb) -> None:
+        store_as("entries", "seq", "'x'")(raw)
+        raw.execute(
+            "UPDATE entries SET balance_after = balance_after + 1 "
+            "WHERE ledger = ? AND account = 'wallet:alice:USD' AND seq = 5",
+            (LEDGER,),
+        )
+
+    tamper(db, edit)
+    text = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert text.returncode == 1, text.describe()
+    assert "Traceback" not in text.stderr
+    assert "projection entries differs from a replay" in text.stderr
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    differences = {d["table"]: d for d in run.json()["projection_differences"]}
+    assert [row[1] for row in differences["entries"]["found"]] == [5, "x"]
+    assert tally("replay", "--db", db, "--ledger", LEDGER).returncode == 0
+    assert projection_rows(db) == honest
