@@ -319,12 +319,18 @@ def verification_view(result: Verification) -> dict[str, Any]:
         "projection_differences": [
             {
                 "table": d.table,
-                "expected": [list(r) for r in d.expected],
-                "found": [list(r) for r in d.found],
+                "expected": [_json_row(r) for r in d.expected],
+                "found": [_json_row(r) for r in d.found],
             }
             for d in result.projection_differences
         ],
     }
+
+
+def _json_row(row: tuple[object, ...]) -> list[object]:
+    """A projection row's values for JSON; one of a type JSON has not (a BLOB on SQLite, whose
+    columns take any type: tampering) as Python writes it, `b'wallet'`."""
+    return [value if isinstance(value, str | int | float | None) else repr(value) for value in row]
 
 
 def print_verification(result: Verification, as_json: bool) -> None:

@@ -145,8 +145,8 @@ class Engine:
                 # Python does), so a match - the usual case - is one comparison in C.
                 continue
             want, have = set(rows_expected), set(rows_found)
-            missing = sorted(want - have)
-            extra = sorted(have - want)
+            missing = sorted(want - have, key=_typed)
+            extra = sorted(have - want, key=_typed)
             if missing or extra:
                 differences.append(
                     ProjectionDifference(
@@ -154,6 +154,12 @@ class Engine:
                     )
                 )
         return differences
+
+
+def _typed(row: tuple[object, ...]) -> tuple[tuple[str, object], ...]:
+    """A row's sort key that orders values of different types by their type's name, never
+    comparing them: a tampered SQLite column may hold text where an integer belongs."""
+    return tuple((type(value).__name__, value) for value in row)
 
 
 class Replayer:

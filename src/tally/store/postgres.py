@@ -45,7 +45,7 @@ from tally.engine.ports import (
     Projections,
     StoreUnavailable,
 )
-from tally.store import with_accounts_as_named
+from tally.store import accounts_as_named, with_account_columns
 from tally.store.migrate import migrations
 
 # Rows read in bulk become their NamedTuple without its Python-level __new__.
@@ -116,7 +116,7 @@ SELECT a.account,
     (SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account)
 FROM accounts a WHERE a.ledger = $1
 """
-_PROJECTED_ACCOUNT_ROWS = with_accounts_as_named(_ACCOUNT_ROWS)
+_PROJECTED_ACCOUNT_ROWS = with_account_columns(_ACCOUNT_ROWS)
 _OWNER_BALANCES = _ACCOUNT_ROWS + "AND a.kind = $2 AND a.owner = $3 ORDER BY a.currency"
 _ORDER_COLUMNS = (
     "ledger",
@@ -551,7 +551,7 @@ class PostgresStore:
                 ledger,
             )
         return Projections(
-            accounts=[_new_tuple(AccountRow, r) for r in account_rows],
+            accounts=accounts_as_named(account_rows),
             entries=[_new_tuple(EntryRow, r) for r in entry_rows],
             orders=[_new_tuple(OrderRow, r) for r in order_rows],
             keys=[_new_tuple(KeyRow, r) for r in key_rows],

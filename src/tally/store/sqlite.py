@@ -34,7 +34,7 @@ from tally.engine.ports import (
     OrderRow,
     Projections,
 )
-from tally.store import with_accounts_as_named
+from tally.store import accounts_as_named, with_account_columns
 from tally.store.migrate import migrations
 from tally.store.sqlite_threads import ThreadConnections, busy_timeout_ms, connect
 
@@ -186,7 +186,7 @@ _ACCOUNT_ROWS = (
     "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
     "FROM accounts a WHERE a.ledger = ?1"
 )
-_PROJECTED_ACCOUNT_ROWS = with_accounts_as_named(_ACCOUNT_ROWS)
+_PROJECTED_ACCOUNT_ROWS = with_account_columns(_ACCOUNT_ROWS)
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
@@ -237,9 +237,14 @@ _ORDER_EVENTS = (  # a deleted event (tampering) comes back as a seq without its
     "AND substr(account, 1, 7) = 'wallet:') s "
     "LEFT JOIN events e ON e.ledger = ?1 AND e.seq = s.seq ORDER BY s.seq"
 )
+# Integers only: the column takes any type, and text or a BLOB sorts after every integer
+# (int() of it failed, or made one of b'9'). A value that is no integer is no seq, so no
+# trace of an event cut off the log: a tampered projection, which replay rewrites.
 _HIGHEST_PROJECTED_SEQ = (
-    "SELECT max(coalesce((SELECT max(seq) FROM entries WHERE ledger = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM idempotency_keys WHERE ledger = ?1), 0))"
+    "SELECT max(coalesce((SELECT max(seq) FROM entries "
+    "WHERE ledger = ?1 AND typeof(seq) = 'integer'), 0), "
+    "coalesce((SELECT max(seq) FROM idempotency_keys "
+    "WHERE ledger = ?1 AND typeof(seq) = 'integer'), 0))"
 )
 _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AND hash = ?"
 # A whole batch in one statement: an INSERT into a view of this connection whose trigger
@@ -567,12 +572,16 @@ class SqliteStore:
         return page
 
     def projections(self, ledger: str) -> Projections:
+        """Every value as stored: one of another type than its column's (SQLite's columns take
+        any) is another Python type, never equal to the replay's (an INTEGER column stores a
+        REAL as an integer wherever 64 bits hold it exactly, so a REAL left there equals no
+        replayed integer); the accounts' kind, owner and currency, compared with their name,
+        keep their types too (`accounts_as_named`)."""
         db = self._connection()
         return Projections(
-            accounts=[
-                _new_tuple(AccountRow, r)
-                for r in db.execute(_PROJECTED_ACCOUNT_ROWS + " ORDER BY a.account", (ledger,))
-            ],
+            accounts=accounts_as_named(
+                db.execute(_PROJECTED_ACCOUNT_ROWS + " ORDER BY a.account", (ledger,))
+            ),
             entries=[
                 _new_tuple(EntryRow, r)
                 for r in db.execute(

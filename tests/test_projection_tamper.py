@@ -1,0 +1,200 @@
+"""A projection value stored as another type than its column's (SQLite: columns take any
+type; PostgreSQL's are typed, so these are SQLite's alone).
+
+`tally verify` reports every such value as a projection that differs from a replay (exit 1),
+whatever the column, and `tally replay` rewrites it from the log (exit 0), after which verify
+passes: the log is the source of truth, and a tampered projection never stops its repair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TallyRunner
+from rawdb import RawDb
+from test_tamper import EVENTS, LEDGER, Tamper, build_ledger, snapshot, tamper
+
+PROJECTION_TABLES = ("accounts", "entries", "orders", "idempotency_keys")
+
+# One row of each projection table, by its key; and the name verify gives the table.
+ROW_OF = {
+    "accounts": "account = 'wallet:alice:USD'",
+    "entries": "account = 'wallet:alice:USD' AND seq = 3 AND idx = 0",  # pays order-1
+    "orders": "order_id = 'order-1'",
+    "idempotency_keys": "idempotency_key = 'e1'",
+}
+REPORTED_AS = {"idempotency_keys": "keys"}
+
+TEXT_COLUMNS = {
+    "accounts": ("account", "kind", "owner", "currency"),
+    "entries": ("account", "order_id"),
+    "orders": ("order_id", "expense_id", "user_id", "currency", "merchant_id"),
+    "idempotency_keys": ("idempotency_key", "command_digest"),
+}
+INTEGER_COLUMNS = {
+    "accounts": (),
+    "entries": ("seq", "idx", "amount", "balance_after"),
+    "orders": ("paid", "refunded"),
+    "idempotency_keys": ("seq",),
+}
+
+
+def _type_edits() -> dict[str, tuple[str, str, str]]:
+    """Test id -> (table, column, its new value as SQL): every column as a BLOB of its text,
+    every integer column as text too, and each seq as a number that is no seq (beyond the
+    head: were it taken for one, replay would refuse to run over it)."""
+    edits = {}
+    for table, columns in TEXT_COLUMNS.items():
+        for column in columns + INTEGER_COLUMNS[table]:
+            edits[f"{table}.{column}-blob"] = (table, column, f"CAST({column} AS BLOB)")
+        for column in INTEGER_COLUMNS[table]:
+            edits[f"{table}.{column}-text"] = (table, column, f"{column} || 'x'")
+    for table in ("entries", "idempotency_keys"):
+        edits[f"{table}.seq-real"] = (table, "seq", f"seq + {EVENTS}.5")
+        edits[f"{table}.seq-blob-beyond-head"] = (table, "seq", f"CAST(seq + {EVENTS} AS BLOB)")
+    return edits
+
+
+TYPE_EDITS = _type_edits()
+
+
+def store_as(table: str, column: str, value: str) -> Tamper:
+    """The row `ROW_OF[table]`'s `column` set to the SQL expression `value`."""
+
+    def edit(db: RawDb) -> None:
+        changed = db.execute(
+            f"UPDATE {table} SET {column} = {value} WHERE ledger = ? AND {ROW_OF[table]}",
+            (LEDGER,),
+        ).rowcount
+        assert changed == 1
+
+    return edit
+
+
+Rows = dict[str, list[tuple[object, ...]]]
+
+
+def projection_rows(db: str) -> Rows:
+    rows = snapshot(db)
+    return {table: rows[table] for table in PROJECTION_TABLES}
+
+
+def typed_ledger(tmp_path: Path, table: str, column: str, value: str) -> tuple[str, Rows]:
+    """A built ledger whose row `ROW_OF[table]` holds `value` in `column`; and its projection
+    rows from before."""
+    db = str(tmp_path / "typed.db")
+    build_ledger(db)
+    honest = projection_rows(db)
+    tamper(db, store_as(table, column, value))
+    return db, honest
+
+
+TYPE_CASES = pytest.mark.parametrize(
+    ("table", "column", "value"), list(TYPE_EDITS.values()), ids=list(TYPE_EDITS)
+)
+
+
+@TYPE_CASES
+def test_a_projection_value_of_another_type_is_a_finding(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    db, _ = typed_ledger(tmp_path, table, column, value)
+    run = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert run.returncode == 1, run.describe()
+    assert f"projection {REPORTED_AS.get(table, table)} differs from a replay" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    report = run.json()
+    assert (report["ok"], report["problem"], report["first_bad_seq"]) == (False, None, None)
+    reported = [difference["table"] for difference in report["projection_differences"]]
+    assert REPORTED_AS.get(table, table) in reported
+
+
+@TYPE_CASES
+def test_replay_rewrites_a_projection_value_of_another_type(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    db, honest = typed_ledger(tmp_path, table, column, value)
+    replay = tally("replay", "--db", db, "--ledger", LEDGER)
+    assert replay.returncode == 0, replay.describe()
+    assert f"replayed ledger {LEDGER}: {EVENTS} events" in replay.stdout
+    verified = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert verified.returncode == 0, verified.describe()
+    assert projection_rows(db) == honest
+
+
+def test_an_account_kind_stored_as_a_blob_hides_the_balance_until_replay(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """`kind = ?` finds no BLOB: Alice's balance reads lose her USD wallet. verify says what
+    the columns hold; replay gives the wallet back."""
+    db = str(tmp_path / "kind.db")
+    build_ledger(db)
+
+    def balances() -> list[tuple[str, str]]:
+        run = tally("balance", "alice", "--db", db, "--ledger", LEDGER, "--json")
+        assert run.returncode == 0, run.describe()
+        return [(line["currency"], line["balance"]) for line in run.json()["balances"]]
+
+    assert balances() == [("USD", "145.00")]
+    tamper(db, store_as("accounts", "kind", "CAST(kind AS BLOB)"))
+    assert balances() == []
+
+    run = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert run.returncode == 1, run.describe()
+    said = " ".join(run.stderr.split())
+    assert "projection accounts differs from a replay" in said
+    assert "wallet:alice:USD (columns say b'wallet':alice:USD)" in said
+
+    replay = tally("replay", "--db", db, "--ledger", LEDGER)
+    assert replay.returncode == 0, replay.describe()
+    assert balances() == [("USD", "145.00")]
+    assert tally("verify", "--db", db, "--ledger", LEDGER).returncode == 0
+
+
+def test_verify_json_writes_a_blob_in_a_differing_row_as_python_writes_it(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """JSON has no bytes: the found row carries the BLOB as text, `b'-5000'`."""
+    db, _ = typed_ledger(tmp_path, "entries", "amount", "CAST(amount AS BLOB)")
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    (difference,) = run.json()["projection_differences"]
+    assert difference == {
+        "table": "entries",
+        "expected": [["wallet:alice:USD", 3, 0, -5000, 15000, "order-1"]],
+        "found": [["wallet:alice:USD", 3, 0, "b'-5000'", 15000, "order-1"]],
+    }
+
+
+def test_differing_rows_of_mixed_types_are_a_finding_not_a_crash(
+    tmp_path: Path, tally: TallyRunner
+) -> None:
+    """Two of Alice's lines differ, one by a seq stored as text: the rows verify names are
+    sorted (text and integers do not compare in Python) without a TypeError."""
+    db = str(tmp_path / "mixed.db")
+    build_ledger(db)
+    honest = projection_rows(db)
+
+    def edit(raw: RawDb) -> None:
+        store_as("entries", "seq", "'x'")(raw)
+        raw.execute(
+            "UPDATE entries SET balance_after = balance_after + 1 "
+            "WHERE ledger = ? AND account = 'wallet:alice:USD' AND seq = 5",
+            (LEDGER,),
+        )
+
+    tamper(db, edit)
+    text = tally("verify", "--db", db, "--ledger", LEDGER)
+    assert text.returncode == 1, text.describe()
+    assert "Traceback" not in text.stderr
+    assert "projection entries differs from a replay" in text.stderr
+    run = tally("verify", "--db", db, "--ledger", LEDGER, "--json")
+    assert run.returncode == 1, run.describe()
+    differences = {d["table"]: d for d in run.json()["projection_differences"]}
+    assert [row[1] for row in differences["entries"]["found"]] == [5, "x"]
+    assert tally("replay", "--db", db, "--ledger", LEDGER).returncode == 0
+    assert projection_rows(db) == honest
