@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
+import rawdb
 from conftest import Run, TallyRunner, subprocess_env
 from rawdb import is_postgres
 
@@ -45,6 +46,11 @@ class Cli:
 @pytest.fixture
 def cli(tally: TallyRunner, db: str) -> Cli:
     return Cli(tally, db)
+
+
+def ledgers_in(db: str) -> list[str]:
+    with rawdb.connect(db) as raw:
+        return [row[0] for row in raw.execute("SELECT name FROM ledgers ORDER BY name")]
 
 
 # -- the demo ------------------------------------------------------------------------------
@@ -232,6 +238,19 @@ def test_refused_command_exits_1_with_the_rejection_code(cli: Cli) -> None:
     assert text.stdout == ""
 
 
+# Refused by the ledger's rules (not while parsing) as the first command of a ledger
+FIRST_COMMANDS_REFUSED = [
+    (("expense", "alice", "USD", "--order", "o-1:1.00", "--key", "k"), "insufficient_funds"),
+    (("expense", "al ice", "USD", "--order", "o-1:1.00", "--key", "k"), "identifier_invalid"),
+    (("expense", "alice", "USD", "--order", "o 1:1.00", "--key", "k"), "identifier_invalid"),
+    (
+        ("recharge", "alice", "1.00", "USD", "--gateway", "p", "--key", ""),
+        "idempotency_key_invalid",
+    ),
+    (("recharge", "alice", "1.00", "USD", "--gateway", "p p", "--key", "k"), "identifier_invalid"),
+]
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
@@ -256,13 +275,32 @@ def test_refused_command_exits_1_with_the_rejection_code(cli: Cli) -> None:
             "order_duplicated",
         ),
         (("refund", "txn_nope", "o-1", "1.00", "--key", "k"), "expense_unknown"),
-        (("order", "o-404"), "order_unknown"),
+        *FIRST_COMMANDS_REFUSED,
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value[:2]),
 )
 def test_refusals(cli: Cli, args: tuple[str, ...], code: str) -> None:
+    """On a database tally has not touched: the refused command creates nothing, neither
+    the ledger nor (SQLite) the file."""
     assert cli.refused(*args)["error"] == code
+    if not is_postgres(cli.db):
+        assert not Path(cli.db).exists()
     assert cli.ok("balance", "alice")["balances"] == []
+
+
+def test_a_refused_first_command_leaves_no_ledger_behind(cli: Cli, tally: TallyRunner) -> None:
+    """The writer creates its ledger before deciding: the command line decides a first
+    command against the empty ledger before opening one. A first command accepted still
+    creates the ledger."""
+    other = Cli(tally, cli.db, ledger="other")
+    other.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
+    for args, code in FIRST_COMMANDS_REFUSED:
+        assert cli.refused(*args)["error"] == code, args
+    assert ledgers_in(cli.db) == ["other"]
+    assert cli.refused("verify")["problem"] == f"no ledger 'shop' in {cli.db}"
+    first = cli.ok("recharge", "alice", "2.00", "USD", "--gateway", "paypal", "--key", "r")
+    assert (first["seq"], first["balance_after"]) == (1, "2.00")
+    assert ledgers_in(cli.db) == ["other", "shop"]
 
 
 def test_refund_refusals(cli: Cli) -> None:

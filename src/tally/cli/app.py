@@ -27,6 +27,7 @@ from tally.api_keys import KeyRefused, check_ledger_name
 from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
+from tally.cli.new_ledger import is_new_database, refusal_on_a_new_ledger
 from tally.cli.options import Common, console, errors, print_json
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
@@ -53,18 +54,34 @@ def _folding_the_whole_log() -> Iterator[None]:
             gc.enable()
 
 
-@contextmanager
-def _engine(common: Common) -> Iterator[Engine]:
+def _check_ledger_name(common: Common) -> None:
     try:
         check_ledger_name(common.ledger)
     except KeyRefused as refusal:
         raise UsageError(str(refusal)) from None
+
+
+@contextmanager
+def _engine(common: Common) -> Iterator[Engine]:
+    _check_ledger_name(common)
     engine = open_engine(common.db)
     try:
         yield engine
     finally:
         engine.close()
         engine.store.close()
+
+
+@contextmanager
+def _ledger(common: Common) -> Iterator[Engine | None]:
+    """An engine to read `common.ledger` with; None when there is no such ledger (a SQLite
+    file that is not there is not created to find that out)."""
+    if is_new_database(common.db):
+        _check_ledger_name(common)
+        yield None
+        return
+    with _engine(common) as engine:
+        yield None if engine.store.head(common.ledger) is None else engine
 
 
 def _refused(rejection: Rejected, common: Common) -> int:
@@ -83,7 +100,18 @@ def _refused(rejection: Rejected, common: Common) -> int:
 
 
 def _write(common: Common, envelope: Envelope) -> int:
+    # The writer creates its ledger before deciding: a command it would refuse as the
+    # ledger's first is refused here instead, leaving no ledger (nor a new --db file) behind.
+    _check_ledger_name(common)
+    if is_new_database(common.db):
+        refusal = refusal_on_a_new_ledger(common.ledger, envelope)
+        if refusal is not None:
+            return _refused(refusal, common)
     with _engine(common) as engine:
+        if engine.store.head(common.ledger) is None:
+            refusal = refusal_on_a_new_ledger(common.ledger, envelope)
+            if refusal is not None:
+                return _refused(refusal, common)
         try:
             committed = engine.execute(common.ledger, envelope)
         except Rejected as rejection:
@@ -171,8 +199,12 @@ def refund(
 ) -> int:
     """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet."""
     common = common or Common()
-    with _engine(common) as engine:
-        expense_view = views.find_transaction(engine.store, common.ledger, expense_transaction_id)
+    with _ledger(common) as engine:  # no ledger: no expense (and nothing is created)
+        expense_view = (
+            None
+            if engine is None
+            else views.find_transaction(engine.store, common.ledger, expense_transaction_id)
+        )
     try:
         if expense_view is None or expense_view["event_type"] != "expense":
             raise Rejected(
