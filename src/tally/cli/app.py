@@ -28,8 +28,9 @@ from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
 from tally.cli.new_ledger import is_new_database, refusal_on_a_new_ledger
-from tally.cli.options import Common, console, errors, print_json
+from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.decide import check_identifier
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
 from tally.engine.ports import HeadMoved, StoreUnavailable
@@ -85,18 +86,20 @@ def _ledger(common: Common) -> Iterator[Engine | None]:
 
 
 def _refused(rejection: Rejected, common: Common) -> int:
-    if common.json:
-        print_json(
-            {"error": rejection.reason.code, "field": rejection.field, "detail": rejection.detail}
-        )
-    else:
-        errors.print(
-            Text.assemble(
-                ("refused", "red"),
-                f" {rejection.reason.code}: {rejection.detail} ({rejection.field})",
-            )
-        )
-    return 1
+    return print_refusal(
+        rejection.reason.code, rejection.field, rejection.detail, as_json=common.json
+    )
+
+
+def _no_ledger(common: Common) -> int:
+    """A read of a ledger nobody created: refused, not an empty answer."""
+    return print_refusal(
+        Refusal.LEDGER_UNKNOWN, "ledger", _no_ledger_detail(common), as_json=common.json
+    )
+
+
+def _no_ledger_detail(common: Common) -> str:
+    return f"no ledger {common.ledger!r} in {common.db}"
 
 
 def _write(common: Common, envelope: Envelope) -> int:
@@ -229,7 +232,13 @@ def refund(
 def balance(user: str, /, *, common: Common | None = None) -> int:
     """USER's wallet balance in every currency."""
     common = common or Common()
-    with _engine(common) as engine:
+    try:
+        check_identifier(user, "user_id")  # as HTTP: refused, not a user with no activity
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         view = views.balances(engine.store, common.ledger, user)
     if common.json:
         print_json(view)
@@ -245,8 +254,14 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
 def statement(user: str, /, *, currency: str, common: Common | None = None) -> int:
     """USER's statement in CURRENCY: every wallet line with its balance after."""
     common = common or Common()
+    try:
+        check_identifier(user, "user_id")  # as HTTP: refused, not an empty statement
+    except Rejected as rejection:
+        return _refused(rejection, common)
     exponent(currency)  # an unknown currency is refused, not an empty statement
-    with _engine(common) as engine:
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         entries = views.full_statement(engine.store, common.ledger, user, currency)
     if common.json:
         print_json({"entries": entries})
@@ -283,7 +298,9 @@ def statement_table(user: str, currency: str, entries: list[dict[str, Any]]) -> 
 def order(order_id: str, /, *, common: Common | None = None) -> int:
     """What ORDER_ID was paid, what was refunded, what is still refundable."""
     common = common or Common()
-    with _engine(common) as engine:
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         row = engine.store.order(common.ledger, order_id)
         view = None if row is None else views.order_view(engine.store, common.ledger, row)
     if view is None:
@@ -312,9 +329,9 @@ def verify_command(*, common: Common | None = None) -> int:
     wrong in what was read: verify again when it is quieter).
     """
     common = common or Common()
-    with _engine(common) as engine, _folding_the_whole_log():
-        if engine.store.head(common.ledger) is None:
-            return _no_ledger(common)
+    with _ledger(common) as engine, _folding_the_whole_log():
+        if engine is None:
+            return _no_ledger_to_verify(common)
         result = verify(engine, common.ledger)
     print_verification(result, common.json)
     return verification_status(result)
@@ -327,8 +344,8 @@ def verification_status(result: Verification) -> int:
     return 4 if result.inconclusive else 1
 
 
-def _no_ledger(common: Common) -> int:
-    _print_problem(common, f"no ledger {common.ledger!r} in {common.db}")
+def _no_ledger_to_verify(common: Common) -> int:
+    _print_problem(common, _no_ledger_detail(common))
     return 1
 
 
@@ -399,9 +416,9 @@ def print_verification(result: Verification, as_json: bool) -> None:
 def replay(*, common: Common | None = None) -> int:
     """Rebuild every projection of the ledger from its log alone."""
     common = common or Common()
-    with _engine(common) as engine, _folding_the_whole_log():
-        if engine.store.head(common.ledger) is None:
-            return _no_ledger(common)
+    with _ledger(common) as engine, _folding_the_whole_log():
+        if engine is None:
+            return _no_ledger_to_verify(common)
         try:
             head = engine.replay(common.ledger)
         except HeadMoved:

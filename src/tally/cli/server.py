@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
-from tally.cli.options import Database, console, errors, print_json
+from tally.cli.options import Database, Refusal, console, errors, print_json, print_refusal
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
@@ -143,6 +143,9 @@ def key_list(*, ledger: str, database: Database | None = None) -> int:
     """The keys of LEDGER (ids and scopes, never secrets)."""
     database = database or Database()
     with _keys(database.db) as keys:
+        if not keys.ledger_exists(ledger):  # refused, not a ledger without keys
+            detail = f"no ledger {ledger!r}: create it with `tally ledger create`"
+            return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=database.json)
         found = keys.keys(ledger)
     if database.json:
         print_json({"keys": [_key_view(key) for key in found]})
