@@ -325,6 +325,8 @@ def test_reads_refuse_what_http_refuses(cli: Cli) -> None:
     for read in (("balance", "bad user"), ("statement", "al:ice", "--currency", "USD")):
         error = cli.refused(*read)
         assert (error["error"], error["field"]) == ("identifier_invalid", "user_id"), read
+    error = cli.refused("statement", "alice", "--currency", "XYZ")
+    assert (error["error"], error["field"]) == ("currency_unknown", "currency")
     assert cli.refused("order", "o-404")["error"] == "order_unknown"
     assert cli.ok("balance", "bob") == {"user_id": "bob", "balances": []}
     assert cli.ok("statement", "bob", "--currency", "USD") == {"entries": []}
@@ -332,6 +334,53 @@ def test_reads_refuse_what_http_refuses(cli: Cli) -> None:
     assert text.returncode == 1, text.describe()
     assert "refused identifier_invalid" in text.stderr
     assert "(user_id)" in text.stderr
+
+
+def test_every_refusal_with_json_is_one_object_naming_code_and_field(
+    cli: Cli, tally: TallyRunner, tmp_path: Path
+) -> None:
+    cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
+    db = ("--db", cli.db)
+    out = str(tmp_path / "nope.jsonl")
+    refusals = [
+        (("statement", "alice", "--currency", "XYZ", *db), "currency_unknown", "currency"),
+        (("export", "--out", out, "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+        (("export", "--out=-", "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+        (("ledger", "create", "Bad", *db), "ledger_invalid", "name"),
+        (("key", "create", "--ledger", "nope", "--scope", "read", *db), "ledger_unknown", "ledger"),
+        (("key", "create", "--ledger", "shop", "--scope", "root", *db), "scope_invalid", "scope"),
+        (("key", "revoke", "key_nope", *db), "key_unknown", "key_id"),
+        (("key", "list", "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+    ]
+    for args, code, field in refusals:
+        run = tally(*args, "--json")
+        assert run.returncode == 1, run.describe()
+        error = run.json()
+        assert (error["error"], error["field"]) == (code, field), run.describe()
+        assert set(error) == {"error", "field", "detail"}
+        assert isinstance(error["detail"], str)
+        assert error["detail"]
+        assert "Traceback" not in run.stderr
+        text = tally(*args)
+        assert text.returncode == 1, text.describe()
+        assert f"refused {code}: " in text.stderr
+        assert f"({field})" in text.stderr
+    assert not Path(out).exists()
+    missing = str(tmp_path / "missing.db")  # refused without creating it
+    exported = tally("export", "--out", out, "--db", missing, "--json")
+    assert exported.json()["error"] == "ledger_unknown", exported.describe()
+    scope = tally("key", "create", "--ledger", "shop", "--scope", "root", "--db", missing, "--json")
+    assert scope.json()["error"] == "scope_invalid", scope.describe()
+    assert not Path(missing).exists()
+
+    # The demo's keys on this ledger, taken by another request: the demo is refused
+    taken = ("recharge", "alice", "1.00", "USD", "--gateway", "x", "--key", "demo-alice-recharge")
+    cli.ok(*taken)
+    error = cli.refused("demo")
+    assert (error["error"], error["field"]) == ("idempotency_key_reused", "idempotency_key")
+    text = cli.run("demo", as_json=False)
+    assert text.returncode == 1, text.describe()
+    assert "refused idempotency_key_reused" in text.stderr
 
 
 def test_refund_refusals(cli: Cli) -> None:
@@ -469,6 +518,8 @@ def test_verify_of_an_unknown_ledger_fails_in_json_too(tally: TallyRunner, db: s
     assert report["ok"] is False
     assert report["ledger"] == "nope"
     assert "no ledger 'nope'" in report["problem"]
+    assert (report["error"], report["field"]) == ("ledger_unknown", "ledger")  # a refusal's
+    assert report["detail"] == report["problem"]
 
 
 @pytest.mark.filterwarnings("ignore:Cyclopts application invoked without tokens")

@@ -254,11 +254,11 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
 def statement(user: str, /, *, currency: str, common: Common | None = None) -> int:
     """USER's statement in CURRENCY: every wallet line with its balance after."""
     common = common or Common()
-    try:
-        check_identifier(user, "user_id")  # as HTTP: refused, not an empty statement
+    try:  # as HTTP: refused, not an empty statement
+        check_identifier(user, "user_id")
+        exponent(currency)
     except Rejected as rejection:
         return _refused(rejection, common)
-    exponent(currency)  # an unknown currency is refused, not an empty statement
     with _ledger(common) as engine:
         if engine is None:
             return _no_ledger(common)
@@ -345,7 +345,21 @@ def verification_status(result: Verification) -> int:
 
 
 def _no_ledger_to_verify(common: Common) -> int:
-    _print_problem(common, _no_ledger_detail(common))
+    """verify's and replay's refusal: with `--json`, their report's keys (`ok` false, the
+    `problem`) beside a refusal's."""
+    detail = _no_ledger_detail(common)
+    if not common.json:
+        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=False)
+    print_json(
+        {
+            "ledger": common.ledger,
+            "ok": False,
+            "problem": detail,
+            "error": Refusal.LEDGER_UNKNOWN,
+            "field": "ledger",
+            "detail": detail,
+        }
+    )
     return 1
 
 
@@ -437,7 +451,10 @@ def demo(*, common: Common | None = None) -> int:
     """Alice's journey: recharge 200.00, pay two orders at once, refund 20.00; then verify."""
     common = common or Common()
     with _engine(common) as engine:
-        outcome = run_demo(engine, common.ledger)
+        try:
+            outcome = run_demo(engine, common.ledger)
+        except Rejected as rejection:  # its keys used for other requests on this ledger
+            return _refused(rejection, common)
     if common.json:
         print_json(
             {
@@ -474,9 +491,12 @@ def main() -> None:
     structlog.configure(logger_factory=_stderr_logger)
     try:
         code = app(exit_on_error=True)
-    except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)
+    except Rejected as rejection:  # one no command caught (each prints its own, --json's way)
         errors.print(
-            Text.assemble(("refused", "red"), f" {rejection.reason.code}: {rejection.detail}")
+            Text.assemble(
+                ("refused", "red"),
+                f" {rejection.reason.code}: {rejection.detail} ({rejection.field})",
+            )
         )
         code = 1
     except UsageError as error:

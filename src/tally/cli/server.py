@@ -79,8 +79,7 @@ def ledger_create(name: str, /, *, database: Database | None = None) -> int:
     try:
         check_ledger_name(name)
     except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+        return print_refusal(Refusal.LEDGER_INVALID, "name", str(refusal), as_json=database.json)
     store = open_store(database.db)
     try:
         existed = store.head(name) is not None
@@ -107,11 +106,14 @@ def key_create(
     """
     database = database or Database()
     try:
-        with _keys(database.db) as keys:
-            issued = keys.create(ledger, parse_scopes(scope))
+        scopes = parse_scopes(scope)
     except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+        return print_refusal(Refusal.SCOPE_INVALID, "scope", str(refusal), as_json=database.json)
+    try:
+        with _keys(database.db) as keys:
+            issued = keys.create(ledger, scopes)
+    except KeyRefused as refusal:  # the ledger does not exist (`KeyStore.create`)
+        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", str(refusal), as_json=database.json)
     if database.json:
         print_json({"key": issued.secret, **_key_view(issued.key)})
     else:
@@ -128,9 +130,8 @@ def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
     try:
         with _keys(database.db) as keys:
             key = keys.revoke(key_id)
-    except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+    except KeyRefused as refusal:  # there is no such key (`KeyStore.revoke`)
+        return print_refusal(Refusal.KEY_UNKNOWN, "key_id", str(refusal), as_json=database.json)
     if database.json:
         print_json(_key_view(key))
     else:
