@@ -2,9 +2,10 @@
 
 A ledger is created by the writer of its first command (`LedgerWriter` ensures its head row
 before deciding anything), so a command refused there would leave an empty ledger behind,
-and a SQLite `--db` that was not there a new file. The command line decides a command
-against the empty ledger first and opens nothing for one it refuses; a read of a ledger that
-does not exist is refused without creating it either.
+and a SQLite `--db` that was not there a new file. The command line decides a command for a
+ledger that does not exist against the empty ledger first, and refuses one it would refuse
+without starting a writer (nor, on a SQLite file not there yet, opening the store); a read
+of a ledger that does not exist is refused without creating it either.
 """
 
 from __future__ import annotations
