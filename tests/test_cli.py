@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
+import rawdb
 from conftest import Run, TallyRunner, subprocess_env
 from rawdb import is_postgres
 
@@ -45,6 +46,11 @@ class Cli:
 @pytest.fixture
 def cli(tally: TallyRunner, db: str) -> Cli:
     return Cli(tally, db)
+
+
+def ledgers_in(db: str) -> list[str]:
+    with rawdb.connect(db) as raw:
+        return [row[0] for row in raw.execute("SELECT name FROM ledgers ORDER BY name")]
 
 
 # -- the demo ------------------------------------------------------------------------------
@@ -196,7 +202,7 @@ def test_text_output_of_every_command(cli: Cli) -> None:
 def test_ledgers_are_separate(cli: Cli, tally: TallyRunner, db: str) -> None:
     cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "k")
     other = Cli(tally, db, ledger="other")
-    assert other.ok("balance", "alice") == {"user_id": "alice", "balances": []}
+    assert other.refused("balance", "alice")["error"] == "ledger_unknown"
     assert (
         other.ok("recharge", "alice", "2.00", "USD", "--gateway", "paypal", "--key", "k")["seq"]
         == 1
@@ -232,6 +238,19 @@ def test_refused_command_exits_1_with_the_rejection_code(cli: Cli) -> None:
     assert text.stdout == ""
 
 
+# Refused by the ledger's rules (not while parsing) as the first command of a ledger
+FIRST_COMMANDS_REFUSED = [
+    (("expense", "alice", "USD", "--order", "o-1:1.00", "--key", "k"), "insufficient_funds"),
+    (("expense", "al ice", "USD", "--order", "o-1:1.00", "--key", "k"), "identifier_invalid"),
+    (("expense", "alice", "USD", "--order", "o 1:1.00", "--key", "k"), "identifier_invalid"),
+    (
+        ("recharge", "alice", "1.00", "USD", "--gateway", "p", "--key", ""),
+        "idempotency_key_invalid",
+    ),
+    (("recharge", "alice", "1.00", "USD", "--gateway", "p p", "--key", "k"), "identifier_invalid"),
+]
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
@@ -256,13 +275,112 @@ def test_refused_command_exits_1_with_the_rejection_code(cli: Cli) -> None:
             "order_duplicated",
         ),
         (("refund", "txn_nope", "o-1", "1.00", "--key", "k"), "expense_unknown"),
-        (("order", "o-404"), "order_unknown"),
+        *FIRST_COMMANDS_REFUSED,
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value[:2]),
 )
 def test_refusals(cli: Cli, args: tuple[str, ...], code: str) -> None:
+    """On a database tally has not touched: the refused command creates nothing, neither
+    the ledger nor (SQLite) the file."""
     assert cli.refused(*args)["error"] == code
-    assert cli.ok("balance", "alice")["balances"] == []
+    if not is_postgres(cli.db):
+        assert not Path(cli.db).exists()
+    assert cli.refused("balance", "alice")["error"] == "ledger_unknown"
+
+
+def test_a_refused_first_command_leaves_no_ledger_behind(cli: Cli, tally: TallyRunner) -> None:
+    """The writer creates its ledger before deciding: the command line decides a first
+    command against the empty ledger before opening one. A first command accepted still
+    creates the ledger."""
+    other = Cli(tally, cli.db, ledger="other")
+    other.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
+    for args, code in FIRST_COMMANDS_REFUSED:
+        assert cli.refused(*args)["error"] == code, args
+    assert ledgers_in(cli.db) == ["other"]
+    assert cli.refused("verify")["problem"] == f"no ledger 'shop' in {cli.db}"
+    first = cli.ok("recharge", "alice", "2.00", "USD", "--gateway", "paypal", "--key", "r")
+    assert (first["seq"], first["balance_after"]) == (1, "2.00")
+    assert ledgers_in(cli.db) == ["other", "shop"]
+
+
+def test_reads_refuse_what_http_refuses(cli: Cli) -> None:
+    """An id that is no identifier is `identifier_invalid` naming the field (HTTP's 400), a
+    ledger nobody created is `ledger_unknown`: neither is an empty answer. A well-formed user
+    with no activity is one."""
+    for read in (("balance", "alice"), ("statement", "alice", "--currency", "USD"), ("order", "o")):
+        error = cli.refused(*read)
+        assert (error["error"], error["field"]) == ("ledger_unknown", "ledger"), read
+        assert error["detail"] == f"no ledger 'shop' in {cli.db}"
+    text = cli.run("balance", "alice", as_json=False)
+    assert text.returncode == 1, text.describe()
+    assert "refused ledger_unknown: no ledger 'shop'" in text.stderr
+    assert text.stdout == ""
+    if not is_postgres(cli.db):
+        assert not Path(cli.db).exists()  # not created to find no ledger in it
+    keys = cli.tally("key", "list", "--ledger", "shop", "--db", cli.db, "--json")
+    assert keys.returncode == 1, keys.describe()
+    assert (keys.json()["error"], keys.json()["field"]) == ("ledger_unknown", "ledger")
+
+    cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
+    for read in (("balance", "bad user"), ("statement", "al:ice", "--currency", "USD")):
+        error = cli.refused(*read)
+        assert (error["error"], error["field"]) == ("identifier_invalid", "user_id"), read
+    error = cli.refused("statement", "alice", "--currency", "XYZ")
+    assert (error["error"], error["field"]) == ("currency_unknown", "currency")
+    assert cli.refused("order", "o-404")["error"] == "order_unknown"
+    assert cli.ok("balance", "bob") == {"user_id": "bob", "balances": []}
+    assert cli.ok("statement", "bob", "--currency", "USD") == {"entries": []}
+    text = cli.run("balance", "bad user", as_json=False)
+    assert text.returncode == 1, text.describe()
+    assert "refused identifier_invalid" in text.stderr
+    assert "(user_id)" in text.stderr
+
+
+def test_every_refusal_with_json_is_one_object_naming_code_and_field(
+    cli: Cli, tally: TallyRunner, tmp_path: Path
+) -> None:
+    cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
+    db = ("--db", cli.db)
+    out = str(tmp_path / "nope.jsonl")
+    refusals = [
+        (("statement", "alice", "--currency", "XYZ", *db), "currency_unknown", "currency"),
+        (("export", "--out", out, "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+        (("export", "--out=-", "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+        (("ledger", "create", "Bad", *db), "ledger_invalid", "name"),
+        (("key", "create", "--ledger", "nope", "--scope", "read", *db), "ledger_unknown", "ledger"),
+        (("key", "create", "--ledger", "shop", "--scope", "root", *db), "scope_invalid", "scope"),
+        (("key", "revoke", "key_nope", *db), "key_unknown", "key_id"),
+        (("key", "list", "--ledger", "nope", *db), "ledger_unknown", "ledger"),
+    ]
+    for args, code, field in refusals:
+        run = tally(*args, "--json")
+        assert run.returncode == 1, run.describe()
+        error = run.json()
+        assert (error["error"], error["field"]) == (code, field), run.describe()
+        assert set(error) == {"error", "field", "detail"}
+        assert isinstance(error["detail"], str)
+        assert error["detail"]
+        assert "Traceback" not in run.stderr
+        text = tally(*args)
+        assert text.returncode == 1, text.describe()
+        assert f"refused {code}: " in text.stderr
+        assert f"({field})" in text.stderr
+    assert not Path(out).exists()
+    missing = str(tmp_path / "missing.db")  # refused without creating it
+    exported = tally("export", "--out", out, "--db", missing, "--json")
+    assert exported.json()["error"] == "ledger_unknown", exported.describe()
+    scope = tally("key", "create", "--ledger", "shop", "--scope", "root", "--db", missing, "--json")
+    assert scope.json()["error"] == "scope_invalid", scope.describe()
+    assert not Path(missing).exists()
+
+    # The demo's keys on this ledger, taken by another request: the demo is refused
+    taken = ("recharge", "alice", "1.00", "USD", "--gateway", "x", "--key", "demo-alice-recharge")
+    cli.ok(*taken)
+    error = cli.refused("demo")
+    assert (error["error"], error["field"]) == ("idempotency_key_reused", "idempotency_key")
+    text = cli.run("demo", as_json=False)
+    assert text.returncode == 1, text.describe()
+    assert "refused idempotency_key_reused" in text.stderr
 
 
 def test_refund_refusals(cli: Cli) -> None:
@@ -400,6 +518,8 @@ def test_verify_of_an_unknown_ledger_fails_in_json_too(tally: TallyRunner, db: s
     assert report["ok"] is False
     assert report["ledger"] == "nope"
     assert "no ledger 'nope'" in report["problem"]
+    assert (report["error"], report["field"]) == ("ledger_unknown", "ledger")  # a refusal's
+    assert report["detail"] == report["problem"]
 
 
 @pytest.mark.filterwarnings("ignore:Cyclopts application invoked without tokens")
@@ -445,16 +565,18 @@ def test_a_database_tally_cannot_open_exits_5_without_a_traceback(
 
 
 def test_user_values_print_as_typed_not_as_markup(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "1.00", "USD", "--gateway", "paypal", "--key", "r")
     order = cli.run("order", "[bold]o-1[/bold]", as_json=False)
     assert order.returncode == 1, order.describe()
     assert "no order [bold]o-1[/bold]" in " ".join(order.stderr.split())
+    emoji = cli.run("order", ":smile:", as_json=False)
+    assert "no order :smile:" in emoji.stderr, emoji.describe()
     for command in (("balance", "[/x]"), ("statement", "[/b]", "--currency", "USD")):
-        run = cli.run(*command, as_json=False)
-        assert "Traceback" not in run.stderr, run.describe()
+        run = cli.run(*command, as_json=False)  # no identifier: refused, not printed
+        assert run.returncode == 1, run.describe()
+        assert "refused identifier_invalid" in run.stderr
+        assert "Traceback" not in run.stderr
         assert "MarkupError" not in run.stderr
-        assert f"{command[1]} " in run.stdout  # the table's title names the user as typed
-    emoji = cli.run("balance", ":smile:", as_json=False)
-    assert ":smile: @" in emoji.stdout, emoji.describe()
 
 
 def test_an_export_over_its_own_database_is_refused(tally: TallyRunner, tmp_path: Path) -> None:

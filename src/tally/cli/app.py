@@ -27,8 +27,10 @@ from tally.api_keys import KeyRefused, check_ledger_name
 from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
-from tally.cli.options import Common, console, errors, print_json
+from tally.cli.new_ledger import is_new_database, refusal_on_a_new_ledger
+from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.decide import check_identifier
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.engine import Engine
 from tally.engine.ports import HeadMoved, StoreUnavailable
@@ -53,12 +55,16 @@ def _folding_the_whole_log() -> Iterator[None]:
             gc.enable()
 
 
-@contextmanager
-def _engine(common: Common) -> Iterator[Engine]:
+def _check_ledger_name(common: Common) -> None:
     try:
         check_ledger_name(common.ledger)
     except KeyRefused as refusal:
         raise UsageError(str(refusal)) from None
+
+
+@contextmanager
+def _engine(common: Common) -> Iterator[Engine]:
+    _check_ledger_name(common)
     engine = open_engine(common.db)
     try:
         yield engine
@@ -67,23 +73,48 @@ def _engine(common: Common) -> Iterator[Engine]:
         engine.store.close()
 
 
+@contextmanager
+def _ledger(common: Common) -> Iterator[Engine | None]:
+    """An engine to read `common.ledger` with; None when there is no such ledger (a SQLite
+    file that is not there is not created to find that out)."""
+    if is_new_database(common.db):
+        _check_ledger_name(common)
+        yield None
+        return
+    with _engine(common) as engine:
+        yield None if engine.store.head(common.ledger) is None else engine
+
+
 def _refused(rejection: Rejected, common: Common) -> int:
-    if common.json:
-        print_json(
-            {"error": rejection.reason.code, "field": rejection.field, "detail": rejection.detail}
-        )
-    else:
-        errors.print(
-            Text.assemble(
-                ("refused", "red"),
-                f" {rejection.reason.code}: {rejection.detail} ({rejection.field})",
-            )
-        )
-    return 1
+    return print_refusal(
+        rejection.reason.code, rejection.field, rejection.detail, as_json=common.json
+    )
+
+
+def _no_ledger(common: Common) -> int:
+    """A read of a ledger nobody created: refused, not an empty answer."""
+    return print_refusal(
+        Refusal.LEDGER_UNKNOWN, "ledger", _no_ledger_detail(common), as_json=common.json
+    )
+
+
+def _no_ledger_detail(common: Common) -> str:
+    return f"no ledger {common.ledger!r} in {common.db}"
 
 
 def _write(common: Common, envelope: Envelope) -> int:
+    # The writer creates its ledger before deciding: a command it would refuse as the
+    # ledger's first is refused here instead, leaving no ledger (nor a new --db file) behind.
+    _check_ledger_name(common)
+    if is_new_database(common.db):
+        refusal = refusal_on_a_new_ledger(common.ledger, envelope)
+        if refusal is not None:
+            return _refused(refusal, common)
     with _engine(common) as engine:
+        if engine.store.head(common.ledger) is None:
+            refusal = refusal_on_a_new_ledger(common.ledger, envelope)
+            if refusal is not None:
+                return _refused(refusal, common)
         try:
             committed = engine.execute(common.ledger, envelope)
         except Rejected as rejection:
@@ -171,8 +202,12 @@ def refund(
 ) -> int:
     """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet."""
     common = common or Common()
-    with _engine(common) as engine:
-        expense_view = views.find_transaction(engine.store, common.ledger, expense_transaction_id)
+    with _ledger(common) as engine:  # no ledger: no expense (and nothing is created)
+        expense_view = (
+            None
+            if engine is None
+            else views.find_transaction(engine.store, common.ledger, expense_transaction_id)
+        )
     try:
         if expense_view is None or expense_view["event_type"] != "expense":
             raise Rejected(
@@ -197,7 +232,13 @@ def refund(
 def balance(user: str, /, *, common: Common | None = None) -> int:
     """USER's wallet balance in every currency."""
     common = common or Common()
-    with _engine(common) as engine:
+    try:
+        check_identifier(user, "user_id")  # as HTTP: refused, not a user with no activity
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         view = views.balances(engine.store, common.ledger, user)
     if common.json:
         print_json(view)
@@ -213,8 +254,14 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
 def statement(user: str, /, *, currency: str, common: Common | None = None) -> int:
     """USER's statement in CURRENCY: every wallet line with its balance after."""
     common = common or Common()
-    exponent(currency)  # an unknown currency is refused, not an empty statement
-    with _engine(common) as engine:
+    try:  # as HTTP: refused, not an empty statement
+        check_identifier(user, "user_id")
+        exponent(currency)
+    except Rejected as rejection:
+        return _refused(rejection, common)
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         entries = views.full_statement(engine.store, common.ledger, user, currency)
     if common.json:
         print_json({"entries": entries})
@@ -251,7 +298,9 @@ def statement_table(user: str, currency: str, entries: list[dict[str, Any]]) -> 
 def order(order_id: str, /, *, common: Common | None = None) -> int:
     """What ORDER_ID was paid, what was refunded, what is still refundable."""
     common = common or Common()
-    with _engine(common) as engine:
+    with _ledger(common) as engine:
+        if engine is None:
+            return _no_ledger(common)
         row = engine.store.order(common.ledger, order_id)
         view = None if row is None else views.order_view(engine.store, common.ledger, row)
     if view is None:
@@ -280,9 +329,9 @@ def verify_command(*, common: Common | None = None) -> int:
     wrong in what was read: verify again when it is quieter).
     """
     common = common or Common()
-    with _engine(common) as engine, _folding_the_whole_log():
-        if engine.store.head(common.ledger) is None:
-            return _no_ledger(common)
+    with _ledger(common) as engine, _folding_the_whole_log():
+        if engine is None:
+            return _no_ledger_to_verify(common)
         result = verify(engine, common.ledger)
     print_verification(result, common.json)
     return verification_status(result)
@@ -295,8 +344,22 @@ def verification_status(result: Verification) -> int:
     return 4 if result.inconclusive else 1
 
 
-def _no_ledger(common: Common) -> int:
-    _print_problem(common, f"no ledger {common.ledger!r} in {common.db}")
+def _no_ledger_to_verify(common: Common) -> int:
+    """verify's and replay's refusal: with `--json`, their report's keys (`ok` false, the
+    `problem`) beside a refusal's."""
+    detail = _no_ledger_detail(common)
+    if not common.json:
+        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=False)
+    print_json(
+        {
+            "ledger": common.ledger,
+            "ok": False,
+            "problem": detail,
+            "error": Refusal.LEDGER_UNKNOWN,
+            "field": "ledger",
+            "detail": detail,
+        }
+    )
     return 1
 
 
@@ -373,9 +436,9 @@ def print_verification(result: Verification, as_json: bool) -> None:
 def replay(*, common: Common | None = None) -> int:
     """Rebuild every projection of the ledger from its log alone."""
     common = common or Common()
-    with _engine(common) as engine, _folding_the_whole_log():
-        if engine.store.head(common.ledger) is None:
-            return _no_ledger(common)
+    with _ledger(common) as engine, _folding_the_whole_log():
+        if engine is None:
+            return _no_ledger_to_verify(common)
         try:
             head = engine.replay(common.ledger)
         except HeadMoved:
@@ -394,7 +457,10 @@ def demo(*, common: Common | None = None) -> int:
     """Alice's journey: recharge 200.00, pay two orders at once, refund 20.00; then verify."""
     common = common or Common()
     with _engine(common) as engine:
-        outcome = run_demo(engine, common.ledger)
+        try:
+            outcome = run_demo(engine, common.ledger)
+        except Rejected as rejection:  # its keys used for other requests on this ledger
+            return _refused(rejection, common)
     if common.json:
         print_json(
             {
@@ -431,9 +497,12 @@ def main() -> None:
     structlog.configure(logger_factory=_stderr_logger)
     try:
         code = app(exit_on_error=True)
-    except Rejected as rejection:  # a rejection raised while parsing (e.g. currency)
+    except Rejected as rejection:  # one no command caught (each prints its own, --json's way)
         errors.print(
-            Text.assemble(("refused", "red"), f" {rejection.reason.code}: {rejection.detail}")
+            Text.assemble(
+                ("refused", "red"),
+                f" {rejection.reason.code}: {rejection.detail} ({rejection.field})",
+            )
         )
         code = 1
     except UsageError as error:

@@ -19,7 +19,8 @@ from typing import IO
 from rich.text import Text
 
 from tally.bootstrap import open_store
-from tally.cli.options import Common, errors
+from tally.cli.new_ledger import is_new_database
+from tally.cli.options import Common, Refusal, errors, print_refusal
 from tally.domain.limits import INT64_MIN
 from tally.engine.ports import EventRow, Head, Store
 
@@ -100,6 +101,8 @@ def export(*, out: str, options: Common | None = None) -> int:
             )
         )
         return 2
+    if is_new_database(options.db):  # no ledger in it: not created to find that out
+        return _no_ledger_refused(options)
     store = open_store(options.db)
     try:
         if out == "-":
@@ -112,8 +115,7 @@ def export(*, out: str, options: Common | None = None) -> int:
     finally:
         store.close()
     if exported is None:
-        errors.print(f"no ledger {options.ledger!r} in {options.db}")
-        return 1
+        return _no_ledger_refused(options)
     summary = {
         "ledger": exported.ledger,
         "events": exported.events,
@@ -130,6 +132,11 @@ def export(*, out: str, options: Common | None = None) -> int:
             f"{exported.head.seq} ({exported.head.hash.hex()[:16]}…) to {out}"
         )
     return 0
+
+
+def _no_ledger_refused(options: Common) -> int:
+    detail = f"no ledger {options.ledger!r} in {options.db}"
+    return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=options.json)
 
 
 def _is_the_database(out: Path, db: str) -> bool:

@@ -1,7 +1,9 @@
-"""Options every `tally` command shares, flattened into each command's flags."""
+"""Options every `tally` command shares, flattened into each command's flags, and the way
+every command prints its answer or its refusal."""
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 from rich.console import Console
+from rich.text import Text
 
 
 @Parameter(name="*")
@@ -39,3 +42,24 @@ errors = Console(stderr=True, markup=False, emoji=False)
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+class Refusal(enum.StrEnum):
+    """The command line's own refusal codes, beside the ledger's (`Rejection`): what a
+    command refuses before any ledger rule could look at it (exit status 1)."""
+
+    LEDGER_UNKNOWN = "ledger_unknown"  # read, exported or keyed: a ledger nobody created
+    LEDGER_INVALID = "ledger_invalid"  # `ledger create` with a name that cannot be one
+    SCOPE_INVALID = "scope_invalid"
+    KEY_UNKNOWN = "key_unknown"
+
+
+def print_refusal(code: str, field: str, detail: str, *, as_json: bool) -> int:
+    """Say that the command was refused: with `--json`, one object on stdout,
+    `{"error": CODE, "field": FIELD, "detail": TEXT}`; else one line on stderr. Returns the
+    exit status, 1."""
+    if as_json:
+        print_json({"error": code, "field": field, "detail": detail})
+    else:
+        errors.print(Text.assemble(("refused", "red"), f" {code}: {detail} ({field})"))
+    return 1

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
-from tally.cli.options import Database, console, errors, print_json
+from tally.cli.options import Database, Refusal, console, errors, print_json, print_refusal
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
@@ -79,8 +79,7 @@ def ledger_create(name: str, /, *, database: Database | None = None) -> int:
     try:
         check_ledger_name(name)
     except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+        return print_refusal(Refusal.LEDGER_INVALID, "name", str(refusal), as_json=database.json)
     store = open_store(database.db)
     try:
         existed = store.head(name) is not None
@@ -107,11 +106,14 @@ def key_create(
     """
     database = database or Database()
     try:
-        with _keys(database.db) as keys:
-            issued = keys.create(ledger, parse_scopes(scope))
+        scopes = parse_scopes(scope)
     except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+        return print_refusal(Refusal.SCOPE_INVALID, "scope", str(refusal), as_json=database.json)
+    try:
+        with _keys(database.db) as keys:
+            issued = keys.create(ledger, scopes)
+    except KeyRefused as refusal:  # the ledger does not exist (`KeyStore.create`)
+        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", str(refusal), as_json=database.json)
     if database.json:
         print_json({"key": issued.secret, **_key_view(issued.key)})
     else:
@@ -128,9 +130,8 @@ def key_revoke(key_id: str, /, *, database: Database | None = None) -> int:
     try:
         with _keys(database.db) as keys:
             key = keys.revoke(key_id)
-    except KeyRefused as refusal:
-        errors.print(Text.assemble(("refused", "red"), f" {refusal}"))
-        return 1
+    except KeyRefused as refusal:  # there is no such key (`KeyStore.revoke`)
+        return print_refusal(Refusal.KEY_UNKNOWN, "key_id", str(refusal), as_json=database.json)
     if database.json:
         print_json(_key_view(key))
     else:
@@ -143,6 +144,9 @@ def key_list(*, ledger: str, database: Database | None = None) -> int:
     """The keys of LEDGER (ids and scopes, never secrets)."""
     database = database or Database()
     with _keys(database.db) as keys:
+        if not keys.ledger_exists(ledger):  # refused, not a ledger without keys
+            detail = f"no ledger {ledger!r}: create it with `tally ledger create`"
+            return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=database.json)
         found = keys.keys(ledger)
     if database.json:
         print_json({"keys": [_key_view(key) for key in found]})
