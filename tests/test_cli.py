@@ -409,6 +409,23 @@ def test_refund_refusals(cli: Cli) -> None:
     assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "101.00"}]
 
 
+def test_a_refund_request_is_refunded_once(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "100.00", "USD", "--gateway", "paypal", "--key", "r1")
+    expense_id = cli.ok("expense", "alice", "USD", "--order", "o-1:40.00", "--key", "e1")[
+        "transaction_id"
+    ]
+    first = cli.ok("refund", expense_id, "o-1", "5.00", "--key", "f1", "--request", "rma-1")
+    assert first["refund_of"]["refund_request_id"] == "rma-1"
+    again = cli.refused(
+        "refund", expense_id, "o-1", "5.00", "--key", "f1-retry", "--request", "rma-1"
+    )
+    assert (again["error"], again["field"]) == ("refund_already_issued", "refund_request_id")
+    assert first["transaction_id"] in again["detail"]
+    bad = cli.refused("refund", expense_id, "o-1", "5.00", "--key", "f2", "--request", "rma 2")
+    assert (bad["error"], bad["field"]) == ("identifier_invalid", "refund_request_id")
+    assert cli.ok("order", "o-1")["refunded"] == "5.00"
+
+
 # -- idempotency -------------------------------------------------------------------------------
 
 

@@ -198,9 +198,13 @@ def refund(
     *,
     key: str,
     reason: str = "",
+    request: str | None = None,
     common: Common | None = None,
 ) -> int:
-    """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet."""
+    """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet.
+
+    --request names the refund request it carries out (a return, a cancellation): a ledger
+    refunds each request once, whatever --key a retry carries (refund_already_issued)."""
     common = common or Common()
     with _ledger(common) as engine:  # no ledger: no expense (and nothing is created)
         expense_view = (
@@ -222,6 +226,7 @@ def refund(
             amount=parse_amount(amount, currency),
             currency=currency,
             reason=reason,
+            refund_request_id=request,
         )
     except Rejected as rejection:
         return _refused(rejection, common)
