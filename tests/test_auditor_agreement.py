@@ -206,6 +206,9 @@ FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
     "refund request id empty": (3, _set("refund_request_id", "")),
     "refund request id a number": (3, _set("refund_request_id", 7)),
     "refund request id on an expense": (2, _set("refund_request_id", "rr-1")),
+    "gateway reference no identifier": (1, _set("gateway_reference", "pay:1")),
+    "gateway reference a number": (1, _set("gateway_reference", 7)),
+    "gateway reference on a refund": (3, _set("gateway_reference", "pay-1")),
 }
 
 
@@ -248,3 +251,22 @@ def test_a_null_refund_request_id_is_absent_to_the_engine_and_not_canonical(
     """The optional key is left out when absent: `null` is the same value in other bytes,
     which (as escapes above) the auditor refuses and the engine folds."""
     assert checked(edited(honest, 3, _set("refund_request_id", None))) == (False, True)
+
+
+def _second_payment(honest: list[Event], gateway: str) -> list[Event]:
+    """Seq 1 (alice's 100.00 through `pp`) naming payment pay-1, and a sixth event: another
+    recharge of alice through `gateway` naming the same payment id."""
+    events = edited(honest, 1, _set("gateway_reference", "pay-1"))
+    again: Event = json.loads(json.dumps(events[0]))
+    again.update(seq=6, transaction_id="txn_again", idempotency_key="r3", gateway=gateway)
+    for posting in again["postings"]:
+        posting["account"] = posting["account"].replace("clearing:pp:", f"clearing:{gateway}:")
+    return [*events, again]
+
+
+def test_both_accept_one_payment_id_at_two_gateways(honest: list[Event]) -> None:
+    assert checked(_second_payment(honest, "stripe")) == (True, True)
+
+
+def test_both_refuse_two_recharges_of_one_gateway_payment(honest: list[Event]) -> None:
+    assert checked(_second_payment(honest, "pp")) == (False, False)

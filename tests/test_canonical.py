@@ -85,6 +85,13 @@ REFUND = Refund(
     reason="item returned — wrong size",
 )
 ADJUSTMENT = Adjustment(user_id="alice", amount=-5_00, currency="USD", reason="goodwill reversal")
+REFERENCED_RECHARGE = Recharge(
+    user_id="alice",
+    amount=30_00,
+    currency="USD",
+    gateway="stripe",
+    gateway_reference="pi_3QxYz0001",
+)
 REQUESTED_REFUND = Refund(
     expense_id=EXPENSE_ID,
     order_id="order-1002",
@@ -100,6 +107,7 @@ COMMANDS: dict[str, tuple[str, str, Command]] = {
     "3-refund": ("alice-refund-1", "cli", REFUND),
     "4-adjustment": ("ops-adjust-1", "ops@example.com", ADJUSTMENT),
     "5-refund-request": ("rma-7731-try-1", "api:key_7", REQUESTED_REFUND),
+    "6-recharge-reference": ("stripe-webhook-evt-1", "api:key_7", REFERENCED_RECHARGE),
 }
 
 VECTOR_EVENTS: list[tuple[str, Event]] = [
@@ -226,6 +234,25 @@ VECTOR_EVENTS: list[tuple[str, Event]] = [
             refund_request_id="rma-7731",
         ),
     ),
+    (
+        "6-recharge-reference",
+        WalletRecharged(
+            seq=6,
+            transaction_id="txn_0194209cf2504c6b5a4938271605f4e3",
+            timestamp_us=T0_US + 240_000_000,
+            idempotency_key="stripe-webhook-evt-1",
+            command_digest=command_digest(REFERENCED_RECHARGE),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="clearing:stripe:USD", currency="USD", amount=-30_00),
+                Posting(account="wallet:alice:USD", currency="USD", amount=30_00),
+            ),
+            gateway="stripe",
+            gateway_reference="pi_3QxYz0001",
+        ),
+    ),
 ]
 
 # -- reading the document -----------------------------------------------------------------
@@ -333,7 +360,9 @@ def test_the_decider_produces_exactly_the_vector_events() -> None:
         event = decide(state, envelope, stamp, currencies=currencies())
         assert event == expected
         evolve(state, event)
-    assert state.balance("wallet:alice:USD") == 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00
+    assert (
+        state.balance("wallet:alice:USD") == 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00 + 30_00
+    )
 
 
 @pytest.mark.parametrize(
@@ -396,8 +425,8 @@ def test_auditor_accepts_the_vector_log() -> None:
     head = vector_head()
     report = tally_audit.verify_events(LEDGER, vector_rows(), head)
     assert report.finding is None
-    assert (report.events, report.head_seq, report.head_hash) == (5, 5, head[1])
-    assert report.balances["wallet:alice:USD"] == 140_00
+    assert (report.events, report.head_seq, report.head_hash) == (6, 6, head[1])
+    assert report.balances["wallet:alice:USD"] == 170_00
     assert sum(report.balances.values()) == 0
 
 
@@ -437,7 +466,7 @@ def test_tally_audit_command_checks_a_sqlite_file(
             )
     db.close()
     assert audit_main([str(path)]) == 0
-    assert capsys.readouterr().out == f"ok {LEDGER}: 5 events, head {head[1].hex()}\n"
+    assert capsys.readouterr().out == f"ok {LEDGER}: 6 events, head {head[1].hex()}\n"
 
     db = sqlite3.connect(path)
     with db:

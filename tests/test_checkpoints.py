@@ -94,8 +94,8 @@ def test_the_auditor_verifies_the_document_vector(tmp_path: Path, public_key: by
     }
     checkpoint = read_checkpoint(write(tmp_path / "cp.json", document), public_key)
     rows = vector_rows()
-    assert (checkpoint.ledger, checkpoint.seq, checkpoint.hash) == ("demo", 5, rows[-1][2])
-    report = verify_events("demo", rows, (5, rows[-1][2]), marks=(5,))
+    assert (checkpoint.ledger, checkpoint.seq, checkpoint.hash) == ("demo", 5, rows[4][2])
+    report = verify_events("demo", rows, (len(rows), rows[-1][2]), marks=(5,))
     check_checkpoint(report, checkpoint)
     assert report.ok
 
@@ -198,7 +198,7 @@ def test_a_log_shorter_than_its_checkpoint_lost_events() -> None:
 
 def test_a_log_whose_hash_at_the_checkpoint_differs_was_rewritten() -> None:
     rows = vector_rows()
-    report = verify_events("demo", rows, (5, rows[4][2]), marks=(3,))
+    report = verify_events("demo", rows, (len(rows), rows[-1][2]), marks=(3,))
     assert report.chain_at == {3: rows[2][2]}
     check_checkpoint(report, _checkpoint(3, rows[3][2]))  # another hash than seq 3's
     assert report.finding is not None
@@ -208,7 +208,7 @@ def test_a_log_whose_hash_at_the_checkpoint_differs_was_rewritten() -> None:
 def test_a_finding_earlier_in_the_log_is_kept() -> None:
     rows = list(vector_rows())
     rows[1] = (2, rows[1][1] + b" ", rows[1][2])
-    report = verify_events("demo", rows, (5, rows[4][2]), marks=(5,))
+    report = verify_events("demo", rows, (len(rows), rows[-1][2]), marks=(5,))
     assert report.finding is not None
     first = report.finding
     check_checkpoint(report, _checkpoint(5, rows[4][2]))

@@ -409,6 +409,15 @@ def test_refund_refusals(cli: Cli) -> None:
     assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "101.00"}]
 
 
+def test_a_gateway_payment_is_credited_once(cli: Cli) -> None:
+    args = ("recharge", "alice", "9.00", "USD", "--gateway", "stripe", "--reference", "pi_1")
+    first = cli.ok(*args, "--key", "w1")
+    assert first["metadata"]["gateway_reference"] == "pi_1"
+    again = cli.refused(*args, "--key", "w1-redelivered")
+    assert (again["error"], again["field"]) == ("payment_already_credited", "gateway_reference")
+    assert cli.ok("balance", "alice")["balances"] == [{"currency": "USD", "balance": "9.00"}]
+
+
 def test_a_refund_request_is_refunded_once(cli: Cli) -> None:
     cli.ok("recharge", "alice", "100.00", "USD", "--gateway", "paypal", "--key", "r1")
     expense_id = cli.ok("expense", "alice", "USD", "--order", "o-1:40.00", "--key", "e1")[

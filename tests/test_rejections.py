@@ -108,6 +108,7 @@ def recharge(
     currency: str = "USD",
     gateway: object = "paypal",
     metadata: Metadata = (),
+    gateway_reference: object = None,
 ) -> Recharge:
     return Recharge(
         user_id=untyped(user_id),
@@ -115,6 +116,7 @@ def recharge(
         currency=currency,
         gateway=untyped(gateway),
         metadata=metadata,
+        gateway_reference=untyped(gateway_reference),
     )
 
 
@@ -152,6 +154,13 @@ def refund(
         metadata=metadata,
         refund_request_id=untyped(refund_request_id),
     )
+
+
+def credited_ledger() -> LedgerState:
+    """`funded_ledger`, then 5.00 recharged for PayPal's payment pay-1: 35.00 left."""
+    state = funded_ledger()
+    accept(state, "k-credit", recharge(gateway_reference="pay-1"))
+    return state
 
 
 def refunded_ledger() -> LedgerState:
@@ -276,6 +285,19 @@ CASES = [
     Case("expense id invalid", R.IDENTIFIER_INVALID, "expense_id", command(refund(expense_id=""))),
     Case(
         "refund order id invalid", R.IDENTIFIER_INVALID, "order_id", command(refund(order_id="o/1"))
+    ),
+    Case(
+        "gateway reference invalid",
+        R.IDENTIFIER_INVALID,
+        "gateway_reference",
+        command(recharge(gateway_reference="pay:1")),
+    ),
+    Case(
+        "gateway payment already credited, under another key",
+        R.PAYMENT_ALREADY_CREDITED,
+        "gateway_reference",
+        command(recharge(amount=7_00, gateway_reference="pay-1")),
+        credited_ledger,
     ),
     Case(
         "refund request id invalid",
@@ -500,6 +522,7 @@ def snapshot(state: LedgerState) -> tuple[object, ...]:
         dict(state.expenses),
         dict(state.keys),
         dict(state.refund_requests),
+        dict(state.gateway_payments),
     )
 
 
@@ -657,6 +680,20 @@ PRECEDENCE = [
         R.ORDER_ALREADY_PAID,
         "orders[0].order_id",
         command(expense(("o-1", 1_000_00))),
+    ),
+    Case(
+        "bad metadata over a payment already credited",
+        R.METADATA_INVALID,
+        "metadata.bad key",
+        command(recharge(gateway_reference="pay-1", metadata=(("bad key", "x"),))),
+        credited_ledger,
+    ),
+    Case(
+        "payment already credited over the balance limit",
+        R.PAYMENT_ALREADY_CREDITED,
+        "gateway_reference",
+        command(recharge(user_id="bob", amount=INT64_MAX, gateway_reference="pay-1")),
+        credited_ledger,
     ),
     Case(
         "bad reason over a refund request already refunded",
@@ -881,3 +918,18 @@ def test_a_batch_rolled_back_forgets_its_refund_requests() -> None:
     state.rollback_newest()
     assert state.refund_requests == {}
     accept(state, "k-refund", refund(order_id="o-2", refund_request_id="rr-1"))
+
+
+def test_a_gateway_payment_is_credited_once_per_gateway() -> None:
+    """The same payment id under another gateway is another payment; under the same one, a
+    retry with another key is refused, and its first key still recalls the original."""
+    state = credited_ledger()
+    assert submit(state, recharge(gateway_reference="pay-1"), "k-credit") == 3
+    with pytest.raises(Rejected) as caught:
+        submit(state, recharge(gateway_reference="pay-1"), "k-webhook-retry")
+    assert caught.value.reason == Rejection.PAYMENT_ALREADY_CREDITED
+    assert "paypal payment pay-1" in caught.value.detail
+    assert "txn-0003" in caught.value.detail
+    accept(state, "k-stripe", recharge(gateway="stripe", gateway_reference="pay-1"))
+    accept(state, "k-unnamed", recharge())
+    assert state.gateway_payments == {"paypal:pay-1": "txn-0003", "stripe:pay-1": "txn-0004"}

@@ -95,6 +95,8 @@ def _metadata(event: Event) -> dict[str, str]:
     metadata = dict(event.metadata)
     if isinstance(event, WalletRecharged):
         metadata.setdefault("payment_gateway", event.gateway)
+        if event.gateway_reference is not None:
+            metadata.setdefault("gateway_reference", event.gateway_reference)
     return metadata
 
 
@@ -209,6 +211,7 @@ class _Shown(msgspec.Struct, gc=False):
     currency: str
     metadata: dict[str, str]
     gateway: str | None = None  # recharges
+    gateway_reference: str | None = None  # recharges, when given
     expense_id: str | None = None  # refunds
     order_id: str | None = None  # refunds
     refund_request_id: str | None = None  # refunds, when given
@@ -240,6 +243,8 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
         if shown.gateway is None:
             raise CanonicalFormError("not a v1 event: a recharge without its gateway")
         metadata.setdefault("payment_gateway", shown.gateway)
+        if shown.gateway_reference is not None:
+            metadata.setdefault("gateway_reference", shown.gateway_reference)
     elif shown.type == "refund":
         if shown.expense_id is None or shown.order_id is None:
             raise CanonicalFormError("not a v1 event: a refund without its expense and order")

@@ -43,7 +43,10 @@ EVENT_KEYS = {
     "adjustment": _COMMON_KEYS | {"amount", "reason"},
 }
 # The keys a body of the type may have besides: absent, never null, when not given.
-OPTIONAL_KEYS = {"refund": frozenset({"refund_request_id"})}
+OPTIONAL_KEYS = {
+    "recharge": frozenset({"gateway_reference"}),
+    "refund": frozenset({"refund_request_id"}),
+}
 _NOT_TEXT = "the ledger's name is not text"
 # Ids that name an account's owner or an order (docs/log-format.md, "Identifiers")
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
@@ -262,10 +265,11 @@ def _check_types(event: dict[str, object], kind: str) -> None:
     for name in _IDS[kind]:
         if not isinstance(event[name], str) or not IDENTIFIER.fullmatch(str(event[name])):
             raise _Bad(f"malformed {name} (not an identifier)")
-    if "refund_request_id" in event:  # only refunds may have it (checked above)
-        request_id = event["refund_request_id"]
-        if not isinstance(request_id, str) or not IDENTIFIER.fullmatch(request_id):
-            raise _Bad("malformed refund_request_id (not an identifier)")
+    for optional in OPTIONAL_KEYS.get(kind, ()):  # identifiers when present, never null
+        if optional in event:
+            value = event[optional]
+            if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+                raise _Bad(f"malformed {optional} (not an identifier)")
     metadata = event["metadata"]
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Bad("malformed metadata (a flat string-to-string object)")
@@ -280,6 +284,7 @@ class _Invariants:
         self.orders: dict[str, list[object]] = {}
         self.keys: set[str] = set()
         self.refund_requests: set[str] = set()  # one refund per refund request
+        self.gateway_payments: set[tuple[str, str]] = set()  # one recharge per payment
 
     def apply(self, event: dict[str, object]) -> None:
         key = event.get("idempotency_key")
@@ -314,14 +319,18 @@ class _Invariants:
         if unbalanced:
             raise _Bad(f"postings do not sum to zero: {unbalanced}")
 
-    @staticmethod
     def _recharge(
-        event: dict[str, object], postings: list[tuple[str, str, int, object]]
+        self, event: dict[str, object], postings: list[tuple[str, str, int, object]]
     ) -> list[tuple[str, str, int, object]]:
         gateway, currency = event.get("gateway"), str(event["currency"])
         amount = postings[-1][2]
         if not isinstance(gateway, str) or amount <= 0:
             raise _Bad("malformed recharge")
+        reference = event.get("gateway_reference")
+        if reference is not None:
+            if (gateway, reference) in self.gateway_payments:
+                raise _Bad(f"{gateway} payment {reference} credited twice")
+            self.gateway_payments.add((gateway, str(reference)))
         return [
             (f"clearing:{gateway}:{currency}", currency, -amount, None),
             (_wallet(event), currency, amount, None),

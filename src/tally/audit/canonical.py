@@ -86,8 +86,9 @@ class _Body(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields
     metadata: dict[str, str]
 
 
-class _RechargeBody(_Body, frozen=True, tag="recharge"):
+class _RechargeBody(_Body, frozen=True, tag="recharge", omit_defaults=True):
     gateway: str
+    gateway_reference: str | None = None  # optional, as a refund's `refund_request_id`
 
 
 class _ExpenseBody(_Body, frozen=True, tag="expense"):
@@ -99,9 +100,9 @@ class _RefundBody(_Body, frozen=True, tag="refund", omit_defaults=True):
     order_id: str
     amount: int
     reason: str
-    # The one optional key of v1, added after the first logs were written: absent, not
-    # null, when the refund names no request, so every body written before it still is
-    # its own canonical form (and so is a body with `null`, which re-encodes without it).
+    # The optional keys of v1, added after the first logs were written: absent, not null,
+    # when not named, so every body written before them still is its own canonical form
+    # (and so is a body with `null`, which re-encodes without it).
     refund_request_id: str | None = None
 
 
@@ -135,7 +136,7 @@ def encode_event(ledger: str, event: Event) -> bytes:
     if isinstance(event, ExpensePaid):
         body = _ExpenseBody(*common, [_Order(*line) for line in event.orders])
     elif isinstance(event, WalletRecharged):
-        body = _RechargeBody(*common, event.gateway)
+        body = _RechargeBody(*common, event.gateway, event.gateway_reference)
     elif isinstance(event, RefundIssued):
         body = _RefundBody(
             *common,
@@ -168,7 +169,9 @@ def decode_event(data: bytes) -> tuple[str, Event]:
         orders = tuple([_new_tuple(OrderLine, astuple(o)) for o in body.orders])
         event = _event(ExpensePaid, body, orders=orders)
     elif isinstance(body, _RechargeBody):
-        event = _event(WalletRecharged, body, gateway=body.gateway)
+        event = _event(
+            WalletRecharged, body, gateway=body.gateway, gateway_reference=body.gateway_reference
+        )
     elif isinstance(body, _RefundBody):
         event = _event(
             RefundIssued,
@@ -219,12 +222,15 @@ class _ExpenseCommand(msgspec.Struct, frozen=True, tag_field="type", tag="expens
     metadata: dict[str, str]
 
 
-class _RechargeCommand(msgspec.Struct, frozen=True, tag_field="type", tag="recharge"):
+class _RechargeCommand(
+    msgspec.Struct, frozen=True, tag_field="type", tag="recharge", omit_defaults=True
+):
     user_id: str
     amount: int
     currency: str
     gateway: str
     metadata: dict[str, str]
+    gateway_reference: str | None = None  # absent when not given: old digests unchanged
 
 
 class _RefundCommand(
@@ -256,7 +262,9 @@ def command_digest(command: Command) -> str:
         orders = [_Order(*line) for line in c.orders]
         body = _ExpenseCommand(c.user_id, c.currency, orders, dict(c.metadata))
     elif isinstance(c, Recharge):
-        body = _RechargeCommand(c.user_id, c.amount, c.currency, c.gateway, dict(c.metadata))
+        body = _RechargeCommand(
+            c.user_id, c.amount, c.currency, c.gateway, dict(c.metadata), c.gateway_reference
+        )
     elif isinstance(c, Refund):
         body = _RefundCommand(
             c.expense_id,

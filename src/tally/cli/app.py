@@ -140,9 +140,13 @@ def recharge(
     *,
     gateway: str,
     key: str,
+    reference: str | None = None,
     common: Common | None = None,
 ) -> int:
-    """Credit USER's wallet with AMOUNT CURRENCY received through a payment gateway."""
+    """Credit USER's wallet with AMOUNT CURRENCY received through a payment gateway.
+
+    --reference is the gateway's id of the payment: a ledger credits each payment of a
+    gateway once, whatever --key a retry carries (payment_already_credited)."""
     common = common or Common()
     try:
         command = Recharge(
@@ -150,6 +154,7 @@ def recharge(
             amount=parse_amount(amount, currency),
             currency=currency,
             gateway=gateway,
+            gateway_reference=reference,
         )
     except Rejected as rejection:
         return _refused(rejection, common)

@@ -84,9 +84,20 @@ class AsyncClient:
         *,
         gateway: str,
         metadata: Mapping[str, str] | None = None,
+        gateway_reference: str | None = None,
         idempotency_key: str | None = None,
     ) -> models.Transaction:
-        body = _plans.recharge_body(user_id, amount, currency, gateway, metadata)
+        """Credit USER's wallet with money that arrived through `gateway`.
+        `gateway_reference`, the gateway's id of the payment, makes it a business key: a
+        second recharge naming it raises `Conflict` (`payment_already_credited`)."""
+        body = _plans.recharge_body(
+            user_id,
+            amount,
+            currency,
+            gateway,
+            metadata=metadata,
+            gateway_reference=gateway_reference,
+        )
         return await self._call(_plans.write("/v1/recharges", body, idempotency_key))
 
     async def expense(

@@ -154,7 +154,9 @@ def recharge_body(
     amount: models.Amount,
     currency: str,
     gateway: str,
+    *,
     metadata: Mapping[str, str] | None,
+    gateway_reference: str | None,
 ) -> dict[str, Any]:
     body = {
         "user_id": user_id,
@@ -162,7 +164,11 @@ def recharge_body(
         "currency": currency,
         "gateway": gateway,
     }
-    return _with_optional(body, metadata=None if metadata is None else dict(metadata))
+    return _with_optional(
+        body,
+        metadata=None if metadata is None else dict(metadata),
+        gateway_reference=gateway_reference,
+    )
 
 
 def expense_body(

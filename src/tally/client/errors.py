@@ -11,7 +11,7 @@ TallyError
     ├── Unauthorized        401: no key, or an unknown or revoked one
     ├── Forbidden           403: the key lacks the scope
     ├── NotFound            404: nothing with that id in the key's ledger
-    ├── Conflict            409: key in flight, order already paid, refund request already refunded
+    ├── Conflict            409: key in flight, a business key used (order, payment, refund request)
     ├── Refused             422: the ledger's rules said no (insufficient_funds, ...)
     └── ServerError         5xx
 """

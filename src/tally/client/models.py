@@ -177,10 +177,11 @@ class RechargeCommand(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
     gateway: str
     metadata: dict[str, str] | None = None
+    gateway_reference: str | None = None
     idempotency_key: str = msgspec.field(default_factory=_new_key)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "type": "recharge",
             "idempotency_key": self.idempotency_key,
             "user_id": self.user_id,
@@ -189,6 +190,9 @@ class RechargeCommand(msgspec.Struct, frozen=True, kw_only=True):
             "gateway": self.gateway,
             **_metadata(self.metadata),
         }
+        if self.gateway_reference is not None:
+            body["gateway_reference"] = self.gateway_reference
+        return body
 
 
 class ExpenseCommand(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,13 +23,18 @@ def metadata_from(mapping: dict[str, str] | None) -> Metadata:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recharge:
-    """Money arrives from a payment gateway into a user's wallet."""
+    """Money arrives from a payment gateway into a user's wallet.
+
+    `gateway_reference`, when given, is the gateway's own id of the payment (a PayPal
+    capture id, a Stripe payment intent): a business key, so a ledger credits a gateway's
+    payment at most once, whatever idempotency key a retried webhook carries."""
 
     user_id: str
     amount: int
     currency: str
     gateway: str
     metadata: Metadata = ()
+    gateway_reference: str | None = None
 
 
 class OrderLine(NamedTuple):

@@ -32,7 +32,7 @@ from tally.domain.events import (
     WalletRecharged,
 )
 from tally.domain.rejections import Rejected, Rejection
-from tally.domain.state import LedgerState
+from tally.domain.state import LedgerState, gateway_payment
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _new_tuple = tuple.__new__
@@ -122,9 +122,21 @@ class _Common(NamedTuple):
 def _recharge(common: _Common, command: Recharge) -> Event:
     check_identifier(command.user_id, "user_id")
     check_identifier(command.gateway, "gateway")
+    reference = command.gateway_reference
+    if reference is not None:
+        check_identifier(reference, "gateway_reference")
     _check_currency(common, command.currency)
     _check_amount(command.amount, "amount")
     _check_metadata(command.metadata)
+    if reference is not None:
+        credited = common.state.gateway_payments.get(gateway_payment(command.gateway, reference))
+        if credited is not None:
+            raise Rejected(
+                Rejection.PAYMENT_ALREADY_CREDITED,
+                field="gateway_reference",
+                detail=f"{command.gateway} payment {reference} was already credited by "
+                f"transaction {credited}",
+            )
     wallet = accounts.wallet(command.user_id, command.currency)
     clearing = accounts.clearing(command.gateway, command.currency)
     _check_credit(common.state, wallet, command.amount)
@@ -136,6 +148,7 @@ def _recharge(common: _Common, command: Recharge) -> Event:
             Posting(account=wallet, currency=command.currency, amount=command.amount),
         ),
         gateway=command.gateway,
+        gateway_reference=reference,
     )
 
 

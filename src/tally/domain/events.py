@@ -50,6 +50,7 @@ class WalletRecharged(Event):
     event_type: ClassVar[str] = "recharge"
 
     gateway: str
+    gateway_reference: str | None = None  # the business key, when the command named one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -71,8 +71,8 @@ _new_tuple = tuple.__new__
 
 
 class LedgerState:
-    """Balances, orders, expenses, refund requests and idempotency keys of one ledger, after
-    `seq` events."""
+    """Balances, orders, expenses, refund requests, gateway payments and idempotency keys of
+    one ledger, after `seq` events."""
 
     __slots__ = (
         "_levels",
@@ -82,6 +82,7 @@ class LedgerState:
         "created_orders",
         "dirty_orders",
         "expenses",
+        "gateway_payments",
         "keys",
         "last_timestamp_us",
         "ledger",
@@ -99,6 +100,7 @@ class LedgerState:
         self.expenses: dict[str, str] = {}  # expense transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
         self.refund_requests: dict[str, str] = {}  # refund request id -> transaction id
+        self.gateway_payments: dict[str, str] = {}  # `gateway_payment(...)` -> transaction id
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_orders: set[str] = set()
@@ -164,6 +166,11 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
         _record_expense(state, event)
     elif isinstance(event, RefundIssued):
         _record_refund(state, event)
+    elif isinstance(event, WalletRecharged) and event.gateway_reference is not None:
+        payment = gateway_payment(event.gateway, event.gateway_reference)
+        if payment in state.gateway_payments:
+            raise InvariantViolated(f"seq {event.seq}: gateway payment {payment} credited twice")
+        state._set(state.gateway_payments, payment, event.transaction_id)
     elif isinstance(event, BalanceAdjusted) and not event.reason:
         raise InvariantViolated(f"seq {event.seq}: adjustment without a reason")
     if event.idempotency_key in state.keys:
@@ -204,6 +211,8 @@ def check_logged(state: LedgerState, event: Event) -> None:
     elif type(event) is WalletRecharged:
         if accounts.clearing(event.gateway, currency) not in known:
             _check_id(event, "gateway", event.gateway)
+        if event.gateway_reference is not None:
+            _check_id(event, "gateway_reference", event.gateway_reference)
     elif type(event) is RefundIssued:
         _check_id(event, "expense_id", event.expense_id)
         _check_id(event, "order_id", event.order_id)
@@ -215,6 +224,12 @@ def check_logged(state: LedgerState, event: Event) -> None:
         raise InvariantViolated(
             f"seq {event.seq}: postings are not those of its {event.event_type}"
         )
+
+
+def gateway_payment(gateway: str, reference: str) -> str:
+    """The business key of a recharge naming its gateway payment: unique per gateway (two
+    gateways may use the same id). Identifiers hold no `:`, so the pair reads back."""
+    return f"{gateway}:{reference}"
 
 
 _Leg = tuple[str, str, int, str | None]

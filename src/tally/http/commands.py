@@ -28,6 +28,7 @@ def recharge(body: models.RechargeRequest) -> Recharge:
         currency=body.currency,
         gateway=body.gateway,
         metadata=metadata_from(body.metadata),
+        gateway_reference=body.gateway_reference,
     )
 
 

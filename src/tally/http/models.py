@@ -48,6 +48,14 @@ class RechargeRequest(_Strict):
     currency: Currency
     gateway: str
     metadata: Metadata | None = None
+    gateway_reference: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The gateway's id of the payment (a capture, a payment intent): the "
+            "ledger credits each payment of a gateway once, whatever Idempotency-Key a "
+            "retried webhook carries (`payment_already_credited`)."
+        ),
+    ] = None
 
 
 class OrderRequest(_Strict):

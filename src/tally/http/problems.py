@@ -61,6 +61,7 @@ _REJECTION_STATUS: dict[Rejection, int] = {
     **dict.fromkeys(Rejection, 400),
     Rejection.IDEMPOTENCY_KEY_REUSED: 422,
     Rejection.ORDER_ALREADY_PAID: 409,
+    Rejection.PAYMENT_ALREADY_CREDITED: 409,
     Rejection.REFUND_ALREADY_ISSUED: 409,
     Rejection.EXPENSE_UNKNOWN: 404,
     Rejection.ORDER_UNKNOWN: 404,

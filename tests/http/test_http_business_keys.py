@@ -1,6 +1,6 @@
-"""`refund_request_id` over HTTP: one refund per refund request (DESIGN decision 7), on the
-single route and in a batch, shown on the transaction and the statement line, documented in
-the OpenAPI schema."""
+"""Business keys over HTTP (DESIGN decision 7): one refund per `refund_request_id`, one
+recharge per gateway payment (`gateway_reference`), on the single route and in a batch, shown
+on the transaction and the statement line, documented in the OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tally.client import AsyncClient, Client, Conflict, OrderLine, RefundCommand
+from tally.client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    OrderLine,
+    RechargeCommand,
+    RefundCommand,
+)
 
 pytest_plugins = ["http_fixtures"]
 
@@ -157,3 +164,65 @@ def test_the_sdks_name_the_refund_request(live: Any, unique: Callable[[str], str
             assert other.refund_of.refund_request_id == f"{request}-2"
 
     asyncio.run(refund_async())
+
+
+def test_a_gateway_payment_is_credited_once_whatever_the_key(
+    live: Any, unique: Callable[[str], str], poster: Poster
+) -> None:
+    user, payment = unique("u"), unique("pi")
+    recharge = {
+        "user_id": user,
+        "amount": "12.00",
+        "currency": "USD",
+        "gateway": "stripe",
+        "gateway_reference": payment,
+    }
+    with live.client() as http:
+        first = poster(http, "/v1/recharges", recharge, unique("k"))
+        assert first.status_code == 201, first.text
+        credited = first.json()
+        assert credited["metadata"] == {"payment_gateway": "stripe", "gateway_reference": payment}
+        again = poster(http, "/v1/recharges", recharge, unique("k"))  # the webhook, redelivered
+        assert again.status_code == 409, again.text
+        problem = again.json()
+        assert (problem["code"], problem["field"]) == (
+            "payment_already_credited",
+            "gateway_reference",
+        )
+        assert credited["transaction_id"] in problem["detail"]
+        batch = poster(
+            http,
+            "/v1/batch",
+            {"commands": [{"type": "recharge", "idempotency_key": unique("bk"), **recharge}]},
+        )
+        (result,) = batch.json()["results"]
+        assert (result["status"], result["problem"]["code"]) == (409, "payment_already_credited")
+        bad = poster(http, "/v1/recharges", {**recharge, "gateway_reference": "pi 1"})
+        assert (bad.status_code, bad.json()["field"]) == (400, "gateway_reference")
+        assert _balance(http, user) == "12.00"
+        statement = http.get(f"/v1/users/{user}/statement", params={"currency": "USD"}).json()
+        assert statement["entries"][0]["metadata"]["gateway_reference"] == payment
+        schema = http.get("/openapi.json").json()
+    assert "gateway_reference" in schema["components"]["schemas"]["RechargeRequest"]["properties"]
+    with Client(live.url, live.keys["admin"]) as tally:
+        with pytest.raises(Conflict) as refused:
+            tally.recharge(user, "12.00", "USD", gateway="stripe", gateway_reference=payment)
+        assert refused.value.code == "payment_already_credited"
+        other = unique("pi")
+        done = tally.recharge(user, "1.00", "USD", gateway="stripe", gateway_reference=other)
+        assert done.metadata["gateway_reference"] == other
+        (result,) = tally.batch(
+            [
+                RechargeCommand(
+                    user_id=user,
+                    amount="1.00",
+                    currency="USD",
+                    gateway="stripe",
+                    gateway_reference=other,
+                )
+            ]
+        )
+        assert (result.status, result.problem and result.problem.code) == (
+            409,
+            "payment_already_credited",
+        )

@@ -1,5 +1,6 @@
-"""A refund request is refunded once (DESIGN decision 7: business keys are unique too), on
-both stores: within a batch, across batches, and after the writer is rebuilt from the log."""
+"""Business keys are unique (DESIGN decision 7): a refund request is refunded once and a
+gateway's payment credited once, on both stores: within a batch, across batches, and after
+the writer is rebuilt from the log."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import audit_offline
 from tally.bootstrap import open_engine
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
-from tally.domain.events import ExpensePaid, RefundIssued
+from tally.domain.events import ExpensePaid, RefundIssued, WalletRecharged
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.domain.state import LedgerState, check_logged, evolve
 from tally.engine.engine import Engine
@@ -144,3 +145,56 @@ def test_evolve_refuses_a_refund_request_refunded_twice() -> None:
     object.__setattr__(again, "idempotency_key", "f2")
     with pytest.raises(InvariantViolated, match="refunded twice"):
         evolve(state, again)
+
+
+def _recharge(key: str, gateway: str, reference: str | None) -> Envelope:
+    return Envelope(
+        idempotency_key=key,
+        command=Recharge(
+            user_id="bob",
+            amount=25_00,
+            currency="USD",
+            gateway=gateway,
+            gateway_reference=reference,
+        ),
+    )
+
+
+def test_a_gateway_payment_is_credited_once_in_a_batch_and_across_batches(
+    engine: Engine, db: str, tmp_path: Path
+) -> None:
+    outcomes = engine.execute_many(
+        LEDGER,
+        [
+            _recharge("w1", "stripe", "pi_1"),
+            _recharge("w1-redelivered", "stripe", "pi_1"),  # a webhook delivered twice
+            _recharge("w2", "paypal", "pi_1"),  # another gateway's id that happens to match
+            _recharge("w3", "stripe", None),
+        ],
+    )
+    first, redelivered, other_gateway, unnamed = outcomes
+    assert isinstance(first, Committed)
+    assert isinstance(other_gateway, Committed)
+    assert isinstance(unnamed, Committed)
+    assert isinstance(redelivered, Rejected)
+    assert (redelivered.reason, redelivered.field) == (
+        Rejection.PAYMENT_ALREADY_CREDITED,
+        "gateway_reference",
+    )
+    assert first.event.transaction_id in redelivered.detail
+    assert isinstance(first.event, WalletRecharged)
+    assert first.event.gateway_reference == "pi_1"
+    (row,) = engine.store.account_balances(LEDGER, kind="wallet", owner="bob")
+    assert row.balance == 3 * 25_00
+    engine.close()
+    reopened = open_engine(db)
+    try:
+        with pytest.raises(Rejected) as caught:
+            reopened.execute(LEDGER, _recharge("w1-after-restart", "stripe", "pi_1"))
+        assert caught.value.reason == Rejection.PAYMENT_ALREADY_CREDITED
+        assert reopened.execute(LEDGER, _recharge("w1", "stripe", "pi_1")).replayed
+        assert verify(reopened, LEDGER).ok
+    finally:
+        reopened.close()
+        reopened.store.close()
+    assert audit_offline(db, LEDGER, tmp_path).ok
