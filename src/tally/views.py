@@ -90,6 +90,26 @@ def timestamp(timestamp_us: int) -> str:
     return f"{_second(timestamp_us // 1_000_000)}.{str(timestamp_us)[-6:]}Z"
 
 
+# What a timestamp can show: years 1 to 9999 in UTC (a zone can push a moment past either)
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+def instant_us(text: str) -> int:
+    """Microseconds since the Unix epoch of an RFC 3339 timestamp with a zone (a `from` or
+    `to` bound); ValueError, saying what is expected, for anything else."""
+    try:  # `fromisoformat` stops reading at a NUL: "…Z\0anything" would pass
+        moment = None if "\0" in text else datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError("an RFC 3339 timestamp with a zone, e.g. 2026-01-31T00:00:00Z")
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ValueError("must fall in years 1 to 9999 in UTC")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 # -- transactions, from events in memory ------------------------------------------------
 def _metadata(event: Event) -> dict[str, str]:
     metadata = dict(event.metadata)

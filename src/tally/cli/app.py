@@ -551,3 +551,7 @@ from tally.cli.checkpoint import signing_key_app as _signing_key_app  # noqa: E4
 
 app.command(_checkpoint)
 app.command(_signing_key_app)
+
+from tally.cli.reconcile import reconcile_command as _reconcile  # noqa: E402
+
+app.command(_reconcile, name="reconcile")
