@@ -8,12 +8,20 @@ passes: the log is the source of truth, and a tampered projection never stops it
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from litestar.testing import TestClient
+from structlog.testing import capture_logs
 
-from conftest import TallyRunner
+from conftest import Run, TallyRunner
 from rawdb import RawDb
+from tally.api_keys import Scope
+from tally.http.app import create_app
+from tally.http.compose import open_services
 from test_tamper import EVENTS, LEDGER, Tamper, build_ledger, snapshot, tamper
 
 PROJECTION_TABLES = ("accounts", "entries", "orders", "idempotency_keys")
@@ -198,3 +206,89 @@ def test_differing_rows_of_mixed_types_are_a_finding_not_a_crash(
     assert [row[1] for row in differences["entries"]["found"]] == [5, "x"]
     assert tally("replay", "--db", db, "--ledger", LEDGER).returncode == 0
     assert projection_rows(db) == honest
+
+
+# -- reads over a value of another type: the ledger is broken, never a crash nor a figure --
+# A CLI read exits 3 ("ledger broken ... run `tally verify`"), as over a line whose event is
+# gone; the HTTP read answers as it does there, with a 500 problem.
+
+
+def _cases(edits: dict[str, tuple[str, str, str]]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize(
+        ("table", "column", "value"), list(edits.values()), ids=list(edits)
+    )
+
+
+def _said(run: Run) -> str:
+    return " ".join(run.stderr.split())  # rich wraps long lines
+
+
+def assert_broken(run: Run) -> None:
+    assert run.returncode == 3, run.describe()
+    assert "ledger broken" in _said(run), run.describe()
+    assert "run `tally verify`" in _said(run), run.describe()
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+
+
+def http_reads(db: str, *paths: str) -> tuple[list[httpx.Response], list[MutableMapping[str, Any]]]:
+    """The answers of a server on `db` to GETs of `paths`, and what it logged meanwhile."""
+    services = open_services(db, key_cache_ttl_s=3600)
+    secret = services.keys.create(LEDGER, frozenset({Scope.READ})).secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    with (
+        capture_logs() as logged,
+        TestClient(create_app(services), raise_server_exceptions=False) as client,
+    ):
+        answers = [client.get(path, headers=headers) for path in paths]
+    return answers, logged
+
+
+def assert_broken_answer(answer: httpx.Response, logged: list[MutableMapping[str, Any]]) -> None:
+    """What a read over a line whose event is gone answers (tests/test_postgres_loop_reads.py):
+    a 500 problem that shows nothing of the ledger; the log says the ledger is broken."""
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "internal_error"
+    assert [entry["error"].split("(")[0] for entry in logged if "error" in entry] == [
+        "InvariantViolated"
+    ]
+
+
+# Alice's line paying order-1 (seq 3, index 0): every column her statement shows, as a BLOB,
+# and as text or a real where an integer belongs (an INTEGER column keeps a real that is no
+# whole number as a real; a TEXT column turns numbers into text).
+# Its account as a BLOB is not among them: `account = ?` never finds it, and the statement
+# goes without the line, as balances go without an account whose kind is a BLOB (above);
+# verify names it and replay gives it back.
+STATEMENT_EDITS = {
+    case: edit for case, edit in TYPE_EDITS.items() if edit[0] == "entries" and edit[1] != "account"
+} | {
+    f"entries.{column}-real": ("entries", column, f"{column} + 0.5")
+    for column in ("idx", "amount", "balance_after")
+}
+
+
+@_cases(STATEMENT_EDITS)
+def test_a_statement_over_a_line_of_another_type_says_the_ledger_is_broken(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    db, _ = typed_ledger(tmp_path, table, column, value)
+    run = tally("statement", "alice", "--currency", "USD", "--db", db, "--ledger", LEDGER)
+    assert_broken(run)
+    assert "holds a value of another type than its column's" in _said(run)
+    bob = tally("statement", "bob", "--currency", "JPY", "--db", db, "--ledger", LEDGER)
+    assert bob.returncode == 0, bob.describe()  # bob's lines are as written
+
+
+def test_an_http_statement_over_a_line_of_another_type_is_a_broken_ledger(tmp_path: Path) -> None:
+    """A BLOB (which SQLite's JSON refuses) and text (which the page's decoder refuses): the
+    server logs a broken ledger, not a database or decoding error; bob's page is as written."""
+    for column, value in (("amount", "CAST(amount AS BLOB)"), ("seq", "seq || 'x'")):
+        (tmp_path / column).mkdir()
+        db, _ = typed_ledger(tmp_path / column, "entries", column, value)
+        (alice, bob), logged = http_reads(
+            db, "/v1/users/alice/statement?currency=USD", "/v1/users/bob/statement?currency=JPY"
+        )
+        assert_broken_answer(alice, logged)
+        assert bob.status_code == 200, bob.text

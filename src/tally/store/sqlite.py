@@ -325,6 +325,7 @@ _ENTRIES_OF = (
 )
 _StatementRow = tuple[int, int, int, int, str | None, int]  # ..., whether its event is there
 _decode_statement_page = msgspec.json.Decoder(list[_StatementRow]).decode
+_BLOB_IN_JSON = "JSON cannot hold BLOB values"  # SQLite's error for json_array() of a BLOB
 
 
 def _by_position(line: tuple[EntryRow, bytes]) -> tuple[int, int]:
@@ -639,12 +640,24 @@ class SqliteStore:
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        lines, bodies = (
-            self._connection()
-            .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
-            .fetchone()
-        )
-        rows = _decode_statement_page(lines)
+        try:
+            lines, bodies = (
+                self._connection()
+                .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
+                .fetchone()
+            )
+            rows = _decode_statement_page(lines)
+        except (sqlite3.OperationalError, msgspec.ValidationError) as error:
+            # Only tampering gets here (the column takes any type): a BLOB, which json_array
+            # refuses, or text or a real where an integer belongs, which the decoder refuses.
+            # Checked once a page, by what reads it anyway: never a line shown as if it held
+            # an amount.
+            if isinstance(error, sqlite3.OperationalError) and str(error) != _BLOB_IN_JSON:
+                raise
+            raise InvariantViolated(
+                f"{ledger}: a statement line of {account} holds a value of another type "
+                f"than its column's ({error})"
+            ) from error
         for row in rows:
             if not row[5]:  # the log refuses deletes: only tampering gets here
                 raise InvariantViolated(f"{ledger}: entry at seq {row[0]} has no event")
