@@ -292,3 +292,68 @@ def test_an_http_statement_over_a_line_of_another_type_is_a_broken_ledger(tmp_pa
         )
         assert_broken_answer(alice, logged)
         assert bob.status_code == 200, bob.text
+
+
+ALICE_LAST_LINE = "account = 'wallet:alice:USD' AND seq = 7 AND idx = 1"  # her balance
+
+
+def edit_row(table: str, where: str, column: str, value: str) -> Tamper:
+    def edit(db: RawDb) -> None:
+        changed = db.execute(
+            f"UPDATE {table} SET {column} = {value} WHERE ledger = ? AND {where}", (LEDGER,)
+        ).rowcount
+        assert changed == 1
+
+    return edit
+
+
+# Her balance is her last line's balance_after: that line's balance_after, seq and index of
+# another type; and a seq of another type on an earlier line, which sorts after every integer
+# (text, a BLOB) or beyond her last (a real), so that line would pass for her last.
+BALANCE_EDITS = {
+    **{
+        f"last-line.{column}-{kind}": ("entries", ALICE_LAST_LINE, column, value)
+        for column in ("seq", "idx", "balance_after")
+        for kind, value in (
+            ("blob", f"CAST({column} AS BLOB)"),
+            ("text", f"{column} || 'x'"),
+            ("real", f"{column} + 0.5"),
+        )
+    },
+    **{
+        f"earlier-line.seq-{kind}": ("entries", ROW_OF["entries"], "seq", value)
+        for kind, value in (
+            ("blob", "CAST(seq AS BLOB)"),
+            ("text", "seq || 'x'"),
+            ("real", f"seq + {EVENTS}.5"),
+        )
+    },
+    "account-blob": ("accounts", ROW_OF["accounts"], "account", "CAST(account AS BLOB)"),
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "where", "column", "value"), list(BALANCE_EDITS.values()), ids=list(BALANCE_EDITS)
+)
+def test_a_balance_over_a_value_of_another_type_says_the_ledger_is_broken(
+    tmp_path: Path, tally: TallyRunner, table: str, where: str, column: str, value: str
+) -> None:
+    """Never another line's balance_after (150.00, after seq 3) shown as hers (145.00)."""
+    db = str(tmp_path / "typed.db")
+    build_ledger(db)
+    tamper(db, edit_row(table, where, column, value))
+    run = tally("balance", "alice", "--db", db, "--ledger", LEDGER, "--json")
+    assert_broken(run)
+    assert "wallet:alice:USD" in _said(run)
+    assert "has no integer balance" in _said(run)
+    bob = tally("balance", "bob", "--db", db, "--ledger", LEDGER, "--json")
+    assert bob.returncode == 0, bob.describe()
+    assert bob.json()["balances"] == [{"currency": "JPY", "balance": "4000"}]
+
+
+def test_http_balances_over_a_seq_of_another_type_are_a_broken_ledger(tmp_path: Path) -> None:
+    """A seq stored as text: Alice's line at seq 3 would pass for her last (150.00)."""
+    db, _ = typed_ledger(tmp_path, "entries", "seq", "seq || 'x'")
+    (alice, bob), logged = http_reads(db, "/v1/users/alice/balances", "/v1/users/bob/balances")
+    assert_broken_answer(alice, logged)
+    assert bob.json() == {"user_id": "bob", "balances": [{"currency": "JPY", "balance": "4000"}]}

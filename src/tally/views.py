@@ -297,21 +297,28 @@ def full_statement(store: Store, ledger: str, user_id: str, currency: str) -> li
 
 # -- balances and orders ----------------------------------------------------------------
 def balances(store: Store, ledger: str, user_id: str) -> dict[str, Any]:
-    return balances_of(user_id, store.account_balances(ledger, kind=accounts.WALLET, owner=user_id))
+    rows = store.account_balances(ledger, kind=accounts.WALLET, owner=user_id)
+    return balances_of(user_id, rows, ledger=ledger)
 
 
-def balances_of(user_id: str, rows: Sequence[AccountRow]) -> dict[str, Any]:
-    """A user's balances from their wallets' rows (`Store.account_balances`)."""
-    return {
-        "user_id": user_id,
-        "balances": [
-            {
-                "currency": accounts.split(row.account)[2],
-                "balance": format_amount(row.balance, accounts.split(row.account)[2]),
-            }
-            for row in rows
-        ],
-    }
+def balances_of(user_id: str, rows: Sequence[AccountRow], *, ledger: str) -> dict[str, Any]:
+    """A user's balances from their wallets' rows (`Store.account_balances`).
+
+    A row that holds no text name or no integer balance is a broken ledger, never shown:
+    on SQLite, whose columns take any type, a tampered projection (an account named by a
+    BLOB, a last entry whose balance_after, seq or index is text, a real or a BLOB:
+    `Store.account_balances` gives no balance then); on PostgreSQL, which types its
+    columns, a wallet without entries."""
+    balances = []
+    for account, balance, _ in rows:
+        if type(account) is not str or type(balance) is not int:
+            raise InvariantViolated(
+                f"{ledger}: wallet {account!r} of {user_id} has no integer balance: its last "
+                "entry is missing or holds a value of another type than its column's"
+            )
+        currency = accounts.split(account)[2]
+        balances.append({"currency": currency, "balance": format_amount(balance, currency)})
+    return {"user_id": user_id, "balances": balances}
 
 
 def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:

@@ -177,7 +177,7 @@ async def get_balances(request: Request[Any, Any, Any], user_id: _UserId) -> mod
     on_loop = services.reads_here()
     if on_loop is not None:  # PostgreSQL: see `LoopReads`
         rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.WALLET, owner=user_id)
-        view = views.balances_of(user_id, rows)
+        view = views.balances_of(user_id, rows, ledger=ledger)
     else:
         view = await services.read(views.balances, services.engine.store, ledger, user_id)
     return msgspec.convert(view, models.Balances)

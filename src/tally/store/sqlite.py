@@ -187,6 +187,18 @@ _ACCOUNT_ROWS = (
     "FROM accounts a WHERE a.ledger = ?1"
 )
 _PROJECTED_ACCOUNT_ROWS = with_account_columns(_ACCOUNT_ROWS)
+# A user's balances: the same two seeks, but a last entry whose seq or index is no integer
+# (tampering: the columns take any type, and text or a BLOB sorts after every integer, so
+# such an entry comes first) gives no balance, which the view refuses: its balance_after is
+# not the account's balance.
+_OWNER_BALANCES = (
+    "SELECT a.account, "
+    "(SELECT CASE WHEN typeof(n.seq) = 'integer' AND typeof(n.idx) = 'integer' "
+    "THEN n.balance_after END FROM entries n WHERE n.ledger = a.ledger "
+    "AND n.account = a.account ORDER BY n.seq DESC, n.idx DESC LIMIT 1), "
+    "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
+    "FROM accounts a WHERE a.ledger = ?1 AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency"
+)
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
@@ -631,10 +643,7 @@ class SqliteStore:
         return None if row is None else EventRow(*row)
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
-        rows = self._connection().execute(
-            _ACCOUNT_ROWS + " AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency",
-            (ledger, kind, owner),
-        )
+        rows = self._connection().execute(_OWNER_BALANCES, (ledger, kind, owner))
         return [AccountRow(*r) for r in rows]
 
     def statement(
