@@ -357,3 +357,37 @@ def test_http_balances_over_a_seq_of_another_type_are_a_broken_ledger(tmp_path: 
     (alice, bob), logged = http_reads(db, "/v1/users/alice/balances", "/v1/users/bob/balances")
     assert_broken_answer(alice, logged)
     assert bob.json() == {"user_id": "bob", "balances": [{"currency": "JPY", "balance": "4000"}]}
+
+
+# Order-1's row: every column its view shows, as a BLOB, and its amounts as text or a real.
+# Its order_id as a BLOB is not among them: `order_id = ?` never finds it (no such order),
+# as balances go without an account whose kind is a BLOB (above).
+ORDER_EDITS = {
+    case: edit for case, edit in TYPE_EDITS.items() if edit[0] == "orders" and edit[1] != "order_id"
+} | {
+    f"orders.{column}-real": ("orders", column, f"{column} + 0.5")
+    for column in ("paid", "refunded")
+}
+
+
+@_cases(ORDER_EDITS)
+def test_an_order_over_a_value_of_another_type_says_the_ledger_is_broken(
+    tmp_path: Path, tally: TallyRunner, table: str, column: str, value: str
+) -> None:
+    """Never a real paid shown as "5000..5", a BLOB user id as base64, nor a BLOB currency
+    refused as unknown (exit 1, as if the command were wrong)."""
+    db, _ = typed_ledger(tmp_path, table, column, value)
+    run = tally("order", "order-1", "--db", db, "--ledger", LEDGER, "--json")
+    assert_broken(run)
+    assert f"order 'order-1': its {column} holds a value of another type" in _said(run)
+    other = tally("order", "order-2", "--db", db, "--ledger", LEDGER, "--json")
+    assert other.returncode == 0, other.describe()
+    assert other.json()["paid"] == "35.00"
+
+
+def test_an_http_order_over_an_amount_of_another_type_is_a_broken_ledger(tmp_path: Path) -> None:
+    """A real `paid` (5000.5): formatted as a whole number of cents it read "5000..5"."""
+    db, _ = typed_ledger(tmp_path, "orders", "paid", "paid + 0.5")
+    (order_1, order_2), logged = http_reads(db, "/v1/orders/order-1", "/v1/orders/order-2")
+    assert_broken_answer(order_1, logged)
+    assert order_2.json()["paid"] == "35.00"

@@ -321,6 +321,9 @@ def balances_of(user_id: str, rows: Sequence[AccountRow], *, ledger: str) -> dic
     return {"user_id": user_id, "balances": balances}
 
 
+_ORDER_TYPES = (str, str, str, str, str, int, int)  # of OrderRow's fields, in order
+
+
 def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:
     """What an order was paid and refunded, and the transactions that did it."""
     return order_view_of(order, store.order_events(ledger, order.order_id))
@@ -330,7 +333,20 @@ def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]
     """`order_view` from the order's row and its events (its expense, then its refunds).
 
     `Store.order_events` catches a refund's event missing from the log; an expense's
-    missing event shows here: the first event is not the order's expense."""
+    missing event shows here: the first event is not the order's expense. A row holding a
+    value of another type than its column's (SQLite's columns take any: tampering) is a
+    broken ledger too, never shown: a real `paid` would read "5000..5", a BLOB `user_id`
+    as base64."""
+    if any(type(value) is not kind for value, kind in zip(order, _ORDER_TYPES, strict=True)):
+        columns = [
+            name
+            for name, value, kind in zip(OrderRow._fields, order, _ORDER_TYPES, strict=True)
+            if type(value) is not kind
+        ]
+        raise InvariantViolated(
+            f"order {order.order_id!r}: its {', '.join(columns)} holds a value of another type "
+            "than its column's"
+        )
     if not events or events[0].transaction_id != order.expense_id:
         raise InvariantViolated(f"order {order.order_id}: its expense is not in the log")
     transactions = [
