@@ -4,6 +4,10 @@ type; PostgreSQL's are typed, so these are SQLite's alone).
 `tally verify` reports every such value as a projection that differs from a replay (exit 1),
 whatever the column, and `tally replay` rewrites it from the log (exit 0), after which verify
 passes: the log is the source of truth, and a tampered projection never stops its repair.
+
+The reads over such a value (statement, balance, order, transaction) say the ledger is broken
+(CLI exit 3, HTTP 500), never crash nor show a figure; a transaction's lines are checked
+against its event's postings, for their values too, on both stores (the last test).
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import pytest
 from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
+import rawdb
 from conftest import Run, TallyRunner
 from rawdb import RawDb
+from tally import views
 from tally.api_keys import Scope
+from tally.bootstrap import open_engine
+from tally.domain.rejections import InvariantViolated
 from tally.http.app import create_app
 from tally.http.compose import open_services
 from test_tamper import EVENTS, LEDGER, Tamper, build_ledger, snapshot, tamper
@@ -391,3 +399,61 @@ def test_an_http_order_over_an_amount_of_another_type_is_a_broken_ledger(tmp_pat
     (order_1, order_2), logged = http_reads(db, "/v1/orders/order-1", "/v1/orders/order-2")
     assert_broken_answer(order_1, logged)
     assert order_2.json()["paid"] == "35.00"
+
+
+# -- a transaction read back: its lines must be its event's postings ------------------------
+def transaction_id_at(db: str, seq: int) -> str:
+    with rawdb.connect(db) as raw:
+        (transaction_id,) = raw.execute(
+            "SELECT transaction_id FROM events WHERE ledger = ? AND seq = ?", (LEDGER, seq)
+        ).fetchone()
+    return str(transaction_id)
+
+
+@_cases(STATEMENT_EDITS | {"entries.account-blob": TYPE_EDITS["entries.account-blob"]})
+def test_an_http_transaction_over_a_line_of_another_type_is_a_broken_ledger(
+    tmp_path: Path, table: str, column: str, value: str
+) -> None:
+    """Alice's expense (seq 3, two wallet lines): a line whose seq or account the lookup
+    misses showed the other line's -35.00 as the expense; an index that sorts last showed
+    150.00 as the balance after; a real amount "-4999..5"; a BLOB order id as base64."""
+    db, _ = typed_ledger(tmp_path, table, column, value)
+    (expense, bob), logged = http_reads(
+        db,
+        f"/v1/transactions/{transaction_id_at(db, 3)}",
+        f"/v1/transactions/{transaction_id_at(db, 4)}",
+    )
+    assert_broken_answer(expense, logged)
+    assert bob.json()["amount"] == "-1200"
+
+
+def _raise_an_amount(raw: RawDb) -> None:
+    store_as("entries", "amount", "amount + 100")(raw)
+
+
+def _delete_a_line(raw: RawDb) -> None:
+    changed = raw.execute(
+        f"DELETE FROM entries WHERE ledger = ? AND {ROW_OF['entries']}", (LEDGER,)
+    ).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("edit", [_raise_an_amount, _delete_a_line], ids=["amount", "deleted"])
+def test_a_transaction_whose_lines_are_not_its_postings_is_a_broken_ledger(
+    db: str, edit: Tamper
+) -> None:
+    """On both stores (values, not types): read through the store's thread, and over HTTP
+    (PostgreSQL: on the server's loop)."""
+    build_ledger(db)
+    tamper(db, edit)
+    expense, bob = transaction_id_at(db, 3), transaction_id_at(db, 4)
+    engine = open_engine(db)
+    try:
+        with pytest.raises(InvariantViolated, match="entries of seq 3 are not its event's"):
+            views.find_transaction(engine.store, LEDGER, expense)
+        assert views.find_transaction(engine.store, LEDGER, bob) is not None
+    finally:
+        engine.close()
+        engine.store.close()
+    (answer, _), logged = http_reads(db, f"/v1/transactions/{expense}", f"/v1/transactions/{bob}")
+    assert_broken_answer(answer, logged)

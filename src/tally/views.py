@@ -178,7 +178,30 @@ def transaction(store: Store, ledger: str, transaction_id: str) -> Transaction |
     if row is None:
         return None
     _, event = decode_event(row.body)
-    return transaction_of(ledger, event, store.entries_of(ledger, event))
+    return stored_transaction_of(ledger, event, store.entries_of(ledger, event))
+
+
+def stored_transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Transaction:
+    """`transaction_of` for a transaction read back: its event from the log, its lines from
+    the entries projection, which must be the event's postings, one line each, in order,
+    each with an integer balance_after.
+
+    A line missing, out of order, or holding another amount or order (tampering; on SQLite,
+    whose columns take any type, a seq, index or amount of another type is one of these:
+    the lookup misses it, it sorts last, or it equals no integer) is a broken ledger, never
+    a transaction shown with a wrong amount or balance. A write's answer needs no check:
+    its lines are the ones just made from its postings."""
+    expected = [
+        (posting.account, event.seq, index, posting.amount, posting.order_id)
+        for index, posting in enumerate(event.postings)
+    ]
+    found = [(e.account, e.seq, e.posting_index, e.amount, e.order_id) for e in entries]
+    if found != expected or any(type(entry.balance_after) is not int for entry in entries):
+        raise InvariantViolated(
+            f"{ledger}: the entries of seq {event.seq} are not its event's postings (a line "
+            "missing or moved, another amount or order, or a value of another type)"
+        )
+    return transaction_of(ledger, event, entries)
 
 
 def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:

@@ -233,7 +233,7 @@ async def get_transaction(
             if row is not None:
                 _, event = decode_event(row.body)
                 entries = await on_loop.entries_of_on_loop(ledger, event)
-                found = views.transaction_of(ledger, event, entries)
+                found = views.stored_transaction_of(ledger, event, entries)
     if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"
