@@ -200,7 +200,30 @@ def transaction(store: Store, ledger: str, transaction_id: str) -> Transaction |
     if row is None:
         return None
     _, event = decode_event(row.body)
-    return transaction_of(ledger, event, store.entries_of(ledger, event))
+    return stored_transaction_of(ledger, event, store.entries_of(ledger, event))
+
+
+def stored_transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Transaction:
+    """`transaction_of` for a transaction read back: its event from the log, its lines from
+    the entries projection, which must be the event's postings, one line each, in order,
+    each with an integer balance_after.
+
+    A line missing, out of order, or holding another amount or order (tampering; on SQLite,
+    whose columns take any type, a seq, index or amount of another type is one of these:
+    the lookup misses it, it sorts last, or it equals no integer) is a broken ledger, never
+    a transaction shown with a wrong amount or balance. A write's answer needs no check:
+    its lines are the ones just made from its postings."""
+    expected = [
+        (posting.account, event.seq, index, posting.amount, posting.order_id)
+        for index, posting in enumerate(event.postings)
+    ]
+    found = [(e.account, e.seq, e.posting_index, e.amount, e.order_id) for e in entries]
+    if found != expected or any(type(entry.balance_after) is not int for entry in entries):
+        raise InvariantViolated(
+            f"{ledger}: the entries of seq {event.seq} are not its event's postings (a line "
+            "missing or moved, another amount or order, or a value of another type)"
+        )
+    return transaction_of(ledger, event, entries)
 
 
 def find_transaction(store: Store, ledger: str, transaction_id: str) -> dict[str, Any] | None:
@@ -322,21 +345,31 @@ def full_statement(store: Store, ledger: str, user_id: str, currency: str) -> li
 
 # -- balances and orders ----------------------------------------------------------------
 def balances(store: Store, ledger: str, user_id: str) -> dict[str, Any]:
-    return balances_of(user_id, store.account_balances(ledger, kind=accounts.WALLET, owner=user_id))
+    rows = store.account_balances(ledger, kind=accounts.WALLET, owner=user_id)
+    return balances_of(user_id, rows, ledger=ledger)
 
 
-def balances_of(user_id: str, rows: Sequence[AccountRow]) -> dict[str, Any]:
-    """A user's balances from their wallets' rows (`Store.account_balances`)."""
-    return {
-        "user_id": user_id,
-        "balances": [
-            {
-                "currency": accounts.split(row.account)[2],
-                "balance": format_amount(row.balance, accounts.split(row.account)[2]),
-            }
-            for row in rows
-        ],
-    }
+def balances_of(user_id: str, rows: Sequence[AccountRow], *, ledger: str) -> dict[str, Any]:
+    """A user's balances from their wallets' rows (`Store.account_balances`).
+
+    A row that holds no text name or no integer balance is a broken ledger, never shown:
+    on SQLite, whose columns take any type, a tampered projection (an account named by a
+    BLOB, a last entry whose balance_after, seq or index is text, a real or a BLOB:
+    `Store.account_balances` gives no balance then); on PostgreSQL, which types its
+    columns, a wallet without entries."""
+    balances = []
+    for account, balance, _ in rows:
+        if type(account) is not str or type(balance) is not int:
+            raise InvariantViolated(
+                f"{ledger}: wallet {account!r} of {user_id} has no integer balance: its last "
+                "entry is missing or holds a value of another type than its column's"
+            )
+        currency = accounts.split(account)[2]
+        balances.append({"currency": currency, "balance": format_amount(balance, currency)})
+    return {"user_id": user_id, "balances": balances}
+
+
+_ORDER_TYPES = (str, str, str, str, str, int, int)  # of OrderRow's fields, in order
 
 
 def order_view(store: Store, ledger: str, order: OrderRow) -> dict[str, Any]:
@@ -348,7 +381,20 @@ def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]
     """`order_view` from the order's row and its events (its expense, then its refunds).
 
     `Store.order_events` catches a refund's event missing from the log; an expense's
-    missing event shows here: the first event is not the order's expense."""
+    missing event shows here: the first event is not the order's expense. A row holding a
+    value of another type than its column's (SQLite's columns take any: tampering) is a
+    broken ledger too, never shown: a real `paid` would read "5000..5", a BLOB `user_id`
+    as base64."""
+    if any(type(value) is not kind for value, kind in zip(order, _ORDER_TYPES, strict=True)):
+        columns = [
+            name
+            for name, value, kind in zip(OrderRow._fields, order, _ORDER_TYPES, strict=True)
+            if type(value) is not kind
+        ]
+        raise InvariantViolated(
+            f"order {order.order_id!r}: its {', '.join(columns)} holds a value of another type "
+            "than its column's"
+        )
     if not events or events[0].transaction_id != order.expense_id:
         raise InvariantViolated(f"order {order.order_id}: its expense is not in the log")
     transactions = [

@@ -160,7 +160,7 @@ async def get_balances(request: Request[Any, Any, Any], user_id: _UserId) -> mod
     on_loop = services.reads_here()
     if on_loop is not None:  # PostgreSQL: see `LoopReads`
         rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.WALLET, owner=user_id)
-        view = views.balances_of(user_id, rows)
+        view = views.balances_of(user_id, rows, ledger=ledger)
     else:
         view = await services.read(views.balances, services.engine.store, ledger, user_id)
     return msgspec.convert(view, models.Balances)
@@ -216,7 +216,7 @@ async def get_transaction(
             if row is not None:
                 _, event = decode_event(row.body)
                 entries = await on_loop.entries_of_on_loop(ledger, event)
-                found = views.transaction_of(ledger, event, entries)
+                found = views.stored_transaction_of(ledger, event, entries)
     if found is None:
         raise ApiProblem(
             EdgeProblem.NOT_FOUND, f"no transaction {transaction_id}", field="transaction_id"

@@ -187,6 +187,18 @@ _ACCOUNT_ROWS = (
     "FROM accounts a WHERE a.ledger = ?1"
 )
 _PROJECTED_ACCOUNT_ROWS = with_account_columns(_ACCOUNT_ROWS)
+# A user's balances: the same two seeks, but a last entry whose seq or index is no integer
+# (tampering: the columns take any type, and text or a BLOB sorts after every integer, so
+# such an entry comes first) gives no balance, which the view refuses: its balance_after is
+# not the account's balance.
+_OWNER_BALANCES = (
+    "SELECT a.account, "
+    "(SELECT CASE WHEN typeof(n.seq) = 'integer' AND typeof(n.idx) = 'integer' "
+    "THEN n.balance_after END FROM entries n WHERE n.ledger = a.ledger "
+    "AND n.account = a.account ORDER BY n.seq DESC, n.idx DESC LIMIT 1), "
+    "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
+    "FROM accounts a WHERE a.ledger = ?1 AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency"
+)
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
@@ -325,6 +337,7 @@ _ENTRIES_OF = (
 )
 _StatementRow = tuple[int, int, int, int, str | None, int]  # ..., whether its event is there
 _decode_statement_page = msgspec.json.Decoder(list[_StatementRow]).decode
+_BLOB_IN_JSON = "JSON cannot hold BLOB values"  # SQLite's error for json_array() of a BLOB
 
 
 def _by_position(line: tuple[EntryRow, bytes]) -> tuple[int, int]:
@@ -630,21 +643,30 @@ class SqliteStore:
         return None if row is None else EventRow(*row)
 
     def account_balances(self, ledger: str, *, kind: str, owner: str) -> list[AccountRow]:
-        rows = self._connection().execute(
-            _ACCOUNT_ROWS + " AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency",
-            (ledger, kind, owner),
-        )
+        rows = self._connection().execute(_OWNER_BALANCES, (ledger, kind, owner))
         return [AccountRow(*r) for r in rows]
 
     def statement(
         self, ledger: str, account: str, *, after: tuple[int, int], limit: int
     ) -> list[tuple[EntryRow, bytes]]:
-        lines, bodies = (
-            self._connection()
-            .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
-            .fetchone()
-        )
-        rows = _decode_statement_page(lines)
+        try:
+            lines, bodies = (
+                self._connection()
+                .execute(_STATEMENT_PAGE, (ledger, account, after[0], after[1], limit))
+                .fetchone()
+            )
+            rows = _decode_statement_page(lines)
+        except (sqlite3.OperationalError, msgspec.ValidationError) as error:
+            # Only tampering gets here (the column takes any type): a BLOB, which json_array
+            # refuses, or text or a real where an integer belongs, which the decoder refuses.
+            # Checked once a page, by what reads it anyway: never a line shown as if it held
+            # an amount.
+            if isinstance(error, sqlite3.OperationalError) and str(error) != _BLOB_IN_JSON:
+                raise
+            raise InvariantViolated(
+                f"{ledger}: a statement line of {account} holds a value of another type "
+                f"than its column's ({error})"
+            ) from error
         for row in rows:
             if not row[5]:  # the log refuses deletes: only tampering gets here
                 raise InvariantViolated(f"{ledger}: entry at seq {row[0]} has no event")
