@@ -555,3 +555,7 @@ app.command(_signing_key_app)
 from tally.cli.reconcile import reconcile_command as _reconcile  # noqa: E402
 
 app.command(_reconcile, name="reconcile")
+
+from tally.cli.publish import publish as _publish  # noqa: E402
+
+app.command(_publish)

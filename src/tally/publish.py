@@ -1,0 +1,135 @@
+"""The outbox: a ledger's log published to NATS JetStream, in seq order, each event once.
+
+Every event goes out as one message on `PREFIX.LEDGER`, its data the event's canonical bytes
+(docs/log-format.md) and its headers the seq, the chain hash after it, the event type and the
+transaction id, so a consumer can check the chain from the messages alone. Where to start is
+read back from the stream itself (the last message on the subject), not kept anywhere else:
+a publisher that stopped, crashed between a publish and its acknowledgement, or runs again
+from cron carries on at the next seq. JetStream drops a repeated `Nats-Msg-Id` (`LEDGER:SEQ`)
+within its duplicate window, so a message sent twice around a crash is stored once. Before a
+message is sent its row must chain onto the one published before it: a log rewritten after
+it was published is refused, not published over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from tally.audit.chain import GENESIS_HASH, link
+from tally.domain.rejections import InvariantViolated
+from tally.engine.ports import Store
+
+page_events = 1_000
+_SUBJECT_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+HEADER_SEQ = "Tally-Seq"
+HEADER_HASH = "Tally-Hash"
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """Where a ledger's events go: stream `stream`, subject `prefix.ledger`."""
+
+    stream: str
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if _STREAM_NAME.fullmatch(self.stream) is None:
+            raise ValueError(f"stream {self.stream!r}: 1 to 64 of A-Z a-z 0-9 _ -")
+        if _SUBJECT_PREFIX.fullmatch(self.prefix) is None:
+            raise ValueError(f"subject prefix {self.prefix!r}: tokens of A-Z a-z 0-9 _ - and dots")
+
+    def subject(self, ledger: str) -> str:
+        return f"{self.prefix}.{ledger}"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    ledger: str
+    after_seq: int  # what the stream held before
+    last_seq: int  # what it holds now
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.after_seq
+
+
+async def ensure_stream(js: JetStreamContext, feed: Feed) -> None:
+    """Create the stream for the feed's subjects, unless it exists."""
+    try:
+        await js.stream_info(feed.stream)
+    except NotFoundError:
+        await js.add_stream(name=feed.stream, subjects=[f"{feed.prefix}.>"])
+
+
+async def published_position(js: JetStreamContext, feed: Feed, ledger: str) -> tuple[int, bytes]:
+    """`(seq, chain hash)` of the last event of `ledger` the stream holds; `(0, genesis)`."""
+    try:
+        last = await js.get_last_msg(feed.stream, feed.subject(ledger))
+    except NotFoundError:
+        return 0, GENESIS_HASH
+    headers = last.headers or {}
+    try:
+        return int(headers[HEADER_SEQ]), bytes.fromhex(headers[HEADER_HASH])
+    except (KeyError, ValueError):
+        raise InvariantViolated(
+            f"the last message on {feed.subject(ledger)} is not a tally event (no seq and hash)"
+        ) from None
+
+
+async def publish_new(js: JetStreamContext, store: Store, feed: Feed, ledger: str) -> Published:
+    """Publish every event of `ledger` the stream does not hold yet, in seq order, each
+    acknowledged before the next is sent; returns what the stream held before and after."""
+    start, previous = await published_position(js, feed, ledger)
+    # Up to the head row, read first: what it covers was committed (a row beyond it was not
+    # put there by a commit); what lands meanwhile goes out on the next call.
+    head = await asyncio.to_thread(store.head, ledger)
+    if head is None:
+        raise LookupError(f"no ledger {ledger!r}")
+    if head.seq < start:
+        raise InvariantViolated(
+            f"ledger {ledger}: the stream holds seq {start}, the log ends at seq {head.seq} "
+            "(events were removed after they were published)"
+        )
+    seq = start
+    subject = feed.subject(ledger)
+    while seq < head.seq:
+        limit = min(page_events, head.seq - seq)
+        rows = await asyncio.to_thread(store.events, ledger, after_seq=seq, limit=limit)
+        if not rows:
+            raise InvariantViolated(
+                f"ledger {ledger}: the log ends at seq {seq}, the head row says {head.seq}"
+            )
+        for row in rows:
+            if (
+                type(row.body) is not bytes
+                or row.seq != seq + 1
+                or link(previous, row.body) != row.hash
+            ):
+                raise InvariantViolated(
+                    f"ledger {ledger}: seq {row.seq} does not chain onto seq {seq} as "
+                    "published (the log was rewritten, or is broken): nothing more is published"
+                )
+            await js.publish(
+                subject,
+                row.body,
+                headers={
+                    "Nats-Msg-Id": f"{ledger}:{row.seq}",
+                    HEADER_SEQ: str(row.seq),
+                    HEADER_HASH: row.hash.hex(),
+                    "Tally-Event-Type": row.event_type,
+                    "Tally-Transaction-Id": row.transaction_id,
+                },
+            )
+            seq, previous = row.seq, row.hash
+    if previous != head.hash:  # nothing new, or the last row read: the head must be it
+        raise InvariantViolated(
+            f"ledger {ledger}: the head at seq {head.seq} is not the event published as that "
+            "seq (the log was rewritten after it was published): nothing more is published"
+        )
+    return Published(ledger, start, seq)

@@ -1,0 +1,210 @@
+"""`tally publish`: the log to NATS JetStream (the server on 127.0.0.1:4222), in seq order,
+each event once, resumed from the stream itself, refused over a rewritten log; both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+import rawdb
+from conftest import TallyRunner, subprocess_env
+from rawdb import RawDb
+from tally.bootstrap import open_engine
+from tally.domain.commands import Envelope, Recharge
+
+NATS_URL = "nats://127.0.0.1:4222"
+LEDGER = "shop"
+WAIT_S = 30
+
+
+@dataclass(frozen=True)
+class Feed:
+    stream: str
+    prefix: str
+
+    @property
+    def subject(self) -> str:
+        return f"{self.prefix}.{LEDGER}"
+
+    def args(self) -> tuple[str, ...]:
+        return ("--nats", NATS_URL, "--stream", self.stream, "--subject-prefix", self.prefix)
+
+
+async def _messages(feed: Feed) -> list[tuple[dict[str, str], bytes]]:
+    connection = await nats.connect(NATS_URL)
+    try:
+        js = connection.jetstream()
+        try:
+            count = (await js.stream_info(feed.stream)).state.messages
+        except NotFoundError:
+            return []
+        found = []
+        for seq in range(1, count + 1):
+            message = await js.get_msg(feed.stream, seq)
+            found.append((dict(message.headers or {}), bytes(message.data or b"")))
+        return found
+    finally:
+        await connection.close()
+
+
+def messages(feed: Feed) -> list[tuple[dict[str, str], bytes]]:
+    return asyncio.run(_messages(feed))
+
+
+async def _delete(stream: str) -> None:
+    connection = await nats.connect(NATS_URL)
+    try:
+        await connection.jetstream().delete_stream(stream)
+    except NotFoundError:
+        pass
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def feed() -> Iterator[Feed]:
+    token = uuid.uuid4().hex[:12]
+    made = Feed(stream=f"TEST_{token}", prefix=f"t{token}.events")
+    yield made
+    asyncio.run(_delete(made.stream))
+
+
+def recharge(db: str, *keys: str) -> None:
+    engine = open_engine(db)
+    try:
+        for key in keys:
+            command = Recharge(user_id="alice", amount=1_00, currency="USD", gateway="pp")
+            engine.execute(LEDGER, Envelope(idempotency_key=key, command=command))
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def chain_of(published: list[tuple[dict[str, str], bytes]]) -> list[int]:
+    """The seqs of the messages, after checking the chain from the messages alone."""
+    previous = bytes(32)
+    seqs = []
+    for headers, body in published:
+        previous = hashlib.sha256(previous + hashlib.sha256(body).digest()).digest()
+        assert headers["Tally-Hash"] == previous.hex()
+        assert headers["Nats-Msg-Id"] == f"{LEDGER}:{headers['Tally-Seq']}"
+        seqs.append(int(headers["Tally-Seq"]))
+    return seqs
+
+
+def test_events_go_out_once_in_order_and_a_rerun_carries_on(
+    db: str, tally: TallyRunner, feed: Feed
+) -> None:
+    recharge(db, "r1", "r2", "r3")
+    first = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER, "--json")
+    assert first.returncode == 0, first.describe()
+    assert (first.json()["published"], first.json()["last_seq"]) == (3, 3)
+    again = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER, "--json")
+    assert again.json()["published"] == 0
+    recharge(db, "r4")
+    later = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER)
+    assert later.returncode == 0, later.describe()
+    assert "published 1 events" in later.stdout
+    published = messages(feed)
+    assert chain_of(published) == [1, 2, 3, 4]
+    assert [headers["Tally-Event-Type"] for headers, _ in published] == ["recharge"] * 4
+    with rawdb.connect(db) as raw:
+        bodies = [bytes(body) for (body,) in raw.execute("SELECT body FROM events ORDER BY seq")]
+    assert [body for _, body in published] == bodies
+
+
+def _remove_last_event(db: RawDb) -> None:
+    (previous,) = db.execute(
+        "SELECT hash FROM events WHERE ledger = ? AND seq = 2", (LEDGER,)
+    ).fetchone()
+    db.execute("DELETE FROM events WHERE ledger = ? AND seq = 3", (LEDGER,))
+    db.execute("UPDATE ledgers SET seq = 2, hash = ? WHERE name = ?", (previous, LEDGER))
+
+
+def _rewrite_last_event(db: RawDb) -> None:
+    """Seq 3 deleted and a seq 3 of another key chained in its place: a valid log again."""
+    (previous,) = db.execute(
+        "SELECT hash FROM events WHERE ledger = ? AND seq = 2", (LEDGER,)
+    ).fetchone()
+    (body,) = db.execute(
+        "SELECT body FROM events WHERE ledger = ? AND seq = 3", (LEDGER,)
+    ).fetchone()
+    forged = bytes(body).replace(b'"r3"', b'"r9"')
+    digest = hashlib.sha256(bytes(previous) + hashlib.sha256(forged).digest()).digest()
+    db.execute(
+        "UPDATE events SET body = ?, hash = ? WHERE ledger = ? AND seq = 3",
+        (forged, digest, LEDGER),
+    )
+    db.execute("UPDATE ledgers SET hash = ? WHERE name = ?", (digest, LEDGER))
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (_remove_last_event, "events were removed"),
+        (_rewrite_last_event, "the log was rewritten after it was published"),
+    ],
+    ids=["tail-removed", "tail-rewritten"],
+)
+def test_a_log_changed_after_it_was_published_is_not_published_over(
+    db: str, tally: TallyRunner, feed: Feed, edit: Callable[[RawDb], None], said: str
+) -> None:
+    recharge(db, "r1", "r2", "r3")
+    assert tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER).returncode == 0
+    rawdb.tamper(db, edit)
+    refused = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER)
+    assert refused.returncode == 3, refused.describe()
+    assert said in refused.stderr
+    assert chain_of(messages(feed)) == [1, 2, 3]  # nothing more, nothing replaced
+
+
+def test_follow_publishes_what_is_written_until_stopped(db: str, feed: Feed) -> None:
+    recharge(db, "r1")
+    command = [sys.executable, "-m", "tally.cli", "publish", *feed.args(), "--db", db]
+    follower = subprocess.Popen(
+        [*command, "--ledger", LEDGER, "--follow", "--interval", "0.1"],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(feed, 1)
+        recharge(db, "r2", "r3")
+        _wait_for(feed, 3)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=WAIT_S)
+    assert follower.returncode == 0, err
+    assert "published 3 events" in out
+    assert chain_of(messages(feed)) == [1, 2, 3]
+
+
+def _wait_for(feed: Feed, count: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while len(messages(feed)) < count:
+        assert time.monotonic() < deadline, f"{count} messages never arrived"
+        time.sleep(0.1)
+
+
+def test_usage_and_unavailable(db: str, tally: TallyRunner, feed: Feed) -> None:
+    recharge(db, "r1")
+    unknown = tally("publish", *feed.args(), "--db", db, "--ledger", "nosuch", "--json")
+    assert (unknown.returncode, unknown.json()["error"]) == (1, "ledger_unknown")
+    bad = tally("publish", "--stream", "no.dots", "--db", db, "--ledger", LEDGER)
+    assert bad.returncode == 2
+    down = tally("publish", "--nats", "nats://127.0.0.1:1", "--db", db, "--ledger", LEDGER)
+    assert down.returncode == 5, down.describe()
+    assert "unavailable NATS" in down.stderr
+    assert "Traceback" not in down.stderr
