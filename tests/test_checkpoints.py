@@ -303,6 +303,8 @@ def test_the_cli_signs_nothing_it_cannot_verify(
     assert broken.returncode == 1, broken.describe()
     assert "not signed" in broken.stderr
     assert not out.exists()
+    as_json = tally(*args, "--out", str(out), "--json")
+    assert (as_json.returncode, as_json.json()["error"]) == (1, "not_verified")
 
 
 def test_the_signing_key_may_come_from_the_environment(
@@ -319,3 +321,31 @@ def test_the_signing_key_may_come_from_the_environment(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["checkpoint"]["seq"] == 3
+
+
+def test_a_statement_holding_text_that_is_not_unicode_is_refused_not_a_crash(
+    tmp_path: Path, public_key: bytes
+) -> None:
+    document = _signed()
+    text = json.dumps(document).replace('"demo"', '"de\\udcffmo"')
+    (tmp_path / "cp.json").write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError, match="not Unicode"):
+        read_checkpoint(str(tmp_path / "cp.json"), public_key)
+
+
+def test_nothing_is_signed_for_a_ledger_without_events_or_a_database_not_there(
+    tally: TallyRunner, tmp_path: Path
+) -> None:
+    key, out = tmp_path / "k.pem", tmp_path / "cp.json"
+    assert tally("signing-key", "create", str(key)).returncode == 0
+    db = tmp_path / "l.db"
+    assert tally("ledger", "create", "empty", "--db", str(db)).returncode == 0
+    args = ("checkpoint", "--signing-key", str(key), "--out", str(out), "--json")
+    empty = tally(*args, "--db", str(db), "--ledger", "empty")
+    assert empty.returncode == 1, empty.describe()
+    assert (empty.json()["error"], empty.json()["field"]) == ("nothing_to_sign", "ledger")
+    typo = tmp_path / "typo.db"
+    missing = tally(*args, "--db", str(typo))
+    assert (missing.returncode, missing.json()["error"]) == (1, "ledger_unknown")
+    assert not typo.exists()
+    assert not out.exists()

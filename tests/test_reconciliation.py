@@ -4,7 +4,6 @@ through it, matched by the gateway's payment id (`gateway_reference`), on both s
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,8 @@ def settlement(text: str) -> list[Payment]:
         ("reference,amount,currency\npi_1,1e3,USD\n", 2, "amount"),
         ("reference,amount,currency\npi_1,1.00,usd\n", 2, "currency"),
         ("reference,amount,currency\npi_1,1.00\n", 2, "currency"),
+        ("reference,amount,currency,amount\npi_1,1.00,USD,0.97\n", 1, "amount"),
+        ("reference,amount,currency\npi_1,2,000.00,USD\n", 2, "file"),
     ],
     ids=[
         "no-reference-column",
@@ -54,6 +55,8 @@ def settlement(text: str) -> list[Payment]:
         "exponent",
         "lower-case-currency",
         "short-line",
+        "amount-twice",
+        "more-fields-than-columns",
     ],
 )
 def test_a_settlement_file_that_is_not_one_names_its_line_and_column(
@@ -126,29 +129,32 @@ def _stamps(db: str) -> list[int]:
         engine.store.close()
 
 
-def test_the_ledger_side_is_every_recharge_through_the_gateway_in_the_period(db: str) -> None:
+def test_the_ledger_side_is_every_recharge_through_the_gateway_with_its_time(db: str) -> None:
     stamps = _stamps(db)
-    references = ["pi_1", "pi_2", "pi_3"]
-    second = stamps[1]
     engine = open_engine(db)
     try:
         store = engine.store
         every = list(credited_payments(store, LEDGER, "stripe"))
-        assert [(p.reference, p.amount) for p in every] == [
-            ("pi_1", 10_00),
-            ("pi_2", 5_00),
-            ("pi_3", 3_00),
+        assert [(p.reference, p.amount, at) for p, at in every] == [
+            ("pi_1", 10_00, stamps[0]),
+            ("pi_2", 5_00, stamps[1]),
+            ("pi_3", 3_00, stamps[2]),
         ]
-        since = [p.reference for p in credited_payments(store, LEDGER, "stripe", since_us=second)]
-        until = [p.reference for p in credited_payments(store, LEDGER, "stripe", until_us=second)]
-        assert since == [r for r, at in zip(references, stamps, strict=True) if at >= second]
-        assert until == [r for r, at in zip(references, stamps, strict=True) if at < second]
-        assert "pi_2" in since
-        assert "pi_2" not in until
-        assert [p.reference for p in credited_payments(store, LEDGER, "paypal")] == ["pi_1"]
+        assert [p.reference for p, _ in credited_payments(store, LEDGER, "paypal")] == ["pi_1"]
     finally:
         engine.close()
         engine.store.close()
+
+
+def test_a_payment_credited_in_another_period_is_a_timing_difference() -> None:
+    """A daily settlement pays out what was credited late the day before: not missing."""
+    settled = settlement("reference,amount,currency\npi_1,10.00,USD\npi_2,5.00,USD\n")
+    yesterday = [Payment("pi_1", 10_00, "USD", "txn-1"), Payment("pi_2", 4_00, "USD", "txn-2")]
+    report = reconcile("stripe", settled, [], credited_outside=yesterday)
+    assert [(d.kind, d.reference) for d in report.outside_period] == [
+        ("credited_outside_period", "pi_1")
+    ]
+    assert [(d.kind, d.reference) for d in report.discrepancies] == [("amount_differs", "pi_2")]
 
 
 def test_the_cli_reconciles_or_says_what_differs(
@@ -186,17 +192,25 @@ def test_the_cli_reconciles_or_says_what_differs(
     bad_time = tally(*args, "--settlement", str(full), "--since", "yesterday")
     assert bad_time.returncode == 2
     assert "RFC 3339" in bad_time.stderr
-    future = tally(*args, "--settlement", str(full), "--since", "9999-01-01T00:00:00Z")
-    assert future.returncode == 1  # no recharge in the period: all three settled, none credited
-    kinds = {
-        d["kind"]
-        for d in json.loads(
-            tally(
-                *args, "--settlement", str(full), "--since", "9999-01-01T00:00:00Z", "--json"
-            ).stdout
-        )["discrepancies"]
-    }
-    assert kinds == {"missing_in_ledger"}
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + full.read_bytes())  # a spreadsheet's CSV UTF-8
+    assert tally(*args, "--settlement", str(bom)).returncode == 0
+    # A window after every recharge: the three are credited outside it, a timing difference
+    later = tally(*args, "--settlement", str(full), "--since", "9999-01-01T00:00:00Z", "--json")
+    assert later.returncode == 0, later.describe()
+    assert [d["reference"] for d in later.json()["credited_outside_period"]] == [
+        "pi_1",
+        "pi_2",
+        "pi_3",
+    ]
+    backwards = ("--since", "2026-02-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z")
+    assert tally(*args, "--settlement", str(full), *backwards).returncode == 2
+    typo = tmp_path / "typo.db"
+    missing = tally(
+        "reconcile", "--gateway", "stripe", "--db", str(typo), "--settlement", str(full)
+    )
+    assert missing.returncode == 1
+    assert not typo.exists()
     nosuch = tally(
         "reconcile",
         "--gateway",

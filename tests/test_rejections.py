@@ -293,6 +293,12 @@ CASES = [
         command(recharge(gateway_reference="pay:1")),
     ),
     Case(
+        "gateway reference posing as metadata",
+        R.METADATA_INVALID,
+        "metadata.gateway_reference",
+        command(recharge(metadata=(("gateway_reference", "pi_FAKE"),))),
+    ),
+    Case(
         "gateway payment already credited, under another key",
         R.PAYMENT_ALREADY_CREDITED,
         "gateway_reference",

@@ -13,8 +13,11 @@ a wallet ledger:
 
 and `amount_differs` (same payment, another amount or currency), and `unreferenced`: a
 recharge through the gateway that names no payment, which nothing can match. Reconciled means
-none of the four. The ledger's side is read from the log (every recharge event), so the
-report needs no projection and holds for any ledger that verifies.
+none of the four. Over a period (the days a settlement report covers), a settled payment
+credited outside it is no discrepancy but a timing difference (`credited_outside_period`:
+credited just before the period, settled in it), listed apart. The ledger's side is read
+from the log (every recharge event), so the report needs no projection and holds for any
+ledger that verifies.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tally.engine.ports import Store
 from tally.money import exponent, format_amount, parse_amount
 
 SETTLEMENT_COLUMNS = ("reference", "amount", "currency")
+settlement_lines_max = 1_000_000  # payments in one settlement file
 
 
 class SettlementError(ValueError):
@@ -69,6 +73,7 @@ class Reconciliation:
     matched: int = 0
     matched_totals: dict[str, int] = field(default_factory=dict)  # currency -> minor units
     discrepancies: list[Discrepancy] = field(default_factory=list)
+    outside_period: list[Discrepancy] = field(default_factory=list)  # matched, other period
 
     @property
     def ok(self) -> bool:
@@ -80,14 +85,25 @@ def read_settlement(stream: TextIO) -> list[Payment]:
     `amount` (a decimal string, as the API takes) and `currency`; other columns are ignored.
     Raises `SettlementError` at the first line that is not a payment, or names one twice."""
     reader = csv.DictReader(stream)
-    missing = [name for name in SETTLEMENT_COLUMNS if name not in (reader.fieldnames or ())]
+    try:
+        columns = list(reader.fieldnames or ())
+    except csv.Error as error:
+        raise SettlementError(1, "file", str(error)) from None
+    missing = [name for name in SETTLEMENT_COLUMNS if name not in columns]
     if missing:
         raise SettlementError(1, missing[0], f"the header needs the columns {SETTLEMENT_COLUMNS}")
+    for name in SETTLEMENT_COLUMNS:  # which of two would be meant cannot be known
+        if columns.count(name) > 1:
+            raise SettlementError(1, name, "the column appears twice")
     payments: list[Payment] = []
     seen: dict[str, int] = {}
     try:
         for row in reader:
             line = reader.line_num
+            if None in row:  # DictReader's key for fields beyond the header's
+                raise SettlementError(line, "file", "more fields than the header has columns")
+            if len(payments) == settlement_lines_max:
+                raise SettlementError(line, "file", f"at most {settlement_lines_max} payments")
             reference, amount, currency = (row[name] for name in SETTLEMENT_COLUMNS)
             if not is_identifier(reference):
                 raise SettlementError(line, "reference", f"{reference!r} is no payment id")
@@ -118,17 +134,9 @@ def _amount(text: str | None, currency: str | None, line: int) -> int:
     return minor
 
 
-def credited_payments(
-    store: Store,
-    ledger: str,
-    gateway: str,
-    *,
-    since_us: int | None = None,
-    until_us: int | None = None,
-) -> Iterator[Payment]:
-    """Every recharge of `ledger` through `gateway`, from its log, in seq order; only those
-    stamped at or after `since_us` and before `until_us`, when given (the period a
-    settlement report covers)."""
+def credited_payments(store: Store, ledger: str, gateway: str) -> Iterator[tuple[Payment, int]]:
+    """Every recharge of `ledger` through `gateway`, from its log, in seq order, with the
+    time it was stamped (microseconds since the Unix epoch)."""
     for page in log_pages(store, ledger, after=0):
         for row in page:
             if row.event_type != WalletRecharged.event_type:  # decode only recharges
@@ -136,22 +144,25 @@ def credited_payments(
             _, event = decode_event(row.body)
             if type(event) is not WalletRecharged or event.gateway != gateway:
                 continue
-            stamped = event.timestamp_us
-            if (since_us is None or stamped >= since_us) and (
-                until_us is None or stamped < until_us
-            ):
-                yield Payment(
-                    event.gateway_reference,
-                    event.postings[-1].amount,  # the wallet's leg: what was credited
-                    event.currency,
-                    event.transaction_id,
-                )
+            credited = Payment(
+                event.gateway_reference,
+                event.postings[-1].amount,  # the wallet's leg: what was credited
+                event.currency,
+                event.transaction_id,
+            )
+            yield credited, event.timestamp_us
 
 
 def reconcile(
-    gateway: str, settled: Iterable[Payment], credited: Iterable[Payment]
+    gateway: str,
+    settled: Iterable[Payment],
+    credited: Iterable[Payment],
+    *,
+    credited_outside: Iterable[Payment] = (),
 ) -> Reconciliation:
-    """Match the gateway's `settled` payments with the ledger's `credited` ones by id."""
+    """Match the gateway's `settled` payments with the ledger's `credited` ones by id; a
+    settled payment none of them names is looked for in `credited_outside` (the recharges
+    of other periods) before it is called missing."""
     report = Reconciliation(gateway)
     by_reference = {payment.reference: payment for payment in settled}
     for payment in credited:
@@ -171,8 +182,19 @@ def reconcile(
             report.matched += 1
             totals = report.matched_totals
             totals[payment.currency] = totals.get(payment.currency, 0) + payment.amount
-    for reference, payment in by_reference.items():  # settled, never credited
-        report.discrepancies.append(Discrepancy("missing_in_ledger", reference, payment, None))
+    elsewhere: dict[str | None, Payment] = {
+        payment.reference: payment for payment in credited_outside if payment.reference
+    }
+    for reference, payment in by_reference.items():  # settled, not credited in the period
+        other = elsewhere.get(reference)
+        if other is None:
+            report.discrepancies.append(Discrepancy("missing_in_ledger", reference, payment, None))
+        elif (other.amount, other.currency) != (payment.amount, payment.currency):
+            report.discrepancies.append(Discrepancy("amount_differs", reference, payment, other))
+        else:
+            report.outside_period.append(
+                Discrepancy("credited_outside_period", reference, payment, other)
+            )
     return report
 
 
@@ -204,5 +226,13 @@ def report_view(report: Reconciliation) -> dict[str, object]:
                 "credited": shown(discrepancy.credited),
             }
             for discrepancy in report.discrepancies
+        ],
+        "credited_outside_period": [
+            {
+                "reference": found.reference,
+                "settled": shown(found.settled),
+                "credited": shown(found.credited),
+            }
+            for found in report.outside_period
         ],
     }

@@ -115,8 +115,8 @@ def _metadata(event: Event) -> dict[str, str]:
     metadata = dict(event.metadata)
     if isinstance(event, WalletRecharged):
         metadata.setdefault("payment_gateway", event.gateway)
-        if event.gateway_reference is not None:
-            metadata.setdefault("gateway_reference", event.gateway_reference)
+        if event.gateway_reference is not None:  # the business key (`decide` reserves it)
+            metadata["gateway_reference"] = event.gateway_reference
     return metadata
 
 
@@ -287,7 +287,7 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
             raise CanonicalFormError("not a v1 event: a recharge without its gateway")
         metadata.setdefault("payment_gateway", shown.gateway)
         if shown.gateway_reference is not None:
-            metadata.setdefault("gateway_reference", shown.gateway_reference)
+            metadata["gateway_reference"] = shown.gateway_reference
     elif shown.type == "refund":
         if shown.expense_id is None or shown.order_id is None:
             raise CanonicalFormError("not a v1 event: a refund without its expense and order")

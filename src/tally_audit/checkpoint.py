@@ -98,9 +98,11 @@ def read_checkpoint(path: str, public_key: bytes) -> Checkpoint:
     if claim["public_key"] != public_key.hex():
         raise CheckpointError(f"{path}: signed by another key than the trusted public key")
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            binascii.unhexlify(signature), canonical(claim)
-        )
+        signed = canonical(claim)
+    except ValueError:  # text with no UTF-8 form (a lone surrogate escaped in the JSON)
+        raise CheckpointError(f"{path}: the statement holds text that is not Unicode") from None
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(binascii.unhexlify(signature), signed)
     except InvalidSignature:
         raise CheckpointError(f"{path}: the signature does not verify") from None
     return Checkpoint(path, ledger, seq, bytes.fromhex(hash_hex), signed_at_us)

@@ -173,7 +173,9 @@ def test_the_server_takes_every_key_the_sdk_sends(live: Any, unique: Callable[[s
     assert again.transaction_id == made.transaction_id
 
 
-@pytest.mark.parametrize("base_url", ["ftp://tally.test", "127.0.0.1:8000", "localhost:8000"])
+@pytest.mark.parametrize(
+    "base_url", ["ftp://tally.test", "127.0.0.1:8000", "localhost:8000", "http://", "http:/x"]
+)
 def test_a_base_url_that_is_not_http_is_refused_when_the_client_is_made(base_url: str) -> None:
     """httpx's UnsupportedProtocol came only at the first request, which the retries took for
     a network failure: four attempts, then TransportError."""

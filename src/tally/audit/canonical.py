@@ -3,7 +3,9 @@
 The format is specified in docs/log-format.md, with test vectors that tests/test_canonical.py
 checks byte for byte. In short: UTF-8 JSON, object keys sorted, no insignificant whitespace,
 integers as plain decimal digits (never floats), strings escaped as RFC 8785 does, `null` for
-absent optional values. Nothing else in tally serializes events for hashing.
+a posting without an order; the optional keys (a recharge's `gateway_reference`, a refund's
+`refund_request_id`) are left out when absent. Nothing else in tally serializes events for
+hashing.
 """
 
 from __future__ import annotations

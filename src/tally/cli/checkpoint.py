@@ -28,7 +28,8 @@ from tally.audit.checkpoint import (
     statement,
 )
 from tally.bootstrap import open_engine
-from tally.cli.options import Common, console, errors, print_json
+from tally.cli.new_ledger import is_new_database
+from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
 from tally.verification import verify
 
 signing_key_app = App(
@@ -78,16 +79,24 @@ def checkpoint(
         return _usage(str(refusal))
     if out != "-" and Path(out).exists():
         return _usage(f"--out {out} exists: checkpoints are kept, never replaced")
+    no_ledger = f"no ledger {common.ledger!r} in {common.db}"
+    if is_new_database(common.db):  # a mistyped --db is not created to find that out
+        return _not_signed(common, Refusal.LEDGER_UNKNOWN, "ledger", no_ledger)
     engine = open_engine(common.db)
     try:
-        if engine.store.head(common.ledger) is None:
-            return _not_signed(common, f"no ledger {common.ledger!r} in {common.db}")
+        head = engine.store.head(common.ledger)
+        if head is None:
+            return _not_signed(common, Refusal.LEDGER_UNKNOWN, "ledger", no_ledger)
+        if head.seq == 0:  # a checkpoint names an event (seq 1 or more): there is none
+            detail = f"ledger {common.ledger!r} has no event yet"
+            return _not_signed(common, Refusal.NOTHING_TO_SIGN, "ledger", detail)
         result = verify(engine, common.ledger)
     finally:
         engine.close()
         engine.store.close()
     if not result.ok:
-        _not_signed(common, f"verification failed: {result.problem or 'projections differ'}")
+        problem = f"verification failed: {result.problem or 'projections differ'}"
+        _not_signed(common, Refusal.NOT_VERIFIED, "ledger", problem)
         return 4 if result.inconclusive else 1
     claim = statement(
         key,
@@ -115,12 +124,10 @@ def checkpoint(
     return 0
 
 
-def _not_signed(common: Common, problem: str) -> int:
-    if common.json:
-        print_json({"ledger": common.ledger, "ok": False, "problem": f"not signed: {problem}"})
-    else:
-        errors.print(Text.assemble(("not signed", "red"), f" {problem}"))
-    return 1
+def _not_signed(common: Common, code: Refusal, field: str, problem: str) -> int:
+    """Nothing was signed: one `{"error", "field", "detail"}` object with --json, as every
+    refusal of the command line."""
+    return print_refusal(code, field, f"not signed: {problem}", as_json=common.json)
 
 
 def _write_new(path: Path, text: str) -> None:

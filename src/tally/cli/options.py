@@ -52,6 +52,8 @@ class Refusal(enum.StrEnum):
     LEDGER_INVALID = "ledger_invalid"  # `ledger create` with a name that cannot be one
     SCOPE_INVALID = "scope_invalid"
     KEY_UNKNOWN = "key_unknown"
+    NOTHING_TO_SIGN = "nothing_to_sign"  # `checkpoint` of a ledger with no event yet
+    NOT_VERIFIED = "not_verified"  # `checkpoint` of a ledger that does not verify
 
 
 def print_refusal(code: str, field: str, detail: str, *, as_json: bool) -> int:

@@ -13,7 +13,8 @@ from rich.text import Text
 from tally import views
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
-from tally.cli.options import Common, console, errors, print_json
+from tally.cli.new_ledger import is_new_database
+from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
 from tally.domain.accounts import is_identifier
 from tally.money import format_amount
 from tally.reconciliation import (
@@ -57,28 +58,33 @@ def reconcile_command(
         until_us = None if until is None else views.instant_us(until)
     except ValueError as error:
         return _usage(f"--since/--until: {error}")
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        return _usage("--since must come before --until")
     try:
-        with Path(settlement).open(encoding="utf-8", newline="") as stream:
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        with Path(settlement).open(encoding="utf-8-sig", newline="") as stream:
             settled = read_settlement(stream)
     except OSError as error:
         return _usage(f"--settlement {settlement}: {error.strerror}")
     except (SettlementError, UnicodeDecodeError) as error:
         return _usage(f"--settlement {settlement}: {error}")
+    no_ledger = f"no ledger {common.ledger!r} in {common.db}"
+    if is_new_database(common.db):  # a mistyped --db is not created to find that out
+        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
     store = open_store(common.db)
     try:
         if store.head(common.ledger) is None:
-            problem = f"no ledger {common.ledger!r} in {common.db}"
-            if common.json:
-                print_json({"error": "ledger_unknown", "field": "ledger", "detail": problem})
-            else:
-                errors.print(Text.assemble(("refused", "red"), f" ledger_unknown: {problem}"))
-            return 1
-        credited = credited_payments(
-            store, common.ledger, gateway, since_us=since_us, until_us=until_us
-        )
-        report = reconcile(gateway, settled, credited)
+            return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
+        inside: list[Payment] = []
+        outside: list[Payment] = []
+        for payment, stamped in credited_payments(store, common.ledger, gateway):
+            within = (since_us is None or stamped >= since_us) and (
+                until_us is None or stamped < until_us
+            )
+            (inside if within else outside).append(payment)
     finally:
         store.close()
+    report = reconcile(gateway, settled, inside, credited_outside=outside)
     if common.json:
         print_json(report_view(report))
     else:
@@ -102,10 +108,10 @@ def _print(report: Reconciliation) -> None:
             status, f" {report.gateway}: {report.matched} payments match ({totals or 'none'})"
         )
     )
-    if not report.discrepancies:
+    if not report.discrepancies and not report.outside_period:
         return
     table = Table("kind", "reference", "settled", "credited")
-    for found in report.discrepancies:
+    for found in [*report.discrepancies, *report.outside_period]:
         table.add_row(
             found.kind, found.reference or "", _side(found.settled), _side(found.credited)
         )

@@ -282,15 +282,17 @@ def events(after_seq: int, limit: int) -> Plan[models.EventsPage]:
 
 
 def check_base_url(base_url: str) -> None:
-    """Raise `InvalidArgument` for a base URL httpx cannot send to (no http:// or https://):
-    its `UnsupportedProtocol` would come only at the first request."""
+    """Raise `InvalidArgument` for a base URL httpx cannot send to (no http:// or https://,
+    no host): its error would come only at the first request, and be retried as the
+    network's."""
     try:
-        scheme = httpx.URL(base_url).scheme
+        url = httpx.URL(base_url)
     except httpx.InvalidURL as error:
         raise InvalidArgument("base_url", f"{base_url!r} is no URL ({error})") from None
-    if scheme not in {"http", "https"}:
+    if url.scheme not in {"http", "https"} or not url.host:
         raise InvalidArgument(
-            "base_url", f"{base_url!r} must start with http:// or https:// (nothing was sent)"
+            "base_url",
+            f"{base_url!r} must be http:// or https:// and a host (nothing was sent)",
         )
 
 

@@ -35,6 +35,7 @@ from tally.domain.rejections import Rejected, Rejection
 from tally.domain.state import LedgerState, gateway_payment
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SHOWN_REFERENCE = "gateway_reference"  # the metadata key a recharge's business key shows as
 _new_tuple = tuple.__new__
 
 
@@ -128,6 +129,13 @@ def _recharge(common: _Common, command: Recharge) -> Event:
     _check_currency(common, command.currency)
     _check_amount(command.amount, "amount")
     _check_metadata(command.metadata)
+    if any(key == _SHOWN_REFERENCE for key, _ in command.metadata):
+        # shown beside the metadata as the business key: a client's own would pose as one
+        raise Rejected(
+            Rejection.METADATA_INVALID,
+            field=f"metadata.{_SHOWN_REFERENCE}",
+            detail="reserved: name the gateway's payment id in gateway_reference",
+        )
     if reference is not None:
         credited = common.state.gateway_payments.get(gateway_payment(command.gateway, reference))
         if credited is not None:
