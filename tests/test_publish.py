@@ -208,3 +208,22 @@ def test_usage_and_unavailable(db: str, tally: TallyRunner, feed: Feed) -> None:
     assert down.returncode == 5, down.describe()
     assert "unavailable NATS" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+async def _stream_elsewhere(feed: Feed) -> None:
+    connection = await nats.connect(NATS_URL)
+    try:
+        await connection.jetstream().add_stream(name=feed.stream, subjects=["elsewhere.>"])
+    finally:
+        await connection.close()
+
+
+def test_an_existing_stream_that_does_not_take_the_subject_is_named(
+    db: str, tally: TallyRunner, feed: Feed
+) -> None:
+    recharge(db, "r1")
+    asyncio.run(_stream_elsewhere(feed))
+    refused = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER)
+    assert refused.returncode == 1, refused.describe()
+    assert f"no stream takes subject {feed.subject}" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -104,8 +104,14 @@ async def _run(
                 await asyncio.wait_for(stop.wait(), interval)
             if stop.is_set():
                 break
-    except APIError as refused:  # the stream's own refusal: no subject match, limits, ...
+    except APIError as refused:  # the stream's own refusal: limits, permissions, ...
         errors.print(Text.assemble(("refused", "red"), f" JetStream: {refused}"))
+        return 1
+    except nats.errors.NoRespondersError:  # an existing --stream that does not take it
+        subject = feed.subject(common.ledger)
+        errors.print(
+            Text.assemble(("refused", "red"), f" JetStream: no stream takes subject {subject}")
+        )
         return 1
     finally:
         await connection.close()
