@@ -12,7 +12,7 @@ from typing import Annotated
 
 import nats
 from cyclopts import Parameter
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 from rich.text import Text
 
 from tally.api_keys import KeyRefused, check_ledger_name
@@ -107,10 +107,13 @@ async def _run(
     except APIError as refused:  # the stream's own refusal: limits, permissions, ...
         errors.print(Text.assemble(("refused", "red"), f" JetStream: {refused}"))
         return 1
-    except nats.errors.NoRespondersError:  # an existing --stream that does not take it
+    except (nats.errors.NoRespondersError, NoStreamResponseError):  # --stream takes it not
         subject = feed.subject(common.ledger)
         errors.print(
-            Text.assemble(("refused", "red"), f" JetStream: no stream takes subject {subject}")
+            Text.assemble(
+                ("refused", "red"),
+                f" JetStream: no stream takes subject {subject} (not among --stream's subjects)",
+            )
         )
         return 1
     finally:
