@@ -227,3 +227,44 @@ def test_an_existing_stream_that_does_not_take_the_subject_is_named(
     assert refused.returncode == 1, refused.describe()
     assert f"no stream takes subject {feed.subject}" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def _limited_stream(feed: Feed) -> None:
+    connection = await nats.connect(NATS_URL)
+    try:
+        await connection.jetstream().add_stream(
+            name=feed.stream, subjects=[f"{feed.prefix}.>"], max_msgs=2
+        )
+    finally:
+        await connection.close()
+
+
+def test_a_stream_that_drops_old_messages_is_refused(
+    db: str, tally: TallyRunner, feed: Feed
+) -> None:
+    """Its position is read back from the stream: one that drops the ledger's last message
+    would make the publisher skip or repeat events."""
+    recharge(db, "r1", "r2", "r3")
+    asyncio.run(_limited_stream(feed))
+    refused = tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER)
+    assert refused.returncode == 1, refused.describe()
+    assert "drops old messages" in refused.stderr
+    assert messages(feed) == []
+
+
+async def _purge(feed: Feed) -> bool:
+    connection = await nats.connect(NATS_URL)
+    try:
+        await connection.jetstream().purge_stream(feed.stream)
+    except nats.errors.Error:
+        return False
+    finally:
+        await connection.close()
+    return True
+
+
+def test_the_stream_it_creates_refuses_purges(db: str, tally: TallyRunner, feed: Feed) -> None:
+    recharge(db, "r1")
+    assert tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER).returncode == 0
+    assert not asyncio.run(_purge(feed))
+    assert chain_of(messages(feed)) == [1]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from tally.audit.canonical import decode_event
 from tally.audit.chain import GENESIS_HASH, link
 from tally.domain.rejections import InvariantViolated
 from tally.engine.ports import Store
@@ -59,12 +60,36 @@ class Published:
         return self.last_seq - self.after_seq
 
 
+class FeedRefused(Exception):
+    """The stream cannot be the ledger's outbox as it is, or lost what was published."""
+
+
 async def ensure_stream(js: JetStreamContext, feed: Feed) -> None:
-    """Create the stream for the feed's subjects, unless it exists."""
+    """Create the stream for the feed's subjects, keeping every message and refusing purges
+    and deletes, unless it exists; an existing one must keep every message too: the
+    position is read back from it, so a message it dropped would be skipped or sent again."""
     try:
-        await js.stream_info(feed.stream)
+        info = await js.stream_info(feed.stream)
     except NotFoundError:
-        await js.add_stream(name=feed.stream, subjects=[f"{feed.prefix}.>"])
+        await js.add_stream(
+            name=feed.stream, subjects=[f"{feed.prefix}.>"], deny_purge=True, deny_delete=True
+        )
+        return
+    config = info.config
+    limits = {
+        "max_age": config.max_age or 0,
+        "max_msgs": config.max_msgs if config.max_msgs is not None else -1,
+        "max_bytes": config.max_bytes if config.max_bytes is not None else -1,
+        "max_msgs_per_subject": config.max_msgs_per_subject
+        if config.max_msgs_per_subject is not None
+        else -1,
+    }
+    dropping = {name: value for name, value in limits.items() if value not in (0, -1)}
+    if dropping and str(getattr(config.discard, "value", config.discard)) == "old":
+        raise FeedRefused(
+            f"stream {feed.stream} drops old messages ({dropping}): the outbox needs a stream "
+            "that keeps every message (it reads its position back from it)"
+        )
 
 
 async def published_position(js: JetStreamContext, feed: Feed, ledger: str) -> tuple[int, bytes]:
@@ -82,9 +107,16 @@ async def published_position(js: JetStreamContext, feed: Feed, ledger: str) -> t
         ) from None
 
 
-async def publish_new(js: JetStreamContext, store: Store, feed: Feed, ledger: str) -> Published:
+async def publish_new(
+    js: JetStreamContext,
+    store: Store,
+    feed: Feed,
+    ledger: str,
+    stop: asyncio.Event | None = None,
+) -> Published:
     """Publish every event of `ledger` the stream does not hold yet, in seq order, each
-    acknowledged before the next is sent; returns what the stream held before and after."""
+    acknowledged before the next is sent (until `stop` is set); returns what the stream held
+    before and after."""
     start, previous = await published_position(js, feed, ledger)
     # Up to the head row, read first: what it covers was committed (a row beyond it was not
     # put there by a commit); what lands meanwhile goes out on the next call.
@@ -106,6 +138,8 @@ async def publish_new(js: JetStreamContext, store: Store, feed: Feed, ledger: st
                 f"ledger {ledger}: the log ends at seq {seq}, the head row says {head.seq}"
             )
         for row in rows:
+            if stop is not None and stop.is_set():
+                return Published(ledger, start, seq)
             if (
                 type(row.body) is not bytes
                 or row.seq != seq + 1
@@ -115,17 +149,26 @@ async def publish_new(js: JetStreamContext, store: Store, feed: Feed, ledger: st
                     f"ledger {ledger}: seq {row.seq} does not chain onto seq {seq} as "
                     "published (the log was rewritten, or is broken): nothing more is published"
                 )
-            await js.publish(
+            # The headers come from the hashed body, not the row's other columns
+            _, event = decode_event(row.body)
+            ack = await js.publish(
                 subject,
                 row.body,
+                stream=feed.stream,  # the stream the position was read from, and no other
                 headers={
                     "Nats-Msg-Id": f"{ledger}:{row.seq}",
                     HEADER_SEQ: str(row.seq),
                     HEADER_HASH: row.hash.hex(),
-                    "Tally-Event-Type": row.event_type,
-                    "Tally-Transaction-Id": row.transaction_id,
+                    "Tally-Event-Type": event.event_type,
+                    "Tally-Transaction-Id": event.transaction_id,
                 },
             )
+            if ack.duplicate:  # it held this seq once, but its last message was older
+                raise FeedRefused(
+                    f"stream {feed.stream} already held seq {row.seq} of {ledger} but not as "
+                    "its last message: it lost messages (purged or limited); nothing more is "
+                    "published"
+                )
             seq, previous = row.seq, row.hash
     if previous != head.hash:  # nothing new, or the last row read: the head must be it
         raise InvariantViolated(

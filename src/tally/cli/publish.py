@@ -17,9 +17,10 @@ from rich.text import Text
 
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
+from tally.cli.new_ledger import is_new_database
 from tally.cli.options import Common, console, errors, print_json
 from tally.engine.ports import Store
-from tally.publish import Feed, Published, ensure_stream, publish_new
+from tally.publish import Feed, FeedRefused, Published, ensure_stream, publish_new
 
 connect_timeout_s = 2.0
 
@@ -43,8 +44,11 @@ def publish(
     publishing new events every INTERVAL seconds until interrupted. The stream is created
     for SUBJECT_PREFIX.> if it does not exist.
 
-    Exit status 0 published, 1 no such ledger, 2 usage, 3 the log does not chain onto what
-    was published (nothing more is published), 5 NATS or the database unavailable.
+    The stream must keep every message (it is created so, refusing purges and deletes; an
+    existing one that drops old messages is refused). Exit status 0 published (or stopped
+    by a signal), 1 no such ledger or refused by JetStream (including a stream found to have
+    lost messages), 2 usage, 3 the log does not chain onto what was published (nothing more
+    is published), 5 NATS or the database unavailable.
     """
     common = common or Common()
     try:
@@ -55,6 +59,8 @@ def publish(
     except (KeyRefused, ValueError) as problem:
         errors.print(Text.assemble(("usage", "red"), f" {problem}"))
         return 2
+    if is_new_database(common.db):  # a mistyped --db is not created to find that out
+        return _no_ledger(common, f"no ledger {common.ledger!r} in {common.db}")
     store = open_store(common.db)
     try:
         return asyncio.run(_run(store, feed, common, nats_url, follow=follow, interval=interval))
@@ -92,7 +98,7 @@ async def _run(
         total: Published | None = None
         while True:
             try:
-                done = await publish_new(js, store, feed, common.ledger)
+                done = await publish_new(js, store, feed, common.ledger, stop)
             except LookupError as missing:
                 return _no_ledger(common, str(missing))
             total = (
@@ -116,8 +122,17 @@ async def _run(
             )
         )
         return 1
+    except FeedRefused as refused:
+        errors.print(Text.assemble(("refused", "red"), f" {refused}"))
+        return 1
+    except (nats.errors.Error, OSError) as lost:  # the connection closed, timed out, ...
+        errors.print(
+            Text.assemble(("unavailable", "red"), f" NATS at {url}: {lost or type(lost).__name__}")
+        )
+        return 5
     finally:
-        await connection.close()
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await connection.close()
     _report(common, feed, total)
     return 0
 
