@@ -28,7 +28,15 @@ from tally.audit.canonical import CanonicalFormError
 from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
 from tally.cli.new_ledger import is_new_database, refusal_on_a_new_ledger
-from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
+from tally.cli.options import (
+    Common,
+    Refusal,
+    console,
+    errors,
+    print_json,
+    print_refusal,
+    print_usage,
+)
 from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
 from tally.domain.decide import check_identifier
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
@@ -516,8 +524,7 @@ def main() -> None:
         )
         code = 1
     except UsageError as error:
-        errors.print(Text.assemble(("usage", "red"), f" {error}"))
-        code = 2
+        code = print_usage(str(error))
     except StoreUnavailable as unusable:
         # `--db` names no database tally can open or reach (a directory, not SQLite, a
         # server down or refusing the role): the command's environment, not its input

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
-from rich.text import Text
 
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.audit.checkpoint import (
@@ -29,17 +28,12 @@ from tally.audit.checkpoint import (
 )
 from tally.bootstrap import open_engine
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
+from tally.cli.options import Common, Refusal, console, print_json, print_refusal, print_usage
 from tally.verification import verify
 
 signing_key_app = App(
     name="signing-key", help="Create the Ed25519 key that signs checkpoints (`tally checkpoint`)."
 )
-
-
-def _usage(problem: str) -> int:
-    errors.print(Text.assemble(("usage", "red"), f" {problem}"))
-    return 2
 
 
 @signing_key_app.command(name="create")
@@ -50,9 +44,9 @@ def signing_key_create(path: str, /) -> int:
     try:
         public = create_signing_key(Path(path))
     except FileExistsError as exists:
-        return _usage(f"{exists.filename or exists}: exists; a signing key is never replaced")
+        return print_usage(f"{exists.filename or exists}: exists; a signing key is never replaced")
     except OSError as error:
-        return _usage(f"{path}: {error.strerror}")
+        return print_usage(f"{path}: {error.strerror}")
     key = load_signing_key(Path(path))
     console.print(f"signing key {path}, public key {public} ({public_key_hex(key)})")
     return 0
@@ -76,9 +70,9 @@ def checkpoint(
         check_ledger_name(common.ledger)
         key = load_signing_key(Path(signing_key))
     except (KeyRefused, SigningKeyError) as refusal:
-        return _usage(str(refusal))
+        return print_usage(str(refusal))
     if out != "-" and Path(out).exists():
-        return _usage(f"--out {out} exists: checkpoints are kept, never replaced")
+        return print_usage(f"--out {out} exists: checkpoints are kept, never replaced")
     no_ledger = f"no ledger {common.ledger!r} in {common.db}"
     if is_new_database(common.db):  # a mistyped --db is not created to find that out
         return _not_signed(common, Refusal.LEDGER_UNKNOWN, "ledger", no_ledger)
@@ -112,7 +106,7 @@ def checkpoint(
     try:
         _write_new(Path(out), document)
     except OSError as error:
-        return _usage(f"--out {out}: {error.strerror}")
+        return print_usage(f"--out {out}: {error.strerror}")
     summary: dict[str, Any] = {**claim, "out": out}
     if common.json:
         print_json(summary)

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from rich.text import Text
-
 from tally.bootstrap import open_store
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, Refusal, errors, print_refusal
+from tally.cli.options import Common, Refusal, errors, print_refusal, print_usage
 from tally.domain.limits import INT64_MIN
 from tally.engine.ports import EventRow, Head, Store
 
@@ -95,12 +93,7 @@ def export(*, out: str, options: Common | None = None) -> int:
     """Write the ledger's log as JSON Lines to OUT (`--out=-`: stdout), for `tally-audit OUT`."""
     options = options or Common()
     if out != "-" and _is_the_database(Path(out), options.db):
-        errors.print(
-            Text.assemble(
-                ("usage", "red"), f" --out {out} is the ledger's own database: name another file"
-            )
-        )
-        return 2
+        return print_usage(f"--out {out} is the ledger's own database: name another file")
     if is_new_database(options.db):  # no ledger in it: not created to find that out
         return _no_ledger_refused(options)
     store = open_store(options.db)
@@ -110,8 +103,7 @@ def export(*, out: str, options: Common | None = None) -> int:
         else:
             exported = _export_to_file(store, options.ledger, Path(out))
     except OSError as error:  # --out names a place that cannot be written
-        errors.print(Text.assemble(("usage", "red"), f" --out {out}: {error.strerror}"))
-        return 2
+        return print_usage(f"--out {out}: {error.strerror}")
     finally:
         store.close()
     if exported is None:

@@ -56,6 +56,13 @@ class Refusal(enum.StrEnum):
     NOT_VERIFIED = "not_verified"  # `checkpoint` of a ledger that does not verify
 
 
+def print_usage(problem: str) -> int:
+    """Say that the command was given wrongly (one line on stderr); returns the exit
+    status, 2."""
+    errors.print(Text.assemble(("usage", "red"), f" {problem}"))
+    return 2
+
+
 def print_refusal(code: str, field: str, detail: str, *, as_json: bool) -> int:
     """Say that the command was refused: with `--json`, one object on stdout,
     `{"error": CODE, "field": FIELD, "detail": TEXT}`; else one line on stderr. Returns the

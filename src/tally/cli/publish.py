@@ -18,7 +18,15 @@ from rich.text import Text
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, console, errors, print_json
+from tally.cli.options import (
+    Common,
+    Refusal,
+    console,
+    errors,
+    print_json,
+    print_refusal,
+    print_usage,
+)
 from tally.engine.ports import Store
 from tally.publish import Feed, FeedRefused, Published, ensure_stream, publish_new
 
@@ -57,8 +65,7 @@ def publish(
         if not 0 < interval <= 3600:
             raise ValueError("--interval is seconds between 0 and 3600")
     except (KeyRefused, ValueError) as problem:
-        errors.print(Text.assemble(("usage", "red"), f" {problem}"))
-        return 2
+        return print_usage(str(problem))
     if is_new_database(common.db):  # a mistyped --db is not created to find that out
         return _no_ledger(common, f"no ledger {common.ledger!r} in {common.db}")
     store = open_store(common.db)
@@ -142,11 +149,7 @@ async def _quiet(_: Exception) -> None:
 
 
 def _no_ledger(common: Common, problem: str) -> int:
-    if common.json:
-        print_json({"error": "ledger_unknown", "field": "ledger", "detail": problem})
-    else:
-        errors.print(Text.assemble(("refused", "red"), f" ledger_unknown: {problem}"))
-    return 1
+    return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", problem, as_json=common.json)
 
 
 def _report(common: Common, feed: Feed, done: Published | None) -> None:

@@ -14,7 +14,7 @@ from tally import views
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, Refusal, console, errors, print_json, print_refusal
+from tally.cli.options import Common, Refusal, console, print_json, print_refusal, print_usage
 from tally.domain.accounts import is_identifier
 from tally.money import format_amount
 from tally.reconciliation import (
@@ -50,24 +50,24 @@ def reconcile_command(
     try:
         check_ledger_name(common.ledger)
     except KeyRefused as refusal:
-        return _usage(str(refusal))
+        return print_usage(str(refusal))
     if not is_identifier(gateway):
-        return _usage(f"--gateway {gateway!r} is no gateway id")
+        return print_usage(f"--gateway {gateway!r} is no gateway id")
     try:
         since_us = None if since is None else views.instant_us(since)
         until_us = None if until is None else views.instant_us(until)
     except ValueError as error:
-        return _usage(f"--since/--until: {error}")
+        return print_usage(f"--since/--until: {error}")
     if since_us is not None and until_us is not None and since_us >= until_us:
-        return _usage("--since must come before --until")
+        return print_usage("--since must come before --until")
     try:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
         with Path(settlement).open(encoding="utf-8-sig", newline="") as stream:
             settled = read_settlement(stream)
     except OSError as error:
-        return _usage(f"--settlement {settlement}: {error.strerror}")
+        return print_usage(f"--settlement {settlement}: {error.strerror}")
     except (SettlementError, UnicodeDecodeError) as error:
-        return _usage(f"--settlement {settlement}: {error}")
+        return print_usage(f"--settlement {settlement}: {error}")
     no_ledger = f"no ledger {common.ledger!r} in {common.db}"
     if is_new_database(common.db):  # a mistyped --db is not created to find that out
         return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
@@ -90,11 +90,6 @@ def reconcile_command(
     else:
         _print(report)
     return 0 if report.ok else 1
-
-
-def _usage(problem: str) -> int:
-    errors.print(Text.assemble(("usage", "red"), f" {problem}"))
-    return 2
 
 
 def _print(report: Reconciliation) -> None:

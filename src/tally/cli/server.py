@@ -11,11 +11,17 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
-from rich.text import Text
 
 from tally.api_keys import ApiKey, KeyRefused, KeyStore, check_ledger_name, parse_scopes
 from tally.bootstrap import open_key_store, open_store
-from tally.cli.options import Database, Refusal, console, errors, print_json, print_refusal
+from tally.cli.options import (
+    Database,
+    Refusal,
+    console,
+    print_json,
+    print_refusal,
+    print_usage,
+)
 
 ledger_app = App(name="ledger", help="Create ledgers (a tenant's book each).")
 key_app = App(name="key", help="Create, revoke and list API keys (each bound to one ledger).")
@@ -57,8 +63,7 @@ def serve(
     from tally.http.wire import SERVE_OPTIONS
 
     if not 0 <= port <= 65_535:  # uvicorn would take it modulo 65,536 and say otherwise
-        errors.print(Text.assemble(("usage", "red"), f" --port must be 0 to 65535, not {port}"))
-        return 2
+        return print_usage(f"--port must be 0 to 65535, not {port}")
     app = open_app(db, key_cache_ttl_s=key_cache_ttl_s)
     try:
         uvicorn.run(app, host=host, port=port, **SERVE_OPTIONS)
