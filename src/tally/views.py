@@ -22,7 +22,14 @@ import msgspec
 
 from tally.audit.canonical import FORMAT_VERSION, CanonicalFormError, decode_event
 from tally.domain import accounts
-from tally.domain.events import Event, RefundIssued, WalletRecharged
+from tally.domain.events import (
+    Event,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
+    RefundIssued,
+    WalletRecharged,
+)
 from tally.domain.rejections import InvariantViolated
 from tally.engine.ports import AccountRow, EntryRow, EventRow, OrderRow, Store
 from tally.engine.results import Committed
@@ -41,7 +48,9 @@ class RefundOf(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     refund_request_id: str | None = None  # left out when the refund named no request
 
 
-class Entry(msgspec.Struct, kw_only=True, gc=False):
+# `hold_id` is left out of every line and transaction but a hold's, capture's or release's:
+# the seed's shapes stay as they were for every other event.
+class Entry(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     transaction_id: str
     seq: int
     timestamp: str
@@ -53,9 +62,10 @@ class Entry(msgspec.Struct, kw_only=True, gc=False):
     reference_order_ids: list[str]
     metadata: dict[str, str]
     refund_of: RefundOf | None
+    hold_id: str | None = None
 
 
-class Transaction(msgspec.Struct, kw_only=True, gc=False):
+class Transaction(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     transaction_id: str
     ledger: str
     seq: int
@@ -71,6 +81,7 @@ class Transaction(msgspec.Struct, kw_only=True, gc=False):
     idempotency_key: str
     actor: str
     entries: list[Entry]
+    hold_id: str | None = None
 
 
 @lru_cache(maxsize=1024)
@@ -120,6 +131,9 @@ def _metadata(event: Event) -> dict[str, str]:
     return metadata
 
 
+_HOLD_EVENTS = (HoldPlaced, HoldCaptured, HoldReleased)
+
+
 def _refund_of(event: Event) -> RefundOf | None:
     if isinstance(event, RefundIssued):
         return RefundOf(
@@ -149,6 +163,7 @@ def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Tr
     stamp = timestamp(event.timestamp_us)
     metadata = _metadata(event)
     refund_of = _refund_of(event)
+    hold_id = event.hold_id if isinstance(event, _HOLD_EVENTS) else None
     order_ids = list(dict.fromkeys(p.order_id for p in event.postings if p.order_id is not None))
     return Transaction(
         transaction_id=event.transaction_id,
@@ -178,9 +193,11 @@ def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Tr
                 reference_order_ids=[] if entry.order_id is None else [entry.order_id],
                 metadata=dict(metadata),  # a dict per line, as if each were built alone
                 refund_of=refund_of,
+                hold_id=hold_id,
             )
             for entry, line_amount, balance_after in lines
         ],
+        hold_id=hold_id,
     )
 
 
@@ -258,10 +275,14 @@ class _Shown(msgspec.Struct, gc=False):
     expense_id: str | None = None  # refunds
     order_id: str | None = None  # refunds
     refund_request_id: str | None = None  # refunds, when given
+    hold_id: str | None = None  # holds, captures and releases
 
 
 _decode_shown = msgspec.json.Decoder(_Shown).decode
-_EVENT_TYPES = frozenset(("recharge", "expense", "refund", "adjustment"))
+_EVENT_TYPES = frozenset(
+    ("recharge", "expense", "refund", "adjustment", "hold", "capture", "release")
+)
+_HOLD_TYPES = frozenset(("hold", "capture", "release"))
 
 
 def _shown(body: bytes) -> _Shown:
@@ -296,6 +317,8 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
             order_id=shown.order_id,
             refund_request_id=shown.refund_request_id,
         )
+    elif shown.type in _HOLD_TYPES and shown.hold_id is None:
+        raise CanonicalFormError(f"not a v1 event: a {shown.type} without its hold_id")
     currency = shown.currency
     return Entry(
         transaction_id=shown.transaction_id,
@@ -309,6 +332,7 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
         reference_order_ids=[] if line.order_id is None else [line.order_id],
         metadata=metadata,
         refund_of=refund_of,
+        hold_id=shown.hold_id,
     )
 
 
@@ -411,4 +435,76 @@ def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]
         "refunded": format_amount(order.refunded, order.currency),
         "refundable": format_amount(order.paid - order.refunded, order.currency),
         "transactions": transactions,
+    }
+
+
+# -- holds ------------------------------------------------------------------------------
+# A hold is its own account, `hold:<hold_id>:CUR`: the accounts projection finds it by kind
+# and owner, and its lines (at most two: placed, then captured or released) lead to the
+# events that say the rest. No projection of its own to keep in step.
+def hold_view(store: Store, ledger: str, hold_id: str, *, now_us: int) -> dict[str, Any] | None:
+    """A hold as its user's platform sees it, or None when the ledger has no such hold."""
+    rows = store.account_balances(ledger, kind=accounts.HOLD, owner=hold_id)
+    if not rows:
+        return None
+    lines = store.statement(ledger, _hold_account(ledger, hold_id, rows), after=(0, -1), limit=3)
+    return hold_view_of(ledger, hold_id, lines, now_us=now_us)
+
+
+def _hold_account(ledger: str, hold_id: str, rows: Sequence[AccountRow]) -> str:
+    if len(rows) != 1 or type(rows[0].account) is not str:
+        raise InvariantViolated(f"{ledger}: hold {hold_id} has {len(rows)} accounts, not one")
+    return rows[0].account
+
+
+def hold_view_of(
+    ledger: str, hold_id: str, lines: Sequence[tuple[EntryRow, bytes]], *, now_us: int
+) -> dict[str, Any]:
+    """`hold_view` from the hold account's lines and their events' canonical bytes."""
+    events = [decode_event(body)[1] for _, body in lines]
+    placed = events[0] if events else None
+    settled = events[1:]
+    if (
+        not isinstance(placed, HoldPlaced)
+        or placed.hold_id != hold_id
+        or len(settled) > 1
+        or any(
+            not isinstance(event, HoldCaptured | HoldReleased) or event.hold_id != hold_id
+            for event in settled
+        )
+    ):
+        raise InvariantViolated(f"{ledger}: the lines of hold {hold_id} are not its events")
+    currency = placed.currency
+    captured = 0
+    orders: list[str] = []
+    status = "open"
+    if settled:
+        end = settled[0]
+        status = "released"
+        if isinstance(end, HoldCaptured):
+            status = "captured"
+            captured = sum(line.amount for line in end.orders)
+            orders = [line.order_id for line in end.orders]
+    elif placed.expires_at_us is not None and now_us >= placed.expires_at_us:
+        status = "expired"
+    return {
+        "hold_id": hold_id,
+        "user_id": placed.user_id,
+        "currency": currency,
+        "amount": format_amount(placed.amount, currency),
+        "status": status,
+        "expires_at": None if placed.expires_at_us is None else timestamp(placed.expires_at_us),
+        "captured": format_amount(captured, currency),
+        "released": format_amount(placed.amount - captured if settled else 0, currency),
+        "reference_order_ids": orders,
+        "metadata": dict(placed.metadata),
+        "transactions": [
+            {
+                "transaction_id": event.transaction_id,
+                "event_type": event.event_type,
+                "seq": event.seq,
+                "timestamp": timestamp(event.timestamp_us),
+            }
+            for event in events
+        ],
     }

@@ -4,8 +4,8 @@ The format is specified in docs/log-format.md, with test vectors that tests/test
 checks byte for byte. In short: UTF-8 JSON, object keys sorted, no insignificant whitespace,
 integers as plain decimal digits (never floats), strings escaped as RFC 8785 does, `null` for
 a posting without an order; the optional keys (a recharge's `gateway_reference`, a refund's
-`refund_request_id`) are left out when absent. Nothing else in tally serializes events for
-hashing.
+`refund_request_id`, a hold's `expires_at_us`) are left out when absent. Nothing else in
+tally serializes events for hashing.
 """
 
 from __future__ import annotations
@@ -18,16 +18,22 @@ from msgspec.structs import astuple
 
 from tally.domain.commands import (
     Adjustment,
+    Capture,
     Command,
     Expense,
+    Hold,
     OrderLine,
     Recharge,
     Refund,
+    Release,
 )
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
     ExpensePaid,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
     Posting,
     RefundIssued,
     WalletRecharged,
@@ -113,7 +119,32 @@ class _AdjustmentBody(_Body, frozen=True, tag="adjustment"):
     reason: str
 
 
-_decoder = msgspec.json.Decoder(_RechargeBody | _ExpenseBody | _RefundBody | _AdjustmentBody)
+class _HoldBody(_Body, frozen=True, tag="hold", omit_defaults=True):
+    hold_id: str
+    amount: int
+    expires_at_us: int | None = None  # optional: absent when the hold never expires
+
+
+class _CaptureBody(_Body, frozen=True, tag="capture"):
+    hold_id: str
+    orders: list[_Order]
+
+
+class _ReleaseBody(_Body, frozen=True, tag="release"):
+    hold_id: str
+    amount: int
+    reason: str
+
+
+_decoder = msgspec.json.Decoder(
+    _RechargeBody
+    | _ExpenseBody
+    | _RefundBody
+    | _AdjustmentBody
+    | _HoldBody
+    | _CaptureBody
+    | _ReleaseBody
+)
 _version_decoder = msgspec.json.Decoder()
 
 
@@ -150,6 +181,12 @@ def encode_event(ledger: str, event: Event) -> bytes:
         )
     elif isinstance(event, BalanceAdjusted):
         body = _AdjustmentBody(*common, event.amount, event.reason)
+    elif isinstance(event, HoldPlaced):
+        body = _HoldBody(*common, event.hold_id, event.amount, event.expires_at_us)
+    elif isinstance(event, HoldCaptured):
+        body = _CaptureBody(*common, event.hold_id, [_Order(*line) for line in event.orders])
+    elif isinstance(event, HoldReleased):
+        body = _ReleaseBody(*common, event.hold_id, event.amount, event.reason)
     else:  # pragma: no cover - the Event hierarchy is closed
         raise TypeError(f"not an event: {event!r}")
     return _encoder.encode(body)
@@ -186,6 +223,21 @@ def decode_event(data: bytes) -> tuple[str, Event]:
         )
     elif isinstance(body, _AdjustmentBody):
         event = _event(BalanceAdjusted, body, amount=body.amount, reason=body.reason)
+    elif isinstance(body, _HoldBody):
+        event = _event(
+            HoldPlaced,
+            body,
+            hold_id=body.hold_id,
+            amount=body.amount,
+            expires_at_us=body.expires_at_us,
+        )
+    elif isinstance(body, _CaptureBody):
+        orders = tuple([_new_tuple(OrderLine, astuple(o)) for o in body.orders])
+        event = _event(HoldCaptured, body, hold_id=body.hold_id, orders=orders)
+    elif isinstance(body, _ReleaseBody):
+        event = _event(
+            HoldReleased, body, hold_id=body.hold_id, amount=body.amount, reason=body.reason
+        )
     else:  # pragma: no cover - the decoder's union is closed
         raise CanonicalFormError(f"not a v1 event: unknown body {type(body).__name__}")
     return body.ledger, event
@@ -256,6 +308,27 @@ class _AdjustmentCommand(msgspec.Struct, frozen=True, tag_field="type", tag="adj
     metadata: dict[str, str]
 
 
+class _HoldCommand(msgspec.Struct, frozen=True, tag_field="type", tag="hold", omit_defaults=True):
+    user_id: str
+    amount: int
+    currency: str
+    hold_id: str
+    metadata: dict[str, str]
+    expires_at_us: int | None = None  # absent when the hold never expires
+
+
+class _CaptureCommand(msgspec.Struct, frozen=True, tag_field="type", tag="capture"):
+    hold_id: str
+    orders: list[_Order]
+    metadata: dict[str, str]
+
+
+class _ReleaseCommand(msgspec.Struct, frozen=True, tag_field="type", tag="release"):
+    hold_id: str
+    reason: str
+    metadata: dict[str, str]
+
+
 def command_digest(command: Command) -> str:
     """Hex SHA-256 of the command's canonical bytes: what "the same request" means."""
     body: msgspec.Struct
@@ -279,6 +352,15 @@ def command_digest(command: Command) -> str:
         )
     elif isinstance(c, Adjustment):
         body = _AdjustmentCommand(c.user_id, c.amount, c.currency, c.reason, dict(c.metadata))
+    elif isinstance(c, Hold):
+        body = _HoldCommand(
+            c.user_id, c.amount, c.currency, c.hold_id, dict(c.metadata), c.expires_at_us
+        )
+    elif isinstance(c, Capture):
+        orders = [_Order(*line) for line in c.orders]
+        body = _CaptureCommand(c.hold_id, orders, dict(c.metadata))
+    elif isinstance(c, Release):
+        body = _ReleaseCommand(c.hold_id, c.reason, dict(c.metadata))
     else:  # pragma: no cover - the Command union is closed
         raise TypeError(f"not a command: {command!r}")
     return hashlib.sha256(_encoder.encode(body)).hexdigest()

@@ -9,6 +9,8 @@ account id splits back into its three parts unambiguously.
                              negative as users recharge (the gateway owes the platform).
 - `revenue:<merchant>:<CUR>` what orders paid a merchant, less refunds.
 - `equity:adjustments:<CUR>` the other side of manual adjustments.
+- `hold:<hold_id>:<CUR>`     the money of one hold, taken from the wallet while it is open;
+                             its capture or release empties it. May never go below zero.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ WALLET: Final = "wallet"
 CLEARING: Final = "clearing"
 REVENUE: Final = "revenue"
 EQUITY: Final = "equity"
+HOLD: Final = "hold"
 WALLET_PREFIX: Final = "wallet:"
+HOLD_PREFIX: Final = "hold:"
 
 
 def wallet(user_id: str, currency: str) -> str:
@@ -44,6 +48,10 @@ def adjustments(currency: str) -> str:
     return f"{EQUITY}:adjustments:{currency}"
 
 
+def hold(hold_id: str, currency: str) -> str:
+    return f"{HOLD}:{hold_id}:{currency}"
+
+
 def split(account: str) -> tuple[str, str, str]:
     """Return `(kind, owner, currency)` of an account id."""
     kind, owner, currency = account.split(":")
@@ -52,7 +60,7 @@ def split(account: str) -> tuple[str, str, str]:
 
 def floor_of(account: str) -> int | None:
     """The lowest balance the account may reach, or None when it is unbounded."""
-    return 0 if account.startswith(WALLET_PREFIX) else None
+    return 0 if account.startswith((WALLET_PREFIX, HOLD_PREFIX)) else None
 
 
 def is_identifier(value: object) -> bool:

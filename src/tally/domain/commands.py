@@ -85,7 +85,46 @@ class Adjustment:
     metadata: Metadata = ()
 
 
-Command = Recharge | Expense | Refund | Adjustment
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """Money set aside from a wallet for a payment not yet settled (a card-style
+    authorization): it leaves the wallet's available balance at once, and is later captured
+    (it pays orders, the rest goes back) or released (all of it goes back).
+
+    `hold_id` is the platform's own id of the hold, unique within the ledger: a business
+    key, and how the capture or release names it. A hold with `expires_at_us` can no longer
+    be captured from that moment (microseconds since the Unix epoch); it can still be
+    released, which is how its money goes back."""
+
+    user_id: str
+    amount: int
+    currency: str
+    hold_id: str
+    metadata: Metadata = ()
+    expires_at_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capture:
+    """An open hold pays one or many orders, all or none; what the orders do not take goes
+    back to the wallet in the same transaction. A hold is captured once. The capture's
+    transaction id is what a refund of one of its orders names as `expense_id`."""
+
+    hold_id: str
+    orders: tuple[OrderLine, ...]
+    metadata: Metadata = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """An open hold's money goes back to the wallet, all of it (an expired hold too)."""
+
+    hold_id: str
+    reason: str = ""
+    metadata: Metadata = ()
+
+
+Command = Recharge | Expense | Refund | Adjustment | Hold | Capture | Release
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

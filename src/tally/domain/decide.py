@@ -15,24 +15,30 @@ from tally.domain import accounts, limits
 from tally.domain.accounts import is_identifier
 from tally.domain.commands import (
     Adjustment,
+    Capture,
     Command,
     Envelope,
     Expense,
+    Hold,
     Metadata,
     OrderLine,
     Recharge,
     Refund,
+    Release,
 )
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
     ExpensePaid,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
     Posting,
     RefundIssued,
     WalletRecharged,
 )
 from tally.domain.rejections import Rejected, Rejection
-from tally.domain.state import LedgerState, gateway_payment
+from tally.domain.state import HoldState, LedgerState, gateway_payment
 
 _METADATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SHOWN_REFERENCE = "gateway_reference"  # the metadata key a recharge's business key shows as
@@ -85,7 +91,13 @@ def decide(
         return _recharge(common, command)
     if isinstance(command, Refund):
         return _refund(common, command)
-    return _adjustment(common, command)
+    if isinstance(command, Adjustment):
+        return _adjustment(common, command)
+    if isinstance(command, Hold):
+        return _hold(common, command)
+    if isinstance(command, Capture):
+        return _capture(common, command)
+    return _release(common, command)
 
 
 class _EventHeader(TypedDict):
@@ -162,35 +174,15 @@ def _recharge(common: _Common, command: Recharge) -> Event:
 
 def _expense(common: _Common, command: Expense) -> Event:
     orders = command.orders
-    if not orders:
-        raise Rejected(Rejection.ORDERS_EMPTY, field="orders", detail="an expense pays 1+ orders")
-    if len(orders) > limits.orders_per_expense_max:
-        raise Rejected(
-            Rejection.ORDERS_TOO_MANY,
-            field="orders",
-            detail=f"at most {limits.orders_per_expense_max} orders per expense",
-        )
+    _check_orders_count(orders)
     # An account exists only for identifiers checked before (they hold no `:`, so no other
     # text names the same account): known wallets and merchants skip the pattern match.
-    balances = common.state.balances
     wallet = accounts.wallet(command.user_id, command.currency)
-    if type(command.user_id) is not str or wallet not in balances:
+    if type(command.user_id) is not str or wallet not in common.state.balances:
         check_identifier(command.user_id, "user_id")
-    for index, line in enumerate(orders):
-        known = (
-            type(line.merchant_id) is str
-            and accounts.revenue(line.merchant_id, command.currency) in balances
-        )
-        if not (is_identifier(line.order_id) and (known or is_identifier(line.merchant_id))):
-            check_identifier(line.order_id, f"orders[{index}].order_id")
-            check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
+    _check_order_ids(common.state, orders, command.currency)
     _check_currency(common, command.currency)
-    amounts = [line.amount for line in orders]
-    if not all(type(a) is int and 0 < a <= limits.amount_max for a in amounts):
-        _check_amounts(tuple((f"orders[{i}].amount", a) for i, a in enumerate(amounts)))
-    total = sum(amounts)
-    if total > limits.amount_max:
-        raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
+    total = _check_order_amounts(orders)
     _check_metadata(command.metadata)
     _check_orders_new(common.state, orders)
     available = common.state.balance(wallet)
@@ -201,24 +193,66 @@ def _expense(common: _Common, command: Expense) -> Event:
             detail=f"wallet holds {available} minor units, the orders need {total}",
         )
     postings: list[Posting] = []
-    credits: dict[str, int] = {}
-    for line in orders:
-        revenue = accounts.revenue(line.merchant_id, command.currency)
-        credits[revenue] = credits.get(revenue, 0) + line.amount
-        # The hottest constructor in tally: see `state._new_tuple`.
-        postings.append(
-            _new_tuple(Posting, (wallet, command.currency, -line.amount, line.order_id))
-        )
-        postings.append(
-            _new_tuple(Posting, (revenue, command.currency, line.amount, line.order_id))
-        )
-    for revenue, amount in credits.items():
-        _check_credit(common.state, revenue, amount)
+    _pay_orders(common.state, postings, wallet, command.currency, orders)
     return ExpensePaid(
         **common.event_fields(command.user_id, command.currency, command.metadata),
         postings=tuple(postings),
         orders=orders,
     )
+
+
+def _check_orders_count(orders: tuple[OrderLine, ...]) -> None:
+    if not orders:
+        raise Rejected(Rejection.ORDERS_EMPTY, field="orders", detail="pays 1 or more orders")
+    if len(orders) > limits.orders_per_expense_max:
+        raise Rejected(
+            Rejection.ORDERS_TOO_MANY,
+            field="orders",
+            detail=f"at most {limits.orders_per_expense_max} orders per expense",
+        )
+
+
+def _check_order_ids(state: LedgerState, orders: tuple[OrderLine, ...], currency: object) -> None:
+    balances = state.balances
+    for index, line in enumerate(orders):
+        known = (
+            type(line.merchant_id) is str
+            and type(currency) is str
+            and accounts.revenue(line.merchant_id, currency) in balances
+        )
+        if not (is_identifier(line.order_id) and (known or is_identifier(line.merchant_id))):
+            check_identifier(line.order_id, f"orders[{index}].order_id")
+            check_identifier(line.merchant_id, f"orders[{index}].merchant_id")
+
+
+def _check_order_amounts(orders: tuple[OrderLine, ...]) -> int:
+    """The orders' total, once every amount is a positive 64-bit integer and so is the sum."""
+    amounts = [line.amount for line in orders]
+    if not all(type(a) is int and 0 < a <= limits.amount_max for a in amounts):
+        _check_amounts(tuple((f"orders[{i}].amount", a) for i, a in enumerate(amounts)))
+    total = sum(amounts)
+    if total > limits.amount_max:
+        raise Rejected(Rejection.AMOUNT_TOO_LARGE, field="orders", detail="total exceeds 64 bits")
+    return total
+
+
+def _pay_orders(
+    state: LedgerState,
+    postings: list[Posting],
+    wallet: str,
+    currency: str,
+    orders: tuple[OrderLine, ...],
+) -> None:
+    """Append each order's two legs (the wallet pays the order's merchant) to `postings`."""
+    credits: dict[str, int] = {}
+    for line in orders:
+        revenue = accounts.revenue(line.merchant_id, currency)
+        credits[revenue] = credits.get(revenue, 0) + line.amount
+        # The hottest constructor in tally: see `state._new_tuple`.
+        postings.append(_new_tuple(Posting, (wallet, currency, -line.amount, line.order_id)))
+        postings.append(_new_tuple(Posting, (revenue, currency, line.amount, line.order_id)))
+    for revenue, amount in credits.items():
+        _check_credit(state, revenue, amount)
 
 
 def _refund(common: _Common, command: Refund) -> Event:
@@ -326,6 +360,128 @@ def _adjustment(common: _Common, command: Adjustment) -> Event:
         amount=command.amount,
         reason=command.reason,
     )
+
+
+def _hold(common: _Common, command: Hold) -> Event:
+    check_identifier(command.user_id, "user_id")
+    check_identifier(command.hold_id, "hold_id")
+    _check_currency(common, command.currency)
+    _check_amount(command.amount, "amount")
+    _check_metadata(command.metadata)
+    expires_at_us = command.expires_at_us
+    if expires_at_us is not None:
+        if type(expires_at_us) is not int:
+            raise Rejected(
+                Rejection.EXPIRY_INVALID,
+                field="expires_at",
+                detail="must be microseconds since the Unix epoch",
+            )
+        if expires_at_us <= common.stamp.timestamp_us:
+            raise Rejected(
+                Rejection.EXPIRY_INVALID, field="expires_at", detail="must be in the future"
+            )
+    state = common.state
+    placed = state.hold(command.hold_id)
+    if placed is not None:
+        raise Rejected(
+            Rejection.HOLD_ALREADY_PLACED,
+            field="hold_id",
+            detail=f"hold {command.hold_id} was already placed by transaction "
+            f"{placed.transaction_id}",
+        )
+    wallet = accounts.wallet(command.user_id, command.currency)
+    available = state.balance(wallet)
+    if available < command.amount:
+        raise Rejected(
+            Rejection.INSUFFICIENT_FUNDS,
+            field="amount",
+            detail=f"wallet holds {available} minor units",
+        )
+    held = accounts.hold(command.hold_id, command.currency)
+    return HoldPlaced(
+        **common.event_fields(command.user_id, command.currency, command.metadata),
+        postings=(
+            Posting(account=wallet, currency=command.currency, amount=-command.amount),
+            Posting(account=held, currency=command.currency, amount=command.amount),
+        ),
+        hold_id=command.hold_id,
+        amount=command.amount,
+        expires_at_us=expires_at_us,
+    )
+
+
+def _capture(common: _Common, command: Capture) -> Event:
+    orders = command.orders
+    _check_orders_count(orders)
+    check_identifier(command.hold_id, "hold_id")
+    state = common.state
+    hold = state.hold(command.hold_id)
+    _check_order_ids(state, orders, None if hold is None else hold.currency)
+    total = _check_order_amounts(orders)
+    _check_metadata(command.metadata)
+    _check_orders_new(state, orders)
+    hold = _open_hold(common, command.hold_id, capturing=True)
+    if total > hold.amount:
+        raise Rejected(
+            Rejection.CAPTURE_EXCEEDS_HOLD,
+            field="orders",
+            detail=f"hold {hold.hold_id} holds {hold.amount} minor units, the orders need {total}",
+        )
+    wallet = accounts.wallet(hold.user_id, hold.currency)
+    postings = _hold_back(state, hold, wallet)
+    _pay_orders(state, postings, wallet, hold.currency, orders)
+    return HoldCaptured(
+        **common.event_fields(hold.user_id, hold.currency, command.metadata),
+        postings=tuple(postings),
+        hold_id=hold.hold_id,
+        orders=orders,
+    )
+
+
+def _release(common: _Common, command: Release) -> Event:
+    check_identifier(command.hold_id, "hold_id")
+    _check_metadata(command.metadata)
+    _check_reason(command.reason, required=False)
+    hold = _open_hold(common, command.hold_id, capturing=False)
+    wallet = accounts.wallet(hold.user_id, hold.currency)
+    return HoldReleased(
+        **common.event_fields(hold.user_id, hold.currency, command.metadata),
+        postings=tuple(_hold_back(common.state, hold, wallet)),
+        hold_id=hold.hold_id,
+        amount=hold.amount,
+        reason=command.reason,
+    )
+
+
+def _open_hold(common: _Common, hold_id: str, *, capturing: bool) -> HoldState:
+    """The hold `hold_id` names, refused when there is none, it was settled, or (for a
+    capture) it expired before this command's timestamp."""
+    hold = common.state.hold(hold_id)
+    if hold is None:
+        raise Rejected(Rejection.HOLD_UNKNOWN, field="hold_id", detail=f"no hold {hold_id}")
+    if hold.settled_by is not None:
+        raise Rejected(
+            Rejection.HOLD_SETTLED,
+            field="hold_id",
+            detail=f"hold {hold_id} was already settled by transaction {hold.settled_by}",
+        )
+    if capturing and hold.expired(common.stamp.timestamp_us):
+        raise Rejected(
+            Rejection.HOLD_EXPIRED,
+            field="hold_id",
+            detail=f"hold {hold_id} expired; release it to give its money back",
+        )
+    return hold
+
+
+def _hold_back(state: LedgerState, hold: HoldState, wallet: str) -> list[Posting]:
+    """The hold's whole amount back to the wallet: how a release ends, and a capture begins."""
+    _check_credit(state, wallet, hold.amount)
+    held = accounts.hold(hold.hold_id, hold.currency)
+    return [
+        Posting(account=held, currency=hold.currency, amount=-hold.amount),
+        Posting(account=wallet, currency=hold.currency, amount=hold.amount),
+    ]
 
 
 # -- the rungs -------------------------------------------------------------------------
@@ -501,4 +657,10 @@ def command_kind(command: Command) -> str:
         return WalletRecharged.event_type
     if isinstance(command, Refund):
         return RefundIssued.event_type
-    return BalanceAdjusted.event_type
+    if isinstance(command, Adjustment):
+        return BalanceAdjusted.event_type
+    if isinstance(command, Hold):
+        return HoldPlaced.event_type
+    if isinstance(command, Capture):
+        return HoldCaptured.event_type
+    return HoldReleased.event_type

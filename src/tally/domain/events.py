@@ -79,6 +79,44 @@ class BalanceAdjusted(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldPlaced(Event):
+    event_type: ClassVar[str] = "hold"
+
+    hold_id: str
+    amount: int
+    expires_at_us: int | None = None  # from then on it cannot be captured
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldCaptured(Event):
+    """The hold's whole amount back to the wallet, then each order paid from it, as an
+    expense pays them: one transaction, so the wallet never shows the money twice."""
+
+    event_type: ClassVar[str] = "capture"
+
+    hold_id: str
+    orders: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldReleased(Event):
+    event_type: ClassVar[str] = "release"
+
+    hold_id: str
+    amount: int  # the hold's whole amount
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.event_type: cls for cls in (WalletRecharged, ExpensePaid, RefundIssued, BalanceAdjusted)
+    cls.event_type: cls
+    for cls in (
+        WalletRecharged,
+        ExpensePaid,
+        RefundIssued,
+        BalanceAdjusted,
+        HoldPlaced,
+        HoldCaptured,
+        HoldReleased,
+    )
 }

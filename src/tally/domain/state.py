@@ -16,10 +16,14 @@ import re
 from typing import Any, NamedTuple
 
 from tally.domain import accounts, limits
+from tally.domain.commands import OrderLine
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
     ExpensePaid,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
     RefundIssued,
     WalletRecharged,
 )
@@ -54,6 +58,21 @@ class OrderState(NamedTuple):
         return self.paid - self.refunded
 
 
+class HoldState(NamedTuple):
+    """A hold, and the transaction that settled it (captured or released) once it has."""
+
+    hold_id: str
+    transaction_id: str  # the hold's own
+    user_id: str
+    currency: str
+    amount: int
+    expires_at_us: int | None
+    settled_by: str | None = None  # the capture's or release's transaction id
+
+    def expired(self, at_us: int) -> bool:
+        return self.expires_at_us is not None and at_us >= self.expires_at_us
+
+
 # What the state keeps per event and per order lives as long as the server: plain tuples, not
 # NamedTuples. The garbage collector stops tracking a plain tuple of strings and numbers the
 # first time it passes over it; a NamedTuple (a tuple subclass) it tracks, and traverses on
@@ -62,6 +81,7 @@ class OrderState(NamedTuple):
 # (docs/benchmarks.md). `LedgerState.order` gives the named view.
 IdempotencyRecord = tuple[str, int]  # (command_digest, seq)
 OrderTuple = tuple[str, str, str, str, str, int, int]  # OrderState's fields, `refunded` last
+HoldTuple = tuple[str, str, str, str, int, int | None, str | None]  # HoldState's fields
 
 
 _MISSING: Any = object()
@@ -71,8 +91,8 @@ _new_tuple = tuple.__new__
 
 
 class LedgerState:
-    """Balances, orders, expenses, refund requests, gateway payments and idempotency keys of
-    one ledger, after `seq` events."""
+    """Balances, orders, expenses, refund requests, gateway payments, holds and idempotency
+    keys of one ledger, after `seq` events."""
 
     __slots__ = (
         "_levels",
@@ -83,6 +103,7 @@ class LedgerState:
         "dirty_orders",
         "expenses",
         "gateway_payments",
+        "holds",
         "keys",
         "last_timestamp_us",
         "ledger",
@@ -97,10 +118,11 @@ class LedgerState:
         self.last_timestamp_us = 0
         self.balances: dict[str, int] = {}
         self.orders: dict[str, OrderTuple] = {}  # see `order`
-        self.expenses: dict[str, str] = {}  # expense transaction id -> currency
+        self.expenses: dict[str, str] = {}  # expense (or capture) transaction id -> currency
         self.keys: dict[str, IdempotencyRecord] = {}
         self.refund_requests: dict[str, str] = {}  # refund request id -> transaction id
         self.gateway_payments: dict[str, str] = {}  # `gateway_payment(...)` -> transaction id
+        self.holds: dict[str, HoldTuple] = {}  # see `hold`
         self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
         self._levels: list[tuple[list[tuple[dict[Any, Any], Any, Any]], int, int]] = []
         self.dirty_orders: set[str] = set()
@@ -156,6 +178,10 @@ class LedgerState:
         found = self.orders.get(order_id)
         return None if found is None else _new_tuple(OrderState, found)
 
+    def hold(self, hold_id: str) -> HoldState | None:
+        found = self.holds.get(hold_id)
+        return None if found is None else _new_tuple(HoldState, found)
+
 
 def evolve(state: LedgerState, event: Event) -> list[Entry]:
     """Apply one committed (or about to be committed) event; return its ledger lines."""
@@ -173,6 +199,8 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
         state._set(state.gateway_payments, payment, event.transaction_id)
     elif isinstance(event, BalanceAdjusted) and not event.reason:
         raise InvariantViolated(f"seq {event.seq}: adjustment without a reason")
+    elif isinstance(event, HoldPlaced | HoldCaptured | HoldReleased):
+        _record_hold(state, event)
     if event.idempotency_key in state.keys:
         raise InvariantViolated(f"seq {event.seq}: idempotency key used twice")
     record: IdempotencyRecord = (event.command_digest, event.seq)
@@ -218,6 +246,15 @@ def check_logged(state: LedgerState, event: Event) -> None:
         _check_id(event, "order_id", event.order_id)
         if event.refund_request_id is not None:
             _check_id(event, "refund_request_id", event.refund_request_id)
+    elif isinstance(event, HoldPlaced | HoldCaptured | HoldReleased):
+        _check_id(event, "hold_id", event.hold_id)
+        if isinstance(event, HoldCaptured):
+            if not event.orders:
+                raise InvariantViolated(f"seq {event.seq}: a capture without orders")
+            for order_id, _, merchant_id in event.orders:
+                _check_id(event, "order_id", order_id)
+                if accounts.revenue(merchant_id, currency) not in known:
+                    _check_id(event, "merchant_id", merchant_id)
     prescribed = _prescribed_postings(state, event)
     # Plain tuples: a Posting (a NamedTuple) equals the tuple of its fields.
     if prescribed is not None and tuple(event.postings) != prescribed:
@@ -233,6 +270,7 @@ def gateway_payment(gateway: str, reference: str) -> str:
 
 
 _Leg = tuple[str, str, int, str | None]
+_FLOORED = (accounts.WALLET_PREFIX, accounts.HOLD_PREFIX)  # accounts that never go below zero
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -245,13 +283,7 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
     currency = event.currency
     wallet = accounts.wallet(event.user_id, currency)
     if type(event) is ExpensePaid:  # the common case first
-        legs: list[_Leg] = []
-        for order_id, amount, merchant_id in event.orders:
-            if amount <= 0:
-                raise InvariantViolated(f"seq {event.seq}: order {order_id} pays no money")
-            legs.append((wallet, currency, -amount, order_id))
-            legs.append((accounts.revenue(merchant_id, currency), currency, amount, order_id))
-        return tuple(legs)
+        return tuple(_order_legs(event, wallet, event.orders))
     if isinstance(event, WalletRecharged):
         amount = event.postings[-1].amount if event.postings else 0
         if amount <= 0:
@@ -274,7 +306,39 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
             raise InvariantViolated(f"seq {event.seq}: an adjustment of no money")
         equity = accounts.adjustments(currency)
         return ((equity, currency, -event.amount, None), (wallet, currency, event.amount, None))
+    if isinstance(event, HoldPlaced):
+        if event.amount <= 0:
+            raise InvariantViolated(f"seq {event.seq}: a hold of no money")
+        if event.expires_at_us is not None and event.expires_at_us <= event.timestamp_us:
+            raise InvariantViolated(f"seq {event.seq}: a hold expiring before it was placed")
+        held = accounts.hold(event.hold_id, currency)
+        return ((wallet, currency, -event.amount, None), (held, currency, event.amount, None))
+    if isinstance(event, HoldCaptured | HoldReleased):
+        hold = state.hold(event.hold_id)
+        if hold is None:
+            return None  # `evolve` refuses settling a hold nobody placed
+        if hold.currency != currency or hold.user_id != event.user_id:
+            raise InvariantViolated(f"seq {event.seq}: a {event.event_type} unlike its hold")
+        if isinstance(event, HoldReleased) and event.amount != hold.amount:
+            raise InvariantViolated(f"seq {event.seq}: a release of another amount than held")
+        held = accounts.hold(event.hold_id, currency)
+        back = ((held, currency, -hold.amount, None), (wallet, currency, hold.amount, None))
+        if isinstance(event, HoldReleased):
+            return back
+        return (*back, *_order_legs(event, wallet, event.orders))
     raise InvariantViolated(f"seq {event.seq}: unknown event type {type(event).__name__}")
+
+
+def _order_legs(event: Event, wallet: str, orders: tuple[OrderLine, ...]) -> list[_Leg]:
+    """An expense's (or a capture's) legs: each order paid from the wallet to its merchant."""
+    currency = event.currency
+    legs: list[_Leg] = []
+    for order_id, amount, merchant_id in orders:
+        if amount <= 0:
+            raise InvariantViolated(f"seq {event.seq}: order {order_id} pays no money")
+        legs.append((wallet, currency, -amount, order_id))
+        legs.append((accounts.revenue(merchant_id, currency), currency, amount, order_id))
+    return legs
 
 
 def _post(state: LedgerState, event: Event) -> list[Entry]:
@@ -291,7 +355,7 @@ def _post(state: LedgerState, event: Event) -> list[Entry]:
         after = (0 if before is _MISSING else before) + posting.amount
         if after > INT64_MAX or after < INT64_MIN:
             raise InvariantViolated(f"seq {seq}: {account} leaves the 64-bit range")
-        if after < 0 and account.startswith(accounts.WALLET_PREFIX):
+        if after < 0 and account.startswith(_FLOORED):
             raise InvariantViolated(f"seq {seq}: {account} would fall below zero")
         if before is _MISSING:
             state.created_accounts.add(account)
@@ -316,7 +380,7 @@ def _check_zero_sum_per_currency(event: Event) -> None:
         raise InvariantViolated(f"seq {event.seq}: postings do not sum to zero: {totals}")
 
 
-def _record_expense(state: LedgerState, event: ExpensePaid) -> None:
+def _record_expense(state: LedgerState, event: ExpensePaid | HoldCaptured) -> None:
     state._set(state.expenses, event.transaction_id, event.currency)
     for line in event.orders:
         if line.order_id in state.orders:
@@ -349,3 +413,33 @@ def _record_refund(state: LedgerState, event: RefundIssued) -> None:
         if request_id in state.refund_requests:
             raise InvariantViolated(f"seq {event.seq}: refund request {request_id} refunded twice")
         state._set(state.refund_requests, request_id, event.transaction_id)
+
+
+def _record_hold(state: LedgerState, event: HoldPlaced | HoldCaptured | HoldReleased) -> None:
+    seq = event.seq
+    if isinstance(event, HoldPlaced):
+        if event.hold_id in state.holds:
+            raise InvariantViolated(f"seq {seq}: hold {event.hold_id} placed twice")
+        placed: HoldTuple = (
+            event.hold_id,
+            event.transaction_id,
+            event.user_id,
+            event.currency,
+            event.amount,
+            event.expires_at_us,
+            None,  # settled_by
+        )
+        state._set(state.holds, event.hold_id, placed)
+        return
+    hold = state.hold(event.hold_id)
+    if hold is None:
+        raise InvariantViolated(f"seq {seq}: {event.event_type} of a hold never placed")
+    if hold.settled_by is not None:
+        raise InvariantViolated(f"seq {seq}: hold {event.hold_id} settled twice")
+    if isinstance(event, HoldCaptured):
+        if hold.expired(event.timestamp_us):
+            raise InvariantViolated(f"seq {seq}: hold {event.hold_id} captured after it expired")
+        if sum(line.amount for line in event.orders) > hold.amount:
+            raise InvariantViolated(f"seq {seq}: hold {event.hold_id} captured beyond its amount")
+        _record_expense(state, event)
+    state._set(state.holds, event.hold_id, (*hold[:-1], event.transaction_id))
