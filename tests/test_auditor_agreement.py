@@ -10,6 +10,7 @@ refuses, or `tally-audit` and `tally verify` would disagree about the same log.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,18 @@ import pytest
 
 from tally.audit.chain import link
 from tally.bootstrap import open_engine
-from tally.domain.commands import Adjustment, Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.commands import (
+    Adjustment,
+    Capture,
+    Command,
+    Envelope,
+    Expense,
+    Hold,
+    OrderLine,
+    Recharge,
+    Refund,
+    Release,
+)
 from tally.engine.engine import Replayer
 from tally.engine.ports import EventRow
 from tally_audit import verify_events
@@ -270,3 +282,285 @@ def test_both_accept_one_payment_id_at_two_gateways(honest: list[Event]) -> None
 
 def test_both_refuse_two_recharges_of_one_gateway_payment(honest: list[Event]) -> None:
     assert checked(_second_payment(honest, "pp")) == (False, False)
+
+
+# -- holds -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def holds(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
+    """seq 1 recharge alice 100.00 USD, 2 expense o0 10.00, 3 hold h1 40.00 expiring in an
+    hour, 4 capture of h1 paying o1 30.00 to m1, 5 refund 5.00 of o1 (naming the capture),
+    6 hold h2 10.00 that never expires, 7 release of h2."""
+    path = Path(tmp_path_factory.mktemp("agreement-holds")) / "ledger.db"
+    engine = open_engine(path)
+    try:
+
+        def run(key: str, command: Command) -> str:
+            done = engine.execute(LEDGER, Envelope(idempotency_key=key, command=command))
+            return done.event.transaction_id
+
+        hour_later_us = time.time_ns() // 1000 + 3_600_000_000
+        run("r1", Recharge(user_id="alice", amount=10000, currency="USD", gateway="pp"))
+        run(
+            "e1",
+            Expense(
+                user_id="alice", currency="USD", orders=(OrderLine(order_id="o0", amount=1000),)
+            ),
+        )
+        run(
+            "h1",
+            Hold(
+                user_id="alice",
+                amount=4000,
+                currency="USD",
+                hold_id="h1",
+                expires_at_us=hour_later_us,
+            ),
+        )
+        order = OrderLine(order_id="o1", amount=3000, merchant_id="m1")
+        captured = run("c1", Capture(hold_id="h1", orders=(order,)))
+        run("f1", Refund(expense_id=captured, order_id="o1", amount=500, currency="USD"))
+        run("h2", Hold(user_id="alice", amount=1000, currency="USD", hold_id="h2"))
+        run("x2", Release(hold_id="h2", reason="cancelled"))
+        rows = engine.store.events(LEDGER, after_seq=0, limit=100)
+        return [json.loads(row.body) for row in rows]
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def test_both_accept_the_honest_log_with_holds(holds: list[Event]) -> None:
+    assert [event["type"] for event in holds] == [
+        *("recharge", "expense", "hold", "capture", "refund", "hold", "release")
+    ]
+    assert "expires_at_us" in holds[2]
+    assert "expires_at_us" not in holds[5]
+    assert checked(holds) == (True, True)
+
+
+def _rename_hold(hold_id: str) -> Callable[[Event], None]:
+    """The event names hold `hold_id`, its postings the hold's account too."""
+
+    def apply(event: Event) -> None:
+        old = f"hold:{event['hold_id']}:"
+        event["hold_id"] = hold_id
+        for posting in event["postings"]:
+            posting["account"] = posting["account"].replace(old, f"hold:{hold_id}:")
+
+    return apply
+
+
+def _of_amount(amount: int) -> Callable[[Event], None]:
+    """The event's `amount` is `amount`, its two postings agreeing (a hold, release, refund)."""
+
+    def apply(event: Event) -> None:
+        sign = event["postings"][1]["amount"] // abs(event["postings"][1]["amount"])
+        event["amount"] = amount
+        event["postings"][0]["amount"] = -sign * amount
+        event["postings"][1]["amount"] = sign * amount
+
+    return apply
+
+
+def _of_true(event: Event) -> None:
+    """A hold of `true` moving 1: a JSON boolean equals 1 in Python, and is no integer."""
+    event["amount"] = True
+    event["postings"][0]["amount"], event["postings"][1]["amount"] = -1, 1
+
+
+def _to_bob(event: Event) -> None:
+    """The capture or release credits bob's wallet: user and postings agree."""
+    event["user_id"] = "bob"
+    for posting in event["postings"]:
+        posting["account"] = posting["account"].replace("wallet:alice:", "wallet:bob:")
+
+
+def _capture_paying(amount: int) -> Callable[[Event], None]:
+    """The capture pays its order `amount`, its postings agreeing."""
+
+    def apply(event: Event) -> None:
+        event["orders"][0]["amount"] = amount
+        event["postings"][2]["amount"] = -amount
+        event["postings"][3]["amount"] = amount
+
+    return apply
+
+
+def _capture_paying_o0(event: Event) -> None:
+    """The capture pays o0 again, which the expense at seq 2 paid."""
+    event["orders"][0]["order_id"] = "o0"
+    for posting in event["postings"][2:]:
+        posting["order_id"] = "o0"
+
+
+def _capture_without_orders(event: Event) -> None:
+    event["orders"] = []
+    del event["postings"][2:]
+
+
+def _capture_giving_back_the_rest(event: Event) -> None:
+    """The hold's 40.00 out as 10.00 to the wallet and 30.00 to the merchant: the same
+    balances as the format's legs, but not its postings."""
+    event["postings"] = [
+        {**event["postings"][0]},
+        {**event["postings"][1], "amount": 1000},
+        {**event["postings"][3]},
+    ]
+
+
+def _hold_back_to_bob(event: Event) -> None:
+    """The capture's first credit goes to bob's wallet; alice's still pays the order."""
+    event["postings"][1]["account"] = "wallet:bob:USD"
+
+
+def _capture_in_yen(event: Event) -> None:
+    event["currency"] = "JPY"
+    for posting in event["postings"]:
+        posting["currency"] = "JPY"
+        posting["account"] = posting["account"][:-3] + "JPY"
+
+
+def _release_from_another_hold(event: Event) -> None:
+    event["postings"][0]["account"] = "hold:h1:USD"
+
+
+def _release_of_the_captured_hold(event: Event) -> None:
+    _rename_hold("h1")(event)
+    _of_amount(4000)(event)
+
+
+HOLD_FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
+    "hold with an extra key": (3, _set("evil", 1)),
+    "hold without its amount": (3, lambda e: e.pop("amount")),
+    "hold without its hold_id": (3, lambda e: e.pop("hold_id")),
+    "capture with an expires_at_us": (4, _set("expires_at_us", 2**62)),
+    "capture with an amount": (4, _set("amount", 3000)),
+    "release with an extra key": (7, _set("evil", 1)),
+    "release without its reason": (7, lambda e: e.pop("reason")),
+    "hold expiring at its own timestamp": (3, lambda e: e.update(expires_at_us=e["timestamp_us"])),
+    "hold expiring before it was placed": (
+        3,
+        lambda e: e.update(expires_at_us=e["timestamp_us"] - 1),
+    ),
+    "hold expiry a float": (3, lambda e: e.update(expires_at_us=float(e["expires_at_us"]))),
+    "hold expiry a string": (3, lambda e: e.update(expires_at_us=str(e["expires_at_us"]))),
+    "hold expiry true": (3, _set("expires_at_us", True)),
+    "hold of nothing": (3, _of_amount(0)),
+    "hold of a negative amount (its hold account below zero)": (3, _of_amount(-4000)),
+    "hold amount a float": (3, lambda e: e.update(amount=float(e["amount"]))),
+    "hold amount true, its postings 1": (3, _of_true),
+    "hold id with a space": (3, _rename_hold("h 1")),
+    "hold id holding a colon": (3, _rename_hold("h:1")),
+    "hold id empty": (3, _rename_hold("")),
+    "hold id a number": (3, _set("hold_id", 7)),
+    "hold into another hold's account": (
+        3,
+        lambda e: e["postings"][1].__setitem__("account", "hold:h9:USD"),
+    ),
+    "hold from another user's wallet": (
+        3,
+        lambda e: e["postings"][0].__setitem__("account", "wallet:bob:USD"),
+    ),
+    "capture of a hold never placed": (4, _rename_hold("h9")),
+    "capture to another user than held": (4, _to_bob),
+    "capture in another currency than held": (4, _capture_in_yen),
+    "capture beyond its hold": (4, _capture_paying(4001)),
+    "capture paying nothing": (4, _capture_paying(0)),
+    "capture paying an order an expense paid": (4, _capture_paying_o0),
+    "capture without orders": (4, _capture_without_orders),
+    "capture giving back only what the orders left": (4, _capture_giving_back_the_rest),
+    "capture giving the hold back to another wallet": (4, _hold_back_to_bob),
+    "capture order with an extra key": (4, lambda e: e["orders"][0].__setitem__("evil", 1)),
+    "capture order id no identifier": (4, lambda e: e["orders"][0].__setitem__("order_id", "o 1")),
+    "refund of a captured order beyond what it paid": (5, _of_amount(3001)),
+    "refund naming the hold instead of the capture": (
+        5,
+        lambda e: e.update(expense_id="txn_not_the_capture"),
+    ),
+    "release of another amount": (7, _set("amount", 999)),
+    "release of another amount, its postings agreeing": (7, _of_amount(999)),
+    "release of a hold never placed": (7, _rename_hold("h9")),
+    "release of the captured hold": (7, _release_of_the_captured_hold),
+    "release to another user than held": (7, _to_bob),
+    "release from another hold's account": (7, _release_from_another_hold),
+    "release reason null": (7, _set("reason", None)),
+    "release amount a string": (7, _set("amount", "1000")),
+    "release amount a float": (7, lambda e: e.update(amount=float(e["amount"]))),
+}
+
+
+@pytest.mark.parametrize(("seq", "edit"), list(HOLD_FORGERIES.values()), ids=list(HOLD_FORGERIES))
+def test_both_refuse_a_rechained_hold_forgery(
+    holds: list[Event], seq: int, edit: Callable[[Event], None]
+) -> None:
+    assert checked(edited(holds, seq, edit)) == (False, False)
+
+
+def _copy(events: list[Event]) -> list[Event]:
+    copied: list[Event] = json.loads(json.dumps(events))
+    return copied
+
+
+def _expiring(holds: list[Event], *, capture_before_us: int) -> list[Event]:
+    """Hold h1 expiring `capture_before_us` after its capture's timestamp (≤ 0: expired)."""
+    events = _copy(holds)
+    events[2]["expires_at_us"] = events[3]["timestamp_us"] + capture_before_us
+    return events
+
+
+def test_both_accept_a_capture_a_microsecond_before_expiry(holds: list[Event]) -> None:
+    assert checked(_expiring(holds, capture_before_us=1)) == (True, True)
+
+
+def test_both_refuse_a_capture_at_or_after_expiry(holds: list[Event]) -> None:
+    assert checked(_expiring(holds, capture_before_us=0)) == (False, False)
+    assert checked(_expiring(holds, capture_before_us=-1)) == (False, False)
+
+
+def test_both_accept_a_release_after_expiry(holds: list[Event]) -> None:
+    """Hold h2 given an expiry between its placing and its release: the release is fine."""
+    events = edited(holds, 6, lambda e: e.update(expires_at_us=e["timestamp_us"] + 1))
+    events[6]["timestamp_us"] = events[5]["timestamp_us"] + 2
+    assert checked(events) == (True, True)
+
+
+def test_both_accept_a_capture_of_the_whole_hold(holds: list[Event]) -> None:
+    """Orders of exactly the hold's amount: nothing goes back, and nothing is beyond it."""
+    assert checked(edited(holds, 4, _capture_paying(4000))) == (True, True)
+
+
+def test_both_refuse_a_second_hold_of_one_hold_id(holds: list[Event]) -> None:
+    """Seq 6 places h1 again (the log ends there: a later release of it is another finding)."""
+    events = edited(holds, 6, _rename_hold("h1"))[:6]
+    assert checked(events) == (False, False)
+    assert checked(holds[:6]) == (True, True)  # as h2: fine
+
+
+def _capture_of_h2(holds: list[Event], seq: int) -> Event:
+    """A capture of h2 (10.00) paying a new order, o2, all of it, as event `seq`."""
+    capture = _copy(holds)[3]
+    capture.update(seq=seq, transaction_id="txn_capture_h2", idempotency_key="c2")
+    _rename_hold("h2")(capture)
+    _capture_paying(1000)(capture)
+    capture["postings"][0]["amount"], capture["postings"][1]["amount"] = -1000, 1000
+    capture["orders"][0]["order_id"] = "o2"
+    for posting in capture["postings"][2:]:
+        posting["order_id"] = "o2"
+    return capture
+
+
+def test_both_refuse_a_second_settlement(holds: list[Event]) -> None:
+    """An eighth event releasing h2 again, or capturing it after its release (which, in
+    the release's place, is a capture both accept)."""
+    release_again = _copy(holds)[6]
+    release_again.update(seq=8, transaction_id="txn_again", idempotency_key="x3")
+    assert checked([*holds, release_again]) == (False, False)
+    assert checked([*holds[:6], _capture_of_h2(holds, 7)]) == (True, True)
+    assert checked([*holds, _capture_of_h2(holds, 8)]) == (False, False)
+
+
+def test_a_null_expiry_is_absent_to_the_engine_and_not_canonical(holds: list[Event]) -> None:
+    """As a null `refund_request_id` above: the engine folds the value (no expiry), the
+    auditor refuses the bytes, which are not those the server writes."""
+    assert checked(edited(holds, 6, _set("expires_at_us", None))) == (False, True)

@@ -30,18 +30,24 @@ from tally.audit.canonical import (
 from tally.audit.chain import GENESIS_HASH, link
 from tally.domain.commands import (
     Adjustment,
+    Capture,
     Command,
     Envelope,
     Expense,
+    Hold,
     OrderLine,
     Recharge,
     Refund,
+    Release,
 )
 from tally.domain.decide import Stamp, decide
 from tally.domain.events import (
     BalanceAdjusted,
     Event,
     ExpensePaid,
+    HoldCaptured,
+    HoldPlaced,
+    HoldReleased,
     Posting,
     RefundIssued,
     WalletRecharged,
@@ -58,6 +64,8 @@ SCHEMA = ROOT / "src" / "tally" / "store" / "migrations" / "sqlite" / "0001_ledg
 LEDGER = "demo"
 T0_US = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
 EXPENSE_ID = "txn_01942098c5e07b3c9a4d2e6f8b1c3d5e"
+HOLD_PLACED_US = T0_US + 300_000_000
+HOLD_EXPIRES_US = HOLD_PLACED_US + 7 * 86_400_000_000  # a week after it was placed
 
 # -- the commands and events behind the vectors --------------------------------------------
 
@@ -99,6 +107,19 @@ REQUESTED_REFUND = Refund(
     currency="USD",
     refund_request_id="rma-7731",
 )
+HOLD = Hold(
+    user_id="alice",
+    amount=25_00,
+    currency="USD",
+    hold_id="auth-5501",
+    expires_at_us=HOLD_EXPIRES_US,
+)
+CAPTURE = Capture(
+    hold_id="auth-5501",
+    orders=(OrderLine(order_id="order-1003", amount=20_00, merchant_id="m-42"),),
+)
+OPEN_HOLD = Hold(user_id="alice", amount=10_00, currency="USD", hold_id="auth-5502")
+RELEASE = Release(hold_id="auth-5502", reason="order cancelled")
 
 COMMANDS: dict[str, tuple[str, str, Command]] = {
     # name: (idempotency key, actor, command)
@@ -108,6 +129,10 @@ COMMANDS: dict[str, tuple[str, str, Command]] = {
     "4-adjustment": ("ops-adjust-1", "ops@example.com", ADJUSTMENT),
     "5-refund-request": ("rma-7731-try-1", "api:key_7", REQUESTED_REFUND),
     "6-recharge-reference": ("stripe-webhook-evt-1", "api:key_7", REFERENCED_RECHARGE),
+    "7-hold": ("auth-5501-hold", "api:key_7", HOLD),
+    "8-capture": ("auth-5501-capture", "api:key_7", CAPTURE),
+    "9-hold-open": ("auth-5502-hold", "api:key_7", OPEN_HOLD),
+    "10-release": ("auth-5502-release", "api:key_7", RELEASE),
 }
 
 VECTOR_EVENTS: list[tuple[str, Event]] = [
@@ -253,6 +278,90 @@ VECTOR_EVENTS: list[tuple[str, Event]] = [
             gateway_reference="pi_3QxYz0001",
         ),
     ),
+    (
+        "7-hold",
+        HoldPlaced(
+            seq=7,
+            transaction_id="txn_0194209ddcb05d7c6b5a49382716f5e4",
+            timestamp_us=HOLD_PLACED_US,
+            idempotency_key="auth-5501-hold",
+            command_digest=command_digest(HOLD),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="wallet:alice:USD", currency="USD", amount=-25_00),
+                Posting(account="hold:auth-5501:USD", currency="USD", amount=25_00),
+            ),
+            hold_id="auth-5501",
+            amount=25_00,
+            expires_at_us=HOLD_EXPIRES_US,
+        ),
+    ),
+    (
+        "8-capture",
+        HoldCaptured(
+            seq=8,
+            transaction_id="txn_0194209ec7106e8d7c6b5a4938270615",
+            timestamp_us=T0_US + 360_000_000,
+            idempotency_key="auth-5501-capture",
+            command_digest=command_digest(CAPTURE),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="hold:auth-5501:USD", currency="USD", amount=-25_00),
+                Posting(account="wallet:alice:USD", currency="USD", amount=25_00),
+                Posting(
+                    account="wallet:alice:USD", currency="USD", amount=-20_00, order_id="order-1003"
+                ),
+                Posting(
+                    account="revenue:m-42:USD", currency="USD", amount=20_00, order_id="order-1003"
+                ),
+            ),
+            hold_id="auth-5501",
+            orders=CAPTURE.orders,
+        ),
+    ),
+    (
+        "9-hold-open",
+        HoldPlaced(
+            seq=9,
+            transaction_id="txn_0194209fb1707f9e8d7c6b5a49381726",
+            timestamp_us=T0_US + 420_000_000,
+            idempotency_key="auth-5502-hold",
+            command_digest=command_digest(OPEN_HOLD),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="wallet:alice:USD", currency="USD", amount=-10_00),
+                Posting(account="hold:auth-5502:USD", currency="USD", amount=10_00),
+            ),
+            hold_id="auth-5502",
+            amount=10_00,
+        ),
+    ),
+    (
+        "10-release",
+        HoldReleased(
+            seq=10,
+            transaction_id="txn_019420a09bd0806f9e8d7c6b5a492837",
+            timestamp_us=T0_US + 480_000_000,
+            idempotency_key="auth-5502-release",
+            command_digest=command_digest(RELEASE),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="hold:auth-5502:USD", currency="USD", amount=-10_00),
+                Posting(account="wallet:alice:USD", currency="USD", amount=10_00),
+            ),
+            hold_id="auth-5502",
+            amount=10_00,
+            reason="order cancelled",
+        ),
+    ),
 ]
 
 # -- reading the document -----------------------------------------------------------------
@@ -360,9 +469,12 @@ def test_the_decider_produces_exactly_the_vector_events() -> None:
         event = decide(state, envelope, stamp, currencies=currencies())
         assert event == expected
         evolve(state, event)
-    assert (
-        state.balance("wallet:alice:USD") == 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00 + 30_00
-    )
+    alice = 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00 + 30_00 - 25_00 + 25_00 - 20_00
+    assert state.balance("wallet:alice:USD") == alice - 10_00 + 10_00
+    assert state.balance("hold:auth-5501:USD") == state.balance("hold:auth-5502:USD") == 0
+    captured = state.hold("auth-5501")
+    assert captured is not None
+    assert captured.settled_by == VECTOR_EVENTS[7][1].transaction_id  # the capture
 
 
 @pytest.mark.parametrize(
@@ -425,8 +537,11 @@ def test_auditor_accepts_the_vector_log() -> None:
     head = vector_head()
     report = tally_audit.verify_events(LEDGER, vector_rows(), head)
     assert report.finding is None
-    assert (report.events, report.head_seq, report.head_hash) == (6, 6, head[1])
-    assert report.balances["wallet:alice:USD"] == 170_00
+    events = len(VECTOR_EVENTS)
+    assert (report.events, report.head_seq, report.head_hash) == (events, events, head[1])
+    assert report.balances["wallet:alice:USD"] == 150_00
+    assert report.balances["hold:auth-5501:USD"] == report.balances["hold:auth-5502:USD"] == 0
+    assert report.balances["revenue:m-42:USD"] == 35_00 - 10_00 + 20_00
     assert sum(report.balances.values()) == 0
 
 
@@ -466,7 +581,7 @@ def test_tally_audit_command_checks_a_sqlite_file(
             )
     db.close()
     assert audit_main([str(path)]) == 0
-    assert capsys.readouterr().out == f"ok {LEDGER}: 6 events, head {head[1].hex()}\n"
+    assert capsys.readouterr().out == f"ok {LEDGER}: {head[0]} events, head {head[1].hex()}\n"
 
     db = sqlite3.connect(path)
     with db:

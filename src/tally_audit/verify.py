@@ -17,7 +17,9 @@ INT64_MIN = -(2**63)
 # Sent to `verify_received` instead of the end of the log when the sender stopped reading it.
 UNFINISHED = "unfinished"
 _BYTES = (bytes, bytearray, memoryview)  # what a row source may hand over for a BLOB
-EVENT_TYPES = frozenset({"recharge", "expense", "refund", "adjustment"})
+EVENT_TYPES = frozenset(
+    {"recharge", "expense", "refund", "adjustment", "hold", "capture", "release"}
+)
 # "No other keys appear" (docs/log-format.md): the keys of each event type, exactly.
 _COMMON_KEYS = frozenset(
     {
@@ -41,11 +43,19 @@ EVENT_KEYS = {
     "expense": _COMMON_KEYS | {"orders"},
     "refund": _COMMON_KEYS | {"expense_id", "order_id", "amount", "reason"},
     "adjustment": _COMMON_KEYS | {"amount", "reason"},
+    "hold": _COMMON_KEYS | {"hold_id", "amount"},
+    "capture": _COMMON_KEYS | {"hold_id", "orders"},
+    "release": _COMMON_KEYS | {"hold_id", "amount", "reason"},
 }
 # The keys a body of the type may have besides: absent, never null, when not given.
 OPTIONAL_KEYS = {
     "recharge": frozenset({"gateway_reference"}),
     "refund": frozenset({"refund_request_id"}),
+    "hold": frozenset({"expires_at_us"}),  # an integer, checked by `_Invariants._hold`
+}
+_OPTIONAL_IDS = {  # by type, the optional keys that are identifiers when present
+    "recharge": ("gateway_reference",),
+    "refund": ("refund_request_id",),
 }
 _NOT_TEXT = "the ledger's name is not text"
 # Ids that name an account's owner or an order (docs/log-format.md, "Identifiers")
@@ -59,9 +69,13 @@ _IDS = {  # by type, the ids outside `orders` that must be identifiers
     "expense": ("user_id",),
     "refund": ("user_id", "expense_id", "order_id"),
     "adjustment": ("user_id",),
+    "hold": ("user_id", "hold_id"),
+    "capture": ("user_id", "hold_id"),
+    "release": ("user_id", "hold_id"),
 }
 POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
 ORDER_KEYS = frozenset({"order_id", "amount", "merchant_id"})
+_FLOORED = ("wallet:", "hold:")  # the accounts whose balance never goes below zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +279,7 @@ def _check_types(event: dict[str, object], kind: str) -> None:
     for name in _IDS[kind]:
         if not isinstance(event[name], str) or not IDENTIFIER.fullmatch(str(event[name])):
             raise _Bad(f"malformed {name} (not an identifier)")
-    for optional in OPTIONAL_KEYS.get(kind, ()):  # identifiers when present, never null
+    for optional in _OPTIONAL_IDS.get(kind, ()):  # identifiers when present, never null
         if optional in event:
             value = event[optional]
             if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
@@ -276,7 +290,7 @@ def _check_types(event: dict[str, object], kind: str) -> None:
 
 
 class _Invariants:
-    """Folds balances and orders; raises `_Bad` at the first broken invariant."""
+    """Folds balances, orders and holds; raises `_Bad` at the first broken invariant."""
 
     def __init__(self, balances: dict[str, int]) -> None:
         self.balances = balances
@@ -285,6 +299,9 @@ class _Invariants:
         self.keys: set[str] = set()
         self.refund_requests: set[str] = set()  # one refund per refund request
         self.gateway_payments: set[tuple[str, str]] = set()  # one recharge per payment
+        # hold_id -> (user_id, currency, amount, expires_at_us or None)
+        self.holds: dict[str, tuple[str, str, int, int | None]] = {}
+        self.settled_holds: set[str] = set()  # captured or released
 
     def apply(self, event: dict[str, object]) -> None:
         key = event.get("idempotency_key")
@@ -296,11 +313,17 @@ class _Invariants:
         if kind == "recharge":
             expected = self._recharge(event, postings)
         elif kind == "expense":
-            expected = self._expense(event)
+            expected = self._pay_orders(event, [])
         elif kind == "refund":
             expected = self._refund(event)
-        else:
+        elif kind == "adjustment":
             expected = self._adjustment(event)
+        elif kind == "hold":
+            expected = self._hold(event)
+        elif kind == "capture":
+            expected = self._capture(event)
+        else:
+            expected = self._release(event)
         if postings != expected:
             raise _Bad(f"postings are not those the format prescribes for this {kind}")
         self._post(postings)
@@ -311,7 +334,7 @@ class _Invariants:
             after = self.balances.get(account, 0) + amount
             if not INT64_MIN <= after <= INT64_MAX:
                 raise _Bad(f"{account} leaves the signed 64-bit range")
-            if account.startswith("wallet:") and after < 0:
+            if after < 0 and account.startswith(_FLOORED):
                 raise _Bad(f"{account} goes below zero ({after})")
             self.balances[account] = after
             totals[currency] = totals.get(currency, 0) + amount
@@ -336,12 +359,15 @@ class _Invariants:
             (_wallet(event), currency, amount, None),
         ]
 
-    def _expense(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+    def _pay_orders(
+        self, event: dict[str, object], expected: list[tuple[str, str, int, object]]
+    ) -> list[tuple[str, str, int, object]]:
+        """An expense's (or a capture's) orders: each recorded as paid by the event's
+        transaction, and its two legs appended to `expected`, which is returned."""
         orders = event.get("orders")
         if not isinstance(orders, list) or not orders:
-            raise _Bad("expense without orders")
+            raise _Bad(f"{event['type']} without orders")
         currency, wallet = str(event["currency"]), _wallet(event)
-        expected: list[tuple[str, str, int, object]] = []
         for order in orders:
             if not isinstance(order, dict) or order.keys() != ORDER_KEYS:
                 raise _Bad("malformed order")
@@ -404,6 +430,68 @@ class _Invariants:
             (f"equity:adjustments:{currency}", currency, -amount, None),
             (_wallet(event), currency, amount, None),
         ]
+
+    def _hold(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+        hold_id, amount = str(event["hold_id"]), event.get("amount")
+        if type(amount) is not int or amount <= 0:
+            raise _Bad("malformed hold (a positive amount)")
+        expires_at_us: int | None = None  # the key is absent when the hold never expires
+        if "expires_at_us" in event:
+            given = event["expires_at_us"]
+            if type(given) is not int or given <= int(str(event["timestamp_us"])):
+                raise _Bad("malformed hold (expires_at_us an integer after its timestamp_us)")
+            expires_at_us = given
+        if hold_id in self.holds:
+            raise _Bad(f"hold {hold_id} placed twice")
+        currency = str(event["currency"])
+        self.holds[hold_id] = (str(event["user_id"]), currency, amount, expires_at_us)
+        return [
+            (_wallet(event), currency, -amount, None),
+            (f"hold:{hold_id}:{currency}", currency, amount, None),
+        ]
+
+    def _capture(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+        hold_id = str(event["hold_id"])
+        _, currency, amount, expires_at_us = self._settle(event)
+        if expires_at_us is not None and int(str(event["timestamp_us"])) >= expires_at_us:
+            raise _Bad(f"hold {hold_id} captured after it expired")
+        expected = self._pay_orders(event, _hold_back(event, currency, amount))
+        # What the orders pay their merchants: the positive legs after the hold's two
+        if sum(leg[2] for leg in expected[2:] if leg[2] > 0) > amount:
+            raise _Bad(f"hold {hold_id} captured beyond its amount")
+        return expected
+
+    def _release(self, event: dict[str, object]) -> list[tuple[str, str, int, object]]:
+        _, currency, amount, _ = self._settle(event)
+        released = event.get("amount")
+        if type(released) is not int or released != amount:
+            raise _Bad(f"release of another amount than hold {event['hold_id']} holds")
+        if not isinstance(event.get("reason"), str):
+            raise _Bad("malformed release (a reason, which may be empty)")
+        return _hold_back(event, currency, amount)
+
+    def _settle(self, event: dict[str, object]) -> tuple[str, str, int, int | None]:
+        """The open hold a capture or release names, from now on settled."""
+        hold_id = str(event["hold_id"])
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            raise _Bad(f"{event['type']} of hold {hold_id}, which was never placed")
+        if hold_id in self.settled_holds:
+            raise _Bad(f"hold {hold_id} settled twice")
+        if (event["user_id"], event["currency"]) != hold[:2]:
+            raise _Bad(f"{event['type']} of hold {hold_id} to another wallet than held it")
+        self.settled_holds.add(hold_id)
+        return hold
+
+
+def _hold_back(
+    event: dict[str, object], currency: str, amount: int
+) -> list[tuple[str, str, int, object]]:
+    """A hold's whole amount back to its wallet: how a release ends and a capture begins."""
+    return [
+        (f"hold:{event['hold_id']}:{currency}", currency, -amount, None),
+        (_wallet(event), currency, amount, None),
+    ]
 
 
 def _wallet(event: dict[str, object]) -> str:
