@@ -40,6 +40,13 @@ def test_the_curl_session_runs(live: Any) -> None:
     assert "idempotent-replayed: true" in done.stdout.lower()
     assert '{"user_id":"alice","balances":[{"currency":"USD","balance":"135.00"}]}' in done.stdout
     assert '"refundable":"30.00"' in done.stdout
+    # the holds: one captured (40.00 paid, 20.00 back, 15.00 of its order refunded), one
+    # released
+    assert '"status":"captured","expires_at":"2099-01-01T00:00:00.000000Z","captured":"40.00"' in (
+        done.stdout
+    )
+    assert '"released":"20.00"' in done.stdout
+    assert '{"user_id":"alice","balances":[{"currency":"USD","balance":"110.00"}]}' in done.stdout
 
 
 def test_the_sdk_snippet_runs(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:

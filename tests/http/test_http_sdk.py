@@ -217,6 +217,8 @@ def test_the_client_models_match_the_servers() -> None:
         (client_models.Balances, server_models.Balances),
         (client_models.StatementPage, server_models.StatementPage),
         (client_models.Order, server_models.Order),
+        (client_models.Hold, server_models.Hold),
+        (client_models.HoldTransaction, server_models.HoldTransaction),
         (client_models.EventsPage, server_models.EventsPage),
         (client_models.LoggedEvent, server_models.LoggedEvent),
         (client_models.Problem, server_models.Problem),

@@ -20,11 +20,12 @@ Poster = Callable[..., httpx.Response]
 
 @dataclass(frozen=True, slots=True)
 class Shop:
-    """A user with a recharge, an expense of one order and a refund in ledger "shop"."""
+    """A user with a recharge, an expense of one order and two open holds in ledger "shop"."""
 
     user_id: str
     order_id: str
     expense_id: str
+    hold_ids: tuple[str, str]  # one for the capture, one for the release
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +50,26 @@ def shop(live: Any, unique: Callable[[str], str], poster: Poster) -> Shop:
             "/v1/expenses",
             {"user_id": user, "currency": "USD", "orders": [{"order_id": order, "amount": "4.00"}]},
         )
+        hold_ids = (unique("h"), unique("h"))
+        for hold_id in hold_ids:
+            held = poster(
+                http,
+                "/v1/holds",
+                {"user_id": user, "amount": "1.00", "currency": "USD", "hold_id": hold_id},
+            )
+            assert held.status_code == 201, held.text
     assert paid.status_code == 201
-    return Shop(user_id=user, order_id=order, expense_id=paid.json()["transaction_id"])
+    return Shop(
+        user_id=user,
+        order_id=order,
+        expense_id=paid.json()["transaction_id"],
+        hold_ids=hold_ids,
+    )
 
 
 def calls(shop: Shop) -> list[Call]:
     user = shop.user_id
+    captured, released = shop.hold_ids
     return [
         Call(
             "POST",
@@ -101,10 +116,24 @@ def calls(shop: Shop) -> list[Call]:
             },
             Scope.WRITE,
         ),
+        Call(
+            "POST",
+            "/v1/holds",
+            {"user_id": user, "amount": "1.00", "currency": "USD", "hold_id": f"h-{uuid.uuid4()}"},
+            Scope.WRITE,
+        ),
+        Call(
+            "POST",
+            f"/v1/holds/{captured}/capture",
+            {"orders": [{"order_id": f"x-{uuid.uuid4().hex}", "amount": "0.50"}]},
+            Scope.WRITE,
+        ),
+        Call("POST", f"/v1/holds/{released}/release", {}, Scope.WRITE),
         Call("GET", f"/v1/users/{user}/balances", None, Scope.READ),
         Call("GET", f"/v1/users/{user}/statement?currency=USD", None, Scope.READ),
         Call("GET", f"/v1/transactions/{shop.expense_id}", None, Scope.READ),
         Call("GET", f"/v1/orders/{shop.order_id}", None, Scope.READ),
+        Call("GET", f"/v1/holds/{captured}", None, Scope.READ),
         Call("GET", "/v1/events", None, Scope.READ),
     ]
 
@@ -141,6 +170,8 @@ def test_the_matrix_covers_every_v1_route(live: Any, shop: Shop) -> None:
         (m, p.replace(shop.expense_id, "{transaction_id}").replace(shop.order_id, "{order_id}"))
         for m, p in covered
     }
+    for hold_id in shop.hold_ids:
+        covered = {(m, p.replace(hold_id, "{hold_id}")) for m, p in covered}
     assert covered == documented
 
 
@@ -179,12 +210,20 @@ def test_another_ledgers_ids_do_not_exist(live: Any, shop: Shop) -> None:
     reads_first = sorted(calls(shop), key=lambda call: call.method != "GET")
     for call in reads_first:
         response = send(live, call, foreign)
-        if "/transactions/" in call.path or "/orders/" in call.path:
+        if call.method == "GET" and call.path.startswith(
+            ("/v1/transactions/", "/v1/orders/", "/v1/holds/")
+        ):
             assert response.status_code == 404, response.text
             assert response.json()["code"] == "not_found"
         elif call.path == "/v1/refunds":
             assert response.status_code == 404, response.text
             assert response.json()["code"] == "expense_unknown"
+        elif call.path.startswith("/v1/holds/"):  # another ledger's hold: a capture, a release
+            assert response.status_code == 404, response.text
+            assert (response.json()["code"], response.json()["field"]) == (
+                "hold_unknown",
+                "hold_id",
+            )
         elif call.path.endswith("/balances"):
             assert response.json() == {"user_id": shop.user_id, "balances": []}
         elif "/statement" in call.path:

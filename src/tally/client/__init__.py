@@ -6,6 +6,8 @@
         tally.recharge("alice", "200.00", "USD", gateway="paypal")
         paid = tally.expense("alice", "USD", [OrderLine(order_id="o-1", amount="50.00")])
         tally.refund(paid.transaction_id, "o-1", "20.00", reason="returned")
+        tally.hold("alice", "30.00", "USD", "auth-1")  # set aside, then captured or released
+        tally.capture("auth-1", [OrderLine(order_id="o-2", amount="25.00")])
         print(tally.balances("alice").of("USD"))
 
 It depends on httpx and msgspec only, never on the server's code, so it ships alone.
@@ -35,9 +37,13 @@ from tally.client.models import (
     Balances,
     BatchCommand,
     BatchResult,
+    CaptureCommand,
     Entry,
     EventsPage,
     ExpenseCommand,
+    Hold,
+    HoldCommand,
+    HoldTransaction,
     LoggedEvent,
     Order,
     OrderLine,
@@ -46,6 +52,7 @@ from tally.client.models import (
     RechargeCommand,
     RefundCommand,
     RefundOf,
+    ReleaseCommand,
     StatementPage,
     Transaction,
 )
@@ -58,12 +65,16 @@ __all__ = [
     "Balances",
     "BatchCommand",
     "BatchResult",
+    "CaptureCommand",
     "Client",
     "Conflict",
     "Entry",
     "EventsPage",
     "ExpenseCommand",
     "Forbidden",
+    "Hold",
+    "HoldCommand",
+    "HoldTransaction",
     "InvalidArgument",
     "InvalidRequest",
     "LoggedEvent",
@@ -76,6 +87,7 @@ __all__ = [
     "RefundCommand",
     "RefundOf",
     "Refused",
+    "ReleaseCommand",
     "ServerError",
     "StatementPage",
     "TallyError",

@@ -215,6 +215,29 @@ def adjustment_body(
     return _with_optional(body, metadata=None if metadata is None else dict(metadata))
 
 
+def capture_body(
+    orders: Sequence[models.OrderLine], metadata: Mapping[str, str] | None
+) -> dict[str, Any]:
+    body = {"orders": [o.to_json() for o in orders]}
+    return _with_optional(body, metadata=None if metadata is None else dict(metadata))
+
+
+def release_body(reason: str, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    return _with_optional(
+        {},
+        reason=reason or None,  # "" is no reason, as the server takes it
+        metadata=None if metadata is None else dict(metadata),
+    )
+
+
+def capture_path(hold_id: str) -> str:
+    return f"/v1/holds/{_segment(hold_id)}/capture"
+
+
+def release_path(hold_id: str) -> str:
+    return f"/v1/holds/{_segment(hold_id)}/release"
+
+
 def write(path: str, body: dict[str, Any], key: str | None) -> Plan[models.Transaction]:
     return Plan(
         method="POST", path=path, body=body, read=_read_transaction, idempotency_key=_key(key)
@@ -270,6 +293,10 @@ def transaction(transaction_id: str) -> Plan[models.Transaction]:
 
 def order(order_id: str) -> Plan[models.Order]:
     return Plan(method="GET", path=f"/v1/orders/{_segment(order_id)}", read=_reader(models.Order))
+
+
+def hold(hold_id: str) -> Plan[models.Hold]:
+    return Plan(method="GET", path=f"/v1/holds/{_segment(hold_id)}", read=_reader(models.Hold))
 
 
 def events(after_seq: int, limit: int) -> Plan[models.EventsPage]:

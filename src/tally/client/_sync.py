@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 
@@ -58,7 +59,9 @@ class Client:
         self.close()
 
     def _call(self, plan: _plans.Plan[T]) -> T:
-        headers = {"Content-Type": "application/json", **plan.headers()} if plan.body else {}
+        # `{}` is a body too (a release without reason or metadata); only reads send none
+        has_body = plan.body is not None
+        headers = {"Content-Type": "application/json", **plan.headers()} if has_body else {}
         content = plan.content()
         for attempt in range(self.retries_max + 1):
             last = attempt == self.retries_max
@@ -149,6 +152,52 @@ class Client:
         body = _plans.adjustment_body(user_id, amount, currency, reason, metadata)
         return self._call(_plans.write("/v1/adjustments", body, idempotency_key))
 
+    def hold(
+        self,
+        user_id: str,
+        amount: models.Amount,
+        currency: str,
+        hold_id: str,
+        *,
+        expires_at: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        """Set `amount` of USER's wallet aside under `hold_id` (your id of it, unique in the
+        ledger: a second hold naming it raises `Conflict`, `hold_already_placed`) until it
+        is captured or released. From `expires_at` (a datetime with a zone, or RFC 3339
+        text) on, it can only be released."""
+        body = models.hold_json(
+            user_id, amount, currency, hold_id, expires_at=expires_at, metadata=metadata
+        )
+        return self._call(_plans.write("/v1/holds", body, idempotency_key))
+
+    def capture(
+        self,
+        hold_id: str,
+        orders: Sequence[models.OrderLine],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        """Pay `orders` (in the hold's currency) from an open hold, all or none; what they
+        do not take goes back to the wallet. A refund of one of them names this
+        transaction's id as its expense."""
+        body = _plans.capture_body(orders, metadata)
+        return self._call(_plans.write(_plans.capture_path(hold_id), body, idempotency_key))
+
+    def release(
+        self,
+        hold_id: str,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        """Give an open hold's whole amount back to the wallet (an expired hold's too)."""
+        body = _plans.release_body(reason, metadata)
+        return self._call(_plans.write(_plans.release_path(hold_id), body, idempotency_key))
+
     def batch(
         self, commands: Sequence[models.BatchCommand], *, idempotency_key: str | None = None
     ) -> list[models.BatchResult]:
@@ -191,6 +240,9 @@ class Client:
 
     def order(self, order_id: str) -> models.Order:
         return self._call(_plans.order(order_id))
+
+    def get_hold(self, hold_id: str) -> models.Hold:
+        return self._call(_plans.hold(hold_id))
 
     def events(self, *, after_seq: int = 0, limit: int = 100) -> models.EventsPage:
         return self._call(_plans.events(after_seq, limit))

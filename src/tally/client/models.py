@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +31,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     reference_order_ids: list[str]
     metadata: dict[str, str]
     refund_of: RefundOf | None
+    hold_id: str | None = None  # of a hold's, capture's or release's line
 
 
 class Transaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +52,7 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str
     actor: str
     entries: list[Entry]
+    hold_id: str | None = None  # of a hold, a capture or a release
     replayed: bool = False
 
 
@@ -90,6 +94,31 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     refunded: str
     refundable: str
     transactions: list[OrderTransaction]
+
+
+class HoldTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str
+    event_type: str  # hold, then capture or release
+    seq: int
+    timestamp: str
+
+
+class Hold(msgspec.Struct, frozen=True, kw_only=True):
+    """A hold: `status` is "open", "expired" (no longer capturable: release it),
+    "captured" or "released"; `captured` is what its orders took, `released` what went back
+    to the wallet once it was settled."""
+
+    hold_id: str
+    user_id: str
+    currency: str
+    amount: str
+    status: str
+    expires_at: str | None
+    captured: str
+    released: str
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    transactions: list[HoldTransaction]
 
 
 class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,4 +287,103 @@ class AdjustmentCommand(msgspec.Struct, frozen=True, kw_only=True):
         }
 
 
-BatchCommand = RechargeCommand | ExpenseCommand | RefundCommand | AdjustmentCommand
+class HoldCommand(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    amount: Amount
+    currency: str
+    hold_id: str
+    expires_at: datetime | str | None = None  # a datetime with a zone, or RFC 3339 text
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        fields = hold_json(
+            self.user_id,
+            self.amount,
+            self.currency,
+            self.hold_id,
+            expires_at=self.expires_at,
+            metadata=self.metadata,
+        )
+        return {"type": "hold", "idempotency_key": self.idempotency_key, **fields}
+
+
+class CaptureCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """A capture inside a batch. Its hold must be placed already: a hold placed in the same
+    batch is not known yet when the batch's amounts are read (`hold_unknown`)."""
+
+    hold_id: str
+    orders: tuple[OrderLine, ...]
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "capture",
+            "idempotency_key": self.idempotency_key,
+            "hold_id": self.hold_id,
+            "orders": [line.to_json() for line in self.orders],
+            **_metadata(self.metadata),
+        }
+
+
+class ReleaseCommand(msgspec.Struct, frozen=True, kw_only=True):
+    hold_id: str
+    reason: str = ""
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "release",
+            "idempotency_key": self.idempotency_key,
+            "hold_id": self.hold_id,
+            **_metadata(self.metadata),
+        }
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+def hold_json(
+    user_id: str,
+    amount: Amount,
+    currency: str,
+    hold_id: str,
+    *,
+    expires_at: datetime | str | None,
+    metadata: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """A hold's fields as the API takes them (the single route's body, a batch command's)."""
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "amount": amount_text(amount),
+        "currency": currency,
+        "hold_id": hold_id,
+    }
+    if expires_at is not None:
+        body["expires_at"] = instant_text(expires_at)
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def instant_text(moment: datetime | str) -> str:
+    """RFC 3339 text of a moment: a datetime as ISO 8601 (the server refuses one without a
+    zone, `expiry_invalid`), text as it is."""
+    if isinstance(moment, datetime):
+        return moment.isoformat()
+    if isinstance(moment, str):
+        return moment
+    raise TypeError(f"a moment is a datetime or RFC 3339 text, never {type(moment).__name__}")
+
+
+BatchCommand = (
+    RechargeCommand
+    | ExpenseCommand
+    | RefundCommand
+    | AdjustmentCommand
+    | HoldCommand
+    | CaptureCommand
+    | ReleaseCommand
+)

@@ -1,13 +1,15 @@
 """The writes' common case, answered beneath the framework.
 
-A POST to one of the five write routes that carries a live key already in the key cache with
-the scope it needs, `Content-Type: application/json`, an `Idempotency-Key` of 1 to 255
-characters and a body that decodes into the route's request type and converts into a
-command is submitted here with the same code the Litestar handlers use (`writes.write_one`,
-`writes.write_batch`) and answered with the same bytes. Everything else — no key or one not
-cached yet, another content type, a body that does not decode or convert, a key in flight,
-a refund of an expense the writer has not seen, a ledger whose writer has not started — is
-handed to Litestar untouched, the body replayed, and answered there exactly as before.
+A POST to one of the six write routes of fixed paths (recharges, expenses, refunds,
+adjustments, holds and batches; a hold's capture and release, whose paths name the hold, are
+Litestar's) that carries a live key already in the key cache with the scope it needs,
+`Content-Type: application/json`, an `Idempotency-Key` of 1 to 255 characters and a body that
+decodes into the route's request type and converts into a command is submitted here with the
+same code the Litestar handlers use (`writes.write_one`, `writes.write_batch`) and answered
+with the same bytes. Everything else — no key or one not cached yet, another content type, a
+body that does not decode or convert, a key in flight, a refund of an expense (or a batch's
+capture of a hold) the writer has not seen, a ledger whose writer has not started — is handed
+to Litestar untouched, the body replayed, and answered there exactly as before.
 Nothing has been submitted when a request is handed over, so none is submitted twice.
 
 Measured (docs/benchmarks.md): Litestar's routing, parameter parsing, guards and exception
@@ -31,7 +33,7 @@ from tally.domain.commands import Command
 from tally.domain.decide import check_identifier
 from tally.domain.rejections import Rejected
 from tally.engine.writer import LedgerWriter
-from tally.http import commands, models, reads, writes
+from tally.http import commands, currencies, models, reads, writes
 from tally.http.problems import PROBLEM_JSON, ApiProblem, EdgeProblem, of_rejection, problem
 from tally.http.services import Services
 from tally.money import exponent
@@ -67,6 +69,7 @@ class DirectWrites:
             "/v1/expenses": _route(Scope.WRITE, models.ExpenseRequest, single, _expense),
             "/v1/refunds": _route(Scope.WRITE, models.RefundRequest, single, _refund),
             "/v1/adjustments": _route(Scope.ADMIN, models.AdjustmentRequest, single, _adjustment),
+            "/v1/holds": _route(Scope.WRITE, models.HoldRequest, single, _hold),
             "/v1/batch": _Route(
                 Scope.WRITE,
                 msgspec.json.Decoder(models.BatchRequest),
@@ -301,6 +304,10 @@ def _adjustment(data: models.AdjustmentRequest, _: LedgerWriter) -> Command:
     return commands.adjustment(data)
 
 
+def _hold(data: models.HoldRequest, _: LedgerWriter) -> Command:
+    return commands.hold(data)
+
+
 def _refund(data: models.RefundRequest, writer: LedgerWriter) -> Command | None:
     currency = writer.state.expenses.get(data.expense_id)
     if currency is None:  # perhaps written by another process: Litestar looks in the log
@@ -314,11 +321,18 @@ async def _batch(
     writes.check_batch_key(idempotency_key)  # first, as in Litestar's handler
     if len(data.commands) > limits.batch_commands_max:
         return None
-    known = writer.state.expenses
-    currencies = {}
-    for expense_id in writes.refunded_expenses(data):
-        currency = known.get(expense_id)
-        if currency is None:
+    state = writer.state
+    expenses = {}
+    for expense_id in currencies.refunded_expenses(data):
+        currency = state.expenses.get(expense_id)
+        if currency is None:  # perhaps written by another process: Litestar looks in the log
             return None
-        currencies[expense_id] = currency
-    return await writes.write_batch(services, key, data, currencies, idempotency_key)
+        expenses[expense_id] = currency
+    holds = {}
+    for hold_id in currencies.captured_holds(data):
+        held = state.hold(hold_id)
+        if held is None:  # perhaps placed by another process: Litestar looks it up
+            return None
+        holds[hold_id] = held.currency
+    read_in = commands.Currencies(expenses=expenses, holds=holds)
+    return await writes.write_batch(services, key, data, read_in, idempotency_key)

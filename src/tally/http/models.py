@@ -4,7 +4,7 @@ which views builds directly (no dicts to convert), re-exported here."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -95,6 +95,44 @@ class AdjustmentRequest(_Strict):
     metadata: Metadata | None = None
 
 
+class HoldRequest(_Strict):
+    user_id: str
+    amount: Amount
+    currency: Currency
+    hold_id: Annotated[
+        str,
+        msgspec.Meta(
+            description="Your id of the hold (an identifier), unique in the ledger: how its "
+            "capture and release name it (`hold_already_placed` when used again)."
+        ),
+    ]
+    expires_at: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="RFC 3339 with a zone, in the future: from then on the hold can no "
+            "longer be captured (`hold_expired`), only released. None: it never expires.",
+            examples=["2026-01-31T00:00:00Z"],
+        ),
+    ] = None
+    metadata: Metadata | None = None
+
+
+class CaptureRequest(_Strict):
+    orders: Annotated[
+        list[OrderRequest],
+        msgspec.Meta(
+            description="The orders the hold pays, all or none, in the hold's currency; "
+            "what they do not take goes back to the wallet."
+        ),
+    ]
+    metadata: Metadata | None = None
+
+
+class ReleaseRequest(_Strict):
+    reason: str | None = None
+    metadata: Metadata | None = None
+
+
 class BatchRecharge(RechargeRequest, tag_field="type", tag="recharge", kw_only=True):
     idempotency_key: str
 
@@ -111,7 +149,29 @@ class BatchAdjustment(AdjustmentRequest, tag_field="type", tag="adjustment", kw_
     idempotency_key: str
 
 
-BatchCommand = BatchRecharge | BatchExpense | BatchRefund | BatchAdjustment
+class BatchHold(HoldRequest, tag_field="type", tag="hold", kw_only=True):
+    idempotency_key: str
+
+
+class BatchCapture(CaptureRequest, tag_field="type", tag="capture", kw_only=True):
+    idempotency_key: str
+    hold_id: str
+
+
+class BatchRelease(ReleaseRequest, tag_field="type", tag="release", kw_only=True):
+    idempotency_key: str
+    hold_id: str
+
+
+BatchCommand = (
+    BatchRecharge
+    | BatchExpense
+    | BatchRefund
+    | BatchAdjustment
+    | BatchHold
+    | BatchCapture
+    | BatchRelease
+)
 
 
 class BatchRequest(_Strict):
@@ -156,6 +216,32 @@ class Order(msgspec.Struct, kw_only=True):
     refunded: str
     refundable: str
     transactions: list[OrderTransaction]
+
+
+class HoldTransaction(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    event_type: str
+    seq: int
+    timestamp: str
+
+
+class Hold(msgspec.Struct, kw_only=True):
+    """A hold (`tally.views.hold_view`): `status` is open, expired (no longer capturable:
+    release it), captured or released."""
+
+    hold_id: str
+    user_id: str
+    currency: str
+    amount: str
+    status: Literal["open", "expired", "captured", "released"]
+    expires_at: str | None
+    captured: Annotated[str, msgspec.Meta(description="What the capture's orders took.")]
+    released: Annotated[
+        str, msgspec.Meta(description="What went back to the wallet once it was settled.")
+    ]
+    reference_order_ids: list[str]
+    metadata: dict[str, str]
+    transactions: list[HoldTransaction]
 
 
 class LoggedEvent(msgspec.Struct, kw_only=True):

@@ -1,13 +1,14 @@
-"""GET routes: balances, statements, transactions, orders and the log itself.
+"""GET routes: balances, statements, transactions, orders, holds and the log itself.
 
 Reads go straight to the store's projections, on the services' reader threads (the stores
 are blocking; PostgreSQL's are read on the server's loop instead, see `LoopReads`), and only
-ever within the key's own ledger: an id from another ledger is simply
-not found. An id that is no identifier (`is_identifier`: every user, order and transaction id is
-one) is answered without a query, the same from every store (PostgreSQL refuses a text holding
-NUL, which SQLite would look up and not find): a transaction or an order is not found, and a
-user id is refused with the 400 a write gives it (`identifier_invalid`, naming `user_id`). A
-well-formed user id nobody has used is a user with no activity: no balances, an empty statement.
+ever within the key's own ledger: an id from another ledger is simply not found. An id that
+is no identifier (`is_identifier`: every user, order, hold and transaction id is one) is
+answered without a query, the same from every store (PostgreSQL refuses a text holding NUL,
+which SQLite would look up and not find): a transaction, an order or a hold is not found,
+and a user id is refused with the 400 a write gives it (`identifier_invalid`, naming
+`user_id`). A well-formed user id nobody has used is a user with no activity: no balances,
+an empty statement.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -251,6 +253,38 @@ async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) ->
     return msgspec.convert(view, models.Order)
 
 
+@get(
+    "/v1/holds/{hold_id:str}",
+    summary="A hold: its amount, status, and what its capture or release did",
+    description="`status` is `open`, `expired` (it can no longer be captured: release it), "
+    "`captured` or `released`; `captured` is what its orders took, `released` what went back "
+    "to the wallet once it was settled.",
+    **_READ,
+)
+async def get_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> models.Hold:
+    services, ledger = services_of(request), api_key_of(request).ledger
+    now_us = time.time_ns() // 1_000
+    view = None
+    if is_identifier(hold_id):  # else no such hold: not looked up
+        on_loop = services.reads_here()
+        if on_loop is None:
+            store = services.engine.store
+            view = await services.read(_hold, store, ledger, hold_id, now_us)
+        else:  # PostgreSQL: see `LoopReads`; the hold's account, then its lines (two at most)
+            rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.HOLD, owner=hold_id)
+            if rows:
+                account = views.hold_account(ledger, hold_id, rows)
+                lines = await on_loop.statement_on_loop(ledger, account, after=(0, -1), limit=3)
+                view = views.hold_view_of(ledger, hold_id, lines, now_us=now_us)
+    if view is None:
+        raise ApiProblem(EdgeProblem.NOT_FOUND, f"no hold {hold_id}", field="hold_id")
+    return msgspec.convert(view, models.Hold)
+
+
+def _hold(store: Store, ledger: str, hold_id: str, now_us: int) -> dict[str, Any] | None:
+    return views.hold_view(store, ledger, hold_id, now_us=now_us)
+
+
 def _events(store: Store, ledger: str, after_seq: int, limit: int) -> models.EventsPage:
     return _events_page(store.events(ledger, after_seq=after_seq, limit=limit), limit)
 
@@ -291,4 +325,4 @@ async def get_events(
     return await services.read(_events_page, rows, limit)
 
 
-ROUTES = [get_balances, get_statement, get_transaction, get_order, get_events]
+ROUTES = [get_balances, get_statement, get_transaction, get_order, get_hold, get_events]

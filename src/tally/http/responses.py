@@ -26,7 +26,10 @@ _BAD = {400: _problem("Malformed request, refused before any rule ran; see `code
 READ_RESPONSES = {**_BAD, **_AUTH, 404: _problem("No such thing in the key's ledger.")}
 WRITE_RESPONSES = {
     **READ_RESPONSES,
-    409: _problem("The Idempotency-Key is in flight, or an order was already paid."),
+    409: _problem(
+        "The Idempotency-Key is in flight, a business key was used already (an order, a "
+        "gateway payment, a refund request, a hold id), or the hold is settled or expired."
+    ),
     413: _problem("The body is over 64 KiB; refused unread."),
     415: _problem("The body is not application/json."),
     422: _problem("Refused by the ledger's rules, or the key was used for another request."),

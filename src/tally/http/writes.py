@@ -1,35 +1,33 @@
-"""POST /v1/recharges, /v1/expenses, /v1/refunds, /v1/adjustments and /v1/batch.
+"""POST /v1/recharges, /v1/expenses, /v1/refunds, /v1/adjustments, /v1/holds (and a hold's
+capture and release) and /v1/batch.
 
-A write is parsed at the edge (no database read), handed to the ledger's writer with one
-`submit`, and answered once its batch has committed. The engine keeps every idempotency key
-permanently in the log; this layer adds the in-flight check (409) and the replay header.
+A write is parsed at the edge (no database read, but for the currency of a refund's expense
+or a capture's hold that the writer has not seen: `currencies`), handed to the ledger's writer
+with one `submit`, and answered once its batch has committed. The engine keeps every
+idempotency key permanently in the log; this layer adds the in-flight check (409) and the
+replay header.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar, cast
 
-import anyio.to_thread
 import msgspec
 import structlog
 from litestar import Request, Response, post
 from litestar.datastructures import ResponseHeader
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import HeaderParameter, JSONBody, PathParameter
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Send
 from litestar.types import Scope as AsgiScope
 
 from tally import views
 from tally.api_keys import ApiKey, Scope
-from tally.audit.canonical import decode_event
 from tally.domain import limits
-from tally.domain.accounts import is_identifier
 from tally.domain.commands import Command, Envelope
 from tally.domain.decide import check_idempotency_key, command_kind
 from tally.domain.rejections import Rejected, Rejection
-from tally.engine.ports import Store
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
-from tally.engine.writer import LedgerWriter
-from tally.http import commands, models
+from tally.http import commands, currencies, models
 from tally.http.guards import checked, json_body, require
 from tally.http.problems import (
     IDEMPOTENCY_KEY_HEADER,
@@ -60,6 +58,14 @@ IdempotencyKey = Annotated[
         max_length=limits.idempotency_key_length_max,
         description="Your unique key for this write. Resending the same key and body "
         "returns the original result (with Idempotent-Replayed: true) and writes nothing.",
+    ),
+]
+
+HoldId = Annotated[
+    str,
+    PathParameter(
+        description="The hold's id, as it was placed (an identifier); any other names no "
+        "hold (400 identifier_invalid).",
     ),
 ]
 
@@ -240,8 +246,8 @@ async def create_refund(
     idempotency_key: IdempotencyKey,
 ) -> Response[models.Transaction]:
     writer = await services_of(request).writer(api_key_of(request).ledger)
-    currencies = await _expense_currencies(services_of(request), writer, [data.expense_id])
-    return await _write_one(request, commands.refund(data, currencies), idempotency_key)
+    expenses = await currencies.of_expenses(services_of(request), writer, [data.expense_id])
+    return await _write_one(request, commands.refund(data, expenses), idempotency_key)
 
 
 @post(
@@ -255,6 +261,56 @@ async def create_adjustment(
     idempotency_key: IdempotencyKey,
 ) -> Response[models.Transaction]:
     return await _write_one(request, commands.adjustment(data), idempotency_key)
+
+
+@post(
+    "/v1/holds",
+    summary="Set money aside from a wallet for a payment not yet settled",
+    description="The hold's amount leaves the wallet's balance at once, into the hold's own "
+    "account, until the hold is captured (it pays orders, the rest goes back) or released "
+    "(all of it goes back). After `expires_at` it can only be released.",
+    **_WRITE,
+)
+async def create_hold(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.HoldRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.hold(data), idempotency_key)
+
+
+@post(
+    "/v1/holds/{hold_id:str}/capture",
+    summary="Pay one or many orders from an open hold; the rest goes back to the wallet",
+    description="All or none, once per hold, before the hold expires. The orders' amounts "
+    "are in the hold's currency. The transaction's id is the `expense_id` a refund of one of "
+    "its orders names.",
+    **_WRITE,
+)
+async def create_capture(
+    request: Request[Any, Any, Any],
+    hold_id: HoldId,
+    data: JSONBody[models.CaptureRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    services = services_of(request)
+    writer = await services.writer(api_key_of(request).ledger)
+    holds = await currencies.of_holds(services, writer, [hold_id])
+    return await _write_one(request, commands.capture(hold_id, data, holds), idempotency_key)
+
+
+@post(
+    "/v1/holds/{hold_id:str}/release",
+    summary="Give an open hold's money back to the wallet, all of it (an expired hold too)",
+    **_WRITE,
+)
+async def create_release(
+    request: Request[Any, Any, Any],
+    hold_id: HoldId,
+    data: JSONBody[models.ReleaseRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.release(hold_id, data), idempotency_key)
 
 
 @post(
@@ -281,8 +337,8 @@ async def create_batch(
             field="commands",
         )
     writer = await services.writer(key.ledger)
-    currencies = await _expense_currencies(services, writer, refunded_expenses(data))
-    return _Answer(await write_batch(services, key, data, currencies, idempotency_key))
+    read_in = await currencies.of_batch(services, writer, data)
+    return _Answer(await write_batch(services, key, data, read_in, idempotency_key))
 
 
 def check_batch_key(idempotency_key: str) -> None:
@@ -294,18 +350,15 @@ def check_batch_key(idempotency_key: str) -> None:
     check_idempotency_key(idempotency_key, IDEMPOTENCY_KEY_HEADER)
 
 
-def refunded_expenses(data: models.BatchRequest) -> list[str]:
-    return [item.expense_id for item in data.commands if isinstance(item, models.BatchRefund)]
-
-
 async def write_batch(
     services: Services,
     key: ApiKey,
     data: models.BatchRequest,
-    currencies: dict[str, str],
+    read_in: commands.Currencies,
     idempotency_key: str,
 ) -> Sent:
-    """Submit a batch's commands (`currencies`: those of the refunded expenses)."""
+    """Submit a batch's commands (`read_in`: the currencies of the refunded expenses and the
+    captured holds, `currencies.of_batch`)."""
     results: list[models.BatchResult | None] = []
     envelopes: list[Envelope] = []
     for item in data.commands:
@@ -316,7 +369,7 @@ async def write_batch(
                     "adjustments need the 'admin' scope",
                     field="Authorization",
                 )
-            command = commands.of_batch(item, currencies)
+            command = commands.of_batch(item, read_in)
         except Rejected as rejection:
             results.append(_refused(rejection))
             continue
@@ -362,37 +415,6 @@ def _batch_answer(
     return Sent(200, _FIRST, _encode(models.BatchResponse(results=final)))
 
 
-async def _expense_currencies(
-    services: Services, writer: LedgerWriter, expense_ids: list[str]
-) -> dict[str, str]:
-    """The currency each expense was paid in, for parsing refund amounts at the edge.
-
-    The writer's state answers without a database read (a currency never changes once set;
-    reading it from this thread is a benign race). An expense the writer has not seen may
-    have been written by another process, so those (at most a batch's worth) are looked up
-    in the log before anything is called unknown. An id that is not an identifier names no
-    expense and is not looked up (PostgreSQL refuses a text holding NUL, for one).
-    """
-    known = writer.state.expenses
-    currencies = {e: known[e] for e in expense_ids if e in known}
-    missing = [e for e in dict.fromkeys(expense_ids) if e not in currencies and is_identifier(e)]
-    if missing:
-        store = services.engine.store
-        currencies |= await anyio.to_thread.run_sync(_logged_currencies, store, writer, missing)
-    return currencies
-
-
-def _logged_currencies(
-    store: Store, writer: LedgerWriter, expense_ids: list[str]
-) -> dict[str, str]:
-    found = {}
-    for expense_id in expense_ids:
-        row = store.event_by_transaction(writer.ledger, expense_id)
-        if row is not None and row.event_type == "expense":
-            found[expense_id] = decode_event(row.body)[1].currency
-    return found
-
-
 def _refused(rejection: Rejected) -> models.BatchResult:
     body = of_rejection(rejection)
     return models.BatchResult(status=body.status, problem=body)
@@ -403,4 +425,13 @@ def _edge_refused(refusal: ApiProblem) -> models.BatchResult:
     return models.BatchResult(status=body.status, problem=body)
 
 
-ROUTES = [create_recharge, create_expense, create_refund, create_adjustment, create_batch]
+ROUTES = [
+    create_recharge,
+    create_expense,
+    create_refund,
+    create_adjustment,
+    create_hold,
+    create_capture,
+    create_release,
+    create_batch,
+]
