@@ -21,6 +21,7 @@ import pytest
 from tally import verification
 from tally.bootstrap import open_engine
 from tally.cli import app as cli_app
+from tally.cli import ledger_access
 from tally.domain.commands import Envelope, Recharge
 from tally.engine.engine import Engine
 from tally.engine.ports import Head, HeadMoved
@@ -295,7 +296,7 @@ def tally_verify_outrun(
     stdout and stderr. (The entry point reads sys.argv, which cyclopts warns about under
     pytest: the tests below ignore that warning.)"""
     with outrun(db, monkeypatch, edit) as outrunning:
-        monkeypatch.setattr(cli_app, "open_engine", lambda url: outrunning(open_engine(url)))
+        monkeypatch.setattr(ledger_access, "open_engine", lambda url: outrunning(open_engine(url)))
         argv = ["tally", "verify", "--db", db, "--ledger", LEDGER, *args]
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as exited:

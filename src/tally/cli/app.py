@@ -23,11 +23,18 @@ from rich.table import Table
 from rich.text import Text
 
 from tally import __version__, views
-from tally.api_keys import KeyRefused, check_ledger_name
 from tally.audit.canonical import CanonicalFormError
-from tally.bootstrap import open_engine
 from tally.cli.demo import run_demo
-from tally.cli.new_ledger import is_new_database, refusal_on_a_new_ledger
+from tally.cli.ledger_access import (
+    UsageError,
+    engine_on,
+    existing_ledger,
+    no_ledger_detail,
+    order_lines,
+    print_no_ledger,
+    print_rejection,
+    write,
+)
 from tally.cli.options import (
     Common,
     Refusal,
@@ -37,10 +44,9 @@ from tally.cli.options import (
     print_refusal,
     print_usage,
 )
-from tally.domain.commands import Envelope, Expense, OrderLine, Recharge, Refund
+from tally.domain.commands import Envelope, Expense, Recharge, Refund
 from tally.domain.decide import check_identifier
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
-from tally.engine.engine import Engine
 from tally.engine.ports import HeadMoved, StoreUnavailable
 from tally.money import exponent, parse_amount
 from tally.verification import Verification, verify
@@ -61,82 +67,6 @@ def _folding_the_whole_log() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _check_ledger_name(common: Common) -> None:
-    try:
-        check_ledger_name(common.ledger)
-    except KeyRefused as refusal:
-        raise UsageError(str(refusal)) from None
-
-
-@contextmanager
-def _engine(common: Common) -> Iterator[Engine]:
-    _check_ledger_name(common)
-    engine = open_engine(common.db)
-    try:
-        yield engine
-    finally:
-        engine.close()
-        engine.store.close()
-
-
-@contextmanager
-def _ledger(common: Common) -> Iterator[Engine | None]:
-    """An engine to read `common.ledger` with; None when there is no such ledger (a SQLite
-    file that is not there is not created to find that out)."""
-    if is_new_database(common.db):
-        _check_ledger_name(common)
-        yield None
-        return
-    with _engine(common) as engine:
-        yield None if engine.store.head(common.ledger) is None else engine
-
-
-def _refused(rejection: Rejected, common: Common) -> int:
-    return print_refusal(
-        rejection.reason.code, rejection.field, rejection.detail, as_json=common.json
-    )
-
-
-def _no_ledger(common: Common) -> int:
-    """A read of a ledger nobody created: refused, not an empty answer."""
-    return print_refusal(
-        Refusal.LEDGER_UNKNOWN, "ledger", _no_ledger_detail(common), as_json=common.json
-    )
-
-
-def _no_ledger_detail(common: Common) -> str:
-    return f"no ledger {common.ledger!r} in {common.db}"
-
-
-def _write(common: Common, envelope: Envelope) -> int:
-    # The writer creates its ledger before deciding: a command it would refuse as the
-    # ledger's first is refused here instead, leaving no ledger (nor a new --db file) behind.
-    _check_ledger_name(common)
-    if is_new_database(common.db):
-        refusal = refusal_on_a_new_ledger(common.ledger, envelope)
-        if refusal is not None:
-            return _refused(refusal, common)
-    with _engine(common) as engine:
-        if engine.store.head(common.ledger) is None:
-            refusal = refusal_on_a_new_ledger(common.ledger, envelope)
-            if refusal is not None:
-                return _refused(refusal, common)
-        try:
-            committed = engine.execute(common.ledger, envelope)
-        except Rejected as rejection:
-            return _refused(rejection, common)
-        view = views.committed_view(committed)
-    if common.json:
-        print_json(view)
-    else:
-        replay = " (replayed: this key was already used for this request)" * committed.replayed
-        console.print(
-            f"{view['event_type']} {view['transaction_id']} seq {view['seq']}: "
-            f"{view['amount']} {view['currency']}, balance after {view['balance_after']}{replay}"
-        )
-    return 0
 
 
 @app.command
@@ -165,8 +95,8 @@ def recharge(
             gateway_reference=reference,
         )
     except Rejected as rejection:
-        return _refused(rejection, common)
-    return _write(common, Envelope(idempotency_key=key, command=command))
+        return print_rejection(rejection, common)
+    return write(common, Envelope(idempotency_key=key, command=command))
 
 
 @app.command
@@ -182,24 +112,15 @@ def expense(
     """Pay one or many orders from USER's wallet, atomically: --order ORDER_ID:AMOUNT ..."""
     common = common or Common()
     try:
-        lines = tuple(_order_line(text, currency, index) for index, text in enumerate(order))
+        lines = order_lines(order, currency)
     except Rejected as rejection:
-        return _refused(rejection, common)
+        return print_rejection(rejection, common)
     command = Expense(user_id=user, currency=currency, orders=lines)
-    return _write(common, Envelope(idempotency_key=key, command=command))
+    return write(common, Envelope(idempotency_key=key, command=command))
 
 
-def _order_line(text: str, currency: str, index: int) -> OrderLine:
-    order_id, separator, amount = text.rpartition(":")
-    if not separator:
-        raise Rejected(
-            Rejection.AMOUNT_INVALID,
-            field=f"orders[{index}]",
-            detail=f"expected ORDER_ID:AMOUNT, got {text!r}",
-        )
-    return OrderLine(
-        order_id=order_id, amount=parse_amount(amount, currency, field=f"orders[{index}].amount")
-    )
+# What pays orders, and so what a refund names as its expense: an expense, or a capture.
+_PAYING_EVENT_TYPES = frozenset(("expense", "capture"))
 
 
 @app.command
@@ -216,17 +137,20 @@ def refund(
 ) -> int:
     """Refund AMOUNT of ORDER_ID, paid by the expense EXPENSE_TRANSACTION_ID, to the wallet.
 
+    An order a hold paid is refunded against its capture: EXPENSE_TRANSACTION_ID is then the
+    capture's transaction id.
+
     --request names the refund request it carries out (a return, a cancellation): a ledger
     refunds each request once, whatever --key a retry carries (refund_already_issued)."""
     common = common or Common()
-    with _ledger(common) as engine:  # no ledger: no expense (and nothing is created)
+    with existing_ledger(common) as engine:  # no ledger: no expense (and nothing is created)
         expense_view = (
             None
             if engine is None
             else views.find_transaction(engine.store, common.ledger, expense_transaction_id)
         )
     try:
-        if expense_view is None or expense_view["event_type"] != "expense":
+        if expense_view is None or expense_view["event_type"] not in _PAYING_EVENT_TYPES:
             raise Rejected(
                 Rejection.EXPENSE_UNKNOWN,
                 field="expense_id",
@@ -242,8 +166,8 @@ def refund(
             refund_request_id=request,
         )
     except Rejected as rejection:
-        return _refused(rejection, common)
-    return _write(common, Envelope(idempotency_key=key, command=command))
+        return print_rejection(rejection, common)
+    return write(common, Envelope(idempotency_key=key, command=command))
 
 
 @app.command
@@ -253,10 +177,10 @@ def balance(user: str, /, *, common: Common | None = None) -> int:
     try:
         check_identifier(user, "user_id")  # as HTTP: refused, not a user with no activity
     except Rejected as rejection:
-        return _refused(rejection, common)
-    with _ledger(common) as engine:
+        return print_rejection(rejection, common)
+    with existing_ledger(common) as engine:
         if engine is None:
-            return _no_ledger(common)
+            return print_no_ledger(common)
         view = views.balances(engine.store, common.ledger, user)
     if common.json:
         print_json(view)
@@ -276,10 +200,10 @@ def statement(user: str, /, *, currency: str, common: Common | None = None) -> i
         check_identifier(user, "user_id")
         exponent(currency)
     except Rejected as rejection:
-        return _refused(rejection, common)
-    with _ledger(common) as engine:
+        return print_rejection(rejection, common)
+    with existing_ledger(common) as engine:
         if engine is None:
-            return _no_ledger(common)
+            return print_no_ledger(common)
         entries = views.full_statement(engine.store, common.ledger, user, currency)
     if common.json:
         print_json({"entries": entries})
@@ -316,22 +240,23 @@ def statement_table(user: str, currency: str, entries: list[dict[str, Any]]) -> 
 def order(order_id: str, /, *, common: Common | None = None) -> int:
     """What ORDER_ID was paid, what was refunded, what is still refundable."""
     common = common or Common()
-    with _ledger(common) as engine:
+    with existing_ledger(common) as engine:
         if engine is None:
-            return _no_ledger(common)
+            return print_no_ledger(common)
         row = engine.store.order(common.ledger, order_id)
         view = None if row is None else views.order_view(engine.store, common.ledger, row)
     if view is None:
-        return _refused(
+        return print_rejection(
             Rejected(Rejection.ORDER_UNKNOWN, field="order_id", detail=f"no order {order_id}"),
             common,
         )
     if common.json:
         print_json(view)
         return 0
+    paid_by = view["transactions"][0]["event_type"]  # the expense, or a hold's capture
     console.print(
         f"order {view['order_id']} ({view['currency']}): paid {view['paid']}, refunded "
-        f"{view['refunded']}, refundable {view['refundable']}; expense {view['expense_id']}"
+        f"{view['refunded']}, refundable {view['refundable']}; {paid_by} {view['expense_id']}"
     )
     for line in view["transactions"]:
         console.print(f"  {line['event_type']} {line['transaction_id']} seq {line['seq']}")
@@ -347,7 +272,7 @@ def verify_command(*, common: Common | None = None) -> int:
     wrong in what was read: verify again when it is quieter).
     """
     common = common or Common()
-    with _ledger(common) as engine, _folding_the_whole_log():
+    with existing_ledger(common) as engine, _folding_the_whole_log():
         if engine is None:
             return _no_ledger_to_verify(common)
         result = verify(engine, common.ledger)
@@ -365,7 +290,7 @@ def verification_status(result: Verification) -> int:
 def _no_ledger_to_verify(common: Common) -> int:
     """verify's and replay's refusal: with `--json`, their report's keys (`ok` false, the
     `problem`) beside a refusal's."""
-    detail = _no_ledger_detail(common)
+    detail = no_ledger_detail(common)
     if not common.json:
         return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", detail, as_json=False)
     print_json(
@@ -454,7 +379,7 @@ def print_verification(result: Verification, as_json: bool) -> None:
 def replay(*, common: Common | None = None) -> int:
     """Rebuild every projection of the ledger from its log alone."""
     common = common or Common()
-    with _ledger(common) as engine, _folding_the_whole_log():
+    with existing_ledger(common) as engine, _folding_the_whole_log():
         if engine is None:
             return _no_ledger_to_verify(common)
         try:
@@ -474,11 +399,11 @@ def replay(*, common: Common | None = None) -> int:
 def demo(*, common: Common | None = None) -> int:
     """Alice's journey: recharge 200.00, pay two orders at once, refund 20.00; then verify."""
     common = common or Common()
-    with _engine(common) as engine:
+    with engine_on(common) as engine:
         try:
             outcome = run_demo(engine, common.ledger)
         except Rejected as rejection:  # its keys used for other requests on this ledger
-            return _refused(rejection, common)
+            return print_rejection(rejection, common)
     if common.json:
         print_json(
             {
@@ -497,10 +422,6 @@ def demo(*, common: Common | None = None) -> int:
         console.print(statement_table("alice", "USD", outcome.statement))
         print_verification(outcome.verification, False)
     return verification_status(outcome.verification)
-
-
-class UsageError(Exception):
-    """Bad arguments the parser could not catch (exit status 2)."""
 
 
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
@@ -541,6 +462,14 @@ def main() -> None:
         code = 3
     sys.exit(code if isinstance(code, int) else 0)
 
+
+# -- holds (cli/holds.py) ----------------------------------------------------------------
+from tally.cli import holds as _holds  # noqa: E402
+
+app.command(_holds.hold)
+app.command(_holds.capture)
+app.command(_holds.release)
+app.command(_holds.hold_show, name="hold-show")
 
 # -- the HTTP server and its keys (cli/server.py) ----------------------------------------
 from tally.cli import server as _server  # noqa: E402

@@ -10,6 +10,7 @@ of a ledger that does not exist is refused without creating it either.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tally.audit.canonical import command_digest
@@ -34,14 +35,16 @@ def refusal_on_a_new_ledger(ledger: str, envelope: Envelope) -> Rejected | None:
     would accept it.
 
     The writer's steps (`LedgerWriter._decide`) on an empty state, which recalls no key and
-    holds no order or expense: the key's form, then the decider's ladder; a command whose
-    text cannot be encoded skips the key, as there (`LedgerWriter._unencodable`)."""
+    holds no order or expense: the key's form, then the decider's ladder, stamped with the
+    writer's clock (a hold's expiry must come after it); a command whose text cannot be
+    encoded skips the key, as there (`LedgerWriter._unencodable`)."""
     state = LedgerState(ledger)
     try:
         digest: str | None = command_digest(envelope.command)
     except UnicodeEncodeError:
         digest = None
-    stamp = Stamp(seq=1, transaction_id="", timestamp_us=0, command_digest=digest or "")
+    now_us = time.time_ns() // 1000
+    stamp = Stamp(seq=1, transaction_id="", timestamp_us=now_us, command_digest=digest or "")
     try:
         if digest is not None:
             recall(state, envelope, digest)

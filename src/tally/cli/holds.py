@@ -1,0 +1,150 @@
+"""`tally hold`, `capture`, `release` and `hold-show`: money set aside from a wallet at once,
+out of its available balance, then captured once (it pays orders, the rest goes back) or
+released (all of it goes back). An expired hold can no longer be captured, only released.
+
+Registered into the `tally` app by the last lines of cli/app.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+from tally import views
+from tally.cli.ledger_access import (
+    existing_ledger,
+    order_lines,
+    print_no_ledger,
+    print_rejection,
+    write,
+)
+from tally.cli.options import Common, console, print_json
+from tally.domain.commands import Capture, Envelope, Hold, Release
+from tally.domain.decide import check_identifier
+from tally.domain.rejections import Rejected, Rejection
+from tally.money import parse_amount
+
+
+def hold(
+    user: str,
+    amount: str,
+    currency: str,
+    /,
+    *,
+    hold_id: str,
+    key: str,
+    expires_at: str | None = None,
+    common: Common | None = None,
+) -> int:
+    """Set AMOUNT CURRENCY of USER's wallet aside until it is captured or released.
+
+    --hold-id is the platform's id of the hold, how capture, release and hold-show name it:
+    a ledger places each hold once (hold_already_placed). From --expires-at (RFC 3339 with a
+    zone, e.g. 2026-12-01T00:00:00Z) on, the hold can no longer be captured, only released.
+    The expiry is a moment, not a duration: the same command retried with its --key is the
+    same request (a duration would move it at every retry: idempotency_key_reused)."""
+    common = common or Common()
+    try:
+        command = Hold(
+            user_id=user,
+            amount=parse_amount(amount, currency),
+            currency=currency,
+            hold_id=hold_id,
+            expires_at_us=_expiry_us(expires_at),
+        )
+    except Rejected as rejection:
+        return print_rejection(rejection, common)
+    return write(common, Envelope(idempotency_key=key, command=command))
+
+
+def _expiry_us(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return views.instant_us(text)
+    except ValueError as error:  # a bad value of a write: refused, as a bad amount is
+        raise Rejected(Rejection.EXPIRY_INVALID, field="expires_at", detail=str(error)) from None
+
+
+def capture(
+    hold_id: str,
+    /,
+    *,
+    order: Annotated[list[str], Parameter(consume_multiple=False)],
+    key: str,
+    common: Common | None = None,
+) -> int:
+    """Pay one or many orders from the hold HOLD_ID, atomically: --order ORDER_ID:AMOUNT ...
+    (amounts in the hold's currency); what they do not take goes back to the wallet.
+
+    A hold is captured once. An order paid so is refunded against the capture:
+    `tally refund CAPTURE_TRANSACTION_ID ORDER_ID AMOUNT`."""
+    common = common or Common()
+    try:
+        check_identifier(hold_id, "hold_id")
+        currency = _hold_named(common, hold_id)["currency"]
+        lines = order_lines(order, currency)
+    except Rejected as rejection:
+        return print_rejection(rejection, common)
+    command = Capture(hold_id=hold_id, orders=lines)
+    return write(common, Envelope(idempotency_key=key, command=command))
+
+
+def _hold_named(common: Common, hold_id: str) -> dict[str, Any]:
+    """The view of the hold `hold_id` of `common.ledger`; refused `hold_unknown` when there is
+    none (nor any such ledger, which is not created to find that out)."""
+    with existing_ledger(common) as engine:
+        view = (
+            None
+            if engine is None
+            else views.hold_view(engine.store, common.ledger, hold_id, now_us=_now_us())
+        )
+    if view is None:
+        raise Rejected(Rejection.HOLD_UNKNOWN, field="hold_id", detail=f"no hold {hold_id}")
+    return view
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def release(hold_id: str, /, *, key: str, reason: str = "", common: Common | None = None) -> int:
+    """Give all of the hold HOLD_ID back to its wallet (an expired hold's too)."""
+    common = common or Common()
+    command = Release(hold_id=hold_id, reason=reason)
+    return write(common, Envelope(idempotency_key=key, command=command))
+
+
+def hold_show(hold_id: str, /, *, common: Common | None = None) -> int:
+    """What HOLD_ID holds: its status (open, expired, captured, released), amount, what was
+    captured and released, its expiry and its transactions."""
+    common = common or Common()
+    try:
+        check_identifier(hold_id, "hold_id")  # as `balance`: refused, not a hold unknown
+    except Rejected as rejection:
+        return print_rejection(rejection, common)
+    with existing_ledger(common) as engine:
+        if engine is None:
+            return print_no_ledger(common)
+        view = views.hold_view(engine.store, common.ledger, hold_id, now_us=_now_us())
+    if view is None:
+        return print_rejection(
+            Rejected(Rejection.HOLD_UNKNOWN, field="hold_id", detail=f"no hold {hold_id}"),
+            common,
+        )
+    if common.json:
+        print_json(view)
+        return 0
+    currency = view["currency"]
+    console.print(
+        f"hold {view['hold_id']} of {view['user_id']} ({currency}): {view['status']}; "
+        f"amount {view['amount']}, captured {view['captured']}, released {view['released']}; "
+        f"expires {view['expires_at'] or 'never'}"
+    )
+    if view["reference_order_ids"]:
+        console.print(f"  orders {', '.join(view['reference_order_ids'])}")
+    for line in view["transactions"]:
+        console.print(f"  {line['event_type']} {line['transaction_id']} seq {line['seq']}")
+    return 0
