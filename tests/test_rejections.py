@@ -20,13 +20,16 @@ from tally.bootstrap import open_engine
 from tally.domain import limits
 from tally.domain.commands import (
     Adjustment,
+    Capture,
     Command,
     Envelope,
     Expense,
+    Hold,
     Metadata,
     OrderLine,
     Recharge,
     Refund,
+    Release,
 )
 from tally.domain.decide import Stamp, decide, recall
 from tally.domain.events import Event
@@ -185,6 +188,52 @@ def adjustment(
         reason=untyped(reason),
         metadata=metadata,
     )
+
+
+BASE_US = 1_700_000_000_000_000  # `stamp_for` stamps seq N at BASE_US + N
+
+
+def hold(
+    *,
+    user_id: object = "alice",
+    amount: object = 20_00,
+    currency: str = "USD",
+    hold_id: object = "h-new",
+    expires_at_us: object = None,
+) -> Hold:
+    return Hold(
+        user_id=untyped(user_id),
+        amount=untyped(amount),
+        currency=currency,
+        hold_id=untyped(hold_id),
+        expires_at_us=untyped(expires_at_us),
+    )
+
+
+def capture(*lines: tuple[object, object], hold_id: object = "h-1") -> Capture:
+    orders = tuple(OrderLine(order_id=untyped(o), amount=untyped(a)) for o, a in lines)
+    return Capture(hold_id=untyped(hold_id), orders=orders)
+
+
+def release(*, hold_id: object = "h-1", reason: object = "") -> Release:
+    return Release(hold_id=untyped(hold_id), reason=untyped(reason))
+
+
+def held_ledger() -> LedgerState:
+    """`funded_ledger`, then 20.00 held as h-1 (10.00 left in the wallet), and h-2 of 5.00
+    expiring at seq 5's timestamp: the next command (seq 5) finds it expired. 5.00 left."""
+    state = funded_ledger()
+    accept(state, "k-hold", hold(hold_id="h-1"))
+    accept(state, "k-hold-2", hold(hold_id="h-2", amount=5_00, expires_at_us=BASE_US + 5))
+    assert state.balance(ALICE) == 5_00
+    return state
+
+
+def settled_ledger() -> LedgerState:
+    """`held_ledger`, then h-1 released."""
+    state = held_ledger()
+    accept(state, "k-release", release())
+    return state
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -507,6 +556,69 @@ CASES = [
         "amount",
         command(adjustment(amount=INT64_MAX)),
     ),
+    # -- holds, captures and releases
+    Case("hold id invalid", R.IDENTIFIER_INVALID, "hold_id", command(hold(hold_id="h 1"))),
+    Case("hold of zero", R.AMOUNT_NOT_POSITIVE, "amount", command(hold(amount=0))),
+    Case(
+        "hold expiring now",
+        R.EXPIRY_INVALID,
+        "expires_at",
+        command(hold(expires_at_us=BASE_US + 3)),  # seq 3's own timestamp
+    ),
+    Case(
+        "hold expiry not an integer",
+        R.EXPIRY_INVALID,
+        "expires_at",
+        command(hold(expires_at_us=float(BASE_US + 1000))),
+    ),
+    Case(
+        "hold id placed before",
+        R.HOLD_ALREADY_PLACED,
+        "hold_id",
+        command(hold(hold_id="h-1", amount=1)),
+        held_ledger,
+    ),
+    Case("hold beyond the wallet", R.INSUFFICIENT_FUNDS, "amount", command(hold(amount=30_01))),
+    Case("capture without orders", R.ORDERS_EMPTY, "orders", command(capture()), held_ledger),
+    Case(
+        "capture hold id invalid",
+        R.IDENTIFIER_INVALID,
+        "hold_id",
+        command(capture(("o-9", 1), hold_id="")),
+        held_ledger,
+    ),
+    Case(
+        "capture of a paid order",
+        R.ORDER_ALREADY_PAID,
+        "orders[0].order_id",
+        command(capture(("o-1", 1))),
+        held_ledger,
+    ),
+    Case("capture of no hold", R.HOLD_UNKNOWN, "hold_id", command(capture(("o-9", 1)))),
+    Case(
+        "capture of a released hold",
+        R.HOLD_SETTLED,
+        "hold_id",
+        command(capture(("o-9", 1))),
+        settled_ledger,
+    ),
+    Case(
+        "capture of an expired hold",
+        R.HOLD_EXPIRED,
+        "hold_id",
+        command(capture(("o-9", 1), hold_id="h-2")),
+        held_ledger,
+    ),
+    Case(
+        "capture beyond the hold",
+        R.CAPTURE_EXCEEDS_HOLD,
+        "orders",
+        command(capture(("o-9", 15_00), ("o-10", 5_01))),
+        held_ledger,
+    ),
+    Case("release of no hold", R.HOLD_UNKNOWN, "hold_id", command(release())),
+    Case("release reason not text", R.REASON_INVALID, "reason", command(release(reason=7))),
+    Case("release twice", R.HOLD_SETTLED, "hold_id", command(release()), settled_ledger),
 ]
 
 
@@ -529,6 +641,7 @@ def snapshot(state: LedgerState) -> tuple[object, ...]:
         dict(state.keys),
         dict(state.refund_requests),
         dict(state.gateway_payments),
+        dict(state.holds),
     )
 
 

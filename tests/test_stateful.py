@@ -2,7 +2,8 @@
 
 Random recharges, multi-order expenses (sometimes paying an order twice, or more than the
 wallet holds), refunds (sometimes more than is refundable, of the wrong order or currency),
-adjustments, and idempotency keys used again with the same or a different command, over a few
+adjustments, holds captured (paying orders, sometimes more than held) or released (sometimes
+twice, or unknown), and idempotency keys used again with the same or a different command, over a few
 users and two currencies (USD, JPY), one command at a time or in batches. Every outcome must
 be the one the model predicts (including the exact rejection code); after every step money is
 conserved, no wallet is below zero and every balance equals the model's; at the end the log
@@ -31,12 +32,15 @@ from tally.bootstrap import open_engine
 from tally.domain import accounts
 from tally.domain.commands import (
     Adjustment,
+    Capture,
     Command,
     Envelope,
     Expense,
+    Hold,
     OrderLine,
     Recharge,
     Refund,
+    Release,
 )
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.results import Committed, Outcome
@@ -54,6 +58,14 @@ class ModelOrder:
     currency: str
     paid: int
     refunded: int = 0
+
+
+@dataclass(slots=True)
+class ModelHold:
+    user_id: str
+    currency: str
+    amount: int
+    open: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +93,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.engine = open_engine(db, batch_commands_max=4)
         self.wallets: dict[tuple[str, str], int] = {}  # (user, currency) -> minor units
         self.orders: dict[str, ModelOrder] = {}
-        self.expenses: dict[str, str] = {}  # expense transaction id -> currency
+        self.expenses: dict[str, str] = {}  # expense (or capture) transaction id -> currency
+        self.holds: dict[str, ModelHold] = {}
         self.keys: dict[str, tuple[Command, str]] = {}  # key -> (command, transaction id)
         self.sent: list[str] = []  # every key ever submitted, committed or not
         self.events = 0
@@ -105,7 +118,7 @@ class LedgerMachine(RuleBasedStateMachine):
             gateway=data.draw(st.sampled_from(("paypal", "stripe")), label="gateway"),
         )
 
-    def _expense(self, data: st.DataObject) -> Expense:
+    def _order_lines(self, data: st.DataObject) -> tuple[OrderLine, ...]:
         lines: list[OrderLine] = []
         for _ in range(data.draw(st.integers(1, 3), label="orders")):
             if self.orders and rarely(data, 10, "paid order?"):  # pay an order already paid
@@ -117,11 +130,38 @@ class LedgerMachine(RuleBasedStateMachine):
             amount = data.draw(st.integers(1, 4_000), label="order amount")
             merchant = data.draw(st.sampled_from(("platform", "shop-1")), label="merchant")
             lines.append(OrderLine(order_id=order_id, amount=amount, merchant_id=merchant))
+        return tuple(lines)
+
+    def _expense(self, data: st.DataObject) -> Expense:
         return Expense(
             user_id=data.draw(st.sampled_from(USERS), label="user"),
             currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
-            orders=tuple(lines),
+            orders=self._order_lines(data),
         )
+
+    def _hold_id(self, data: st.DataObject, *, placed: bool) -> str:
+        """One of the holds placed so far (when `placed` and there is one), else a new id."""
+        if placed and self.holds and not rarely(data, 10, "unknown hold?"):
+            return data.draw(st.sampled_from(list(self.holds)), label="hold")  # placing order
+        return self._fresh("h")
+
+    def _hold(self, data: st.DataObject) -> Hold:
+        expires_at_us = None
+        if rarely(data, 6, "expiring?"):  # in the past (refused) or far ahead
+            expires_at_us = data.draw(st.sampled_from((1, 2**62)), label="expiry")
+        return Hold(
+            user_id=data.draw(st.sampled_from(USERS), label="user"),
+            amount=data.draw(st.integers(1, 5_000), label="amount"),
+            currency=data.draw(st.sampled_from(CURRENCIES), label="currency"),
+            hold_id=self._hold_id(data, placed=rarely(data, 8, "hold id again?")),
+            expires_at_us=expires_at_us,
+        )
+
+    def _capture(self, data: st.DataObject) -> Capture:
+        return Capture(hold_id=self._hold_id(data, placed=True), orders=self._order_lines(data))
+
+    def _release(self, data: st.DataObject) -> Release:
+        return Release(hold_id=self._hold_id(data, placed=True))
 
     def _refund(self, data: st.DataObject) -> Refund:
         if not self.orders or rarely(data, 10, "unknown expense?"):
@@ -170,13 +210,20 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     def _any(self, data: st.DataObject) -> Command:
-        kind = data.draw(st.sampled_from(("recharge", "expense", "refund", "adjust")))
+        kinds = ("recharge", "expense", "refund", "adjust", "hold", "capture", "release")
+        kind = data.draw(st.sampled_from(kinds))
         if kind == "recharge":
             return self._recharge(data)
         if kind == "expense":
             return self._expense(data)
         if kind == "refund":
             return self._refund(data)
+        if kind == "hold":
+            return self._hold(data)
+        if kind == "capture":
+            return self._capture(data)
+        if kind == "release":
+            return self._release(data)
         return self._adjustment(data)
 
     # -- the model ------------------------------------------------------------------------
@@ -189,16 +236,32 @@ class LedgerMachine(RuleBasedStateMachine):
             return Rejection.IDEMPOTENCY_KEY_REUSED
         if isinstance(command, Recharge):
             return None
-        if isinstance(command, Expense):
+        if isinstance(command, Expense | Capture):
             ids = [line.order_id for line in command.orders]
             if len(set(ids)) != len(ids):
                 return Rejection.ORDER_DUPLICATED
             if any(order_id in self.orders for order_id in ids):
                 return Rejection.ORDER_ALREADY_PAID
             total = sum(line.amount for line in command.orders)
+            if isinstance(command, Capture):
+                return self._expect_settling(command.hold_id) or (
+                    Rejection.CAPTURE_EXCEEDS_HOLD
+                    if total > self.holds[command.hold_id].amount
+                    else None
+                )
             if total > self.wallets.get((command.user_id, command.currency), 0):
                 return Rejection.INSUFFICIENT_FUNDS
             return None
+        if isinstance(command, Hold):
+            if command.expires_at_us == 1:
+                return Rejection.EXPIRY_INVALID
+            if command.hold_id in self.holds:
+                return Rejection.HOLD_ALREADY_PLACED
+            if command.amount > self.wallets.get((command.user_id, command.currency), 0):
+                return Rejection.INSUFFICIENT_FUNDS
+            return None
+        if isinstance(command, Release):
+            return self._expect_settling(command.hold_id)
         if isinstance(command, Refund):
             if command.expense_id not in self.expenses:
                 return Rejection.EXPENSE_UNKNOWN
@@ -219,20 +282,40 @@ class LedgerMachine(RuleBasedStateMachine):
             return Rejection.INSUFFICIENT_FUNDS
         return None
 
+    def _expect_settling(self, hold_id: str) -> Rejection | None:
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            return Rejection.HOLD_UNKNOWN
+        return None if hold.open else Rejection.HOLD_SETTLED
+
     def _apply(self, command: Command, transaction_id: str) -> tuple[str, str]:
         """Fold a committed command into the model; returns the wallet it touched last."""
         if isinstance(command, Recharge | Adjustment):
             wallet = (command.user_id, command.currency)
             self.wallets[wallet] = self.wallets.get(wallet, 0) + command.amount
             return wallet
-        if isinstance(command, Expense):
+        if isinstance(command, Hold):
             wallet = (command.user_id, command.currency)
-            self.expenses[transaction_id] = command.currency
+            self.wallets[wallet] -= command.amount
+            self.holds[command.hold_id] = ModelHold(*wallet, command.amount)
+            return wallet
+        if isinstance(command, Release):
+            hold = self.holds[command.hold_id]
+            hold.open = False
+            self.wallets[(hold.user_id, hold.currency)] += hold.amount
+            return (hold.user_id, hold.currency)
+        if isinstance(command, Expense | Capture):
+            if isinstance(command, Capture):  # the hold back to the wallet, then the orders
+                hold = self.holds[command.hold_id]
+                hold.open = False
+                wallet = (hold.user_id, hold.currency)
+                self.wallets[wallet] += hold.amount
+            else:
+                wallet = (command.user_id, command.currency)
+            self.expenses[transaction_id] = wallet[1]
             for line in command.orders:
                 self.wallets[wallet] -= line.amount
-                self.orders[line.order_id] = ModelOrder(
-                    transaction_id, command.user_id, command.currency, line.amount
-                )
+                self.orders[line.order_id] = ModelOrder(transaction_id, *wallet, line.amount)
             return wallet
         order = self.orders[command.order_id]
         order.refunded += command.amount
@@ -298,6 +381,18 @@ class LedgerMachine(RuleBasedStateMachine):
         self._one(data, self._adjustment(data))
 
     @rule(data=st.data())
+    def hold(self, data: st.DataObject) -> None:
+        self._one(data, self._hold(data))
+
+    @rule(data=st.data())
+    def capture(self, data: st.DataObject) -> None:
+        self._one(data, self._capture(data))
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        self._one(data, self._release(data))
+
+    @rule(data=st.data())
     def resend(self, data: st.DataObject) -> None:
         """An earlier key again, with its own command (a client retry) or another one."""
         if not self.keys:
@@ -343,6 +438,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if kind == accounts.WALLET:
                 assert row.balance >= 0, row
                 wallets[(owner, currency)] = row.balance
+            if kind == accounts.HOLD:  # what an open hold holds; a settled one, nothing
+                hold = self.holds[owner]
+                assert row.balance == (hold.amount if hold.open else 0), (row, hold)
         assert all(total == 0 for total in totals.values()), dict(totals)
         assert wallets == self.wallets
         for user in USERS:

@@ -315,8 +315,12 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
         return ((wallet, currency, -event.amount, None), (held, currency, event.amount, None))
     if isinstance(event, HoldCaptured | HoldReleased):
         hold = state.hold(event.hold_id)
+        # Named here, before `evolve` posts: its floor would refuse them first, for a reason
+        # ("hold:… would fall below zero") that is not the one.
         if hold is None:
-            return None  # `evolve` refuses settling a hold nobody placed
+            raise InvariantViolated(f"seq {event.seq}: {event.event_type} of a hold never placed")
+        if hold.settled_by is not None:
+            raise InvariantViolated(f"seq {event.seq}: hold {event.hold_id} settled twice")
         if hold.currency != currency or hold.user_id != event.user_id:
             raise InvariantViolated(f"seq {event.seq}: a {event.event_type} unlike its hold")
         if isinstance(event, HoldReleased) and event.amount != hold.amount:
