@@ -470,6 +470,7 @@ app.command(_holds.hold)
 app.command(_holds.capture)
 app.command(_holds.release)
 app.command(_holds.hold_show, name="hold-show")
+app.command(_holds.release_expired, name="release-expired")
 
 # -- the HTTP server and its keys (cli/server.py) ----------------------------------------
 from tally.cli import server as _server  # noqa: E402

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from tally import views
+from tally import expiry, views
 from tally.cli.ledger_access import (
     existing_ledger,
     order_lines,
@@ -148,3 +148,43 @@ def hold_show(hold_id: str, /, *, common: Common | None = None) -> int:
     for line in view["transactions"]:
         console.print(f"  {line['event_type']} {line['transaction_id']} seq {line['seq']}")
     return 0
+
+
+def release_expired(*, common: Common | None = None) -> int:
+    """Release every hold that expired and is still open: its money back to its wallet.
+
+    Run it from cron (or by hand): an expired hold can no longer be captured, and only a
+    release gives its money back. Each release's idempotency key is tally:expired:HOLD_ID,
+    so sweeps that overlap release each hold once. Exit 0 when every expired hold is
+    settled, 1 when one was refused (listed)."""
+    common = common or Common()
+    with existing_ledger(common) as engine:
+        if engine is None:
+            return print_no_ledger(common)
+        sweep = expiry.release_expired(engine, common.ledger, now_us=_now_us())
+    refused = [
+        {"hold_id": hold_id, "error": r.reason.code, "field": r.field, "detail": r.detail}
+        for hold_id, r in sweep.refused
+    ]
+    if common.json:
+        print_json(
+            {
+                "released": [views.committed_view(c) for c in sweep.released],
+                "settled_meanwhile": sweep.settled_meanwhile,
+                "refused": refused,
+            }
+        )
+    else:
+        for committed in sweep.released:
+            view = views.committed_view(committed)
+            console.print(
+                f"released {view['hold_id']}: {view['amount']} {view['currency']} back to "
+                f"{view['user_id']}, balance after {view['balance_after']} "
+                f"({view['transaction_id']} seq {view['seq']})"
+            )
+        for hold_id in sweep.settled_meanwhile:
+            console.print(f"{hold_id}: settled meanwhile, nothing to release")
+        for line in refused:
+            console.print(f"{line['hold_id']}: refused {line['error']}: {line['detail']}")
+        console.print(f"{len(sweep.released)} expired hold(s) released")
+    return 1 if refused else 0

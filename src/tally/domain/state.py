@@ -182,6 +182,12 @@ class LedgerState:
         found = self.holds.get(hold_id)
         return None if found is None else _new_tuple(HoldState, found)
 
+    def expired_holds(self, at_us: int) -> list[HoldState]:
+        """The holds still open that expired by `at_us`, by hold id: money that only a
+        release gives back."""
+        holds = (_new_tuple(HoldState, found) for found in self.holds.values())
+        return sorted(h for h in holds if h.settled_by is None and h.expired(at_us))
+
 
 def evolve(state: LedgerState, event: Event) -> list[Entry]:
     """Apply one committed (or about to be committed) event; return its ledger lines."""
