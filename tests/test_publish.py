@@ -8,10 +8,12 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import nats
 import pytest
@@ -20,8 +22,11 @@ from nats.js.errors import NotFoundError
 import rawdb
 from conftest import TallyRunner, subprocess_env
 from rawdb import RawDb
-from tally.bootstrap import open_engine
+from tally.bootstrap import open_engine, open_store
 from tally.domain.commands import Envelope, Recharge
+from tally.engine.ports import Store
+from tally.publish import Feed as PublishFeed
+from tally.publish import ensure_stream, publish_new
 
 NATS_URL = "nats://127.0.0.1:4222"
 LEDGER = "shop"
@@ -268,3 +273,80 @@ def test_the_stream_it_creates_refuses_purges(db: str, tally: TallyRunner, feed:
     assert tally("publish", *feed.args(), "--db", db, "--ledger", LEDGER).returncode == 0
     assert not asyncio.run(_purge(feed))
     assert chain_of(messages(feed)) == [1]
+
+
+async def _publish_twice_at_once(db: str, feed: Feed) -> None:
+    store = open_store(db)
+    connection = await nats.connect(NATS_URL)
+    try:
+        js = connection.jetstream()
+        made = PublishFeed(feed.stream, feed.prefix)
+        await ensure_stream(js, made)
+        await asyncio.gather(*(publish_new(js, store, made, LEDGER) for _ in range(2)))
+    finally:
+        await connection.close()
+        store.close()
+
+
+def test_two_publishers_at_once_send_each_event_once(db: str, feed: Feed) -> None:
+    """Both start from an empty stream and race: each event is stored once, in order (the
+    one that was overtaken reads the position again and carries on after it)."""
+    recharge(db, *(f"r{n}" for n in range(40)))
+    asyncio.run(_publish_twice_at_once(db, feed))
+    assert chain_of(messages(feed)) == list(range(1, 41))
+
+
+class _StalledStore:
+    """A store whose first page of the log comes late: a publisher that read its position,
+    then stalled past the stream's duplicate window."""
+
+    def __init__(self, store: Any, stalled: threading.Event, resume: threading.Event) -> None:
+        self._store = store
+        self._stalled = stalled
+        self._resume = resume
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def events(self, ledger: str, *, after_seq: int, limit: int) -> Any:
+        if not self._stalled.is_set():
+            self._stalled.set()
+            self._resume.wait(WAIT_S)
+        return self._store.events(ledger, after_seq=after_seq, limit=limit)
+
+
+async def _stalled_then_overtaken(db: str, feed: Feed) -> None:
+    made = PublishFeed(feed.stream, feed.prefix)
+    connection = await nats.connect(NATS_URL)
+    store = open_store(db)
+    try:
+        js = connection.jetstream()
+        await js.add_stream(
+            name=feed.stream,
+            subjects=[f"{feed.prefix}.>"],
+            duplicate_window=0.2,  # seconds: the stall outlasts it
+            deny_purge=True,
+            deny_delete=True,
+        )
+        stalled, resume = threading.Event(), threading.Event()
+        slow = asyncio.create_task(
+            publish_new(js, cast(Store, _StalledStore(store, stalled, resume)), made, LEDGER)
+        )
+        await asyncio.to_thread(stalled.wait, WAIT_S)
+        done = await publish_new(js, store, made, LEDGER)  # another publisher, meanwhile
+        assert done.last_seq == 5
+        await asyncio.sleep(0.5)  # past the duplicate window
+        resume.set()
+        late = await slow
+        assert late.last_seq == 5
+    finally:
+        await connection.close()
+        store.close()
+
+
+def test_a_stalled_publisher_does_not_send_again_what_another_sent(db: str, feed: Feed) -> None:
+    """Past the duplicate window JetStream would store the stalled publisher's seq 1 again
+    after seq 5; the publish names the subject's last message it knows, and is refused."""
+    recharge(db, "r1", "r2", "r3", "r4", "r5")
+    asyncio.run(_stalled_then_overtaken(db, feed))
+    assert chain_of(messages(feed)) == [1, 2, 3, 4, 5]

@@ -9,6 +9,14 @@ from cron carries on at the next seq. JetStream drops a repeated `Nats-Msg-Id` (
 within its duplicate window, so a message sent twice around a crash is stored once. Before a
 message is sent its row must chain onto the one published before it: a log rewritten after
 it was published is refused, not published over.
+
+Two publishers of one ledger at once (two cron runs overlapping, a stalled one) do not
+interleave: each publish names the stream sequence of the subject's last message it knows
+(`Nats-Expected-Last-Subject-Sequence`), so JetStream refuses one sent after another
+publisher's, whatever the duplicate window; the publisher that lost reads the position again
+and carries on from there. A "duplicate" answer is told apart the same way: another
+publisher sent that seq (the subject's last message is at or past it), or the stream lost
+messages (it is not), which stops the feed.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from tally.audit.canonical import decode_event
 from tally.audit.chain import GENESIS_HASH, link
@@ -30,6 +39,8 @@ _SUBJECT_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HEADER_SEQ = "Tally-Seq"
 HEADER_HASH = "Tally-Hash"
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the subject moved on meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +103,26 @@ async def ensure_stream(js: JetStreamContext, feed: Feed) -> None:
         )
 
 
-async def published_position(js: JetStreamContext, feed: Feed, ledger: str) -> tuple[int, bytes]:
-    """`(seq, chain hash)` of the last event of `ledger` the stream holds; `(0, genesis)`."""
+class Position(NamedTuple):
+    """The last event of a ledger a stream holds: its seq and chain hash, and the message's
+    own sequence in the stream (what the next publish expects to follow)."""
+
+    seq: int
+    hash: bytes
+    stream_seq: int
+
+
+async def published_position(js: JetStreamContext, feed: Feed, ledger: str) -> Position:
+    """The last event of `ledger` the stream holds; `(0, genesis, 0)` when none."""
     try:
         last = await js.get_last_msg(feed.stream, feed.subject(ledger))
     except NotFoundError:
-        return 0, GENESIS_HASH
+        return Position(0, GENESIS_HASH, 0)
     headers = last.headers or {}
     try:
-        return int(headers[HEADER_SEQ]), bytes.fromhex(headers[HEADER_HASH])
+        return Position(
+            int(headers[HEADER_SEQ]), bytes.fromhex(headers[HEADER_HASH]), last.seq or 0
+        )
     except (KeyError, ValueError):
         raise InvariantViolated(
             f"the last message on {feed.subject(ledger)} is not a tally event (no seq and hash)"
@@ -116,19 +138,39 @@ async def publish_new(
 ) -> Published:
     """Publish every event of `ledger` the stream does not hold yet, in seq order, each
     acknowledged before the next is sent (until `stop` is set); returns what the stream held
-    before and after."""
-    start, previous = await published_position(js, feed, ledger)
+    before and after (after: with what another publisher sent meanwhile, if one did)."""
+    start = (await published_position(js, feed, ledger)).seq
+    while True:
+        try:
+            return await _publish_from(js, store, feed, ledger, start, stop=stop)
+        except _Overtaken:  # another publisher sent the next event first: carry on after it
+            continue
+
+
+class _Overtaken(Exception):
+    """Another publisher moved the ledger's subject on since this one read its position."""
+
+
+async def _publish_from(
+    js: JetStreamContext,
+    store: Store,
+    feed: Feed,
+    ledger: str,
+    start: int,
+    *,
+    stop: asyncio.Event | None,
+) -> Published:
+    seq, previous, last_stream_seq = await published_position(js, feed, ledger)
     # Up to the head row, read first: what it covers was committed (a row beyond it was not
     # put there by a commit); what lands meanwhile goes out on the next call.
     head = await asyncio.to_thread(store.head, ledger)
     if head is None:
         raise LookupError(f"no ledger {ledger!r}")
-    if head.seq < start:
+    if head.seq < seq:
         raise InvariantViolated(
-            f"ledger {ledger}: the stream holds seq {start}, the log ends at seq {head.seq} "
+            f"ledger {ledger}: the stream holds seq {seq}, the log ends at seq {head.seq} "
             "(events were removed after they were published)"
         )
-    seq = start
     subject = feed.subject(ledger)
     while seq < head.seq:
         limit = min(page_events, head.seq - seq)
@@ -151,25 +193,35 @@ async def publish_new(
                 )
             # The headers come from the hashed body, not the row's other columns
             _, event = decode_event(row.body)
-            ack = await js.publish(
-                subject,
-                row.body,
-                stream=feed.stream,  # the stream the position was read from, and no other
-                headers={
-                    "Nats-Msg-Id": f"{ledger}:{row.seq}",
-                    HEADER_SEQ: str(row.seq),
-                    HEADER_HASH: row.hash.hex(),
-                    "Tally-Event-Type": event.event_type,
-                    "Tally-Transaction-Id": event.transaction_id,
-                },
-            )
-            if ack.duplicate:  # it held this seq once, but its last message was older
+            try:
+                ack = await js.publish(
+                    subject,
+                    row.body,
+                    stream=feed.stream,  # the stream the position was read from, and no other
+                    headers={
+                        "Nats-Msg-Id": f"{ledger}:{row.seq}",
+                        EXPECTED_LAST: str(last_stream_seq),
+                        HEADER_SEQ: str(row.seq),
+                        HEADER_HASH: row.hash.hex(),
+                        "Tally-Event-Type": event.event_type,
+                        "Tally-Transaction-Id": event.transaction_id,
+                    },
+                )
+            except BadRequestError as error:
+                if error.err_code == _WRONG_LAST_SEQUENCE:
+                    raise _Overtaken from error
+                raise
+            if ack.duplicate:
+                # It held this seq already: sent by another publisher meanwhile (its last
+                # message is at or past it now), or it lost messages (purged or limited).
+                if (await published_position(js, feed, ledger)).seq >= row.seq:
+                    raise _Overtaken
                 raise FeedRefused(
                     f"stream {feed.stream} already held seq {row.seq} of {ledger} but not as "
                     "its last message: it lost messages (purged or limited); nothing more is "
                     "published"
                 )
-            seq, previous = row.seq, row.hash
+            seq, previous, last_stream_seq = row.seq, row.hash, ack.seq
     if previous != head.hash:  # nothing new, or the last row read: the head must be it
         raise InvariantViolated(
             f"ledger {ledger}: the head at seq {head.seq} is not the event published as that "
