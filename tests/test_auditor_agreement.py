@@ -319,7 +319,7 @@ def holds(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
             ),
         )
         order = OrderLine(order_id="o1", amount=3000, merchant_id="m1")
-        captured = run("c1", Capture(hold_id="h1", orders=(order,)))
+        captured = run("c1", Capture(hold_id="h1", currency="USD", orders=(order,)))
         run("f1", Refund(expense_id=captured, order_id="o1", amount=500, currency="USD"))
         run("h2", Hold(user_id="alice", amount=1000, currency="USD", hold_id="h2"))
         run("x2", Release(hold_id="h2", reason="cancelled"))

@@ -116,6 +116,7 @@ HOLD = Hold(
 )
 CAPTURE = Capture(
     hold_id="auth-5501",
+    currency="USD",
     orders=(OrderLine(order_id="order-1003", amount=20_00, merchant_id="m-42"),),
 )
 OPEN_HOLD = Hold(user_id="alice", amount=10_00, currency="USD", hold_id="auth-5502")

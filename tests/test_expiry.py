@@ -137,7 +137,7 @@ def test_a_hold_captured_before_it_expired_is_left_alone(engine: Engine) -> None
         "h",
         Hold(user_id="ann", amount=8_00, currency="USD", hold_id="h", expires_at_us=expires),
     )
-    _run(engine, "c", Capture(hold_id="h", orders=(OrderLine("o-1", 6_00),)))
+    _run(engine, "c", Capture(hold_id="h", currency="USD", orders=(OrderLine("o-1", 6_00),)))
     _wait_until(expires)
     assert expiry.release_expired(engine, LEDGER, now_us=_now_us()) == expiry.Sweep([], [], [])
     assert _wallet(engine, "ann") == 4_00
@@ -149,11 +149,12 @@ def test_the_cli_sweep(tally: TallyRunner, db: str) -> None:
     assert refused.returncode == 1
     assert refused.json()["error"] == "ledger_unknown"
     cli.ok("recharge", "ann", "50.00", "USD", "--gateway", "pp", "--key", "r")
-    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    expires = time.time() + 6  # past the CLI runs below, each a process start
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + f"{expires % 1:.6f}"[1:] + "Z"
     cli.ok("hold", "ann", "10.00", "USD", "--hold-id", "h-1", "--key", "h1", "--expires-at", soon)
     cli.ok("hold", "ann", "5.00", "USD", "--hold-id", "h-2", "--key", "h2")
     assert cli.ok("release-expired") == {"released": [], "settled_meanwhile": [], "refused": []}
-    time.sleep(2.2)
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
     swept = cli.ok("release-expired")
     (released,) = swept["released"]
     assert (released["hold_id"], released["amount"], released["balance_after"]) == (

@@ -14,6 +14,7 @@ from conftest import audit_offline
 from tally import views
 from tally.audit.canonical import decode_event, encode_event
 from tally.bootstrap import open_engine
+from tally.domain import limits
 from tally.domain.commands import (
     Capture,
     Command,
@@ -75,7 +76,11 @@ def test_a_hold_is_captured_once_paying_orders_and_the_rest_goes_back(
     captured = _run(
         engine,
         "c1",
-        Capture(hold_id="a-1", orders=(OrderLine("o-1", 25_00), OrderLine("o-2", 10_00, "m-9"))),
+        Capture(
+            hold_id="a-1",
+            currency="USD",
+            orders=(OrderLine("o-1", 25_00), OrderLine("o-2", 10_00, "m-9")),
+        ),
     )
     assert isinstance(captured.event, HoldCaptured)
     assert captured.event.user_id == "alice"
@@ -106,7 +111,7 @@ def test_a_hold_is_captured_once_paying_orders_and_the_rest_goes_back(
     assert "hold_id" not in recharge_view
 
     with pytest.raises(Rejected) as caught:
-        _run(engine, "c2", Capture(hold_id="a-1", orders=(OrderLine("o-3", 1),)))
+        _run(engine, "c2", Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-3", 1),)))
     assert (caught.value.reason, caught.value.field) == (Rejection.HOLD_SETTLED, "hold_id")
     assert captured.event.transaction_id in caught.value.detail
     with pytest.raises(Rejected) as caught:
@@ -192,7 +197,7 @@ def test_a_released_or_expired_hold_gives_everything_back(
     assert (released.event.amount, released.event.reason) == (20_00, "order cancelled")
     assert _balance(engine, WALLET) == 50_00
     with pytest.raises(Rejected) as caught:
-        _run(engine, "c1", Capture(hold_id="a-1", orders=(OrderLine("o-1", 1),)))
+        _run(engine, "c1", Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-1", 1),)))
     assert caught.value.reason == Rejection.HOLD_SETTLED
 
     expires = _now_us() + 300_000
@@ -208,7 +213,7 @@ def test_a_released_or_expired_hold_gives_everything_back(
     while _now_us() < expires:
         time.sleep(0.05)
     with pytest.raises(Rejected) as caught:
-        _run(engine, "c2", Capture(hold_id="a-2", orders=(OrderLine("o-2", 1_00),)))
+        _run(engine, "c2", Capture(hold_id="a-2", currency="USD", orders=(OrderLine("o-2", 1_00),)))
     assert (caught.value.reason, caught.value.field) == (Rejection.HOLD_EXPIRED, "hold_id")
     assert engine.store.order(LEDGER, "o-2") is None
     view = views.hold_view(engine.store, LEDGER, "a-2", now_us=_now_us())
@@ -238,7 +243,7 @@ def test_holds_in_one_batch_and_a_writer_rebuilt_from_the_log(engine: Engine, db
             ),
             Envelope(
                 idempotency_key="c1",
-                command=Capture(hold_id="a-1", orders=(OrderLine("o-1", 5_00),)),
+                command=Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-1", 5_00),)),
             ),
             Envelope(  # captured a moment ago, in the same batch
                 idempotency_key="x1", command=Release(hold_id="a-1")
@@ -265,12 +270,20 @@ def test_holds_in_one_batch_and_a_writer_rebuilt_from_the_log(engine: Engine, db
             _run(reopened, "h3", Hold(user_id="alice", amount=1, currency="USD", hold_id="a-2"))
         assert caught.value.reason == Rejection.HOLD_ALREADY_PLACED
         with pytest.raises(Rejected) as caught:
-            _run(reopened, "c2", Capture(hold_id="a-1", orders=(OrderLine("o-2", 1),)))
+            _run(
+                reopened,
+                "c2",
+                Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-2", 1),)),
+            )
         assert caught.value.reason == Rejection.HOLD_SETTLED
         assert _run(
-            reopened, "c1", Capture(hold_id="a-1", orders=(OrderLine("o-1", 5_00),))
+            reopened, "c1", Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-1", 5_00),))
         ).replayed
-        _run(reopened, "c3", Capture(hold_id="a-2", orders=(OrderLine("o-3", 10_00),)))
+        _run(
+            reopened,
+            "c3",
+            Capture(hold_id="a-2", currency="USD", orders=(OrderLine("o-3", 10_00),)),
+        )
         assert _balance(reopened, WALLET) == 35_00
         assert _balance(reopened, "hold:a-2:USD") == 0
         reopened.close()
@@ -469,3 +482,54 @@ def test_a_settled_hold_is_settled_once_even_when_its_account_is_filled_again() 
     state.balances["hold:a-1:USD"] = 10  # as if filled again
     with pytest.raises(InvariantViolated, match="settled twice"):
         evolve(state, _released(4))
+
+
+def test_a_hold_that_expires_in_year_9999_is_shown_and_one_after_is_refused(
+    engine: Engine,
+) -> None:
+    _run(engine, "r1", Recharge(user_id="alice", amount=10_00, currency="USD", gateway="pp"))
+    latest = limits.timestamp_us_max
+    _run(
+        engine,
+        "h1",
+        Hold(user_id="alice", amount=1_00, currency="USD", hold_id="a-1", expires_at_us=latest),
+    )
+    view = views.hold_view(engine.store, LEDGER, "a-1", now_us=_now_us())
+    assert view is not None
+    assert view["expires_at"] == "9999-12-31T23:59:59.999999Z"
+    with pytest.raises(Rejected) as caught:
+        _run(
+            engine,
+            "h2",
+            Hold(
+                user_id="alice",
+                amount=1_00,
+                currency="USD",
+                hold_id="a-2",
+                expires_at_us=latest + 1,
+            ),
+        )
+    assert (caught.value.reason, caught.value.field) == (Rejection.EXPIRY_INVALID, "expires_at")
+
+
+def test_a_hold_given_back_past_the_64_bit_limit_is_refused_naming_the_hold(
+    engine: Engine,
+) -> None:
+    """The wallet refilled to the limit while the hold was open: giving the hold back first
+    would leave 64 bits, so neither capture nor release can go (nor should the refusal name
+    a field the request does not have)."""
+    _run(engine, "r1", Recharge(user_id="alice", amount=100, currency="USD", gateway="pp"))
+    _run(engine, "h1", Hold(user_id="alice", amount=100, currency="USD", hold_id="a-1"))
+    full = limits.INT64_MAX  # the wallet, emptied by the hold, filled to the limit
+    _run(engine, "r2", Recharge(user_id="alice", amount=full, currency="USD", gateway="gw"))
+    for key, command in [
+        ("c1", Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-1", 100),))),
+        ("x1", Release(hold_id="a-1")),
+    ]:
+        with pytest.raises(Rejected) as caught:
+            _run(engine, key, command)
+        assert (caught.value.reason, caught.value.field) == (
+            Rejection.BALANCE_LIMIT_EXCEEDED,
+            "hold_id",
+        )
+    assert _balance(engine, "hold:a-1:USD") == 100

@@ -210,9 +210,11 @@ def hold(
     )
 
 
-def capture(*lines: tuple[object, object], hold_id: object = "h-1") -> Capture:
+def capture(
+    *lines: tuple[object, object], hold_id: object = "h-1", currency: str = "USD"
+) -> Capture:
     orders = tuple(OrderLine(order_id=untyped(o), amount=untyped(a)) for o, a in lines)
-    return Capture(hold_id=untyped(hold_id), orders=orders)
+    return Capture(hold_id=untyped(hold_id), currency=currency, orders=orders)
 
 
 def release(*, hold_id: object = "h-1", reason: object = "") -> Release:
@@ -595,6 +597,26 @@ CASES = [
         held_ledger,
     ),
     Case("capture of no hold", R.HOLD_UNKNOWN, "hold_id", command(capture(("o-9", 1)))),
+    Case(
+        "capture in another currency than its hold's",
+        R.CURRENCY_MISMATCH,
+        "currency",
+        command(capture(("o-9", 1), currency="JPY")),
+        held_ledger,
+    ),
+    Case(
+        "capture currency unknown",
+        R.CURRENCY_UNKNOWN,
+        "currency",
+        command(capture(("o-9", 1), currency="XAU")),
+        held_ledger,
+    ),
+    Case(
+        "hold expiring after year 9999",
+        R.EXPIRY_INVALID,
+        "expires_at",
+        command(hold(expires_at_us=limits.timestamp_us_max + 1)),
+    ),
     Case(
         "capture of a released hold",
         R.HOLD_SETTLED,

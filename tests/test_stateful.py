@@ -29,7 +29,7 @@ from conftest import audit_offline
 from rawdb import is_postgres
 from tally import views
 from tally.bootstrap import open_engine
-from tally.domain import accounts
+from tally.domain import accounts, limits
 from tally.domain.commands import (
     Adjustment,
     Capture,
@@ -49,6 +49,7 @@ from tally.verification import verify
 
 USERS = ("ann", "ben", "cy")
 CURRENCIES = ("JPY", "USD")  # sorted: the order balances are listed in
+FAR_AHEAD_US = limits.timestamp_us_max  # the latest expiry a hold may have (year 9999)
 
 
 @dataclass(slots=True)
@@ -148,7 +149,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _hold(self, data: st.DataObject) -> Hold:
         expires_at_us = None
         if rarely(data, 6, "expiring?"):  # in the past (refused) or far ahead
-            expires_at_us = data.draw(st.sampled_from((1, 2**62)), label="expiry")
+            expires_at_us = data.draw(st.sampled_from((1, FAR_AHEAD_US)), label="expiry")
         return Hold(
             user_id=data.draw(st.sampled_from(USERS), label="user"),
             amount=data.draw(st.integers(1, 5_000), label="amount"),
@@ -158,7 +159,12 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     def _capture(self, data: st.DataObject) -> Capture:
-        return Capture(hold_id=self._hold_id(data, placed=True), orders=self._order_lines(data))
+        hold_id = self._hold_id(data, placed=True)
+        hold = self.holds.get(hold_id)
+        currency = data.draw(st.sampled_from(CURRENCIES), label="currency")
+        if hold is not None and not rarely(data, 8, "other currency?"):
+            currency = hold.currency  # as an edge fills it in
+        return Capture(hold_id=hold_id, currency=currency, orders=self._order_lines(data))
 
     def _release(self, data: st.DataObject) -> Release:
         return Release(hold_id=self._hold_id(data, placed=True))
@@ -244,6 +250,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 return Rejection.ORDER_ALREADY_PAID
             total = sum(line.amount for line in command.orders)
             if isinstance(command, Capture):
+                hold = self.holds.get(command.hold_id)
+                if hold is not None and hold.currency != command.currency:
+                    return Rejection.CURRENCY_MISMATCH
                 return self._expect_settling(command.hold_id) or (
                     Rejection.CAPTURE_EXCEEDS_HOLD
                     if total > self.holds[command.hold_id].amount

@@ -13,6 +13,7 @@ from pathlib import Path
 
 GENESIS = bytes(32)
 INT64_MAX = 2**63 - 1
+TIMESTAMP_US_MAX = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 INT64_MIN = -(2**63)
 # Sent to `verify_received` instead of the end of the log when the sender stopped reading it.
 UNFINISHED = "unfinished"
@@ -438,8 +439,15 @@ class _Invariants:
         expires_at_us: int | None = None  # the key is absent when the hold never expires
         if "expires_at_us" in event:
             given = event["expires_at_us"]
-            if type(given) is not int or given <= int(str(event["timestamp_us"])):
-                raise _Bad("malformed hold (expires_at_us an integer after its timestamp_us)")
+            if (
+                type(given) is not int
+                or given <= int(str(event["timestamp_us"]))
+                or given > TIMESTAMP_US_MAX
+            ):
+                raise _Bad(
+                    "malformed hold (expires_at_us an integer after its timestamp_us, "
+                    "before year 10000)"
+                )
             expires_at_us = given
         if hold_id in self.holds:
             raise _Bad(f"hold {hold_id} placed twice")

@@ -319,6 +319,7 @@ class _HoldCommand(msgspec.Struct, frozen=True, tag_field="type", tag="hold", om
 
 class _CaptureCommand(msgspec.Struct, frozen=True, tag_field="type", tag="capture"):
     hold_id: str
+    currency: str
     orders: list[_Order]
     metadata: dict[str, str]
 
@@ -358,7 +359,7 @@ def command_digest(command: Command) -> str:
         )
     elif isinstance(c, Capture):
         orders = [_Order(*line) for line in c.orders]
-        body = _CaptureCommand(c.hold_id, orders, dict(c.metadata))
+        body = _CaptureCommand(c.hold_id, c.currency, orders, dict(c.metadata))
     elif isinstance(c, Release):
         body = _ReleaseCommand(c.hold_id, c.reason, dict(c.metadata))
     else:  # pragma: no cover - the Command union is closed

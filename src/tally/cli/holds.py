@@ -88,7 +88,7 @@ def capture(
         lines = order_lines(order, currency)
     except Rejected as rejection:
         return print_rejection(rejection, common)
-    command = Capture(hold_id=hold_id, orders=lines)
+    command = Capture(hold_id=hold_id, currency=currency, orders=lines)
     return write(common, Envelope(idempotency_key=key, command=command))
 
 

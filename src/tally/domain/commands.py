@@ -108,9 +108,14 @@ class Hold:
 class Capture:
     """An open hold pays one or many orders, all or none; what the orders do not take goes
     back to the wallet in the same transaction. A hold is captured once. The capture's
-    transaction id is what a refund of one of its orders names as `expense_id`."""
+    transaction id is what a refund of one of its orders names as `expense_id`.
+
+    `currency` is the one the orders' amounts were read in, which the caller believes is
+    the hold's (an edge fills it in from the hold): a capture whose hold turns out to be in
+    another currency is refused (`currency_mismatch`), never paid in that one."""
 
     hold_id: str
+    currency: str
     orders: tuple[OrderLine, ...]
     metadata: Metadata = ()
 

@@ -380,6 +380,10 @@ def _hold(common: _Common, command: Hold) -> Event:
             raise Rejected(
                 Rejection.EXPIRY_INVALID, field="expires_at", detail="must be in the future"
             )
+        if expires_at_us > limits.timestamp_us_max:
+            raise Rejected(
+                Rejection.EXPIRY_INVALID, field="expires_at", detail="must fall before year 10000"
+            )
     state = common.state
     placed = state.hold(command.hold_id)
     if placed is not None:
@@ -415,12 +419,12 @@ def _capture(common: _Common, command: Capture) -> Event:
     _check_orders_count(orders)
     check_identifier(command.hold_id, "hold_id")
     state = common.state
-    hold = state.hold(command.hold_id)
-    _check_order_ids(state, orders, None if hold is None else hold.currency)
+    _check_order_ids(state, orders, command.currency)
+    _check_currency(common, command.currency)
     total = _check_order_amounts(orders)
     _check_metadata(command.metadata)
     _check_orders_new(state, orders)
-    hold = _open_hold(common, command.hold_id, capturing=True)
+    hold = _open_hold(common, command.hold_id, capturing=True, currency=command.currency)
     if total > hold.amount:
         raise Rejected(
             Rejection.CAPTURE_EXCEEDS_HOLD,
@@ -442,7 +446,7 @@ def _release(common: _Common, command: Release) -> Event:
     check_identifier(command.hold_id, "hold_id")
     _check_metadata(command.metadata)
     _check_reason(command.reason, required=False)
-    hold = _open_hold(common, command.hold_id, capturing=False)
+    hold = _open_hold(common, command.hold_id, capturing=False, currency=None)
     wallet = accounts.wallet(hold.user_id, hold.currency)
     return HoldReleased(
         **common.event_fields(hold.user_id, hold.currency, command.metadata),
@@ -453,12 +457,21 @@ def _release(common: _Common, command: Release) -> Event:
     )
 
 
-def _open_hold(common: _Common, hold_id: str, *, capturing: bool) -> HoldState:
-    """The hold `hold_id` names, refused when there is none, it was settled, or (for a
-    capture) it expired before this command's timestamp."""
+def _open_hold(
+    common: _Common, hold_id: str, *, capturing: bool, currency: str | None
+) -> HoldState:
+    """The hold `hold_id` names, refused when there is none, it is in another `currency`
+    than the command's amounts (when it names one), it was settled, or (for a capture) it
+    expired before this command's timestamp."""
     hold = common.state.hold(hold_id)
     if hold is None:
         raise Rejected(Rejection.HOLD_UNKNOWN, field="hold_id", detail=f"no hold {hold_id}")
+    if currency is not None and hold.currency != currency:
+        raise Rejected(
+            Rejection.CURRENCY_MISMATCH,
+            field="currency",
+            detail=f"hold {hold_id} is in {hold.currency}",
+        )
     if hold.settled_by is not None:
         raise Rejected(
             Rejection.HOLD_SETTLED,
@@ -476,7 +489,7 @@ def _open_hold(common: _Common, hold_id: str, *, capturing: bool) -> HoldState:
 
 def _hold_back(state: LedgerState, hold: HoldState, wallet: str) -> list[Posting]:
     """The hold's whole amount back to the wallet: how a release ends, and a capture begins."""
-    _check_credit(state, wallet, hold.amount)
+    _check_credit(state, wallet, hold.amount, field="hold_id")
     held = accounts.hold(hold.hold_id, hold.currency)
     return [
         Posting(account=held, currency=hold.currency, amount=-hold.amount),
@@ -631,11 +644,11 @@ def _check_orders_new(state: LedgerState, orders: tuple[OrderLine, ...]) -> None
             )
 
 
-def _check_credit(state: LedgerState, account: str, amount: int) -> None:
+def _check_credit(state: LedgerState, account: str, amount: int, field: str = "amount") -> None:
     if state.balance(account) + amount > limits.INT64_MAX:
         raise Rejected(
             Rejection.BALANCE_LIMIT_EXCEEDED,
-            field="amount",
+            field=field,
             detail=f"{account} would exceed the 64-bit balance limit",
         )
 

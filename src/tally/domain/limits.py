@@ -6,6 +6,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
 amount_max = INT64_MAX  # a single amount, in minor units
+timestamp_us_max = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z: what views can show
 identifier_length_max = 128  # user, order, merchant, gateway and transaction ids
 idempotency_key_length_max = 255
 actor_length_max = 255  # who sent a command: an API key id, an operator, "cli"

@@ -315,8 +315,11 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
     if isinstance(event, HoldPlaced):
         if event.amount <= 0:
             raise InvariantViolated(f"seq {event.seq}: a hold of no money")
-        if event.expires_at_us is not None and event.expires_at_us <= event.timestamp_us:
+        expires_at_us = event.expires_at_us
+        if expires_at_us is not None and expires_at_us <= event.timestamp_us:
             raise InvariantViolated(f"seq {event.seq}: a hold expiring before it was placed")
+        if expires_at_us is not None and expires_at_us > limits.timestamp_us_max:
+            raise InvariantViolated(f"seq {event.seq}: a hold expiring after year 9999")
         held = accounts.hold(event.hold_id, currency)
         return ((wallet, currency, -event.amount, None), (held, currency, event.amount, None))
     if isinstance(event, HoldCaptured | HoldReleased):

@@ -121,12 +121,16 @@ def _expires_at_us(text: str | None) -> int | None:
 def capture(hold_id: str, body: models.CaptureRequest, currencies: Mapping[str, str]) -> Capture:
     """`currencies` maps hold ids to their currency (see writes.py), in which the orders'
     amounts are parsed; a hold missing from it is refused as the ledger refuses a capture
-    of a hold it does not have (`unknown_hold`)."""
+    of a hold it does not have (`unknown_hold`). The capture names that currency: the
+    writer's state it came from may hold a batch not yet committed, and if that batch is
+    undone, a hold of the same id in another currency placed elsewhere meanwhile is refused
+    the capture (`currency_mismatch`) instead of being paid these numbers in its currency."""
     currency = currencies.get(hold_id)
     if currency is None:
         raise unknown_hold(hold_id, body)
     return Capture(
         hold_id=hold_id,
+        currency=currency,
         orders=_order_lines(body.orders, currency),
         metadata=metadata_from(body.metadata),
     )
@@ -167,7 +171,12 @@ def unknown_hold(hold_id: str, body: models.CaptureRequest) -> Rejected:
         merchant = {} if line.merchant_id is None else {"merchant_id": line.merchant_id}
         # text where an int belongs: what the ledger refuses as amount_invalid
         lines.append(OrderLine(order_id=line.order_id, amount=cast(int, stand_in), **merchant))
-    probe = Capture(hold_id=hold_id, orders=tuple(lines), metadata=metadata_from(body.metadata))
+    probe = Capture(
+        hold_id=hold_id,
+        currency=_ANY_CURRENCY,
+        orders=tuple(lines),
+        metadata=metadata_from(body.metadata),
+    )
     try:
         decide(
             LedgerState(""),
