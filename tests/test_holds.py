@@ -522,10 +522,11 @@ def test_a_hold_given_back_past_the_64_bit_limit_is_refused_naming_the_hold(
     _run(engine, "h1", Hold(user_id="alice", amount=100, currency="USD", hold_id="a-1"))
     full = limits.INT64_MAX  # the wallet, emptied by the hold, filled to the limit
     _run(engine, "r2", Recharge(user_id="alice", amount=full, currency="USD", gateway="gw"))
-    for key, command in [
+    attempts: list[tuple[str, Command]] = [
         ("c1", Capture(hold_id="a-1", currency="USD", orders=(OrderLine("o-1", 100),))),
         ("x1", Release(hold_id="a-1")),
-    ]:
+    ]
+    for key, command in attempts:
         with pytest.raises(Rejected) as caught:
             _run(engine, key, command)
         assert (caught.value.reason, caught.value.field) == (
