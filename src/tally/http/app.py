@@ -33,6 +33,7 @@ from litestar.types import (
 from prometheus_client import Counter, Histogram
 
 from tally import __version__
+from tally.console.pages import console_router
 from tally.http import docs, models, reads, writes
 from tally.http.direct import STATEMENT_ROUTE, DirectWrites, statement_user
 from tally.http.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -251,6 +252,7 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
             docs_style,
             *writes.ROUTES,
             *reads.ROUTES,
+            console_router(),  # the web console, /console (tally/console)
         ],
         openapi_config=openapi,
         exception_handlers=EXCEPTION_HANDLERS,
