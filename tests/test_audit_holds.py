@@ -131,6 +131,10 @@ def _hold_id(hold_id: object) -> Callable[[Event], None]:
     return apply
 
 
+_BAD_EXPIRY = (
+    "seq 7: malformed hold (expires_at_us an integer after its timestamp_us, before year 10000)"
+)
+
 FINDINGS: dict[str, tuple[Callable[[list[Event]], list[Event]], str]] = {
     "an unknown key": (
         _edit(7, lambda e: e.update(evil=1)),
@@ -174,15 +178,19 @@ FINDINGS: dict[str, tuple[Callable[[list[Event]], list[Event]], str]] = {
     ),
     "an expiry of true (which is no 1)": (
         _edit(7, lambda e: e.update(timestamp_us=0, expires_at_us=True)),
-        "seq 7: malformed hold (expires_at_us an integer after its timestamp_us)",
+        _BAD_EXPIRY,
     ),
     "an expiry at the hold's own timestamp": (
         _edit(7, lambda e: e.update(expires_at_us=e["timestamp_us"])),
-        "seq 7: malformed hold (expires_at_us an integer after its timestamp_us)",
+        _BAD_EXPIRY,
     ),
     "an expiry of null": (
         _edit(7, lambda e: e.update(expires_at_us=None)),
-        "seq 7: malformed hold (expires_at_us an integer after its timestamp_us)",
+        _BAD_EXPIRY,
+    ),
+    "an expiry after year 9999": (
+        _edit(7, lambda e: e.update(expires_at_us=253_402_300_800_000_000)),
+        _BAD_EXPIRY,
     ),
     "a hold's money put in another hold's account": (
         _edit(7, lambda e: e["postings"][1].update(account="hold:auth-9999:USD")),
