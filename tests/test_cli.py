@@ -631,3 +631,27 @@ def test_serve_refuses_a_port_beyond_65535(tally: TallyRunner, tmp_path: Path) -
     run = tally("serve", "--db", str(tmp_path / "s.db"), "--port", "84299")
     assert run.returncode == 2, run.describe()
     assert "--port must be 0 to 65535" in run.stderr
+
+
+def test_logged_tracebacks_show_no_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """A request's locals (a sign-in form's key, a bearer secret being checked) must never
+    reach the log through a traceback."""
+    from tally.cli import app as cli_app
+
+    before = structlog.get_config()
+    try:
+        cli_app.configure_logging()
+
+        def check(secret: str) -> None:
+            raise ValueError("bad")
+
+        secret = "-".join(("tally_key", "do", "not", "log", "me"))  # not in any source line
+        try:
+            check(secret)
+        except ValueError:
+            structlog.get_logger("test").exception("failed")
+        logged = capsys.readouterr().err
+        assert "ValueError" in logged
+        assert secret not in logged
+    finally:
+        structlog.configure(**before)

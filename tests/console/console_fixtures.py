@@ -57,7 +57,7 @@ class Console:
     url: str
     db: str
     services: Services
-    keys: dict[str, str]  # name -> secret: admin, write, read, other_read
+    keys: dict[str, str]  # name -> secret: admin, write, read, read_write, other_read
     story: Story
 
     def api(self) -> httpx.Client:
@@ -103,6 +103,7 @@ def _console(db: str) -> Iterator[Console]:
         "admin": ("shop", (Scope.ADMIN,)),
         "write": ("shop", (Scope.WRITE,)),
         "read": ("shop", (Scope.READ,)),
+        "read_write": ("shop", (Scope.READ, Scope.WRITE)),
         "other_read": ("other", (Scope.READ,)),
     }
     keys = {

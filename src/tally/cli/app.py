@@ -430,10 +430,20 @@ def _stderr_logger(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+def configure_logging() -> None:
+    """Log lines (a writer's warnings, `tally serve`'s) go to stderr: stdout is the command's
+    answer, JSON with --json, and must hold nothing else. Tracebacks show no local
+    variables: a request's (a form holding an API key, a bearer secret being checked) would
+    be written to the log."""
+    renderer = structlog.dev.ConsoleRenderer(
+        exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+    )
+    processors = [*structlog.get_config()["processors"][:-1], renderer]
+    structlog.configure(logger_factory=_stderr_logger, processors=processors)
+
+
 def main() -> None:
-    # Log lines (a writer's warnings, `tally serve`'s) go to stderr: stdout is the command's
-    # answer, JSON with --json, and must hold nothing else.
-    structlog.configure(logger_factory=_stderr_logger)
+    configure_logging()
     try:
         code = app(exit_on_error=True)
     except Rejected as rejection:  # one no command caught (each prints its own, --json's way)

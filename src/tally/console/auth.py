@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
@@ -33,11 +33,22 @@ async def key_for(request: Request[Any, Any, Any], secret: str) -> ApiKey | None
     return await services_of(request).authenticate(secret)
 
 
-async def signed_in(request: Request[Any, Any, Any]) -> Redirect | None:
-    """A before-request hook: the page's key (kept in the request's state), or a 303 to the
-    login page when the cookie holds no live key with the `read` scope."""
+def read_only(key: ApiKey) -> bool:
+    """Whether `key` may sign in to the console: it reads and can do nothing else. The
+    cookie holds the key's secret, which a browser keeps; a key that could write or adjust
+    would leave a credential that moves money wherever the browser's cookies go."""
+    return key.scopes == frozenset({Scope.READ})
+
+
+async def signed_in(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """A before-request hook: the page's key (kept in the request's state), or, when the
+    cookie holds no live read-only key, a 303 to the login page (for htmx's fragment
+    requests a 401 telling htmx to go there: a redirect would put the login form inside
+    the page's table)."""
     key = await key_for(request, request.cookies.get(COOKIE, ""))
-    if key is None or not key.allows(Scope.READ):
+    if key is None or not read_only(key):
+        if request.headers.get("hx-request") == "true":
+            return Response(b"", status_code=401, headers={"HX-Redirect": LOGIN})
         return Redirect(LOGIN, status_code=303)
     request.scope["state"]["tally_console_key"] = key
     return None

@@ -18,7 +18,6 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
 
-from tally.api_keys import Scope
 from tally.console import auth, lookups
 from tally.console.render import CONTENT_SECURITY_POLICY, STATIC_FILES, page
 from tally.domain.limits import INT64_MAX
@@ -59,8 +58,12 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     key = await auth.key_for(request, secret)
     if key is None:
         return page("login.html", status_code=401, error="unknown or revoked API key")
-    if not key.allows(Scope.READ):
-        return page("login.html", status_code=403, error="this key lacks the 'read' scope")
+    if not auth.read_only(key):
+        return page(
+            "login.html",
+            status_code=403,
+            error="sign in with a key that has the 'read' scope and no other",
+        )
     return Redirect("/console/", status_code=303, cookies=[auth.key_cookie(request, secret)])
 
 

@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get, head
 from litestar.enums import ScopeType
-from litestar.exceptions import SerializationException
+from litestar.exceptions import ClientException, SerializationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -80,7 +80,14 @@ async def docs_style() -> str:
 class _Request(Request[Any, Any, Any]):
     """Litestar's request, whose JSON body nested too deeply to decode (the decoder's
     `RecursionError`) or holding a string that is not UTF-8 (`UnicodeDecodeError`) is
-    malformed JSON like any other: 400 `json_malformed`, not a 500."""
+    malformed JSON like any other: 400 `json_malformed`, not a 500; and whose form (the
+    console's sign-in) holding a part that is not UTF-8 is a 400 too."""
+
+    async def form(self) -> Any:
+        try:
+            return await super().form()
+        except UnicodeDecodeError as error:
+            raise ClientException(f"the form is not UTF-8: {error.reason}") from error
 
     async def json(self) -> Any:
         try:
