@@ -9,9 +9,6 @@ markup, and 60 more recharges (a statement longer than one console page).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,17 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pg import fresh_database
+from served_app import served
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
 from tally.http.compose import open_services
 from tally.http.services import Services
-from tally.http.wire import SERVE_OPTIONS
 
-SERVER_START_TIMEOUT_S = 20
 MARKUP = "<script>alert('x')</script>"
 PAGED_RECHARGES = 60
 
@@ -75,13 +70,6 @@ class Console:
             yield client
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def console(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -110,27 +98,13 @@ def _console(db: str) -> Iterator[Console]:
         name: services.keys.create(ledger, frozenset(scopes)).secret
         for name, (ledger, scopes) in grants.items()
     }
-    app = create_app(services)
-    sock = _free_socket()
-    config = uvicorn.Config(app, ws="none", lifespan="on", log_level="warning", **SERVE_OPTIONS)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            http.headers["Authorization"] = f"Bearer {keys['admin']}"
-            story = _write_story(http)
-        yield Console(url=url, db=db, services=services, keys=keys, story=story)
+        with served(create_app(services)) as url:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                http.headers["Authorization"] = f"Bearer {keys['admin']}"
+                story = _write_story(http)
+            yield Console(url=url, db=db, services=services, keys=keys, story=story)
     finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_S)
-        sock.close()
         services.engine.close()
         services.keys.close()
         services.engine.store.close()

@@ -7,9 +7,6 @@ with two ledgers and keys of every kind."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,17 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pg import fresh_database
+from served_app import served
 from tally.api_keys import Scope
 from tally.bootstrap import open_store
 from tally.http.app import create_app
 from tally.http.compose import open_services
 from tally.http.services import Services
-from tally.http.wire import SERVE_OPTIONS  # as `tally serve` runs it
-
-SERVER_START_TIMEOUT_S = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,13 +41,6 @@ class Live:
         """A fresh key: (key_id, secret)."""
         issued = self.services.keys.create(ledger, frozenset(scopes))
         return issued.key.key_id, issued.secret
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -85,24 +72,10 @@ def _live(db: str) -> Iterator[Live]:
         name: services.keys.create(ledger, frozenset(scopes)).secret
         for name, (ledger, scopes) in grants.items()
     }
-    app = create_app(services)
-    sock = _free_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, ws="none", lifespan="on", log_level="warning", **SERVE_OPTIONS)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
     try:
-        yield Live(url=f"http://127.0.0.1:{port}", db=db, services=services, keys=keys)
+        with served(create_app(services)) as url:
+            yield Live(url=url, db=db, services=services, keys=keys)
     finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_S)
-        sock.close()
         services.engine.close()
         services.keys.close()
         services.engine.store.close()
