@@ -6,11 +6,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
+
 from conftest import TallyRunner, audit_offline
+from served_app import served
 from tally import expiry, views
+from tally.api_keys import Scope
 from tally.bootstrap import open_engine
 from tally.domain.commands import Capture, Command, Envelope, Hold, OrderLine, Recharge, Release
 from tally.engine.engine import Engine
+from tally.http.app import create_app
+from tally.http.compose import open_services
 from tally.verification import verify
 from test_cli import LEDGER, Cli
 
@@ -168,3 +174,62 @@ def test_the_cli_sweep(tally: TallyRunner, db: str) -> None:
     assert text.returncode == 0, text.describe()
     assert "0 expired hold(s) released" in text.stdout
     assert cli.ok("balance", "ann")["balances"] == [{"currency": "USD", "balance": "45.00"}]
+
+
+def test_a_server_releases_expired_holds_by_itself(db: str) -> None:
+    """`tally serve` sweeps every --release-expired-every seconds: an expired hold's money is
+    back in the wallet without anyone asking, once, and the log verifies."""
+    services = open_services(db, key_cache_ttl_s=0)
+    services.engine.store.ensure_ledger(LEDGER)
+    secret = services.keys.create(LEDGER, frozenset({Scope.ADMIN})).secret
+    expires = _now_us() + 500_000
+    try:
+        with served(create_app(services, release_expired_every_s=0.2)) as url:
+            auth = {"Authorization": f"Bearer {secret}"}
+            with httpx.Client(base_url=url, headers=auth, timeout=30) as http:
+                for path, body in [
+                    (
+                        "/v1/recharges",
+                        {"user_id": "ann", "amount": "9.00", "currency": "USD", "gateway": "pp"},
+                    ),
+                    (
+                        "/v1/holds",
+                        {
+                            "user_id": "ann",
+                            "amount": "4.00",
+                            "currency": "USD",
+                            "hold_id": "h-1",
+                            "expires_at": views.timestamp(expires),
+                        },
+                    ),
+                    (
+                        "/v1/holds",
+                        {"user_id": "ann", "amount": "2.00", "currency": "USD", "hold_id": "h-2"},
+                    ),
+                ]:
+                    done = http.post(
+                        path, json=body, headers={"Idempotency-Key": path + body["amount"]}
+                    )
+                    assert done.status_code == 201, done.text
+                assert http.get("/v1/holds/h-1").json()["status"] == "open"
+                deadline = time.monotonic() + 20
+                while http.get("/v1/holds/h-1").json()["status"] != "released":
+                    assert time.monotonic() < deadline, "the server never released h-1"
+                    time.sleep(0.1)
+                time.sleep(0.5)  # more sweeps: nothing more to release
+                balances = http.get("/v1/users/ann/balances").json()["balances"]
+                assert balances == [{"currency": "USD", "balance": "7.00"}]  # h-2 still held
+                assert http.get("/v1/holds/h-2").json()["status"] == "open"
+                page = http.get("/v1/events", params={"after_seq": 0}).json()
+                types = [event["event_type"] for event in page["events"]]
+                assert types == ["recharge", "hold", "hold", "release"]
+        engine = open_engine(db)
+        try:
+            assert verify(engine, LEDGER).ok
+        finally:
+            engine.close()
+            engine.store.close()
+    finally:
+        services.engine.close()
+        services.keys.close()
+        services.engine.store.close()

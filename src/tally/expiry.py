@@ -2,7 +2,8 @@
 
 A hold that expired can no longer be captured (`hold_expired`), but its money stays in its
 account until a release moves it back: no event is written without a command. This sweep is
-that command for every open hold that expired, run by an operator or from cron
+that command for every open hold that expired: `tally serve` runs it every minute
+(`--release-expired-every`, `sweep_forever`), and an operator can run it by hand or from cron
 (`tally release-expired`). Each release carries the idempotency key `tally:expired:<hold_id>`,
 so two sweeps at once (two processes, a retry) release a hold once: the second one's release
 is the first one's, replayed. A hold released or captured meanwhile by someone else is
@@ -11,7 +12,11 @@ refused `hold_settled`, which the sweep counts as done.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import NamedTuple
+
+import structlog
 
 from tally.domain.commands import Envelope, Release
 from tally.domain.rejections import Rejected, Rejection
@@ -20,6 +25,9 @@ from tally.engine.results import Committed
 
 EXPIRED_REASON = "expired"
 KEY_PREFIX = "tally:expired:"
+SERVER_ACTOR = "tally-serve"  # the actor of the releases a server's sweep writes
+
+log = structlog.get_logger(__name__)
 
 
 class Sweep(NamedTuple):
@@ -53,3 +61,37 @@ def release_expired(engine: Engine, ledger: str, *, now_us: int, actor: str = "c
         else:
             sweep.refused.append((hold.hold_id, outcome))
     return sweep
+
+
+async def sweep_forever(engine: Engine, *, every_s: float) -> None:
+    """Every `every_s` seconds, release the expired holds of every ledger of the engine's
+    store, on a worker thread (each sweep waits for its commit). A sweep that fails is
+    logged and tried again at the next turn: a server never stops for it."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            for ledger in await asyncio.to_thread(engine.store.ledgers):
+                sweep = await asyncio.to_thread(
+                    release_expired,
+                    engine,
+                    ledger,
+                    now_us=time.time_ns() // 1000,
+                    actor=SERVER_ACTOR,
+                )
+                for committed in sweep.released:
+                    log.info(
+                        "expired hold released",
+                        ledger=ledger,
+                        hold_id=getattr(committed.event, "hold_id", None),
+                        transaction_id=committed.event.transaction_id,
+                    )
+                for hold_id, refused in sweep.refused:
+                    log.warning(
+                        "expired hold not released",
+                        ledger=ledger,
+                        hold_id=hold_id,
+                        error=refused.reason.code,
+                        detail=refused.detail,
+                    )
+        except Exception:
+            log.exception("releasing expired holds failed; trying again at the next turn")

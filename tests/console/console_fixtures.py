@@ -99,7 +99,8 @@ def _console(db: str) -> Iterator[Console]:
         for name, (ledger, scopes) in grants.items()
     }
     try:
-        with served(create_app(services)) as url:
+        # no sweep of expired holds: tests of expiry look at them expired and still open
+        with served(create_app(services, release_expired_every_s=0)) as url:
             with httpx.Client(base_url=url, timeout=30) as http:
                 http.headers["Authorization"] = f"Bearer {keys['admin']}"
                 story = _write_story(http)

@@ -73,7 +73,8 @@ def _live(db: str) -> Iterator[Live]:
         for name, (ledger, scopes) in grants.items()
     }
     try:
-        with served(create_app(services)) as url:
+        # no sweep of expired holds: tests of expiry look at them expired and still open
+        with served(create_app(services, release_expired_every_s=0)) as url:
             yield Live(url=url, db=db, services=services, keys=keys)
     finally:
         services.engine.close()

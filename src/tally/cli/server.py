@@ -54,8 +54,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     key_cache_ttl_s: float = 2.0,
+    release_expired_every: float = 60.0,
 ) -> int:
-    """Serve the HTTP API (docs at /docs, schema at /openapi.json, metrics at /metrics)."""
+    """Serve the HTTP API (docs at /docs, schema at /openapi.json, metrics at /metrics) and
+    the web console (/console/).
+
+    Every --release-expired-every seconds (0: never) it releases every expired hold still
+    open, as `tally release-expired` does (several servers at once release each hold once)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
@@ -64,7 +69,13 @@ def serve(
 
     if not 0 <= port <= 65_535:  # uvicorn would take it modulo 65,536 and say otherwise
         return print_usage(f"--port must be 0 to 65535, not {port}")
-    app = open_app(db, key_cache_ttl_s=key_cache_ttl_s)
+    if not 0 <= release_expired_every < float("inf"):  # nan fails this too
+        return print_usage(
+            f"--release-expired-every must be 0 (never) or seconds, not {release_expired_every}"
+        )
+    app = open_app(
+        db, key_cache_ttl_s=key_cache_ttl_s, release_expired_every_s=release_expired_every
+    )
     try:
         uvicorn.run(app, host=host, port=port, **SERVE_OPTIONS)
     except SystemExit as stopped:

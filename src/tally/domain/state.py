@@ -185,7 +185,8 @@ class LedgerState:
     def expired_holds(self, at_us: int) -> list[HoldState]:
         """The holds still open that expired by `at_us`, by hold id: money that only a
         release gives back."""
-        holds = (_new_tuple(HoldState, found) for found in self.holds.values())
+        # copied in one step first: a server's sweep reads this beside the writer's thread
+        holds = (_new_tuple(HoldState, found) for found in list(self.holds.values()))
         return sorted(h for h in holds if h.settled_by is None and h.expired(at_us))
 
 

@@ -7,6 +7,8 @@ Limits: request bodies over `request_body_bytes_max` are refused unread (413).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import time
 from typing import Any, cast
@@ -32,7 +34,7 @@ from litestar.types import (
 )
 from prometheus_client import Counter, Histogram
 
-from tally import __version__
+from tally import __version__, expiry
 from tally.console.pages import console_router
 from tally.http import docs, models, reads, writes
 from tally.http.direct import STATEMENT_ROUTE, DirectWrites, statement_user
@@ -184,8 +186,13 @@ _NOT_FOUND = Sent(
 )
 
 
-def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
-    """The app. `direct_writes=False` leaves every write to Litestar (tests compare both)."""
+def create_app(
+    services: Services, *, direct_writes: bool = True, release_expired_every_s: float = 60.0
+) -> Litestar:
+    """The app. `direct_writes=False` leaves every write to Litestar (tests compare both).
+    Every `release_expired_every_s` seconds (0: never) it releases every expired hold still
+    open (`tally.expiry.sweep_forever`)."""
+    sweeping: list[asyncio.Task[None]] = []
     openapi = OpenAPIConfig(
         title="tally",
         version=__version__,
@@ -210,6 +217,9 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         except BaseException as error:  # for `tally serve` to exit with what it means
             services.startup_error = error
             raise
+        if release_expired_every_s > 0:
+            sweep = expiry.sweep_forever(services.engine, every_s=release_expired_every_s)
+            sweeping.append(asyncio.create_task(sweep))
 
     async def _warm() -> None:
         # Catch every ledger's writer up with its log before the first request, not during it.
@@ -236,6 +246,10 @@ def create_app(services: Services, *, direct_writes: bool = True) -> Litestar:
         services.metrics.watch_gc()
 
     async def close() -> None:
+        for task in sweeping:  # before the engine closes under it
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         services.metrics.unwatch_gc()
         try:
             if services.loop_reads is not None:  # on this loop, before the store closes

@@ -18,5 +18,10 @@ def open_services(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Services:
     return Services(engine=engine, keys=keys, key_cache_ttl_s=key_cache_ttl_s)
 
 
-def open_app(db: str | Path, *, key_cache_ttl_s: float = 2.0) -> Litestar:
-    return create_app(open_services(db, key_cache_ttl_s=key_cache_ttl_s))
+def open_app(
+    db: str | Path, *, key_cache_ttl_s: float = 2.0, release_expired_every_s: float = 60.0
+) -> Litestar:
+    return create_app(
+        open_services(db, key_cache_ttl_s=key_cache_ttl_s),
+        release_expired_every_s=release_expired_every_s,
+    )
