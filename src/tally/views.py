@@ -445,7 +445,7 @@ def order_view_of(order: OrderRow, events: Sequence[EventRow]) -> dict[str, Any]
 # A hold is its own account, `hold:<hold_id>:CUR`: the accounts projection finds it by kind
 # and owner, and its lines (at most two: placed, then captured or released) lead to the
 # events that say the rest. No projection of its own to keep in step.
-def hold_view(store: Store, ledger: str, hold_id: str, *, now_us: int) -> dict[str, Any] | None:
+def hold_view(store: Store, ledger: str, hold_id: str, now_us: int) -> dict[str, Any] | None:
     """A hold as its user's platform sees it, or None when the ledger has no such hold."""
     rows = store.account_balances(ledger, kind=accounts.HOLD, owner=hold_id)
     if not rows:

@@ -46,6 +46,7 @@ from tally.cli.options import (
 )
 from tally.domain.commands import Envelope, Expense, Recharge, Refund
 from tally.domain.decide import check_identifier
+from tally.domain.events import ORDER_PAYING_TYPES
 from tally.domain.rejections import InvariantViolated, Rejected, Rejection
 from tally.engine.ports import HeadMoved, StoreUnavailable
 from tally.money import exponent, parse_amount
@@ -119,10 +120,6 @@ def expense(
     return write(common, Envelope(idempotency_key=key, command=command))
 
 
-# What pays orders, and so what a refund names as its expense: an expense, or a capture.
-_PAYING_EVENT_TYPES = frozenset(("expense", "capture"))
-
-
 @app.command
 def refund(
     expense_transaction_id: str,
@@ -150,7 +147,7 @@ def refund(
             else views.find_transaction(engine.store, common.ledger, expense_transaction_id)
         )
     try:
-        if expense_view is None or expense_view["event_type"] not in _PAYING_EVENT_TYPES:
+        if expense_view is None or expense_view["event_type"] not in ORDER_PAYING_TYPES:
             raise Rejected(
                 Rejection.EXPENSE_UNKNOWN,
                 field="expense_id",

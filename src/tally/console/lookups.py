@@ -63,15 +63,11 @@ async def order(services: Services, ledger: str, order_id: str) -> dict[str, Any
     return await services.read(_order, services.engine.store, ledger, order_id)
 
 
-def _hold(store: Store, ledger: str, hold_id: str, now_us: int) -> dict[str, Any] | None:
-    return views.hold_view(store, ledger, hold_id, now_us=now_us)
-
-
 async def hold(services: Services, ledger: str, hold_id: str) -> dict[str, Any] | None:
     if not is_identifier(hold_id):
         return None
     now_us = time.time_ns() // 1_000
-    return await services.read(_hold, services.engine.store, ledger, hold_id, now_us)
+    return await services.read(views.hold_view, services.engine.store, ledger, hold_id, now_us)
 
 
 def _events(store: Store, ledger: str, after_seq: int) -> list[EventRow]:

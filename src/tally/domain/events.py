@@ -108,6 +108,9 @@ class HoldReleased(Event):
     reason: str = ""
 
 
+# What pays orders, and so what a refund names as its `expense_id`: an expense, or a capture.
+ORDER_PAYING_TYPES = frozenset((ExpensePaid.event_type, HoldCaptured.event_type))
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (

@@ -11,6 +11,7 @@ from tally import views
 from tally.audit.canonical import decode_event
 from tally.domain import accounts
 from tally.domain.accounts import is_identifier
+from tally.domain.events import ORDER_PAYING_TYPES
 from tally.engine.ports import Store
 from tally.engine.writer import LedgerWriter
 from tally.http import commands, models
@@ -55,16 +56,13 @@ async def of_expenses(
     return currencies
 
 
-_PAYING = frozenset(("expense", "capture"))  # the events whose orders a refund can name
-
-
 def _logged_currencies(
     store: Store, writer: LedgerWriter, expense_ids: list[str]
 ) -> dict[str, str]:
     found = {}
     for expense_id in expense_ids:
         row = store.event_by_transaction(writer.ledger, expense_id)
-        if row is not None and row.event_type in _PAYING:
+        if row is not None and row.event_type in ORDER_PAYING_TYPES:
             found[expense_id] = decode_event(row.body)[1].currency
     return found
 

@@ -269,7 +269,7 @@ async def get_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> m
         on_loop = services.reads_here()
         if on_loop is None:
             store = services.engine.store
-            view = await services.read(_hold, store, ledger, hold_id, now_us)
+            view = await services.read(views.hold_view, store, ledger, hold_id, now_us)
         else:  # PostgreSQL: see `LoopReads`; the hold's account, then its lines (two at most)
             rows = await on_loop.account_balances_on_loop(ledger, kind=accounts.HOLD, owner=hold_id)
             if rows:
@@ -279,10 +279,6 @@ async def get_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> m
     if view is None:
         raise ApiProblem(EdgeProblem.NOT_FOUND, f"no hold {hold_id}", field="hold_id")
     return msgspec.convert(view, models.Hold)
-
-
-def _hold(store: Store, ledger: str, hold_id: str, now_us: int) -> dict[str, Any] | None:
-    return views.hold_view(store, ledger, hold_id, now_us=now_us)
 
 
 def _events(store: Store, ledger: str, after_seq: int, limit: int) -> models.EventsPage:
