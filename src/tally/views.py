@@ -28,6 +28,7 @@ from tally.domain.events import (
     HoldPlaced,
     HoldReleased,
     RefundIssued,
+    Transferred,
     WalletRecharged,
 )
 from tally.domain.rejections import InvariantViolated
@@ -65,6 +66,16 @@ class Entry(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     hold_id: str | None = None
 
 
+class Leg(msgspec.Struct, kw_only=True, gc=False):
+    """One posting of a transfer, on whichever account: shown whole on its transaction, as a
+    transfer's legs are the client's own (every other event's legs follow from its type)."""
+
+    account: str
+    amount: str
+    balance_after: str
+
+
+# `postings` is left out of every transaction but a transfer's, as `hold_id` is.
 class Transaction(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     transaction_id: str
     ledger: str
@@ -82,6 +93,7 @@ class Transaction(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     actor: str
     entries: list[Entry]
     hold_id: str | None = None
+    postings: list[Leg] | None = None
 
 
 @lru_cache(maxsize=1024)
@@ -201,6 +213,15 @@ def transaction_of(ledger: str, event: Event, entries: Sequence[EntryRow]) -> Tr
         shown.hold_id = hold_id
         for line in shown.entries:
             line.hold_id = hold_id
+    elif type(event) is Transferred:
+        shown.postings = [
+            Leg(
+                account=entry.account,
+                amount=format_amount(entry.amount, currency),
+                balance_after=format_amount(entry.balance_after, currency),
+            )
+            for entry in entries
+        ]
     return shown
 
 
@@ -283,7 +304,7 @@ class _Shown(msgspec.Struct, gc=False):
 
 _decode_shown = msgspec.json.Decoder(_Shown).decode
 _EVENT_TYPES = frozenset(
-    ("recharge", "expense", "refund", "adjustment", "hold", "capture", "release")
+    ("recharge", "expense", "refund", "adjustment", "hold", "capture", "release", "transfer")
 )
 _HOLD_TYPES = frozenset(("hold", "capture", "release"))
 
@@ -323,11 +344,14 @@ def _statement_line(line: EntryRow, body: bytes) -> Entry:
     elif shown.type in _HOLD_TYPES and shown.hold_id is None:
         raise CanonicalFormError(f"not a v1 event: a {shown.type} without its hold_id")
     currency = shown.currency
+    # A transfer's line is the user's whose wallet it is on (one transfer may pay several):
+    # every other event touches its own user's wallet alone.
+    user_id = line.account.split(":")[1] if shown.type == "transfer" else shown.user_id
     return Entry(
         transaction_id=shown.transaction_id,
         seq=shown.seq,
         timestamp=timestamp(shown.timestamp_us),
-        user_id=shown.user_id,
+        user_id=user_id,
         event_type=shown.type,
         amount=format_amount(line.amount, currency),
         currency=currency,

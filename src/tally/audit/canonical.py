@@ -26,6 +26,7 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
 )
 from tally.domain.events import (
     BalanceAdjusted,
@@ -36,6 +37,7 @@ from tally.domain.events import (
     HoldReleased,
     Posting,
     RefundIssued,
+    Transferred,
     WalletRecharged,
 )
 
@@ -136,6 +138,10 @@ class _ReleaseBody(_Body, frozen=True, tag="release"):
     reason: str
 
 
+class _TransferBody(_Body, frozen=True, tag="transfer"):
+    reason: str
+
+
 _decoder = msgspec.json.Decoder(
     _RechargeBody
     | _ExpenseBody
@@ -144,6 +150,7 @@ _decoder = msgspec.json.Decoder(
     | _HoldBody
     | _CaptureBody
     | _ReleaseBody
+    | _TransferBody
 )
 _version_decoder = msgspec.json.Decoder()
 
@@ -187,6 +194,8 @@ def encode_event(ledger: str, event: Event) -> bytes:
         body = _CaptureBody(*common, event.hold_id, [_Order(*line) for line in event.orders])
     elif isinstance(event, HoldReleased):
         body = _ReleaseBody(*common, event.hold_id, event.amount, event.reason)
+    elif isinstance(event, Transferred):
+        body = _TransferBody(*common, event.reason)
     else:  # pragma: no cover - the Event hierarchy is closed
         raise TypeError(f"not an event: {event!r}")
     return _encoder.encode(body)
@@ -238,6 +247,8 @@ def decode_event(data: bytes) -> tuple[str, Event]:
         event = _event(
             HoldReleased, body, hold_id=body.hold_id, amount=body.amount, reason=body.reason
         )
+    elif isinstance(body, _TransferBody):
+        event = _event(Transferred, body, reason=body.reason)
     else:  # pragma: no cover - the decoder's union is closed
         raise CanonicalFormError(f"not a v1 event: unknown body {type(body).__name__}")
     return body.ledger, event
@@ -330,6 +341,19 @@ class _ReleaseCommand(msgspec.Struct, frozen=True, tag_field="type", tag="releas
     metadata: dict[str, str]
 
 
+class _TransferPosting(msgspec.Struct, frozen=True):
+    account: str  # as the command names it: kind:owner
+    amount: int
+
+
+class _TransferCommand(msgspec.Struct, frozen=True, tag_field="type", tag="transfer"):
+    user_id: str
+    currency: str
+    postings: list[_TransferPosting]  # in the command's order
+    reason: str
+    metadata: dict[str, str]
+
+
 def command_digest(command: Command) -> str:
     """Hex SHA-256 of the command's canonical bytes: what "the same request" means."""
     body: msgspec.Struct
@@ -362,6 +386,9 @@ def command_digest(command: Command) -> str:
         body = _CaptureCommand(c.hold_id, c.currency, orders, dict(c.metadata))
     elif isinstance(c, Release):
         body = _ReleaseCommand(c.hold_id, c.reason, dict(c.metadata))
+    elif isinstance(c, Transfer):
+        postings = [_TransferPosting(*posting) for posting in c.postings]
+        body = _TransferCommand(c.user_id, c.currency, postings, c.reason, dict(c.metadata))
     else:  # pragma: no cover - the Command union is closed
         raise TypeError(f"not a command: {command!r}")
     return hashlib.sha256(_encoder.encode(body)).hexdigest()

@@ -8,7 +8,8 @@ account id splits back into its three parts unambiguously.
 - `clearing:<gateway>:<CUR>` money received from a payment gateway, not yet settled; it goes
                              negative as users recharge (the gateway owes the platform).
 - `revenue:<merchant>:<CUR>` what orders paid a merchant, less refunds.
-- `equity:adjustments:<CUR>` the other side of manual adjustments.
+- `equity:<name>:<CUR>`      the platform's own money: `adjustments` is the other side of
+                             manual adjustments; transfers may name others (promotions).
 - `hold:<hold_id>:<CUR>`     the money of one hold, taken from the wallet while it is open;
                              its capture or release empties it. May never go below zero.
 """
@@ -30,6 +31,9 @@ EQUITY: Final = "equity"
 HOLD: Final = "hold"
 WALLET_PREFIX: Final = "wallet:"
 HOLD_PREFIX: Final = "hold:"
+# What a transfer may name: every kind but a hold's, whose money only its capture or
+# release moves.
+TRANSFERABLE_KINDS: Final = (WALLET, REVENUE, CLEARING, EQUITY)
 
 
 def wallet(user_id: str, currency: str) -> str:

@@ -129,7 +129,32 @@ class Release:
     metadata: Metadata = ()
 
 
-Command = Recharge | Expense | Refund | Adjustment | Hold | Capture | Release
+class TransferPosting(NamedTuple):
+    """One leg of a transfer as a client names it: `account` is `kind:owner` (the
+    transfer's currency completes it), `amount` signed minor units (negative: taken)."""
+
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer:
+    """Money moved between a user's wallet and other accounts, as postings that sum to
+    zero: the generic multi-posting transaction beside the wallet words (a payment from one
+    user to another, a fee, a promotional credit, a split).
+
+    `user_id` is whose transaction it is: one posting is on that user's wallet. Every
+    account is a wallet, a merchant's revenue, a gateway's clearing or an equity account
+    (`accounts.TRANSFERABLE_KINDS`), named once; a wallet never goes below zero."""
+
+    user_id: str
+    currency: str
+    postings: tuple[TransferPosting, ...]
+    reason: str = ""
+    metadata: Metadata = ()
+
+
+Command = Recharge | Expense | Refund | Adjustment | Hold | Capture | Release | Transfer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ applies the returned event with `evolve`, so a refused command leaves nothing be
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from typing import NamedTuple, TypedDict
 
 from tally.domain import accounts, limits
@@ -25,6 +25,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
 )
 from tally.domain.events import (
     BalanceAdjusted,
@@ -35,6 +37,7 @@ from tally.domain.events import (
     HoldReleased,
     Posting,
     RefundIssued,
+    Transferred,
     WalletRecharged,
 )
 from tally.domain.rejections import Rejected, Rejection
@@ -97,6 +100,8 @@ def decide(
         return _hold(common, command)
     if isinstance(command, Capture):
         return _capture(common, command)
+    if isinstance(command, Transfer):
+        return _transfer(common, command)
     return _release(common, command)
 
 
@@ -497,6 +502,125 @@ def _hold_back(state: LedgerState, hold: HoldState, wallet: str) -> list[Posting
     ]
 
 
+def _transfer(common: _Common, command: Transfer) -> Event:
+    postings = command.postings
+    names = _check_transfer_postings(postings, command.user_id)
+    check_identifier(command.user_id, "user_id")
+    for index, (_, owner) in enumerate(names):
+        if not is_identifier(owner):
+            check_identifier(owner, f"postings[{index}].account")
+    currency = command.currency
+    _check_currency(common, currency)
+    amounts = [posting[1] for posting in postings]
+    _check_signed_amounts(amounts, "postings[{}].amount")
+    _check_metadata(command.metadata)
+    _check_reason(command.reason, required=False)
+    if sum(amounts):
+        raise Rejected(
+            Rejection.POSTINGS_UNBALANCED,
+            field="postings",
+            detail=f"the amounts sum to {sum(amounts)} minor units, not zero",
+        )
+    state = common.state
+    legs = [f"{kind}:{owner}:{currency}" for kind, owner in names]
+    for index, (account, amount) in enumerate(zip(legs, amounts, strict=True)):
+        balance = state.balance(account)
+        if amount < 0 and account.startswith(accounts.WALLET_PREFIX) and balance + amount < 0:
+            raise Rejected(
+                Rejection.INSUFFICIENT_FUNDS,
+                field=f"postings[{index}].amount",
+                detail=f"{account} holds {balance} minor units",
+            )
+    for index, (account, amount) in enumerate(zip(legs, amounts, strict=True)):
+        field = f"postings[{index}].amount"
+        if amount > 0:
+            _check_credit(state, account, amount, field=field)
+        elif state.balance(account) + amount < limits.INT64_MIN:
+            raise Rejected(
+                Rejection.BALANCE_LIMIT_EXCEEDED,
+                field=field,
+                detail=f"{account} would exceed the 64-bit balance limit",
+            )
+    return Transferred(
+        **common.event_fields(command.user_id, currency, command.metadata),
+        postings=tuple(
+            Posting(account=account, currency=currency, amount=amount)
+            for account, amount in zip(legs, amounts, strict=True)
+        ),
+        reason=command.reason,
+    )
+
+
+def _check_transfer_postings(
+    postings: tuple[TransferPosting, ...], user_id: object
+) -> list[tuple[str, str]]:
+    """Each posting's `(kind, owner)`, once there are 2 to the limit of them, each a pair
+    naming a transferable account once, and one of them the user's wallet."""
+    if not isinstance(postings, tuple | list) or not 2 <= len(postings) <= (
+        limits.postings_per_transfer_max
+    ):
+        raise Rejected(
+            Rejection.POSTINGS_INVALID,
+            field="postings",
+            detail=f"a transfer has 2 to {limits.postings_per_transfer_max} postings",
+        )
+    names: list[tuple[str, str]] = []
+    for index, posting in enumerate(postings):
+        field = f"postings[{index}].account"
+        if not isinstance(posting, tuple | list) or len(posting) != 2:
+            raise Rejected(
+                Rejection.POSTINGS_INVALID, field=f"postings[{index}]", detail="(account, amount)"
+            )
+        account = posting[0]
+        parts = account.split(":") if type(account) is str else []
+        if len(parts) != 2 or parts[0] not in accounts.TRANSFERABLE_KINDS:
+            raise Rejected(
+                Rejection.POSTINGS_INVALID,
+                field=field,
+                detail="must be kind:owner, the kind one of "
+                f"{', '.join(accounts.TRANSFERABLE_KINDS)} (e.g. wallet:alice)",
+            )
+        names.append((parts[0], parts[1]))
+    seen: set[tuple[str, str]] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise Rejected(
+                Rejection.POSTINGS_INVALID,
+                field=f"postings[{index}].account",
+                detail=f"{name[0]}:{name[1]} is named twice",
+            )
+        seen.add(name)
+    if (accounts.WALLET, user_id) not in seen:
+        raise Rejected(
+            Rejection.POSTINGS_INVALID,
+            field="postings",
+            detail=f"one posting must be on the user's wallet (wallet:{user_id})",
+        )
+    return names
+
+
+def _check_signed_amounts(amounts: Sequence[object], field: str) -> None:
+    """A transfer's amounts, one rung at a time across all: integers, none zero, none past
+    64 bits either way (`field` is formatted with each one's index)."""
+    for index, amount in enumerate(amounts):
+        if type(amount) is not int:
+            raise Rejected(
+                Rejection.AMOUNT_INVALID,
+                field=field.format(index),
+                detail="must be integer minor units",
+            )
+    for index, amount in enumerate(amounts):
+        if amount == 0:
+            raise Rejected(
+                Rejection.AMOUNT_NOT_POSITIVE, field=field.format(index), detail="must not be zero"
+            )
+    for index, amount in enumerate(amounts):
+        if abs(amount) > limits.amount_max:  # type: ignore[arg-type]
+            raise Rejected(
+                Rejection.AMOUNT_TOO_LARGE, field=field.format(index), detail="exceeds 64 bits"
+            )
+
+
 # -- the rungs -------------------------------------------------------------------------
 
 
@@ -676,4 +800,6 @@ def command_kind(command: Command) -> str:
         return HoldPlaced.event_type
     if isinstance(command, Capture):
         return HoldCaptured.event_type
+    if isinstance(command, Transfer):
+        return Transferred.event_type
     return HoldReleased.event_type

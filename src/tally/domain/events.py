@@ -108,6 +108,16 @@ class HoldReleased(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transferred(Event):
+    """A transfer: its postings are the ones its command named, in that order, each account
+    completed with the currency; it touches no order."""
+
+    event_type: ClassVar[str] = "transfer"
+
+    reason: str = ""
+
+
 # What pays orders, and so what a refund names as its `expense_id`: an expense, or a capture.
 ORDER_PAYING_TYPES = frozenset((ExpensePaid.event_type, HoldCaptured.event_type))
 
@@ -121,5 +131,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         HoldPlaced,
         HoldCaptured,
         HoldReleased,
+        Transferred,
     )
 }

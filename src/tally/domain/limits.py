@@ -11,6 +11,7 @@ identifier_length_max = 128  # user, order, merchant, gateway and transaction id
 idempotency_key_length_max = 255
 actor_length_max = 255  # who sent a command: an API key id, an operator, "cli"
 orders_per_expense_max = 100
+postings_per_transfer_max = 100  # as many legs as an expense of 50 orders
 metadata_entries_max = 32
 metadata_bytes_max = 4096  # UTF-8 bytes of all keys and values together
 reason_bytes_max = 1024

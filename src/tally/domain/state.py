@@ -25,6 +25,7 @@ from tally.domain.events import (
     HoldPlaced,
     HoldReleased,
     RefundIssued,
+    Transferred,
     WalletRecharged,
 )
 from tally.domain.limits import INT64_MAX, INT64_MIN
@@ -206,6 +207,8 @@ def evolve(state: LedgerState, event: Event) -> list[Entry]:
         state._set(state.gateway_payments, payment, event.transaction_id)
     elif isinstance(event, BalanceAdjusted) and not event.reason:
         raise InvariantViolated(f"seq {event.seq}: adjustment without a reason")
+    elif type(event) is Transferred and type(event.reason) is not str:
+        raise InvariantViolated(f"seq {event.seq}: a transfer's reason is not text")
     elif isinstance(event, HoldPlaced | HoldCaptured | HoldReleased):
         _record_hold(state, event)
     if event.idempotency_key in state.keys:
@@ -340,7 +343,38 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
         if isinstance(event, HoldReleased):
             return back
         return (*back, *_order_legs(event, wallet, event.orders))
+    if isinstance(event, Transferred):
+        _check_transfer(state, event, wallet)
+        return None  # its postings are its own: checked above, summed and floored by `_post`
     raise InvariantViolated(f"seq {event.seq}: unknown event type {type(event).__name__}")
+
+
+def _check_transfer(state: LedgerState, event: Transferred, wallet: str) -> None:
+    """A logged transfer's postings as `decide` makes them: 2 to the limit, each on a
+    transferable account of the event's currency named once, none for an order or of no
+    money, one on the user's wallet."""
+    postings = event.postings
+    if not 2 <= len(postings) <= limits.postings_per_transfer_max:
+        raise InvariantViolated(f"seq {event.seq}: a transfer of {len(postings)} postings")
+    named = {posting.account for posting in postings}
+    if len(named) != len(postings) or wallet not in named:
+        raise InvariantViolated(
+            f"seq {event.seq}: a transfer naming an account twice, or not its user's wallet"
+        )
+    for account, currency, amount, order_id in postings:
+        parts = account.split(":")
+        if (
+            len(parts) != 3
+            or parts[0] not in accounts.TRANSFERABLE_KINDS
+            or parts[2] != event.currency
+            or currency != event.currency
+            or order_id is not None
+            or type(amount) is not int
+            or amount == 0
+        ):
+            raise InvariantViolated(f"seq {event.seq}: a transfer posting unlike the format's")
+        if account not in state.balances:
+            _check_id(event, "an account's owner", parts[1])
 
 
 def _order_legs(event: Event, wallet: str, orders: tuple[OrderLine, ...]) -> list[_Leg]:

@@ -67,6 +67,7 @@ _REJECTION_STATUS: dict[Rejection, int] = {
     Rejection.EXPENSE_UNKNOWN: 404,
     Rejection.HOLD_UNKNOWN: 404,
     Rejection.ORDER_UNKNOWN: 404,
+    Rejection.POSTINGS_UNBALANCED: 422,
     Rejection.CURRENCY_MISMATCH: 422,
     Rejection.HOLD_SETTLED: 409,
     Rejection.HOLD_EXPIRED: 409,
