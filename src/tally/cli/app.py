@@ -479,6 +479,11 @@ app.command(_holds.release)
 app.command(_holds.hold_show, name="hold-show")
 app.command(_holds.release_expired, name="release-expired")
 
+# -- transfers (cli/transfer.py) -------------------------------------------------------------
+from tally.cli.transfer import transfer as _transfer  # noqa: E402
+
+app.command(_transfer)
+
 # -- the HTTP server and its keys (cli/server.py) ----------------------------------------
 from tally.cli import server as _server  # noqa: E402
 

@@ -102,6 +102,10 @@ def write(common: Common, envelope: Envelope) -> int:
             f"{view['event_type']} {view['transaction_id']} seq {view['seq']}: "
             f"{view['amount']} {view['currency']}, balance after {view['balance_after']}{replay}"
         )
+        for leg in view.get("postings", ()):  # a transfer's: every account it moved
+            console.print(
+                f"  {leg['account']} {leg['amount']}, balance after {leg['balance_after']}"
+            )
     return 0
 
 

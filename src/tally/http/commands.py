@@ -20,6 +20,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
     metadata_from,
 )
 from tally.domain.decide import Stamp, decide
@@ -140,6 +142,25 @@ def release(hold_id: str, body: models.ReleaseRequest) -> Release:
     return Release(hold_id=hold_id, reason=body.reason or "", metadata=metadata_from(body.metadata))
 
 
+def transfer(body: models.TransferRequest) -> Transfer:
+    exponent(body.currency)  # an unknown currency is the first thing to report
+    return Transfer(
+        user_id=body.user_id,
+        currency=body.currency,
+        postings=tuple(
+            TransferPosting(
+                account=posting.account,
+                amount=parse_amount(
+                    posting.amount, body.currency, field=f"postings[{index}].amount", signed=True
+                ),
+            )
+            for index, posting in enumerate(body.postings)
+        ),
+        reason=body.reason or "",
+        metadata=metadata_from(body.metadata),
+    )
+
+
 _PROBE_STAMP = Stamp(seq=1, transaction_id="probe", timestamp_us=0, command_digest="")
 _ANY_CURRENCY = "USD"  # for telling what is no amount at all: its decimals play no part
 _TOLD_WITHOUT_CURRENCY = (Rejection.AMOUNT_INVALID, Rejection.AMOUNT_NOT_POSITIVE)
@@ -203,4 +224,6 @@ def of_batch(item: models.BatchCommand, currencies: Currencies) -> Command:
         return hold(item)
     if isinstance(item, models.BatchCapture):
         return capture(item.hold_id, item, currencies.holds)
+    if isinstance(item, models.BatchTransfer):
+        return transfer(item)
     return release(item.hold_id, item)

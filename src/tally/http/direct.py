@@ -1,8 +1,8 @@
 """The writes' common case, answered beneath the framework.
 
-A POST to one of the six write routes of fixed paths (recharges, expenses, refunds,
-adjustments, holds and batches; a hold's capture and release, whose paths name the hold, are
-Litestar's) that carries a live key already in the key cache with the scope it needs,
+A POST to one of the seven write routes of fixed paths (recharges, expenses, refunds,
+adjustments, transfers, holds and batches; a hold's capture and release, whose paths name the
+hold, are Litestar's) that carries a live key already in the key cache with the scope it needs,
 `Content-Type: application/json`, an `Idempotency-Key` of 1 to 255 characters and a body that
 decodes into the route's request type and converts into a command is submitted here with the
 same code the Litestar handlers use (`writes.write_one`, `writes.write_batch`) and answered
@@ -70,6 +70,7 @@ class DirectWrites:
             "/v1/refunds": _route(Scope.WRITE, models.RefundRequest, single, _refund),
             "/v1/adjustments": _route(Scope.ADMIN, models.AdjustmentRequest, single, _adjustment),
             "/v1/holds": _route(Scope.WRITE, models.HoldRequest, single, _hold),
+            "/v1/transfers": _route(Scope.ADMIN, models.TransferRequest, single, _transfer),
             "/v1/batch": _Route(
                 Scope.WRITE,
                 msgspec.json.Decoder(models.BatchRequest),
@@ -306,6 +307,10 @@ def _adjustment(data: models.AdjustmentRequest, _: LedgerWriter) -> Command:
 
 def _hold(data: models.HoldRequest, _: LedgerWriter) -> Command:
     return commands.hold(data)
+
+
+def _transfer(data: models.TransferRequest, _: LedgerWriter) -> Command:
+    return commands.transfer(data)
 
 
 def _refund(data: models.RefundRequest, writer: LedgerWriter) -> Command | None:

@@ -133,6 +133,37 @@ class ReleaseRequest(_Strict):
     metadata: Metadata | None = None
 
 
+class TransferPostingRequest(_Strict):
+    account: Annotated[
+        str,
+        msgspec.Meta(
+            description="kind:owner, the kind one of wallet, revenue, clearing, equity "
+            "(the transfer's currency completes it), e.g. wallet:bob or revenue:m-42.",
+            examples=["wallet:bob"],
+        ),
+    ]
+    amount: Annotated[
+        str, msgspec.Meta(description='Signed decimal string: "-5.00" takes from the account.')
+    ]
+
+
+class TransferRequest(_Strict):
+    user_id: Annotated[
+        str,
+        msgspec.Meta(description="Whose transaction it is: one posting is on this user's wallet."),
+    ]
+    currency: Currency
+    postings: Annotated[
+        list[TransferPostingRequest],
+        msgspec.Meta(
+            description="2 to 100 postings that sum to zero, each account named once; "
+            "no wallet may go below zero."
+        ),
+    ]
+    reason: str | None = None
+    metadata: Metadata | None = None
+
+
 class BatchRecharge(RechargeRequest, tag_field="type", tag="recharge", kw_only=True):
     idempotency_key: str
 
@@ -163,6 +194,10 @@ class BatchRelease(ReleaseRequest, tag_field="type", tag="release", kw_only=True
     hold_id: str
 
 
+class BatchTransfer(TransferRequest, tag_field="type", tag="transfer", kw_only=True):
+    idempotency_key: str
+
+
 BatchCommand = (
     BatchRecharge
     | BatchExpense
@@ -171,6 +206,7 @@ BatchCommand = (
     | BatchHold
     | BatchCapture
     | BatchRelease
+    | BatchTransfer
 )
 
 

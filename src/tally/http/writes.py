@@ -1,5 +1,5 @@
-"""POST /v1/recharges, /v1/expenses, /v1/refunds, /v1/adjustments, /v1/holds (and a hold's
-capture and release) and /v1/batch.
+"""POST /v1/recharges, /v1/expenses, /v1/refunds, /v1/adjustments, /v1/transfers, /v1/holds
+(and a hold's capture and release) and /v1/batch.
 
 A write is parsed at the edge (no database read, but for the currency of a refund's expense
 or a capture's hold that the writer has not seen: `currencies`), handed to the ledger's writer
@@ -264,6 +264,24 @@ async def create_adjustment(
 
 
 @post(
+    "/v1/transfers",
+    summary="Move money between a user's wallet and other accounts (admin scope)",
+    description="The generic multi-posting transaction beside the wallet words: a payment "
+    "from one user to another, a fee, a promotional credit, a split. 2 to 100 postings on "
+    "wallet, revenue, clearing or equity accounts, each named once, one of them the user's "
+    "wallet; they sum to zero in the transfer's currency, and no wallet goes below zero "
+    "(`insufficient_funds`). The transaction shows every posting with its balance_after.",
+    **{**_WRITE, "before_request": checked(require(Scope.ADMIN), json_body)},
+)
+async def create_transfer(
+    request: Request[Any, Any, Any],
+    data: JSONBody[models.TransferRequest],
+    idempotency_key: IdempotencyKey,
+) -> Response[models.Transaction]:
+    return await _write_one(request, commands.transfer(data), idempotency_key)
+
+
+@post(
     "/v1/holds",
     summary="Set money aside from a wallet for a payment not yet settled",
     description="The hold's amount leaves the wallet's balance at once, into the hold's own "
@@ -317,8 +335,8 @@ async def create_release(
     "/v1/batch",
     summary="Many commands in one request, each atomic on its own",
     description="One result per command, in order. Each command carries its own "
-    "idempotency_key; an adjustment needs the admin scope. Answers 200 even when some "
-    "commands were refused: look at each result's status. The body may be up to 1 MiB "
+    "idempotency_key; an adjustment or a transfer needs the admin scope. Answers 200 even "
+    "when some commands were refused: look at each result's status. The body may be up to 1 MiB "
     "(room for 1,000 commands); every other request body up to 64 KiB.",
     **{**_WRITE, "status_code": 200, "request_max_body_size": batch_body_bytes_max},
 )
@@ -363,10 +381,10 @@ async def write_batch(
     envelopes: list[Envelope] = []
     for item in data.commands:
         try:
-            if isinstance(item, models.BatchAdjustment) and not key.allows(Scope.ADMIN):
+            if isinstance(item, _ADMIN_ONLY) and not key.allows(Scope.ADMIN):
                 raise ApiProblem(
                     EdgeProblem.FORBIDDEN,
-                    "adjustments need the 'admin' scope",
+                    f"{item.__struct_config__.tag}s need the 'admin' scope",
                     field="Authorization",
                 )
             command = commands.of_batch(item, read_in)
@@ -387,6 +405,9 @@ async def write_batch(
         raise _unanswered(
             error, "the batch's accepted commands were recorded", "the same command keys"
         ) from error
+
+
+_ADMIN_ONLY = (models.BatchAdjustment, models.BatchTransfer)
 
 
 def _batch_answer(
@@ -430,6 +451,7 @@ ROUTES = [
     create_expense,
     create_refund,
     create_adjustment,
+    create_transfer,
     create_hold,
     create_capture,
     create_release,
