@@ -45,6 +45,7 @@ class Story:
     released_hold_id: str  # 4.00, released
     capture_id: str
     paged_user_id: str  # PAGED_RECHARGES recharges of 1.00 USD
+    transfer_id: str  # cy (recharged 10.00 USD) pays ben 1.50 and the platform 0.50
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +179,25 @@ def _write_story(http: httpx.Client) -> Story:
     batch = http.post("/v1/batch", json={"commands": commands}, headers={"Idempotency-Key": "p"})
     if batch.status_code not in (200, 201):
         raise AssertionError(f"batch: {batch.status_code} {batch.text}")
+    _post(
+        http,
+        "/v1/recharges",
+        {"user_id": "cy", "amount": "10.00", "currency": "USD", "gateway": "paypal"},
+    )
+    transfer = _post(
+        http,
+        "/v1/transfers",
+        {
+            "user_id": "cy",
+            "currency": "USD",
+            "postings": [
+                {"account": "wallet:cy", "amount": "-2.00"},
+                {"account": "wallet:ben", "amount": "1.50"},
+                {"account": "revenue:platform", "amount": "0.50"},
+            ],
+            "reason": MARKUP,
+        },
+    )
     return Story(
         user_id=user,
         recharge_id=recharge["transaction_id"],
@@ -190,4 +210,5 @@ def _write_story(http: httpx.Client) -> Story:
         released_hold_id="hold-released",
         capture_id=capture["transaction_id"],
         paged_user_id=paged,
+        transfer_id=transfer["transaction_id"],
     )

@@ -185,6 +185,29 @@ def test_the_transaction_pages_link_orders_holds_and_what_a_refund_reverses(
     assert '<dd class="amount" id="balance-after">49.00 EUR</dd>' in capture
 
 
+def test_a_transfer_page_lists_every_posting_and_the_receiver_sees_the_line(
+    console: Console,
+) -> None:
+    with console.browser() as http:
+        page = _get(http, f"/console/transactions/{console.story.transfer_id}")
+        receiver = _get(http, "/console/users/ben?currency=USD")
+    assert '<dd id="event-type">transfer</dd>' in page
+    assert '<dd class="amount" id="amount">-2.00 USD</dd>' in page
+    postings = page.split('<table id="postings">')[1].split("</table>")[0]
+    rows = [
+        [_TAG.sub("", cell).strip() for cell in _CELL.findall(row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", postings, re.S)
+        if "<td" in row
+    ]
+    assert rows == [
+        ["cy (wallet)", "-2.00", "8.00"],
+        ["ben (wallet)", "1.50", "1.50"],
+        ["revenue:platform:USD", "0.50", "0.50"],
+    ]
+    assert '<a href="/console/users/ben">' in postings
+    assert any("transfer" in line and "1.50" in line for line in _lines(receiver))
+
+
 def test_the_log_is_paged_by_fragments(console: Console) -> None:
     head = console.services.engine.store.head("shop")
     assert head is not None
