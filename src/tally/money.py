@@ -59,7 +59,8 @@ def parse_amount(
     # Sign before precision: AMOUNT_NOT_POSITIVE outranks AMOUNT_TOO_PRECISE ("-1.005").
     is_zero = not (whole + fraction).strip("0")
     if is_zero or (sign and not signed):
-        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
+        detail = "must not be zero" if signed else "must be positive"
+        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail=detail)
     if len(fraction) > places:
         raise Rejected(
             Rejection.AMOUNT_TOO_PRECISE,

@@ -82,7 +82,7 @@ def test_a_batch_answers_each_command_on_its_own(
 def test_a_batch_is_bounded_and_strict(live: Any, poster: Poster) -> None:
     with live.client() as http:
         unknown_type = poster(
-            http, "/v1/batch", {"commands": [{"type": "transfer", "idempotency_key": "k"}]}
+            http, "/v1/batch", {"commands": [{"type": "wire", "idempotency_key": "k"}]}
         )
         empty = poster(http, "/v1/batch", {"commands": []})
     assert unknown_type.status_code == 400

@@ -1,6 +1,6 @@
 """The Python SDK for tally's HTTP API: `Client` (blocking) and `AsyncClient` (asyncio).
 
-    from tally.client import Client, OrderLine
+    from tally.client import Client, OrderLine, TransferPosting
 
     with Client("http://127.0.0.1:8000", "tally_key_...") as tally:
         tally.recharge("alice", "200.00", "USD", gateway="paypal")
@@ -8,6 +8,16 @@
         tally.refund(paid.transaction_id, "o-1", "20.00", reason="returned")
         tally.hold("alice", "30.00", "USD", "auth-1")  # set aside, then captured or released
         tally.capture("auth-1", [OrderLine(order_id="o-2", amount="25.00")])
+        tally.transfer(  # an admin key's: alice pays bob, and the platform a fee
+            "alice",
+            "USD",
+            [
+                TransferPosting(account="wallet:alice", amount="-5.50"),
+                TransferPosting(account="wallet:bob", amount="5.00"),
+                TransferPosting(account="revenue:platform", amount="0.50"),
+            ],
+            reason="dinner split",
+        )
         print(tally.balances("alice").of("USD"))
 
 It depends on httpx and msgspec only, never on the server's code, so it ships alone.
@@ -44,6 +54,7 @@ from tally.client.models import (
     Hold,
     HoldCommand,
     HoldTransaction,
+    Leg,
     LoggedEvent,
     Order,
     OrderLine,
@@ -55,6 +66,8 @@ from tally.client.models import (
     ReleaseCommand,
     StatementPage,
     Transaction,
+    TransferCommand,
+    TransferPosting,
 )
 
 __all__ = [
@@ -77,6 +90,7 @@ __all__ = [
     "HoldTransaction",
     "InvalidArgument",
     "InvalidRequest",
+    "Leg",
     "LoggedEvent",
     "NotFound",
     "Order",
@@ -92,6 +106,8 @@ __all__ = [
     "StatementPage",
     "TallyError",
     "Transaction",
+    "TransferCommand",
+    "TransferPosting",
     "TransportError",
     "Unauthorized",
     "UnreadableAnswer",

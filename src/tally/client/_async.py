@@ -152,6 +152,23 @@ class AsyncClient:
         body = _plans.adjustment_body(user_id, amount, currency, reason, metadata)
         return await self._call(_plans.write("/v1/adjustments", body, idempotency_key))
 
+    async def transfer(
+        self,
+        user_id: str,
+        currency: str,
+        postings: Sequence[models.TransferPosting],
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> models.Transaction:
+        """Move money between USER's wallet and other accounts (admin scope): 2 to 100
+        `postings`, signed, that sum to zero, each account named once, one of them
+        `wallet:USER`; no wallet may go below zero (`Refused`, `insufficient_funds`). The
+        transaction's `postings` show every leg with its account's balance after it."""
+        body = models.transfer_json(user_id, currency, postings, reason=reason, metadata=metadata)
+        return await self._call(_plans.write("/v1/transfers", body, idempotency_key))
+
     async def hold(
         self,
         user_id: str,

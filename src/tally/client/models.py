@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -34,8 +34,21 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     hold_id: str | None = None  # of a hold's, capture's or release's line
 
 
+class Leg(msgspec.Struct, frozen=True, kw_only=True):
+    """One posting of a transfer, on whichever account (`wallet:bob:USD`, `revenue:m-1:USD`),
+    and that account's balance right after it."""
+
+    account: str
+    amount: str  # signed: negative was taken from the account
+    balance_after: str
+
+
 class Transaction(msgspec.Struct, frozen=True, kw_only=True):
-    """A committed transaction. `replayed`: an earlier call with the same key made it."""
+    """A committed transaction. `replayed`: an earlier call with the same key made it.
+
+    `entries` are the user's wallet lines; a transfer's `postings` are all its legs, on
+    every account it names (None on every other transaction, and from servers that predate
+    transfers)."""
 
     transaction_id: str
     ledger: str
@@ -53,6 +66,7 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     entries: list[Entry]
     hold_id: str | None = None  # of a hold, a capture or a release
+    postings: list[Leg] | None = None  # of a transfer
     replayed: bool = False
 
 
@@ -188,6 +202,18 @@ class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
         if self.merchant_id is not None:
             body["merchant_id"] = self.merchant_id
         return body
+
+
+class TransferPosting(msgspec.Struct, frozen=True, kw_only=True):
+    """One leg of a transfer: `account` is `kind:owner`, the kind one of wallet, revenue,
+    clearing or equity (`wallet:bob`, `revenue:m-42`; the transfer's currency completes
+    it); `amount` is signed, negative taking from the account."""
+
+    account: str
+    amount: Amount
+
+    def to_json(self) -> dict[str, Any]:
+        return {"account": self.account, "amount": amount_text(self.amount)}
 
 
 def _new_key() -> str:
@@ -345,6 +371,28 @@ class ReleaseCommand(msgspec.Struct, frozen=True, kw_only=True):
         return body
 
 
+class TransferCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer inside a batch: the batch's key needs the admin scope for it, else its
+    result alone is a 403 `forbidden`."""
+
+    user_id: str
+    currency: str
+    postings: tuple[TransferPosting, ...]
+    reason: str = ""
+    metadata: dict[str, str] | None = None
+    idempotency_key: str = msgspec.field(default_factory=_new_key)
+
+    def to_json(self) -> dict[str, Any]:
+        fields = transfer_json(
+            self.user_id,
+            self.currency,
+            self.postings,
+            reason=self.reason,
+            metadata=self.metadata,
+        )
+        return {"type": "transfer", "idempotency_key": self.idempotency_key, **fields}
+
+
 def hold_json(
     user_id: str,
     amount: Amount,
@@ -368,6 +416,28 @@ def hold_json(
     return body
 
 
+def transfer_json(
+    user_id: str,
+    currency: str,
+    postings: Sequence[TransferPosting],
+    *,
+    reason: str,
+    metadata: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """A transfer's fields as the API takes them (the single route's body, a batch
+    command's). An empty reason is no reason, as the server takes it."""
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "currency": currency,
+        "postings": [posting.to_json() for posting in postings],
+    }
+    if reason:
+        body["reason"] = reason
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
 def instant_text(moment: datetime | str) -> str:
     """RFC 3339 text of a moment: a datetime as ISO 8601 (the server refuses one without a
     zone, `expiry_invalid`), text as it is."""
@@ -386,4 +456,5 @@ BatchCommand = (
     | HoldCommand
     | CaptureCommand
     | ReleaseCommand
+    | TransferCommand
 )
