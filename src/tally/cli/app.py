@@ -479,6 +479,11 @@ app.command(_holds.release)
 app.command(_holds.hold_show, name="hold-show")
 app.command(_holds.release_expired, name="release-expired")
 
+# -- the finance report (cli/report.py) ------------------------------------------------------
+from tally.cli.report import report_command as _report  # noqa: E402
+
+app.command(_report, name="report")
+
 # -- transfers (cli/transfer.py) -------------------------------------------------------------
 from tally.cli.transfer import transfer as _transfer  # noqa: E402
 

@@ -44,6 +44,31 @@ class AccountRow(NamedTuple):
     last_seq: int
 
 
+class AccountTotals(NamedTuple):
+    """One account's money over a report's period (`Store.report`): its balance before the
+    period, and what left it (`debits`, a positive sum) and came in (`credits`) within."""
+
+    account: str
+    kind: str
+    owner: str
+    currency: str
+    opening: int
+    debits: int
+    credits: int
+
+
+class Movement(NamedTuple):
+    """What one type of event moved on one kind of account in one currency within a
+    report's period: how many such events touched it, and its debits and credits."""
+
+    event_type: str
+    kind: str
+    currency: str
+    events: int
+    debits: int
+    credits: int
+
+
 class KeyRow(NamedTuple):
     idempotency_key: str
     command_digest: str
@@ -148,6 +173,15 @@ class Store(Protocol):
 
     def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
         """The events of an order, in seq order: its expense, then its refunds."""
+        ...
+
+    def report(
+        self, ledger: str, *, after_seq: int, upto_seq: int
+    ) -> tuple[list[AccountTotals], list[Movement]]:
+        """Every account with an entry at or before `upto_seq`, its balance at `after_seq`
+        and its debits and credits after it (by currency, kind and owner); and the period's
+        movements by event type, account kind and currency (by event type): aggregated by
+        the database, in one read transaction."""
         ...
 
     def server_warnings(self) -> list[str]:

@@ -23,7 +23,7 @@ import msgspec
 from litestar import Request, get
 from litestar.params import FromPath, PathParameter, QueryParameter
 
-from tally import views
+from tally import reports, views
 from tally.api_keys import Scope
 from tally.audit.canonical import decode_event
 from tally.domain import accounts, limits
@@ -88,18 +88,6 @@ def _instant_us(text: str | None, field: str) -> int | None:
         raise ApiProblem(EdgeProblem.PARAMETER_INVALID, str(error), field=field) from None
 
 
-def _first_seq_at(store: Store, ledger: str, since_us: int) -> int:
-    """The first seq stamped at or after `since_us` (timestamps never go back along seq)."""
-    head = store.head(ledger)
-    low, high = 1, (0 if head is None else head.seq) + 1
-    while low < high:
-        middle = (low + high) // 2
-        (row,) = store.events(ledger, after_seq=middle - 1, limit=1)
-        if decode_event(row.body)[1].timestamp_us < since_us:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 async def read_statement_page(
@@ -125,7 +113,7 @@ async def read_statement_page(
     if after is None:
         start = 1
         if since_us is not None:
-            start = await services.read(_first_seq_at, store, ledger, since_us)
+            start = await services.read(reports.first_seq_at, store, ledger, since_us)
         after = (start - 1, _PAST_EVERY_POSTING)
     on_loop = services.reads_here()
     if on_loop is None:

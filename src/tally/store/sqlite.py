@@ -25,12 +25,14 @@ from tally.domain.events import Event
 from tally.domain.rejections import InvariantViolated
 from tally.engine.ports import (
     AccountRow,
+    AccountTotals,
     BatchWrite,
     EntryRow,
     EventRow,
     Head,
     HeadMoved,
     KeyRow,
+    Movement,
     OrderRow,
     Projections,
 )
@@ -198,6 +200,28 @@ _OWNER_BALANCES = (
     "AND n.account = a.account ORDER BY n.seq DESC, n.idx DESC LIMIT 1), "
     "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
     "FROM accounts a WHERE a.ledger = ?1 AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency"
+)
+# A report's sums (`Store.report`). SQLite's columns take any type: a value of another type
+# than INTEGER (tampering) is counted apart, and the report refuses to add it up.
+_REPORT_ACCOUNTS = (
+    "SELECT a.account, a.kind, a.owner, a.currency, "
+    "coalesce(sum(CASE WHEN n.seq <= ?2 THEN n.amount END), 0), "
+    "coalesce(sum(CASE WHEN n.seq > ?2 AND n.amount < 0 THEN -n.amount END), 0), "
+    "coalesce(sum(CASE WHEN n.seq > ?2 AND n.amount > 0 THEN n.amount END), 0), "
+    "sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
+    "FROM accounts a JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
+    "WHERE a.ledger = ?1 AND n.seq <= ?3 "
+    "GROUP BY a.account, a.kind, a.owner, a.currency ORDER BY a.currency, a.kind, a.owner"
+)
+_REPORT_MOVEMENTS = (
+    "SELECT v.event_type, a.kind, a.currency, count(DISTINCT n.seq), "
+    "coalesce(sum(CASE WHEN n.amount < 0 THEN -n.amount END), 0), "
+    "coalesce(sum(CASE WHEN n.amount > 0 THEN n.amount END), 0), "
+    "sum(typeof(n.amount) <> 'integer') "
+    "FROM entries n JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
+    "JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "
+    "WHERE n.ledger = ?1 AND n.seq > ?2 AND n.seq <= ?3 "
+    "GROUP BY v.event_type, a.kind, a.currency ORDER BY v.event_type, a.currency, a.kind"
 )
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
@@ -688,6 +712,26 @@ class SqliteStore:
             .fetchone()
         )
         return None if row is None else OrderRow(*row)
+
+    def report(
+        self, ledger: str, *, after_seq: int, upto_seq: int
+    ) -> tuple[list[AccountTotals], list[Movement]]:
+        db = self._connection()
+        bounds = (ledger, after_seq, upto_seq)
+        db.execute("BEGIN")  # both sums of one snapshot (a replay may swap rows meanwhile)
+        try:
+            totals = db.execute(_REPORT_ACCOUNTS, bounds).fetchall()
+            movements = db.execute(_REPORT_MOVEMENTS, bounds).fetchall()
+        except sqlite3.OperationalError as error:  # "integer overflow": sums past 64 bits
+            raise InvariantViolated(f"{ledger}: a report's sums: {error}") from error
+        finally:
+            db.execute("COMMIT")
+        if any(row[-1] for row in (*totals, *movements)):
+            raise InvariantViolated(f"{ledger}: an entry holds a value that is not an integer")
+        return (
+            [_new_tuple(AccountTotals, row[:-1]) for row in totals],
+            [_new_tuple(Movement, row[:-1]) for row in movements],
+        )
 
     def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
         rows = self._connection().execute(_ORDER_EVENTS, (ledger, order_id)).fetchall()
