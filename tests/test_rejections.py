@@ -30,6 +30,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
 )
 from tally.domain.decide import Stamp, decide, recall
 from tally.domain.events import Event
@@ -221,6 +223,22 @@ def release(*, hold_id: object = "h-1", reason: object = "") -> Release:
     return Release(hold_id=untyped(hold_id), reason=untyped(reason))
 
 
+def transfer(
+    *postings: tuple[object, object],
+    user_id: object = "alice",
+    currency: str = "USD",
+    reason: object = "",
+    metadata: Metadata = (),
+) -> Transfer:
+    return Transfer(
+        user_id=untyped(user_id),
+        currency=currency,
+        postings=tuple(TransferPosting(untyped(a), untyped(m)) for a, m in postings),
+        reason=untyped(reason),
+        metadata=metadata,
+    )
+
+
 def held_ledger() -> LedgerState:
     """`funded_ledger`, then 20.00 held as h-1 (10.00 left in the wallet), and h-2 of 5.00
     expiring at seq 5's timestamp: the next command (seq 5) finds it expired. 5.00 left."""
@@ -275,6 +293,7 @@ def parsed(text: object, currency: str, field: str = "amount") -> Attempt:
 
 R = Rejection
 TOO_MANY_ORDERS = tuple((f"o-{i}", 1) for i in range(limits.orders_per_expense_max + 1))
+TOO_MANY_LEGS = tuple((f"wallet:u{i}", 1) for i in range(limits.postings_per_transfer_max))
 TOO_MANY_ENTRIES = tuple((f"k{i:02d}", "v") for i in range(limits.metadata_entries_max + 1))
 
 CASES = [
@@ -641,6 +660,115 @@ CASES = [
     Case("release of no hold", R.HOLD_UNKNOWN, "hold_id", command(release())),
     Case("release reason not text", R.REASON_INVALID, "reason", command(release(reason=7))),
     Case("release twice", R.HOLD_SETTLED, "hold_id", command(release()), settled_ledger),
+    # -- transfers
+    Case(
+        "transfer of one posting",
+        R.POSTINGS_INVALID,
+        "postings",
+        command(transfer(("wallet:alice", 1))),
+    ),
+    Case(
+        "transfer of too many postings",
+        R.POSTINGS_INVALID,
+        "postings",
+        command(transfer(("wallet:alice", -101), *TOO_MANY_LEGS)),
+    ),
+    Case(
+        "transfer posting not a pair",
+        R.POSTINGS_INVALID,
+        "postings[0]",
+        decided(
+            Transfer(
+                user_id="alice",
+                currency="USD",
+                postings=untyped((("wallet:alice", -1, "x"), ("wallet:bob", 1))),
+            )
+        ),
+    ),
+    Case(
+        "transfer to a hold's account",
+        R.POSTINGS_INVALID,
+        "postings[1].account",
+        command(transfer(("wallet:alice", -1), ("hold:h-1", 1))),
+    ),
+    Case(
+        "transfer account naming its currency",
+        R.POSTINGS_INVALID,
+        "postings[1].account",
+        command(transfer(("wallet:alice", -1), ("revenue:m-1:USD", 1))),
+    ),
+    Case(
+        "transfer naming an account twice",
+        R.POSTINGS_INVALID,
+        "postings[2].account",
+        command(transfer(("wallet:alice", -2), ("wallet:bob", 1), ("wallet:bob", 1))),
+    ),
+    Case(
+        "transfer without the user's wallet",
+        R.POSTINGS_INVALID,
+        "postings",
+        command(transfer(("revenue:m-1", -1), ("wallet:bob", 1))),
+    ),
+    Case(
+        "transfer account owner invalid",
+        R.IDENTIFIER_INVALID,
+        "postings[1].account",
+        command(transfer(("wallet:alice", -1), ("equity:pro mo", 1))),
+    ),
+    Case(
+        "transfer amount a float",
+        R.AMOUNT_INVALID,
+        "postings[1].amount",
+        command(transfer(("wallet:alice", -1), ("wallet:bob", 1.0))),
+    ),
+    Case(
+        "transfer posting of zero",
+        R.AMOUNT_NOT_POSITIVE,
+        "postings[2].amount",
+        command(transfer(("wallet:alice", -1), ("wallet:bob", 1), ("wallet:cy", 0))),
+    ),
+    Case(
+        "transfer posting past 64 bits",
+        R.AMOUNT_TOO_LARGE,
+        "postings[0].amount",
+        command(transfer(("wallet:alice", -(2**63)), ("wallet:bob", 2**63))),
+    ),
+    Case(
+        "transfer reason not text",
+        R.REASON_INVALID,
+        "reason",
+        command(transfer(("wallet:alice", -1), ("wallet:bob", 1), reason=5)),
+    ),
+    Case(
+        "transfer not summing to zero",
+        R.POSTINGS_UNBALANCED,
+        "postings",
+        command(transfer(("wallet:alice", -1_00), ("wallet:bob", 99))),
+    ),
+    Case(
+        "transfer beyond the wallet",
+        R.INSUFFICIENT_FUNDS,
+        "postings[0].amount",
+        command(transfer(("wallet:alice", -30_01), ("wallet:bob", 30_01))),
+    ),
+    Case(
+        "transfer beyond another wallet",
+        R.INSUFFICIENT_FUNDS,
+        "postings[1].amount",
+        command(transfer(("wallet:alice", 1), ("wallet:bob", -1))),
+    ),
+    Case(
+        "transfer crediting revenue over 64 bits",
+        R.BALANCE_LIMIT_EXCEEDED,
+        "postings[2].amount",
+        command(
+            transfer(
+                ("equity:promotions", -INT64_MAX),
+                ("wallet:alice", 1),
+                ("revenue:m-1", INT64_MAX - 1),
+            )
+        ),
+    ),
 ]
 
 
@@ -880,6 +1008,102 @@ PRECEDENCE = [
         R.INSUFFICIENT_FUNDS,
         "orders",
         command(expense(("o-9", INT64_MAX))),
+    ),
+    # -- transfers: postings_invalid just after the key, postings_unbalanced just before
+    # the balances
+    Case(
+        "reused key over invalid postings",
+        R.IDEMPOTENCY_KEY_REUSED,
+        "idempotency_key",
+        command(transfer(), "k-recharge"),
+    ),
+    Case(
+        "invalid postings over bad user",
+        R.POSTINGS_INVALID,
+        "postings",
+        command(transfer(("wallet:a b", 1), user_id="a b")),
+    ),
+    Case(
+        "a later hold account over an earlier bad owner",
+        R.POSTINGS_INVALID,
+        "postings[2].account",
+        command(transfer(("wallet:alice", -1), ("wallet:b c", 1), ("hold:h-1", 0))),
+    ),
+    Case(
+        "a later account named twice over an earlier bad owner",
+        R.POSTINGS_INVALID,
+        "postings[3].account",
+        command(
+            transfer(("wallet:alice", -2), ("wallet:b c", 1), ("wallet:bob", 1), ("wallet:bob", 0))
+        ),
+    ),
+    Case(
+        "bad user over bad owner",
+        R.IDENTIFIER_INVALID,
+        "user_id",
+        command(transfer(("wallet:a b", -1), ("wallet:b c", 1), user_id="a b")),
+    ),
+    Case(
+        "bad owner over bad currency",
+        R.IDENTIFIER_INVALID,
+        "postings[1].account",
+        command(transfer(("wallet:alice", -1), ("wallet:b c", 1), currency="XAU")),
+    ),
+    Case(
+        "bad currency over a zero posting",
+        R.CURRENCY_UNKNOWN,
+        "currency",
+        command(transfer(("wallet:alice", 0), ("wallet:bob", 0), currency="XAU")),
+    ),
+    Case(
+        "float posting over zero posting, across postings",
+        R.AMOUNT_INVALID,
+        "postings[1].amount",
+        command(transfer(("wallet:alice", 0), ("wallet:bob", 1.5))),
+    ),
+    Case(
+        "zero posting over huge posting, across postings",
+        R.AMOUNT_NOT_POSITIVE,
+        "postings[1].amount",
+        command(transfer(("wallet:alice", 2**63), ("wallet:bob", 0))),
+    ),
+    Case(
+        "huge posting over bad metadata",
+        R.AMOUNT_TOO_LARGE,
+        "postings[1].amount",
+        command(
+            transfer(("wallet:alice", -1), ("wallet:bob", 2**63), metadata=(("bad key", "x"),))
+        ),
+    ),
+    Case(
+        "bad reason over unbalanced postings",
+        R.REASON_INVALID,
+        "reason",
+        command(
+            transfer(
+                ("wallet:alice", -1),
+                ("wallet:bob", 2),
+                reason="x" * (limits.reason_bytes_max + 1),
+            )
+        ),
+    ),
+    Case(
+        "unbalanced postings over insufficient funds",
+        R.POSTINGS_UNBALANCED,
+        "postings",
+        command(transfer(("wallet:alice", -1_000_00), ("wallet:bob", 1))),
+    ),
+    Case(
+        "a later wallet overdrawn over an earlier credit past 64 bits",
+        R.INSUFFICIENT_FUNDS,
+        "postings[2].amount",
+        command(
+            transfer(
+                ("revenue:m-1", INT64_MAX),
+                ("equity:promotions", -(INT64_MAX - 30_01)),
+                ("wallet:alice", -30_01),
+            )
+        ),
     ),
     Case(
         "parsed: bad currency over a float",

@@ -3,11 +3,14 @@
 Random recharges, multi-order expenses (sometimes paying an order twice, or more than the
 wallet holds), refunds (sometimes more than is refundable, of the wrong order or currency),
 adjustments, holds captured (paying orders, sometimes more than held) or released (sometimes
-twice, or unknown), and idempotency keys used again with the same or a different command, over a few
-users and two currencies (USD, JPY), one command at a time or in batches. Every outcome must
-be the one the model predicts (including the exact rejection code); after every step money is
-conserved, no wallet is below zero and every balance equals the model's; at the end the log
-verifies and a replay equals the live projections.
+twice, or unknown), transfers (one user paying another, with a fee, split two ways, paid out,
+collected from another user's wallet, or credited from equity; sometimes overdrawn,
+unbalanced, naming a hold's account or one account twice), and idempotency keys used again
+with the same or a different command, over a few users and two currencies (USD, JPY), one
+command at a time or in batches. Every outcome must be the one the model predicts (including
+the exact rejection code); after every step money is conserved, no wallet is below zero and
+every balance equals the model's; at the end the log verifies and a replay equals the live
+projections.
 
 It runs on both stores (the `db` fixture): each example gets a ledger of its own in the
 test's database, so examples stay independent without a database per example.
@@ -41,6 +44,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
 )
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.results import Committed, Outcome
@@ -215,9 +220,67 @@ class LedgerMachine(RuleBasedStateMachine):
             reason=" " if blank else "correction",
         )
 
+    def _transfer(self, data: st.DataObject) -> Transfer:
+        user = data.draw(st.sampled_from(USERS), label="user")
+        currency = data.draw(st.sampled_from(CURRENCIES), label="currency")
+        others = [other for other in USERS if other != user]
+        shapes = ("pay", "pay with a fee", "split", "pay out", "collect", "promotion")
+        shape = data.draw(st.sampled_from(shapes), label="shape")
+        source = "equity:promotions"  # unbounded below: any amount
+        if shape == "collect":  # from another user's wallet into the user's
+            source = f"wallet:{data.draw(st.sampled_from(others), label='from')}"
+        elif shape != "promotion":
+            source = f"wallet:{user}"
+        available = 5_000
+        if source.startswith("wallet:"):
+            available = self.wallets.get((source.split(":")[1], currency), 0)
+        if available >= 2 and not rarely(data, 6, "overdraw?"):
+            amount = data.draw(st.integers(2, available), label="amount")
+        else:
+            amount = data.draw(st.integers(max(2, available + 1), available + 500), label="over")
+        part = data.draw(st.integers(1, amount - 1), label="part")
+        legs = [(source, -amount)]
+        if shape in ("pay", "pay out", "collect", "promotion"):
+            targets = {
+                "pay": f"wallet:{others[0]}",
+                "pay out": "clearing:paypal",
+                "collect": f"wallet:{user}",
+                "promotion": f"wallet:{user}",
+            }
+            legs.append((targets[shape], amount))
+        elif shape == "pay with a fee":
+            legs += [(f"wallet:{others[1]}", part), ("revenue:platform", amount - part)]
+        else:  # split
+            legs += [(f"wallet:{others[0]}", part), (f"wallet:{others[1]}", amount - part)]
+        if rarely(data, 10, "unbalanced?"):
+            account, last = legs[-1]
+            off = data.draw(st.sampled_from((1, -1)), label="off by")
+            legs[-1] = (account, last + off if last + off else last + 1)  # never zero
+        if rarely(data, 20, "hold account?"):
+            legs[-1] = (f"hold:{self._fresh('h')}", legs[-1][1])
+        elif rarely(data, 20, "account twice?"):
+            legs.append(legs[0])
+        return Transfer(
+            user_id=user,
+            currency=currency,
+            postings=tuple(TransferPosting(account, amount) for account, amount in legs),
+            reason=data.draw(st.sampled_from(("", "split the bill")), label="reason"),
+        )
+
     def _any(self, data: st.DataObject) -> Command:
-        kinds = ("recharge", "expense", "refund", "adjust", "hold", "capture", "release")
+        kinds = (
+            "recharge",
+            "expense",
+            "refund",
+            "adjust",
+            "hold",
+            "capture",
+            "release",
+            "transfer",
+        )
         kind = data.draw(st.sampled_from(kinds))
+        if kind == "transfer":
+            return self._transfer(data)
         if kind == "recharge":
             return self._recharge(data)
         if kind == "expense":
@@ -282,6 +345,8 @@ class LedgerMachine(RuleBasedStateMachine):
             if command.amount > order.paid - order.refunded:
                 return Rejection.REFUND_EXCEEDS_REFUNDABLE
             return None
+        if isinstance(command, Transfer):
+            return self._expect_transfer(command)
         if command.amount == 0:
             return Rejection.AMOUNT_NOT_POSITIVE
         if not command.reason.strip():
@@ -289,6 +354,21 @@ class LedgerMachine(RuleBasedStateMachine):
         wallet = self.wallets.get((command.user_id, command.currency), 0)
         if wallet + command.amount < 0:
             return Rejection.INSUFFICIENT_FUNDS
+        return None
+
+    def _expect_transfer(self, command: Transfer) -> Rejection | None:
+        """The draws never name a bad kind or owner, a zero or a non-integer: the rungs left
+        are a hold's account or one named twice, the sum, and the wallets' floors."""
+        names = [account for account, _ in command.postings]
+        if len(set(names)) != len(names) or any(name.startswith("hold:") for name in names):
+            return Rejection.POSTINGS_INVALID
+        if sum(amount for _, amount in command.postings):
+            return Rejection.POSTINGS_UNBALANCED
+        for account, amount in command.postings:
+            kind, owner = account.split(":")
+            wallet = self.wallets.get((owner, command.currency), 0)
+            if kind == accounts.WALLET and wallet + amount < 0:
+                return Rejection.INSUFFICIENT_FUNDS
         return None
 
     def _expect_settling(self, hold_id: str) -> Rejection | None:
@@ -326,6 +406,13 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.wallets[wallet] -= line.amount
                 self.orders[line.order_id] = ModelOrder(transaction_id, *wallet, line.amount)
             return wallet
+        if isinstance(command, Transfer):
+            for account, amount in command.postings:
+                kind, owner = account.split(":")
+                if kind == accounts.WALLET:
+                    wallet = (owner, command.currency)
+                    self.wallets[wallet] = self.wallets.get(wallet, 0) + amount
+            return (command.user_id, command.currency)
         order = self.orders[command.order_id]
         order.refunded += command.amount
         wallet = (order.user_id, order.currency)
@@ -353,6 +440,14 @@ class LedgerMachine(RuleBasedStateMachine):
         lines = [entry for entry in outcome.entries if entry.account == wallet]
         assert lines, outcome.entries
         assert lines[-1].balance_after == self.wallets[(user, currency)]
+        if isinstance(command, Transfer):  # one line per posting, each account named once
+            assert [(e.account, e.amount) for e in outcome.entries] == [
+                (f"{account}:{currency}", amount) for account, amount in command.postings
+            ]
+            for entry in outcome.entries:
+                kind, owner, _ = accounts.split(entry.account)
+                if kind == accounts.WALLET:
+                    assert entry.balance_after == self.wallets[(owner, currency)], entry
 
     def _submit(self, envelopes: list[Envelope]) -> None:
         """Submit in one `execute_many`; the model decides the same commands in order."""
@@ -400,6 +495,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         self._one(data, self._release(data))
+
+    @rule(data=st.data())
+    def transfer(self, data: st.DataObject) -> None:
+        self._one(data, self._transfer(data))
 
     @rule(data=st.data())
     def resend(self, data: st.DataObject) -> None:

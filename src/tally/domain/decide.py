@@ -590,7 +590,7 @@ def _check_transfer_postings(
                 detail=f"{name[0]}:{name[1]} is named twice",
             )
         seen.add(name)
-    if (accounts.WALLET, user_id) not in seen:
+    if type(user_id) is str and (accounts.WALLET, user_id) not in seen:  # else not an id
         raise Rejected(
             Rejection.POSTINGS_INVALID,
             field="postings",
@@ -656,7 +656,7 @@ def check_identifier(value: object, field: str) -> None:
 
 
 def _check_currency(common: _Common, currency: str) -> None:
-    if currency not in common.currencies:
+    if type(currency) is not str or currency not in common.currencies:  # a list: unhashable
         raise Rejected(
             Rejection.CURRENCY_UNKNOWN,
             field="currency",

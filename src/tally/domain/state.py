@@ -351,8 +351,8 @@ def _prescribed_postings(state: LedgerState, event: Event) -> tuple[_Leg, ...] |
 
 def _check_transfer(state: LedgerState, event: Transferred, wallet: str) -> None:
     """A logged transfer's postings as `decide` makes them: 2 to the limit, each on a
-    transferable account of the event's currency named once, none for an order or of no
-    money, one on the user's wallet."""
+    transferable account of the event's currency named once, none for an order, of no money
+    or of more than 64 bits either way, one on the user's wallet."""
     postings = event.postings
     if not 2 <= len(postings) <= limits.postings_per_transfer_max:
         raise InvariantViolated(f"seq {event.seq}: a transfer of {len(postings)} postings")
@@ -371,6 +371,7 @@ def _check_transfer(state: LedgerState, event: Transferred, wallet: str) -> None
             or order_id is not None
             or type(amount) is not int
             or amount == 0
+            or abs(amount) > limits.amount_max
         ):
             raise InvariantViolated(f"seq {event.seq}: a transfer posting unlike the format's")
         if account not in state.balances:
