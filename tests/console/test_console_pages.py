@@ -208,6 +208,44 @@ def test_a_transfer_page_lists_every_posting_and_the_receiver_sees_the_line(
     assert any("transfer" in line and "1.50" in line for line in _lines(receiver))
 
 
+def test_the_finance_report_page_shows_the_api_s_report(console: Console) -> None:
+    with console.browser() as http:
+        page = _get(http, "/console/report")
+        empty = _get(http, "/console/report?from=9999-01-01T00:00:00Z")
+        bad = _get(http, "/console/report?from=yesterday", status=400)
+        backwards = _get(
+            http, "/console/report?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", 400
+        )
+    with console.api() as api:
+        report = api.get("/v1/reports/finance").json()
+    eur = next(part for part in report["currencies"] if part["currency"] == "EUR")
+    section = page.split('<section class="currency" id="currency-EUR">')[1].split("</section>")[0]
+    rows = [
+        [_TAG.sub("", cell).strip() for cell in _CELL.findall(row)]
+        for row in re.findall(r'<tr class="account">(.*?)</tr>', section, re.S)
+    ]
+    assert rows == [
+        [
+            line["kind"],
+            line["owner"] or "(all)",
+            str(line["accounts"]),
+            line["opening"],
+            line["debits"],
+            line["credits"],
+            line["closing"],
+        ]
+        for line in eur["accounts"]
+    ]
+    # ada: 100 in, 50 paid, 5 back, 10 held (back), 6 captured, 4 held (back): 49 left
+    assert ["wallet", "(all)", "1", "0.00", "70.00", "119.00", "49.00"] in rows
+    assert 'trial balance <span class="amount">0.00</span> (balanced)' in section
+    assert "No money has moved" not in empty
+    assert '<tr class="movement">' not in empty  # an empty period moved nothing
+    assert "from/to:" in bad
+    assert "from must come before to" in backwards
+    assert '<a href="/console/report">report</a>' in page
+
+
 def test_the_log_is_paged_by_fragments(console: Console) -> None:
     head = console.services.engine.store.head("shop")
     assert head is not None

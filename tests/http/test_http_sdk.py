@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 
+from tally.api_keys import Scope
 from tally.client import (
     AsyncClient,
     BatchCommand,
@@ -223,6 +224,11 @@ def test_the_client_models_match_the_servers() -> None:
         (client_models.LoggedEvent, server_models.LoggedEvent),
         (client_models.Problem, server_models.Problem),
         (client_models.BatchResult, server_models.BatchResult),
+        (client_models.FinanceReport, server_models.FinanceReport),
+        (client_models.CurrencyReport, server_models.CurrencyReport),
+        (client_models.ReportAccounts, server_models.ReportAccounts),
+        (client_models.ReportActivity, server_models.ReportActivity),
+        (client_models.ReportMovement, server_models.ReportMovement),
     ]
     for client_type, server_type in pairs:
         client_fields = set(client_type.__struct_fields__) - {"replayed"}
@@ -243,3 +249,41 @@ def test_the_client_imports_nothing_of_the_server() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_finance_report_through_both_clients(live: Any, unique: Callable[[str], str]) -> None:
+    ledger = unique("report").replace("-", "")
+    live.services.engine.store.ensure_ledger(ledger)
+    _, secret = live.issue(ledger, Scope.ADMIN)
+    with Client(live.url, secret) as tally:
+        tally.recharge("ann", "30.00", "USD", gateway="paypal")
+        tally.expense("ann", "USD", [OrderLine(order_id=unique("o"), amount="12.50")])
+        report = tally.finance_report()
+        later = tally.finance_report(since="9999-01-01T00:00:00Z")
+    assert (report.ledger, report.first_seq, report.last_seq) == (ledger, 1, 2)
+    usd = report.of("USD")
+    assert usd is not None
+    assert (usd.balanced, usd.trial_balance) == (True, "0.00")
+    lines = {(line.kind, line.owner): line for line in usd.accounts}
+    wallets = lines[("wallet", None)]
+    assert (wallets.opening, wallets.debits, wallets.credits, wallets.closing) == (
+        "0.00",
+        "12.50",
+        "30.00",
+        "17.50",
+    )
+    assert lines[("clearing", "paypal")].closing == "-30.00"
+    assert lines[("revenue", "platform")].closing == "12.50"
+    assert [(kind.event_type, kind.events) for kind in usd.activity] == [
+        ("expense", 1),
+        ("recharge", 1),
+    ]
+    assert report.of("EUR") is None
+    assert (later.since, later.first_seq, later.last_seq) == ("9999-01-01T00:00:00.000000Z", 3, 2)
+    assert later.currencies[0].activity == []  # nothing moved in an empty period
+
+    async def read() -> client_models.FinanceReport:
+        async with AsyncClient(live.url, secret) as tally:
+            return await tally.finance_report(until="9999-01-01T00:00:00Z")
+
+    assert asyncio.run(read()).currencies == report.currencies

@@ -262,5 +262,12 @@ class AsyncClient:
     async def get_hold(self, hold_id: str) -> models.Hold:
         return await self._call(_plans.hold(hold_id))
 
+    async def finance_report(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> models.FinanceReport:
+        """Balances and movements by account and event type over [since, until) (RFC 3339
+        with a zone; None: unbounded), by currency, with the trial balance."""
+        return await self._call(_plans.finance_report(since, until))
+
     async def events(self, *, after_seq: int = 0, limit: int = 100) -> models.EventsPage:
         return await self._call(_plans.events(after_seq, limit))

@@ -299,6 +299,18 @@ def hold(hold_id: str) -> Plan[models.Hold]:
     return Plan(method="GET", path=f"/v1/holds/{_segment(hold_id)}", read=_reader(models.Hold))
 
 
+def finance_report(since: str | None, until: str | None) -> Plan[models.FinanceReport]:
+    params: dict[str, str | int] = {
+        name: value for name, value in (("from", since), ("to", until)) if value is not None
+    }
+    return Plan(
+        method="GET",
+        path="/v1/reports/finance",
+        params=params,
+        read=_reader(models.FinanceReport),
+    )
+
+
 def events(after_seq: int, limit: int) -> Plan[models.EventsPage]:
     return Plan(
         method="GET",

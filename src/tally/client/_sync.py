@@ -261,5 +261,12 @@ class Client:
     def get_hold(self, hold_id: str) -> models.Hold:
         return self._call(_plans.hold(hold_id))
 
+    def finance_report(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> models.FinanceReport:
+        """Balances and movements by account and event type over [since, until) (RFC 3339
+        with a zone; None: unbounded), by currency, with the trial balance."""
+        return self._call(_plans.finance_report(since, until))
+
     def events(self, *, after_seq: int = 0, limit: int = 100) -> models.EventsPage:
         return self._call(_plans.events(after_seq, limit))

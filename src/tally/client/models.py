@@ -135,6 +135,56 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     transactions: list[HoldTransaction]
 
 
+class ReportAccounts(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a finance report's accounts: one account, or (`owner` None) every wallet
+    or every hold of the currency added up; amounts are decimal strings."""
+
+    kind: str
+    owner: str | None
+    accounts: int
+    opening: str
+    debits: str
+    credits: str
+    closing: str
+
+
+class ReportMovement(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    debits: str
+    credits: str
+
+
+class ReportActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """What the period's events of one type moved, per kind of account."""
+
+    event_type: str
+    events: int
+    movements: list[ReportMovement]
+
+
+class CurrencyReport(msgspec.Struct, frozen=True, kw_only=True):
+    currency: str
+    balanced: bool  # the trial balance is zero
+    trial_balance: str
+    accounts: list[ReportAccounts]
+    activity: list[ReportActivity]
+
+
+class FinanceReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The ledger's balances and movements over [`since`, `until`), by currency."""
+
+    ledger: str
+    since: str | None = msgspec.field(name="from")
+    until: str | None = msgspec.field(name="to")
+    first_seq: int
+    last_seq: int
+    currencies: list[CurrencyReport]
+
+    def of(self, currency: str) -> CurrencyReport | None:
+        """The report's part in `currency`, if the ledger has any."""
+        return next((part for part in self.currencies if part.currency == currency), None)
+
+
 class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     transaction_id: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tally import views
+from tally import reports, views
 from tally.domain.accounts import is_identifier
 from tally.engine.ports import EventRow, Head, Store
 from tally.http import models
@@ -22,6 +22,15 @@ from tally.http.services import Services
 
 statement_page_lines = 50
 events_page_events = 50
+
+
+async def finance_report(
+    services: Services, ledger: str, since_us: int | None, until_us: int | None
+) -> dict[str, Any] | None:
+    store = services.engine.store
+    return await services.read(
+        lambda: reports.finance_report(store, ledger, since_us=since_us, until_us=until_us)
+    )
 
 
 async def head(services: Services, ledger: str) -> Head | None:

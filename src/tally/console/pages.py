@@ -1,6 +1,6 @@
 """The console's routes: sign-in, the overview and search, a user (balances and statements),
-an order, a hold, a transaction, the log, and the static files. GET only, but for signing
-in and out; nothing here writes to a ledger.
+an order, a hold, a transaction, the log, the finance report, and the static files. GET only,
+but for signing in and out; nothing here writes to a ledger.
 
 Every page but the login form and the static files needs the cookie of a live key with the
 `read` scope (`auth.signed_in`: else a 303 to the login page), and shows that key's ledger
@@ -18,6 +18,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
 
+from tally import views
 from tally.console import auth, lookups
 from tally.console.render import CONTENT_SECURITY_POLICY, STATIC_FILES, page
 from tally.domain.limits import INT64_MAX
@@ -234,6 +235,29 @@ def _events_context(rows: list[Any]) -> dict[str, Any]:
     return {"events": events, "next_after_seq": rows[-1].seq if full else None}
 
 
+@get("/report", **_PAGE)
+async def report(
+    request: Request[Any, Any, Any],
+    since: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
+    until: Annotated[str | None, QueryParameter(name="to", max_length=64)] = None,
+) -> Response[str]:
+    """The finance report (`tally.reports`) over the period the form names."""
+    ledger = auth.key_of(request).ledger
+    since, until = since or None, until or None  # an empty field: unbounded
+    shown: dict[str, Any] = {"ledger": ledger, "since": since, "until": until}
+    try:
+        since_us = None if since is None else views.instant_us(since)
+        until_us = None if until is None else views.instant_us(until)
+    except ValueError as error:
+        return page("report.html", status_code=400, report=None, error=f"from/to: {error}", **shown)
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        return page(
+            "report.html", status_code=400, report=None, error="from must come before to", **shown
+        )
+    found = await lookups.finance_report(services_of(request), ledger, since_us, until_us)
+    return page("report.html", report=found, error=None, **shown)
+
+
 def console_router() -> Router:
     """The console under `/console`: a fresh router for each app that mounts it."""
     return Router(
@@ -252,6 +276,7 @@ def console_router() -> Router:
             transaction,
             events,
             events_rows,
+            report,
         ],
         response_headers=[
             ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),

@@ -294,6 +294,48 @@ class EventsPage(msgspec.Struct, kw_only=True):
     next_after_seq: int | None
 
 
+class ReportAccounts(msgspec.Struct, kw_only=True):
+    """One line of a report's accounts: one account, or (`owner` null) every wallet or every
+    hold of the currency added up."""
+
+    kind: str
+    owner: str | None
+    accounts: int
+    opening: str
+    debits: str
+    credits: str
+    closing: str
+
+
+class ReportMovement(msgspec.Struct, kw_only=True):
+    kind: str
+    debits: str
+    credits: str
+
+
+class ReportActivity(msgspec.Struct, kw_only=True):
+    event_type: str
+    events: int
+    movements: list[ReportMovement]
+
+
+class CurrencyReport(msgspec.Struct, kw_only=True):
+    currency: str
+    balanced: bool
+    trial_balance: str
+    accounts: list[ReportAccounts]
+    activity: list[ReportActivity]
+
+
+class FinanceReport(msgspec.Struct, kw_only=True):
+    ledger: str
+    since: str | None = msgspec.field(name="from")
+    until: str | None = msgspec.field(name="to")
+    first_seq: int
+    last_seq: int
+    currencies: list[CurrencyReport]
+
+
 class Problem(msgspec.Struct, kw_only=True):
     """RFC 9457 problem details, plus tally's stable `code` and the offending `field`."""
 
