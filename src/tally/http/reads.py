@@ -88,8 +88,6 @@ def _instant_us(text: str | None, field: str) -> int | None:
         raise ApiProblem(EdgeProblem.PARAMETER_INVALID, str(error), field=field) from None
 
 
-
-
 async def read_statement_page(
     services: Services,
     ledger: str,
