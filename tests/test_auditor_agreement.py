@@ -30,6 +30,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
 )
 from tally.engine.engine import Replayer
 from tally.engine.ports import EventRow
@@ -564,3 +566,169 @@ def test_a_null_expiry_is_absent_to_the_engine_and_not_canonical(holds: list[Eve
     """As a null `refund_request_id` above: the engine folds the value (no expiry), the
     auditor refuses the bytes, which are not those the server writes."""
     assert checked(edited(holds, 6, _set("expires_at_us", None))) == (False, True)
+
+
+# -- transfers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transfers(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
+    """seq 1 recharge alice 100.00 USD, 2 transfer alice pays bob 5.00 and the platform a
+    0.50 fee, 3 transfer alice 10.00 from equity:promotions (no reason), 4 transfer bob pays
+    his 5.00 out to the gateway, 5 transfer alice pays 0.01 to each of 99 wallets (100
+    postings, the limit)."""
+    path = Path(tmp_path_factory.mktemp("agreement-transfers")) / "ledger.db"
+    engine = open_engine(path)
+    try:
+
+        def run(key: str, user_id: str, *legs: tuple[str, int], reason: str = "") -> None:
+            postings = tuple(TransferPosting(account, amount) for account, amount in legs)
+            command = Transfer(user_id=user_id, currency="USD", postings=postings, reason=reason)
+            engine.execute(LEDGER, Envelope(idempotency_key=key, command=command))
+
+        recharge = Recharge(user_id="alice", amount=10000, currency="USD", gateway="pp")
+        engine.execute(LEDGER, Envelope(idempotency_key="r1", command=recharge))
+        dinner = (("wallet:alice", -550), ("wallet:bob", 500), ("revenue:platform", 50))
+        run("t1", "alice", *dinner, reason="dinner split")
+        run("t2", "alice", ("equity:promotions", -1000), ("wallet:alice", 1000))
+        run("t3", "bob", ("wallet:bob", -500), ("clearing:pp", 500), reason="payout")
+        payees = tuple((f"wallet:u{index}", 1) for index in range(99))
+        run("t4", "alice", ("wallet:alice", -99), *payees)
+        rows = engine.store.events(LEDGER, after_seq=0, limit=100)
+        return [json.loads(row.body) for row in rows]
+    finally:
+        engine.close()
+        engine.store.close()
+
+
+def test_both_accept_the_honest_log_with_transfers(transfers: list[Event]) -> None:
+    assert [event["type"] for event in transfers] == ["recharge", *["transfer"] * 4]
+    assert len(transfers[4]["postings"]) == 100
+    assert checked(transfers) == (True, True)
+
+
+def _posting(account: str, amount: int, currency: str = "USD") -> dict[str, Any]:
+    return {"account": account, "amount": amount, "currency": currency, "order_id": None}
+
+
+def _with(*postings: dict[str, Any]) -> Callable[[Event], None]:
+    return lambda event: event["postings"].extend(postings)
+
+
+def _on(index: int, account: str) -> Callable[[Event], None]:
+    """Posting `index` moves `account` instead, its currency the account's."""
+
+    def apply(event: Event) -> None:
+        event["postings"][index].update(account=account, currency=account.rsplit(":", 1)[1])
+
+    return apply
+
+
+def _one_more_payee(event: Event) -> None:
+    event["postings"][0]["amount"] -= 1
+    event["postings"].append(_posting("wallet:u99:USD", 1))
+
+
+def _bob_twice(event: Event) -> None:
+    half = _posting("wallet:bob:USD", 250)
+    event["postings"][1:2] = [half, dict(half)]
+
+
+def _transfer_by(user_id: str) -> Callable[[Event], None]:
+    """The transfer is `user_id`'s, its first posting (alice's) on their wallet."""
+
+    def apply(event: Event) -> None:
+        event["user_id"] = user_id
+        event["postings"][0]["account"] = f"wallet:{user_id}:USD"
+
+    return apply
+
+
+def _overdraw_bob(event: Event) -> None:
+    """Bob pays out 5.01 of his 5.00."""
+    event["postings"][0]["amount"], event["postings"][1]["amount"] = -501, 501
+
+
+def _of_each_payee(amount: int) -> Callable[[Event], None]:
+    """The payees' postings are `amount` each, alice's agreeing."""
+
+    def apply(event: Event) -> None:
+        for posting in event["postings"][1:]:
+            posting["amount"] = amount
+        event["postings"][0]["amount"] = -amount * (len(event["postings"]) - 1)
+
+    return apply
+
+
+TRANSFER_FORGERIES: dict[str, tuple[int, Callable[[Event], None]]] = {
+    "transfer with an extra key": (2, _set("evil", 1)),
+    "transfer without its reason": (2, lambda e: e.pop("reason")),
+    "transfer with orders": (2, _set("orders", [])),
+    "transfer with a hold_id": (2, _set("hold_id", "h1")),
+    "transfer with a gateway_reference": (2, _set("gateway_reference", "pay-1")),
+    "transfer reason null": (3, _set("reason", None)),
+    "transfer reason a number": (2, _set("reason", 7)),
+    "transfer of one posting": (2, lambda e: e["postings"].__delitem__(slice(1, None))),
+    "transfer of 101 postings": (5, _one_more_payee),
+    "transfer into a hold's account": (2, _on(2, "hold:h1:USD")),
+    "transfer into an account of no known kind": (2, _on(2, "escrow:platform:USD")),
+    "transfer into an account without an owner": (2, _on(2, "revenue:USD")),
+    "transfer to an owner with a space": (2, _on(1, "wallet:b ob:USD")),
+    "transfer to an owner holding a colon": (2, _on(1, "wallet:bob:EUR:USD")),
+    "transfer by a user id with a space": (2, _transfer_by("al ice")),
+    "transfer with balanced postings in another currency": (
+        2,
+        _with(_posting("clearing:pp:EUR", -1, "EUR"), _posting("wallet:bob:EUR", 1, "EUR")),
+    ),
+    "transfer posting for an order": (2, lambda e: e["postings"][1].update(order_id="o1")),
+    "transfer posting of no money": (2, _with(_posting("wallet:carol:USD", 0))),
+    "transfer posting a float amount": (
+        2,
+        _each_posting(lambda p: p.__setitem__("amount", float(p["amount"]))),
+    ),
+    "transfer naming an account twice": (2, _bob_twice),
+    "transfer without its user's wallet": (2, _set("user_id", "carol")),
+    "transfer not summing to zero": (2, lambda e: e["postings"][1].update(amount=600)),
+    "transfer taking a wallet below zero": (4, _overdraw_bob),
+    "transfer taking a wallet below zero in 99 postings": (5, _of_each_payee(-1)),
+    "transfer posting past 64 bits": (
+        2,
+        _with(
+            _posting("equity:mint:USD", -(2**63)),
+            _posting("wallet:carol:USD", 1),
+            _posting("revenue:m:USD", 2**63 - 1),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("seq", "edit"), list(TRANSFER_FORGERIES.values()), ids=list(TRANSFER_FORGERIES)
+)
+def test_both_refuse_a_rechained_transfer_forgery(
+    transfers: list[Event], seq: int, edit: Callable[[Event], None]
+) -> None:
+    assert checked(edited(transfers, seq, edit)) == (False, False)
+
+
+def _by_carol_naming_her_wallet(event: Event) -> None:
+    event["user_id"] = "carol"
+    event["postings"] += [_posting("wallet:carol:USD", 1), _posting("equity:fees:USD", -1)]
+
+
+# The forgeries' edits without what breaks the rule: both accept these.
+NEAR_TRANSFERS: dict[str, tuple[int, Callable[[Event], None]]] = {
+    "transfer naming two accounts more": (
+        2,
+        _with(_posting("wallet:carol:USD", 1), _posting("clearing:pp:USD", -1)),
+    ),
+    "transfer by another user than the wallet it takes from": (2, _by_carol_naming_her_wallet),
+    "transfer of 100 postings, 1.00 to each payee": (5, _of_each_payee(100)),
+}
+
+
+@pytest.mark.parametrize(("seq", "edit"), list(NEAR_TRANSFERS.values()), ids=list(NEAR_TRANSFERS))
+def test_both_accept_what_breaks_no_transfer_rule(
+    transfers: list[Event], seq: int, edit: Callable[[Event], None]
+) -> None:
+    assert checked(edited(transfers, seq, edit)) == (True, True)

@@ -39,6 +39,8 @@ from tally.domain.commands import (
     Recharge,
     Refund,
     Release,
+    Transfer,
+    TransferPosting,
 )
 from tally.domain.decide import Stamp, decide
 from tally.domain.events import (
@@ -50,6 +52,7 @@ from tally.domain.events import (
     HoldReleased,
     Posting,
     RefundIssued,
+    Transferred,
     WalletRecharged,
 )
 from tally.domain.state import LedgerState, evolve
@@ -121,6 +124,16 @@ CAPTURE = Capture(
 )
 OPEN_HOLD = Hold(user_id="alice", amount=10_00, currency="USD", hold_id="auth-5502")
 RELEASE = Release(hold_id="auth-5502", reason="order cancelled")
+TRANSFER = Transfer(  # alice pays bob 5.00 for dinner, and the platform a fee of 0.50
+    user_id="alice",
+    currency="USD",
+    postings=(
+        TransferPosting(account="wallet:alice", amount=-5_50),
+        TransferPosting(account="wallet:bob", amount=5_00),
+        TransferPosting(account="revenue:platform", amount=50),
+    ),
+    reason="dinner split",
+)
 
 COMMANDS: dict[str, tuple[str, str, Command]] = {
     # name: (idempotency key, actor, command)
@@ -134,6 +147,7 @@ COMMANDS: dict[str, tuple[str, str, Command]] = {
     "8-capture": ("auth-5501-capture", "api:key_7", CAPTURE),
     "9-hold-open": ("auth-5502-hold", "api:key_7", OPEN_HOLD),
     "10-release": ("auth-5502-release", "api:key_7", RELEASE),
+    "11-transfer": ("alice-transfer-1", "api:key_7", TRANSFER),
 }
 
 VECTOR_EVENTS: list[tuple[str, Event]] = [
@@ -363,6 +377,25 @@ VECTOR_EVENTS: list[tuple[str, Event]] = [
             reason="order cancelled",
         ),
     ),
+    (
+        "11-transfer",
+        Transferred(
+            seq=11,
+            transaction_id="txn_019420a1863091807fa09e8d7c6b5a39",
+            timestamp_us=T0_US + 540_000_000,
+            idempotency_key="alice-transfer-1",
+            command_digest=command_digest(TRANSFER),
+            actor="api:key_7",
+            user_id="alice",
+            currency="USD",
+            postings=(
+                Posting(account="wallet:alice:USD", currency="USD", amount=-5_50),
+                Posting(account="wallet:bob:USD", currency="USD", amount=5_00),
+                Posting(account="revenue:platform:USD", currency="USD", amount=50),
+            ),
+            reason="dinner split",
+        ),
+    ),
 ]
 
 # -- reading the document -----------------------------------------------------------------
@@ -471,7 +504,9 @@ def test_the_decider_produces_exactly_the_vector_events() -> None:
         assert event == expected
         evolve(state, event)
     alice = 200_00 - 50_00 - 35_00 + 20_00 - 5_00 + 10_00 + 30_00 - 25_00 + 25_00 - 20_00
-    assert state.balance("wallet:alice:USD") == alice - 10_00 + 10_00
+    assert state.balance("wallet:alice:USD") == alice - 10_00 + 10_00 - 5_50
+    assert state.balance("wallet:bob:USD") == 5_00
+    assert state.balance("revenue:platform:USD") == 50_00 - 20_00 + 50
     assert state.balance("hold:auth-5501:USD") == state.balance("hold:auth-5502:USD") == 0
     captured = state.hold("auth-5501")
     assert captured is not None
@@ -540,7 +575,9 @@ def test_auditor_accepts_the_vector_log() -> None:
     assert report.finding is None
     events = len(VECTOR_EVENTS)
     assert (report.events, report.head_seq, report.head_hash) == (events, events, head[1])
-    assert report.balances["wallet:alice:USD"] == 150_00
+    assert report.balances["wallet:alice:USD"] == 144_50  # as the document says
+    assert report.balances["wallet:bob:USD"] == 5_00
+    assert report.balances["revenue:platform:USD"] == 50_00 - 20_00 + 50
     assert report.balances["hold:auth-5501:USD"] == report.balances["hold:auth-5502:USD"] == 0
     assert report.balances["revenue:m-42:USD"] == 35_00 - 10_00 + 20_00
     assert sum(report.balances.values()) == 0

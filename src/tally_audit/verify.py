@@ -19,7 +19,7 @@ INT64_MIN = -(2**63)
 UNFINISHED = "unfinished"
 _BYTES = (bytes, bytearray, memoryview)  # what a row source may hand over for a BLOB
 EVENT_TYPES = frozenset(
-    {"recharge", "expense", "refund", "adjustment", "hold", "capture", "release"}
+    {"recharge", "expense", "refund", "adjustment", "hold", "capture", "release", "transfer"}
 )
 # "No other keys appear" (docs/log-format.md): the keys of each event type, exactly.
 _COMMON_KEYS = frozenset(
@@ -47,6 +47,7 @@ EVENT_KEYS = {
     "hold": _COMMON_KEYS | {"hold_id", "amount"},
     "capture": _COMMON_KEYS | {"hold_id", "orders"},
     "release": _COMMON_KEYS | {"hold_id", "amount", "reason"},
+    "transfer": _COMMON_KEYS | {"reason"},
 }
 # The keys a body of the type may have besides: absent, never null, when not given.
 OPTIONAL_KEYS = {
@@ -73,10 +74,15 @@ _IDS = {  # by type, the ids outside `orders` that must be identifiers
     "hold": ("user_id", "hold_id"),
     "capture": ("user_id", "hold_id"),
     "release": ("user_id", "hold_id"),
+    "transfer": ("user_id",),  # and each posting's owner, checked by `_Invariants._transfer`
 }
 POSTING_KEYS = frozenset({"account", "currency", "amount", "order_id"})
 ORDER_KEYS = frozenset({"order_id", "amount", "merchant_id"})
 _FLOORED = ("wallet:", "hold:")  # the accounts whose balance never goes below zero
+# What a transfer's postings may name: every kind but `hold:`, whose money only the hold's
+# capture or release moves.
+TRANSFERABLE_KINDS = ("wallet", "revenue", "clearing", "equity")
+POSTINGS_PER_TRANSFER_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +329,10 @@ class _Invariants:
             expected = self._hold(event)
         elif kind == "capture":
             expected = self._capture(event)
-        else:
+        elif kind == "release":
             expected = self._release(event)
+        else:
+            expected = self._transfer(event, postings)
         if postings != expected:
             raise _Bad(f"postings are not those the format prescribes for this {kind}")
         self._post(postings)
@@ -477,6 +485,40 @@ class _Invariants:
         if not isinstance(event.get("reason"), str):
             raise _Bad("malformed release (a reason, which may be empty)")
         return _hold_back(event, currency, amount)
+
+    @staticmethod
+    def _transfer(
+        event: dict[str, object], postings: list[tuple[str, str, int, object]]
+    ) -> list[tuple[str, str, int, object]]:
+        """A transfer prescribes no postings: it names them, each checked here (`_post` then
+        sums them to zero and keeps its wallets from going below it). Returned as given."""
+        if not isinstance(event["reason"], str):
+            raise _Bad("malformed transfer (a reason, which may be empty)")
+        if not 2 <= len(postings) <= POSTINGS_PER_TRANSFER_MAX:
+            raise _Bad(f"a transfer of {len(postings)} postings (2 to {POSTINGS_PER_TRANSFER_MAX})")
+        currency = event["currency"]
+        named: set[str] = set()
+        for account, posting_currency, amount, order_id in postings:
+            # `_posting` checked that the account ends with `:` + the posting's currency
+            kind, _, owner = account.removesuffix(f":{posting_currency}").partition(":")
+            if kind not in TRANSFERABLE_KINDS:
+                raise _Bad(f"a transfer moves {account}: not a wallet, revenue, clearing or equity")
+            if not IDENTIFIER.fullmatch(owner):
+                raise _Bad(f"a transfer moves {account}, whose owner is not an identifier")
+            if posting_currency != currency:
+                raise _Bad(f"a transfer moves {account}, not in the transfer's currency {currency}")
+            if order_id is not None:
+                raise _Bad(f"a transfer's posting on {account} names order {order_id}")
+            if amount == 0:
+                raise _Bad(f"a transfer's posting on {account} moves no money")
+            if not -INT64_MAX <= amount <= INT64_MAX:  # as a command's amount: 64 bits, signed
+                raise _Bad(f"a transfer's posting on {account} moves more than 64 bits")
+            if account in named:
+                raise _Bad(f"a transfer names {account} twice")
+            named.add(account)
+        if _wallet(event) not in named:
+            raise _Bad(f"a transfer without a posting on its user's wallet {_wallet(event)}")
+        return postings
 
     def _settle(self, event: dict[str, object]) -> tuple[str, str, int, int | None]:
         """The open hold a capture or release names, from now on settled."""
