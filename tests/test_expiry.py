@@ -182,11 +182,12 @@ def test_a_server_releases_expired_holds_by_itself(db: str) -> None:
     services = open_services(db, key_cache_ttl_s=0)
     services.engine.store.ensure_ledger(LEDGER)
     secret = services.keys.create(LEDGER, frozenset({Scope.ADMIN})).secret
-    expires = _now_us() + 500_000
     try:
         with served(create_app(services, release_expired_every_s=0.2)) as url:
             auth = {"Authorization": f"Bearer {secret}"}
             with httpx.Client(base_url=url, headers=auth, timeout=30) as http:
+                # once the server is up (its start takes seconds on a loaded machine)
+                expires = _now_us() + 1_500_000
                 for path, body in [
                     (
                         "/v1/recharges",

@@ -103,8 +103,7 @@ def _currency_report(
         "activity": [
             {
                 "event_type": event_type,
-                # every event posts to a wallet (its user's), so the wallets count them all
-                "events": max(row.events for row in rows),
+                "events": sum(row.events for row in rows),  # each counted on one kind
                 "movements": [
                     {
                         "kind": row.kind,

@@ -101,6 +101,19 @@ def calls(shop: Shop) -> list[Call]:
         ),
         Call(
             "POST",
+            "/v1/transfers",
+            {
+                "user_id": user,
+                "currency": "USD",
+                "postings": [
+                    {"account": "equity:promotions", "amount": "-1.00"},
+                    {"account": f"wallet:{user}", "amount": "1.00"},
+                ],
+            },
+            Scope.ADMIN,
+        ),
+        Call(
+            "POST",
             "/v1/batch",
             {
                 "commands": [
@@ -135,6 +148,7 @@ def calls(shop: Shop) -> list[Call]:
         Call("GET", f"/v1/orders/{shop.order_id}", None, Scope.READ),
         Call("GET", f"/v1/holds/{captured}", None, Scope.READ),
         Call("GET", "/v1/events", None, Scope.READ),
+        Call("GET", "/v1/reports/finance", None, Scope.READ),
     ]
 
 

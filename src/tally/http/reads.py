@@ -79,9 +79,18 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+_INSTANT_LENGTH_MAX = 64
+
+
 def _instant_us(text: str | None, field: str) -> int | None:
     if text is None:
         return None
+    if len(text) > _INSTANT_LENGTH_MAX:  # here, not Litestar's max_length: it names the argument
+        raise ApiProblem(
+            EdgeProblem.PARAMETER_INVALID,
+            f"at most {_INSTANT_LENGTH_MAX} characters",
+            field=field,
+        )
     try:
         return views.instant_us(text)
     except ValueError as error:
@@ -168,8 +177,8 @@ async def get_statement(
     currency: Annotated[str, QueryParameter(min_length=3, max_length=3)],
     limit: Annotated[int, QueryParameter(ge=1, le=statement_page_entries_max)] = 100,
     cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
-    since: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
-    until: Annotated[str | None, QueryParameter(name="to", max_length=64)] = None,
+    since: Annotated[str | None, QueryParameter(name="from")] = None,
+    until: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> models.StatementPage:
     exponent(currency)  # CURRENCY_UNKNOWN for anything not ISO 4217
     after = None if cursor is None else decode_cursor(cursor)
@@ -320,8 +329,8 @@ async def get_events(
 )
 async def get_finance_report(
     request: Request[Any, Any, Any],
-    since: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
-    until: Annotated[str | None, QueryParameter(name="to", max_length=64)] = None,
+    since: Annotated[str | None, QueryParameter(name="from")] = None,
+    until: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> models.FinanceReport:
     since_us = _instant_us(since, "from")
     until_us = _instant_us(until, "to")

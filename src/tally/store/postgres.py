@@ -131,7 +131,7 @@ _REPORT_ACCOUNTS = (
     'ORDER BY a.currency COLLATE "C", a.kind COLLATE "C", a.owner COLLATE "C"'
 )
 _REPORT_MOVEMENTS = (
-    "SELECT v.event_type, a.kind, a.currency, count(DISTINCT n.seq), "
+    "SELECT v.event_type, a.kind, a.currency, count(*) FILTER (WHERE n.idx = 0), "
     "coalesce(sum(CASE WHEN n.amount < 0 THEN -n.amount END), 0), "
     "coalesce(sum(CASE WHEN n.amount > 0 THEN n.amount END), 0) "
     "FROM entries n JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "

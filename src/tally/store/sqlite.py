@@ -201,28 +201,48 @@ _OWNER_BALANCES = (
     "(SELECT max(seq) FROM entries n WHERE n.ledger = a.ledger AND n.account = a.account) "
     "FROM accounts a WHERE a.ledger = ?1 AND a.kind = ?2 AND a.owner = ?3 ORDER BY a.currency"
 )
-# A report's sums (`Store.report`). SQLite's columns take any type: a value of another type
-# than INTEGER (tampering) is counted apart, and the report refuses to add it up.
+
+
+# A report's sums (`Store.report`). An account's opening sum adds up its balances' steps,
+# which stay within 64 bits; its debits and credits over a period need not (SQLite's sum()
+# refuses past 64 bits, where PostgreSQL's is exact), so each is two sums, of the amounts'
+# high and low 32 bits (SQLite's / and % truncate toward zero: a = a / 2^32 * 2^32 + a % 2^32),
+# put back together exactly in Python: exact up to 2^31 entries a line. SQLite's columns
+# take any type: a seq or amount of another type than INTEGER (tampering) is counted apart,
+# over every entry of the ledger (a text seq sorts after every integer: a bound would drop
+# it unseen), and the report refuses to add it up.
+def _split_sum(value: str) -> str:
+    return f"coalesce(sum(({value}) / 4294967296), 0), coalesce(sum(({value}) % 4294967296), 0)"
+
+
+_IN_PERIOD = "n.seq > ?2 AND n.seq <= ?3"
 _REPORT_ACCOUNTS = (
     "SELECT a.account, a.kind, a.owner, a.currency, "
     "coalesce(sum(CASE WHEN n.seq <= ?2 THEN n.amount END), 0), "
-    "coalesce(sum(CASE WHEN n.seq > ?2 AND n.amount < 0 THEN -n.amount END), 0), "
-    "coalesce(sum(CASE WHEN n.seq > ?2 AND n.amount > 0 THEN n.amount END), 0), "
+    f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount < 0 THEN -n.amount END')}, "
+    f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount > 0 THEN n.amount END')}, "
     "sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
     "FROM accounts a JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
-    "WHERE a.ledger = ?1 AND n.seq <= ?3 "
-    "GROUP BY a.account, a.kind, a.owner, a.currency ORDER BY a.currency, a.kind, a.owner"
+    "WHERE a.ledger = ?1 GROUP BY a.account, a.kind, a.owner, a.currency "
+    "HAVING min(n.seq) <= ?3 OR sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
+    "ORDER BY a.currency, a.kind, a.owner"
 )
 _REPORT_MOVEMENTS = (
-    "SELECT v.event_type, a.kind, a.currency, count(DISTINCT n.seq), "
-    "coalesce(sum(CASE WHEN n.amount < 0 THEN -n.amount END), 0), "
-    "coalesce(sum(CASE WHEN n.amount > 0 THEN n.amount END), 0), "
+    "SELECT v.event_type, a.kind, a.currency, sum(n.idx = 0), "
+    f"{_split_sum('CASE WHEN n.amount < 0 THEN -n.amount END')}, "
+    f"{_split_sum('CASE WHEN n.amount > 0 THEN n.amount END')}, "
     "sum(typeof(n.amount) <> 'integer') "
     "FROM entries n JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
     "JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "
-    "WHERE n.ledger = ?1 AND n.seq > ?2 AND n.seq <= ?3 "
+    f"WHERE n.ledger = ?1 AND {_IN_PERIOD} "
     "GROUP BY v.event_type, a.kind, a.currency ORDER BY v.event_type, a.currency, a.kind"
 )
+
+
+def _joined(high: int, low: int) -> int:
+    return high * 4294967296 + low
+
+
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
 _PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
@@ -722,15 +742,21 @@ class SqliteStore:
         try:
             totals = db.execute(_REPORT_ACCOUNTS, bounds).fetchall()
             movements = db.execute(_REPORT_MOVEMENTS, bounds).fetchall()
-        except sqlite3.OperationalError as error:  # "integer overflow": sums past 64 bits
-            raise InvariantViolated(f"{ledger}: a report's sums: {error}") from error
         finally:
             db.execute("COMMIT")
         if any(row[-1] for row in (*totals, *movements)):
             raise InvariantViolated(f"{ledger}: an entry holds a value that is not an integer")
         return (
-            [_new_tuple(AccountTotals, row[:-1]) for row in totals],
-            [_new_tuple(Movement, row[:-1]) for row in movements],
+            [
+                AccountTotals(
+                    account, kind, owner, currency, opening, _joined(dh, dl), _joined(ch, cl)
+                )
+                for account, kind, owner, currency, opening, dh, dl, ch, cl, _ in totals
+            ],
+            [
+                Movement(event_type, kind, currency, events, _joined(dh, dl), _joined(ch, cl))
+                for event_type, kind, currency, events, dh, dl, ch, cl, _ in movements
+            ],
         )
 
     def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
