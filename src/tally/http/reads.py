@@ -324,7 +324,7 @@ async def get_events(
     "`owner` null; revenue per merchant, clearing per gateway, equity accounts), what each "
     "event type moved on each kind of account, and the trial balance (zero: `balanced`). "
     "`from` (inclusive) and `to` (exclusive) are RFC 3339 with a zone; without them the "
-    "whole log. Summed by the database: seconds for millions of entries.",
+    "whole log. Summed by the database over the entries projection.",
     **_READ,
 )
 async def get_finance_report(

@@ -207,7 +207,9 @@ _OWNER_BALANCES = (
 # which stay within 64 bits; its debits and credits over a period need not (SQLite's sum()
 # refuses past 64 bits, where PostgreSQL's is exact), so each is two sums, of the amounts'
 # high and low 32 bits (SQLite's / and % truncate toward zero: a = a / 2^32 * 2^32 + a % 2^32),
-# put back together exactly in Python: exact up to 2^31 entries a line. SQLite's columns
+# put back together exactly in Python: exact up to 2^31 entries a line. CROSS JOIN pins
+# SQLite's join order (entries, then a seek into events and accounts for each): planned
+# the other way round, events first, each event scanned the ledger's entries again. SQLite's columns
 # take any type: a seq or amount of another type than INTEGER (tampering) is counted apart,
 # over every entry of the ledger (a text seq sorts after every integer: a bound would drop
 # it unseen), and the report refuses to add it up.
@@ -222,7 +224,7 @@ _REPORT_ACCOUNTS = (
     f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount < 0 THEN -n.amount END')}, "
     f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount > 0 THEN n.amount END')}, "
     "sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
-    "FROM accounts a JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
+    "FROM accounts a CROSS JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
     "WHERE a.ledger = ?1 GROUP BY a.account, a.kind, a.owner, a.currency "
     "HAVING min(n.seq) <= ?3 OR sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
     "ORDER BY a.currency, a.kind, a.owner"
@@ -232,8 +234,8 @@ _REPORT_MOVEMENTS = (
     f"{_split_sum('CASE WHEN n.amount < 0 THEN -n.amount END')}, "
     f"{_split_sum('CASE WHEN n.amount > 0 THEN n.amount END')}, "
     "sum(typeof(n.amount) <> 'integer') "
-    "FROM entries n JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
-    "JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "
+    "FROM entries n CROSS JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
+    "CROSS JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "
     f"WHERE n.ledger = ?1 AND {_IN_PERIOD} "
     "GROUP BY v.event_type, a.kind, a.currency ORDER BY v.event_type, a.currency, a.kind"
 )
