@@ -650,6 +650,33 @@ def test_sums_that_do_not_balance_say_so(
     )
 
 
+def test_an_amount_of_minus_2_to_the_63_is_no_crash(engine: Engine, db: str, clock: Clock) -> None:
+    """No posting holds -2**63 (decide and replay refuse it); tampered in, its debit's
+    negation passes bigint's range (PostgreSQL: summed as numeric, unbalanced) or turns into
+    a REAL (SQLite: refused as no amount), never a crash or a figure in floats."""
+    write_ledger(engine, clock)
+    with rawdb.connect(db) as raw:
+        changed = raw.execute(
+            "UPDATE entries SET amount = ? "
+            "WHERE ledger = ? AND account = 'wallet:alice:USD' AND seq = 1",
+            (-(2**63), LEDGER),
+        )
+        assert changed.rowcount == 1
+    if not rawdb.is_postgres(db):
+        with pytest.raises(InvariantViolated, match="not an integer"):
+            finance_report(engine.store, LEDGER)
+        return
+    usd = part(finance_report(engine.store, LEDGER), "USD")
+    assert usd["balanced"] is False
+    wallets = lines_of(finance_report(engine.store, LEDGER), "USD")[("wallet", None)]
+    assert "e" not in wallets["debits"]  # an exact decimal string
+    assert decimal_minor(wallets["debits"]) >= 2**63
+
+
+def decimal_minor(text: str) -> int:
+    return int(Decimal(text) * 100)
+
+
 @pytest.fixture
 def sqlite_engine(db_path: Path) -> Iterator[Engine]:
     opened = open_engine(db_path)

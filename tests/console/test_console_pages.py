@@ -213,6 +213,7 @@ def test_the_finance_report_page_shows_the_api_s_report(console: Console) -> Non
         page = _get(http, "/console/report")
         empty = _get(http, "/console/report?from=9999-01-01T00:00:00Z")
         bad = _get(http, "/console/report?from=yesterday", status=400)
+        long = _get(http, "/console/report?to=" + "9" * 65, status=400)
         backwards = _get(
             http, "/console/report?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", 400
         )
@@ -242,6 +243,7 @@ def test_the_finance_report_page_shows_the_api_s_report(console: Console) -> Non
     assert "No money has moved" not in empty
     assert '<tr class="movement">' not in empty  # an empty period moved nothing
     assert "from/to:" in bad
+    assert "from/to: at most 64 characters" in long
     assert "from must come before to" in backwards
     assert '<a href="/console/report">report</a>' in page
 

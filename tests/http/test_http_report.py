@@ -8,6 +8,7 @@ exactly those of the writes here."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tally import reports
 from tally.api_keys import Scope
 
 pytest_plugins = ["http_fixtures"]
@@ -345,6 +347,40 @@ def test_a_ledger_never_written_reports_no_currency(live: Any, unique: Unique) -
         "last_seq": 0,
         "currencies": [],
     }
+
+
+def test_reports_in_flight_hold_up_no_other_read(
+    live: Any, unique: Unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report sums for seconds: two in flight must not take the reader threads every
+    other GET of every ledger needs (they run on a thread of their own, one after another)."""
+    release, started = threading.Event(), threading.Semaphore(0)
+    summed = reports.finance_report
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        started.release()
+        release.wait(30)
+        return summed(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "finance_report", slow)
+    answers: list[int] = []
+    with ledger_keys(live, unique) as (_, _, read):
+        askers = [
+            threading.Thread(target=lambda: answers.append(read.get(ROUTE).status_code))
+            for _ in range(2)
+        ]
+        try:
+            for asker in askers:
+                asker.start()
+            assert started.acquire(timeout=10)  # a report is summing
+            balances = read.get("/v1/users/ann/balances", timeout=5)
+            transaction = read.get("/v1/transactions/txn_0", timeout=5)
+        finally:
+            release.set()
+            for asker in askers:
+                asker.join(30)
+    assert (balances.status_code, transaction.status_code) == (200, 404)
+    assert answers == [200, 200]
 
 
 def test_the_schema_documents_the_route(live: Any) -> None:

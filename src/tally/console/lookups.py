@@ -28,7 +28,7 @@ async def finance_report(
     services: Services, ledger: str, since_us: int | None, until_us: int | None
 ) -> dict[str, Any] | None:
     store = services.engine.store
-    return await services.read(
+    return await services.report(
         lambda: reports.finance_report(store, ledger, since_us=since_us, until_us=until_us)
     )
 

@@ -235,17 +235,22 @@ def _events_context(rows: list[Any]) -> dict[str, Any]:
     return {"events": events, "next_after_seq": rows[-1].seq if full else None}
 
 
+_INSTANT_LENGTH_MAX = 64
+
+
 @get("/report", **_PAGE)
 async def report(
     request: Request[Any, Any, Any],
-    since: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
-    until: Annotated[str | None, QueryParameter(name="to", max_length=64)] = None,
+    since: Annotated[str | None, QueryParameter(name="from")] = None,
+    until: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> Response[str]:
     """The finance report (`tally.reports`) over the period the form names."""
     ledger = auth.key_of(request).ledger
     since, until = since or None, until or None  # an empty field: unbounded
     shown: dict[str, Any] = {"ledger": ledger, "since": since, "until": until}
     try:
+        if len(since or "") > _INSTANT_LENGTH_MAX or len(until or "") > _INSTANT_LENGTH_MAX:
+            raise ValueError(f"at most {_INSTANT_LENGTH_MAX} characters")
         since_us = None if since is None else views.instant_us(since)
         until_us = None if until is None else views.instant_us(until)
     except ValueError as error:

@@ -338,7 +338,7 @@ async def get_finance_report(
         raise ApiProblem(EdgeProblem.PARAMETER_INVALID, "must come after `from`", field="to")
     services, ledger = services_of(request), api_key_of(request).ledger
     store = services.engine.store
-    report = await services.read(
+    report = await services.report(
         lambda: reports.finance_report(store, ledger, since_us=since_us, until_us=until_us)
     )
     if report is None:  # a key's ledger that no write has reached yet

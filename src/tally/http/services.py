@@ -27,6 +27,7 @@ keys_cached_max = 10_000
 # (statement p99 at 8 connections: 9.3 ms with 2 readers, 11.4 with 4, 14.1 with 8, 13-30
 # with anyio's default pool of 40; docs/benchmarks.md).
 reader_threads = 2
+report_threads = 1  # finance reports: seconds each, kept off the readers every other GET needs
 
 T = TypeVar("T")
 
@@ -89,6 +90,9 @@ class Services:
     _readers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(reader_threads, thread_name_prefix="tally-read")
     )
+    _reporters: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(report_threads, thread_name_prefix="tally-rep")
+    )
 
     _answers: tuple[asyncio.AbstractEventLoop, Answers] | None = None
     # The store, when it reads on the server's loop itself (PostgreSQL): see `LoopReads`.
@@ -117,8 +121,16 @@ class Services:
         """Run a blocking store read on a reader thread; await the result."""
         return asyncio.get_running_loop().run_in_executor(self._readers, function, *args)
 
+    def report(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a finance report on the report thread; await the result. A report sums a
+        ledger's entries for seconds: on the reader threads, two of them in flight would
+        hold up every other read of every ledger for as long. Reports queue behind each
+        other here instead."""
+        return asyncio.get_running_loop().run_in_executor(self._reporters, function, *args)
+
     def close_readers(self) -> None:
         self._readers.shutdown()
+        self._reporters.shutdown()
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         now = time.monotonic()

@@ -120,11 +120,12 @@ FROM accounts a WHERE a.ledger = $1
 """
 _PROJECTED_ACCOUNT_ROWS = with_account_columns(_ACCOUNT_ROWS)
 _OWNER_BALANCES = _ACCOUNT_ROWS + "AND a.kind = $2 AND a.owner = $3 ORDER BY a.currency"
-# A report's sums (`Store.report`)
+# A report's sums (`Store.report`): sum() of bigint is numeric, exact; a debit is negated as
+# numeric, so a (tampered) -2^63 is summed, not an error of bigint's range
 _REPORT_ACCOUNTS = (
     "SELECT a.account, a.kind, a.owner, a.currency, "
     "coalesce(sum(CASE WHEN n.seq <= $2 THEN n.amount END), 0), "
-    "coalesce(sum(CASE WHEN n.seq > $2 AND n.amount < 0 THEN -n.amount END), 0), "
+    "coalesce(sum(CASE WHEN n.seq > $2 AND n.amount < 0 THEN -(n.amount::numeric) END), 0), "
     "coalesce(sum(CASE WHEN n.seq > $2 AND n.amount > 0 THEN n.amount END), 0) "
     "FROM accounts a JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
     "WHERE a.ledger = $1 AND n.seq <= $3 GROUP BY a.account, a.kind, a.owner, a.currency "
@@ -132,7 +133,7 @@ _REPORT_ACCOUNTS = (
 )
 _REPORT_MOVEMENTS = (
     "SELECT v.event_type, a.kind, a.currency, count(*) FILTER (WHERE n.idx = 0), "
-    "coalesce(sum(CASE WHEN n.amount < 0 THEN -n.amount END), 0), "
+    "coalesce(sum(CASE WHEN n.amount < 0 THEN -(n.amount::numeric) END), 0), "
     "coalesce(sum(CASE WHEN n.amount > 0 THEN n.amount END), 0) "
     "FROM entries n JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
     "JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "

@@ -218,22 +218,25 @@ def _split_sum(value: str) -> str:
 
 
 _IN_PERIOD = "n.seq > ?2 AND n.seq <= ?3"
+# what no posting holds: another type than INTEGER, or -2^63, whose negation (a debit) SQLite
+# turns into a REAL
+_NOT_AN_AMOUNT = "(typeof(n.amount) <> 'integer' OR n.amount = -9223372036854775808)"
 _REPORT_ACCOUNTS = (
     "SELECT a.account, a.kind, a.owner, a.currency, "
     "coalesce(sum(CASE WHEN n.seq <= ?2 THEN n.amount END), 0), "
     f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount < 0 THEN -n.amount END')}, "
     f"{_split_sum(f'CASE WHEN {_IN_PERIOD} AND n.amount > 0 THEN n.amount END')}, "
-    "sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
+    f"sum({_NOT_AN_AMOUNT} OR typeof(n.seq) <> 'integer') "
     "FROM accounts a CROSS JOIN entries n ON n.ledger = a.ledger AND n.account = a.account "
     "WHERE a.ledger = ?1 GROUP BY a.account, a.kind, a.owner, a.currency "
-    "HAVING min(n.seq) <= ?3 OR sum(typeof(n.amount) <> 'integer' OR typeof(n.seq) <> 'integer') "
+    f"HAVING min(n.seq) <= ?3 OR sum({_NOT_AN_AMOUNT} OR typeof(n.seq) <> 'integer') "
     "ORDER BY a.currency, a.kind, a.owner"
 )
 _REPORT_MOVEMENTS = (
     "SELECT v.event_type, a.kind, a.currency, sum(n.idx = 0), "
     f"{_split_sum('CASE WHEN n.amount < 0 THEN -n.amount END')}, "
     f"{_split_sum('CASE WHEN n.amount > 0 THEN n.amount END')}, "
-    "sum(typeof(n.amount) <> 'integer') "
+    f"sum({_NOT_AN_AMOUNT}) "
     "FROM entries n CROSS JOIN events v ON v.ledger = n.ledger AND v.seq = n.seq "
     "CROSS JOIN accounts a ON a.ledger = n.ledger AND a.account = n.account "
     f"WHERE n.ledger = ?1 AND {_IN_PERIOD} "
