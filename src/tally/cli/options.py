@@ -13,6 +13,8 @@ from cyclopts import Parameter
 from rich.console import Console
 from rich.text import Text
 
+from tally import views
+
 
 @Parameter(name="*")
 @dataclass(kw_only=True)
@@ -61,6 +63,19 @@ def print_usage(problem: str) -> int:
     status, 2."""
     errors.print(Text.assemble(("usage", "red"), f" {problem}"))
     return 2
+
+
+def period_us(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """`--since` and `--until` (RFC 3339 with a zone; until exclusive) in microseconds since
+    the Unix epoch, either None when not given; ValueError saying what is wrong."""
+    try:
+        since_us = None if since is None else views.instant_us(since)
+        until_us = None if until is None else views.instant_us(until)
+    except ValueError as error:
+        raise ValueError(f"--since/--until: {error}") from None
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        raise ValueError("--since must come before --until")
+    return since_us, until_us
 
 
 def print_refusal(code: str, field: str, detail: str, *, as_json: bool) -> int:

@@ -10,11 +10,18 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from tally import views
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, Refusal, console, print_json, print_refusal, print_usage
+from tally.cli.options import (
+    Common,
+    Refusal,
+    console,
+    period_us,
+    print_json,
+    print_refusal,
+    print_usage,
+)
 from tally.domain.accounts import is_identifier
 from tally.money import format_amount
 from tally.reconciliation import (
@@ -54,12 +61,9 @@ def reconcile_command(
     if not is_identifier(gateway):
         return print_usage(f"--gateway {gateway!r} is no gateway id")
     try:
-        since_us = None if since is None else views.instant_us(since)
-        until_us = None if until is None else views.instant_us(until)
+        since_us, until_us = period_us(since, until)
     except ValueError as error:
-        return print_usage(f"--since/--until: {error}")
-    if since_us is not None and until_us is not None and since_us >= until_us:
-        return print_usage("--since must come before --until")
+        return print_usage(str(error))
     try:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
         with Path(settlement).open(encoding="utf-8-sig", newline="") as stream:

@@ -9,11 +9,18 @@ from typing import Any
 
 from rich.table import Table
 
-from tally import views
 from tally.api_keys import KeyRefused, check_ledger_name
 from tally.bootstrap import open_store
 from tally.cli.new_ledger import is_new_database
-from tally.cli.options import Common, Refusal, console, print_json, print_refusal, print_usage
+from tally.cli.options import (
+    Common,
+    Refusal,
+    console,
+    period_us,
+    print_json,
+    print_refusal,
+    print_usage,
+)
 from tally.reports import finance_report
 
 
@@ -34,12 +41,9 @@ def report_command(
     except KeyRefused as refusal:
         return print_usage(str(refusal))
     try:
-        since_us = None if since is None else views.instant_us(since)
-        until_us = None if until is None else views.instant_us(until)
+        since_us, until_us = period_us(since, until)
     except ValueError as error:
-        return print_usage(f"--since/--until: {error}")
-    if since_us is not None and until_us is not None and since_us >= until_us:
-        return print_usage("--since must come before --until")
+        return print_usage(str(error))
     no_ledger = f"no ledger {common.ledger!r} in {common.db}"
     if is_new_database(common.db):  # a mistyped --db is not created to find that out
         return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
