@@ -51,13 +51,14 @@ def first_seq_at(store: Store, ledger: str, instant_us: int) -> int:
 
 def finance_report(
     store: Store, ledger: str, *, since_us: int | None = None, until_us: int | None = None
-) -> dict[str, Any] | None:
-    """The report of `ledger` over [since_us, until_us) (either None: unbounded), or None
-    when there is no such ledger."""
+) -> dict[str, Any]:
+    """The report of `ledger` over [since_us, until_us) (either None: unbounded); a ledger
+    nothing was written to (or none of that name: the caller tells them apart) has no
+    currency."""
     head = store.head(ledger)
-    if head is None:
-        return None
-    upto = head.seq if until_us is None else first_seq_at(store, ledger, until_us) - 1
+    upto = 0 if head is None else head.seq
+    if until_us is not None:
+        upto = first_seq_at(store, ledger, until_us) - 1
     after = 0 if since_us is None else first_seq_at(store, ledger, since_us) - 1
     after = min(after, upto)  # a `from` after the `to`: an empty period
     totals, movements = store.report(ledger, after_seq=after, upto_seq=upto)

@@ -49,11 +49,11 @@ def report_command(
         return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
     store = open_store(common.db)
     try:
+        if store.head(common.ledger) is None:
+            return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
         report = finance_report(store, common.ledger, since_us=since_us, until_us=until_us)
     finally:
         store.close()
-    if report is None:
-        return print_refusal(Refusal.LEDGER_UNKNOWN, "ledger", no_ledger, as_json=common.json)
     if common.json:
         print_json(report)
     else:

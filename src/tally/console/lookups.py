@@ -26,7 +26,7 @@ events_page_events = 50
 
 async def finance_report(
     services: Services, ledger: str, since_us: int | None, until_us: int | None
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     store = services.engine.store
     return await services.report(
         lambda: reports.finance_report(store, ledger, since_us=since_us, until_us=until_us)

@@ -8,7 +8,7 @@ applies the returned event with `evolve`, so a refused command leaves nothing be
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Sequence
+from collections.abc import Container
 from typing import NamedTuple, TypedDict
 
 from tally.domain import accounts, limits
@@ -333,13 +333,7 @@ def _refund(common: _Common, command: Refund) -> Event:
 def _adjustment(common: _Common, command: Adjustment) -> Event:
     check_identifier(command.user_id, "user_id")
     _check_currency(common, command.currency)
-    if type(command.amount) is not int:  # before `== 0` and `abs`, which accept bools
-        raise Rejected(
-            Rejection.AMOUNT_INVALID, field="amount", detail="must be integer minor units"
-        )
-    if command.amount == 0:
-        raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field="amount", detail="must not be zero")
-    _check_amount(abs(command.amount), "amount")
+    _check_amounts((("amount", command.amount),), signed=True)
     _check_metadata(command.metadata)
     _check_reason(command.reason, required=True)
     state = common.state
@@ -512,7 +506,7 @@ def _transfer(common: _Common, command: Transfer) -> Event:
     currency = command.currency
     _check_currency(common, currency)
     amounts = [posting[1] for posting in postings]
-    _check_signed_amounts(amounts, "postings[{}].amount")
+    _check_amounts(tuple((f"postings[{i}].amount", a) for i, a in enumerate(amounts)), signed=True)
     _check_metadata(command.metadata)
     _check_reason(command.reason, required=False)
     if sum(amounts):
@@ -599,28 +593,6 @@ def _check_transfer_postings(
     return names
 
 
-def _check_signed_amounts(amounts: Sequence[object], field: str) -> None:
-    """A transfer's amounts, one rung at a time across all: integers, none zero, none past
-    64 bits either way (`field` is formatted with each one's index)."""
-    for index, amount in enumerate(amounts):
-        if type(amount) is not int:
-            raise Rejected(
-                Rejection.AMOUNT_INVALID,
-                field=field.format(index),
-                detail="must be integer minor units",
-            )
-    for index, amount in enumerate(amounts):
-        if amount == 0:
-            raise Rejected(
-                Rejection.AMOUNT_NOT_POSITIVE, field=field.format(index), detail="must not be zero"
-            )
-    for index, amount in enumerate(amounts):
-        if abs(amount) > limits.amount_max:  # type: ignore[arg-type]
-            raise Rejected(
-                Rejection.AMOUNT_TOO_LARGE, field=field.format(index), detail="exceeds 64 bits"
-            )
-
-
 # -- the rungs -------------------------------------------------------------------------
 
 
@@ -668,8 +640,10 @@ def _check_amount(amount: object, field: str) -> None:
     _check_amounts(((field, amount),))
 
 
-def _check_amounts(amounts: tuple[tuple[str, object], ...]) -> None:
-    """One rung at a time across all amounts, so the lowest Rejection wins across orders."""
+def _check_amounts(amounts: tuple[tuple[str, object], ...], *, signed: bool = False) -> None:
+    """One rung at a time across all amounts, so the lowest Rejection wins across orders.
+    `signed` (an adjustment's, a transfer's postings): either sign but zero, and within 64
+    bits either way."""
     checked: list[tuple[str, int]] = []
     for field, amount in amounts:
         if type(amount) is not int:
@@ -678,10 +652,11 @@ def _check_amounts(amounts: tuple[tuple[str, object], ...]) -> None:
             )
         checked.append((field, amount))
     for field, amount in checked:
-        if amount <= 0:
-            raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail="must be positive")
+        if amount == 0 or (amount < 0 and not signed):
+            detail = "must not be zero" if signed else "must be positive"
+            raise Rejected(Rejection.AMOUNT_NOT_POSITIVE, field=field, detail=detail)
     for field, amount in checked:
-        if amount > limits.amount_max:
+        if abs(amount) > limits.amount_max:
             raise Rejected(Rejection.AMOUNT_TOO_LARGE, field=field, detail="exceeds 64 bits")
 
 

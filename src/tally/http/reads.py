@@ -341,15 +341,6 @@ async def get_finance_report(
     report = await services.report(
         lambda: reports.finance_report(store, ledger, since_us=since_us, until_us=until_us)
     )
-    if report is None:  # a key's ledger that no write has reached yet
-        report = {
-            "ledger": ledger,
-            "from": None if since_us is None else views.timestamp(since_us),
-            "to": None if until_us is None else views.timestamp(until_us),
-            "first_seq": 1,
-            "last_seq": 0,
-            "currencies": [],
-        }
     return msgspec.convert(report, models.FinanceReport)
 
 

@@ -220,6 +220,8 @@ _WRITE: dict[str, Any] = {
     "tags": ["writes"],
 }
 
+_ADMIN_WRITE = {**_WRITE, "before_request": checked(require(Scope.ADMIN), json_body)}
+
 
 @post("/v1/recharges", summary="Credit a wallet from a payment gateway", **_WRITE)
 async def create_recharge(
@@ -253,7 +255,7 @@ async def create_refund(
 @post(
     "/v1/adjustments",
     summary="A manual correction with a reason (admin scope)",
-    **{**_WRITE, "before_request": checked(require(Scope.ADMIN), json_body)},
+    **_ADMIN_WRITE,
 )
 async def create_adjustment(
     request: Request[Any, Any, Any],
@@ -271,7 +273,7 @@ async def create_adjustment(
     "wallet, revenue, clearing or equity accounts, each named once, one of them the user's "
     "wallet; they sum to zero in the transfer's currency, and no wallet goes below zero "
     "(`insufficient_funds`). The transaction shows every posting with its balance_after.",
-    **{**_WRITE, "before_request": checked(require(Scope.ADMIN), json_body)},
+    **_ADMIN_WRITE,
 )
 async def create_transfer(
     request: Request[Any, Any, Any],
