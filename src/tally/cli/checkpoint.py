@@ -18,14 +18,6 @@ from typing import Annotated, Any
 from cyclopts import App, Parameter
 
 from tally.api_keys import KeyRefused, check_ledger_name
-from tally.audit.checkpoint import (
-    SigningKeyError,
-    create_signing_key,
-    load_signing_key,
-    public_key_hex,
-    sign,
-    statement,
-)
 from tally.bootstrap import open_engine
 from tally.cli.new_ledger import is_new_database
 from tally.cli.options import Common, Refusal, console, print_json, print_refusal, print_usage
@@ -41,6 +33,9 @@ def signing_key_create(path: str, /) -> int:
     """Write a new Ed25519 signing key to PATH (readable by its owner only) and its public
     key to PATH.pub. Give PATH to `tally checkpoint --signing-key`, PATH.pub to auditors
     (`tally-audit --public-key`). An existing file is never replaced."""
+    # cryptography loads only for the commands that sign (25 ms every other command saves)
+    from tally.audit.checkpoint import create_signing_key, load_signing_key, public_key_hex
+
     try:
         public = create_signing_key(Path(path))
     except FileExistsError as exists:
@@ -65,6 +60,8 @@ def checkpoint(
     (a signing key that cannot be read, an OUT that exists), 4 not signed, verification
     inconclusive (written to faster than it could be verified: try again).
     """
+    from tally.audit.checkpoint import SigningKeyError, load_signing_key, sign, statement
+
     common = common or Common()
     try:
         check_ledger_name(common.ledger)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import nats
 from cyclopts import Parameter
-from nats.js.errors import APIError, NoStreamResponseError
 from rich.text import Text
 
 from tally.api_keys import KeyRefused, check_ledger_name
@@ -28,7 +26,9 @@ from tally.cli.options import (
     print_usage,
 )
 from tally.engine.ports import Store
-from tally.publish import Feed, FeedRefused, Published, ensure_stream, publish_new
+
+if TYPE_CHECKING:
+    from tally.publish import Feed, Published
 
 connect_timeout_s = 2.0
 
@@ -58,6 +58,8 @@ def publish(
     lost messages), 2 usage, 3 the log does not chain onto what was published (nothing more
     is published), 5 NATS or the database unavailable.
     """
+    from tally.publish import Feed  # NATS's client loads only for this command (50 ms)
+
     common = common or Common()
     try:
         check_ledger_name(common.ledger)
@@ -78,6 +80,11 @@ def publish(
 async def _run(
     store: Store, feed: Feed, common: Common, url: str, *, follow: bool, interval: float
 ) -> int:
+    import nats
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    from tally.publish import FeedRefused, Published, ensure_stream, publish_new
+
     try:
         connection = await nats.connect(
             url,
