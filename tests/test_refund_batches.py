@@ -254,7 +254,7 @@ def batch_after(
         base=base,
         head=Head(events[-1].seq, events[-1].hash),
         events=events,
-        projections=Projections(accounts=[], entries=[], orders=orders, keys=[]),
+        projections=Projections(accounts=[], entries=[], orders=orders, keys=[], holds=[]),
         order_updates=order_updates,
     )
 

@@ -153,7 +153,9 @@ def test_a_head_moved_before_the_rewrite_changes_nothing(engine: Engine) -> None
     stale = Head(head.seq - 1, head.hash)
     with pytest.raises(HeadMoved):
         store.replace_projections(
-            LEDGER, stale, iter([Projections(accounts=[], entries=[], orders=[], keys=[])])
+            LEDGER,
+            stale,
+            iter([Projections(accounts=[], entries=[], orders=[], keys=[], holds=[])]),
         )
     assert store.projections(LEDGER) == before
 
@@ -363,6 +365,7 @@ def test_rows_staged_twice_under_one_key_change_nothing(engine: Engine) -> None:
         entries=[entry, entry._replace(balance_after=entry.balance_after + 1)],
         orders=[],
         keys=[],
+        holds=[],
     )
     with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
         store.replace_projections(LEDGER, head, iter([twice]))

@@ -77,6 +77,32 @@ def test_refunded_orders_are_sought_by_primary_key(plan_of: Plan) -> None:
         assert not any(step.startswith("SCAN orders") for step in steps), steps
 
 
+def test_settled_holds_are_sought_by_primary_key(plan_of: Plan) -> None:
+    """As refunded orders: the batch view trigger's check and update of the holds a batch
+    settles seek each hold through an `IN` list."""
+    check, update = store._holds_updated("?1", "?2")
+    check = check.replace(f"RAISE(ABORT, '{store._HOLD_MISSING}')", "1")
+    for sql in (check, update, store._UPDATE_HOLDS_LISTED):
+        steps = plan_of(sql, "plans", '{"h-1": "t-1"}')
+        assert "SEARCH holds USING PRIMARY KEY (ledger=? AND hold_id=?)" in steps, steps
+        assert not any(step.startswith("SCAN holds") for step in steps), steps
+
+
+def test_a_users_holds_are_found_through_their_index(plan_of: Plan) -> None:
+    """A user's holds: the index holds_by_user, each event sought by its key (the placement
+    by seq, the settlement by transaction id), never a scan of the log."""
+    for sql in store._HOLDS_OF.values():
+        steps = plan_of(sql, "plans", "u1", 0, 100)
+        assert steps[0].startswith("SEARCH h USING INDEX holds_by_user (ledger=? AND user_id=?"), (
+            steps
+        )
+        assert any(
+            step.startswith("SEARCH p USING") and "(ledger=? AND seq=?)" in step for step in steps
+        ), steps
+        assert any("events_by_transaction" in step for step in steps), steps
+        assert not any(step.startswith("SCAN") for step in steps), steps
+
+
 def test_a_balance_is_its_last_entry_found_by_primary_key(plan_of: Plan) -> None:
     for sql in (store._ACCOUNT_ROWS + " AND a.kind = ?2 AND a.owner = ?3", store._OWNER_BALANCES):
         steps = plan_of(sql, "plans", "w", "u1")
@@ -127,10 +153,12 @@ def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Pla
             "CREATE TABLE orders (ledger, order_id, expense_id, user_id, currency, merchant_id,"
             " paid, refunded);"
             "CREATE TABLE idempotency_keys (ledger, idempotency_key, command_digest, seq);"
+            "CREATE TABLE holds (ledger, hold_id, transaction_id, seq, user_id, currency, amount,"
+            " expires_at_us, settled_by);"
         )
         connection.executescript(store._BATCH_VIEW)
         program = " ".join(
-            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 13)
+            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 15)
         )
     finally:
         connection.close()
@@ -189,7 +217,7 @@ def test_a_commit_refuses_a_connection_left_inside_a_transaction(tmp_path: Path)
             base=base,
             head=Head(event.seq, event.hash),
             events=[event],
-            projections=Projections(accounts=[], entries=[], orders=[], keys=[]),
+            projections=Projections(accounts=[], entries=[], orders=[], keys=[], holds=[]),
         )
         connection = store._connection()  # type: ignore[attr-defined]
         connection.execute("BEGIN")

@@ -308,7 +308,7 @@ def test_an_update_of_a_row_that_is_not_there_writes_nothing(db: str) -> None:
             base=base,
             head=Head(base.seq + 1, b"\x01" * 32),
             events=[],
-            projections=Projections(accounts=[], entries=[], orders=[], keys=[]),
+            projections=Projections(accounts=[], entries=[], orders=[], keys=[], holds=[]),
             order_updates=ghost_order,
         )
         with pytest.raises(RuntimeError, match="missing"):
@@ -371,7 +371,7 @@ def test_a_clash_with_rows_of_an_unmoved_head_is_an_error_not_a_fence(db: str) -
             base=base,
             head=Head(base.seq + 1, b"\x01" * 32),
             events=[clash],
-            projections=Projections(accounts=[], entries=[], orders=[], keys=[]),
+            projections=Projections(accounts=[], entries=[], orders=[], keys=[], holds=[]),
         )
         with pytest.raises(Exception) as raised:
             store.commit(batch)

@@ -64,6 +64,7 @@ class HoldState(NamedTuple):
 
     hold_id: str
     transaction_id: str  # the hold's own
+    seq: int  # the hold's own
     user_id: str
     currency: str
     amount: int
@@ -82,7 +83,7 @@ class HoldState(NamedTuple):
 # (docs/benchmarks.md). `LedgerState.order` gives the named view.
 IdempotencyRecord = tuple[str, int]  # (command_digest, seq)
 OrderTuple = tuple[str, str, str, str, str, int, int]  # OrderState's fields, `refunded` last
-HoldTuple = tuple[str, str, str, str, int, int | None, str | None]  # HoldState's fields
+HoldTuple = tuple[str, str, int, str, str, int, int | None, str | None]  # HoldState's fields
 
 
 _MISSING: Any = object()
@@ -100,7 +101,9 @@ class LedgerState:
         "_undo",
         "balances",
         "created_accounts",
+        "created_holds",
         "created_orders",
+        "dirty_holds",
         "dirty_orders",
         "expenses",
         "gateway_payments",
@@ -129,6 +132,8 @@ class LedgerState:
         self.dirty_orders: set[str] = set()
         self.created_accounts: set[str] = set()  # the accounts the batch opened
         self.created_orders: set[str] = set()  # the dirty orders the batch created
+        self.dirty_holds: set[str] = set()  # the holds the batch placed or settled
+        self.created_holds: set[str] = set()  # the dirty holds the batch placed
 
     # -- the batch journal -------------------------------------------------------------
     # Batches nest: while batch N is being committed the writer already decides batch N+1
@@ -141,6 +146,8 @@ class LedgerState:
         self.dirty_orders = set()
         self.created_accounts = set()
         self.created_orders = set()
+        self.dirty_holds = set()
+        self.created_holds = set()
 
     @property
     def open_batches(self) -> int:
@@ -472,6 +479,7 @@ def _record_hold(state: LedgerState, event: HoldPlaced | HoldCaptured | HoldRele
         placed: HoldTuple = (
             event.hold_id,
             event.transaction_id,
+            seq,
             event.user_id,
             event.currency,
             event.amount,
@@ -479,6 +487,8 @@ def _record_hold(state: LedgerState, event: HoldPlaced | HoldCaptured | HoldRele
             None,  # settled_by
         )
         state._set(state.holds, event.hold_id, placed)
+        state.dirty_holds.add(event.hold_id)
+        state.created_holds.add(event.hold_id)
         return
     hold = state.hold(event.hold_id)
     if hold is None:
@@ -492,3 +502,4 @@ def _record_hold(state: LedgerState, event: HoldPlaced | HoldCaptured | HoldRele
             raise InvariantViolated(f"seq {seq}: hold {event.hold_id} captured beyond its amount")
         _record_expense(state, event)
     state._set(state.holds, event.hold_id, (*hold[:-1], event.transaction_id))
+    state.dirty_holds.add(event.hold_id)

@@ -138,7 +138,7 @@ class Engine:
         if actual is None:
             actual = self.store.projections(ledger)
         differences = []
-        for table in ("accounts", "entries", "orders", "keys"):
+        for table in ("accounts", "entries", "orders", "keys", "holds"):
             rows_expected, rows_found = getattr(expected, table), getattr(actual, table)
             if rows_expected == rows_found:
                 # Both sides come sorted by the same key (stores sort by code point, as

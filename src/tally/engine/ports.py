@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 from tally.domain.events import Event
 from tally.domain.state import Entry as EntryRow
+from tally.domain.state import HoldState as HoldRow
 from tally.domain.state import OrderState as OrderRow
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "EventRow",
     "Head",
     "HeadMoved",
+    "HoldRow",
     "KeyRow",
     "OrderRow",
     "Projections",
@@ -90,6 +92,7 @@ class Projections:
     entries: list[EntryRow]
     orders: list[OrderRow]
     keys: list[KeyRow]
+    holds: list[HoldRow]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,9 +106,10 @@ class BatchWrite:
     # As of `head`: the accounts and orders the batch created, as rows to insert (an
     # account's balance is its last entry's `balance_after`, so the store keeps only the
     # account itself), and in `order_updates` the orders that existed before it and changed
-    # (refunded amounts).
+    # (refunded amounts); in `hold_updates` the holds that existed before it and were settled.
     projections: Projections
     order_updates: list[OrderRow] = field(default_factory=list)
+    hold_updates: list[HoldRow] = field(default_factory=list)
 
 
 class HeadMoved(Exception):
@@ -175,6 +179,14 @@ class Store(Protocol):
 
     def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
         """The events of an order, in seq order: its expense, then its refunds."""
+        ...
+
+    def holds_of(
+        self, ledger: str, user_id: str, *, after_seq: int, limit: int, settled: bool | None
+    ) -> list[tuple[HoldRow, bytes, bytes | None]]:
+        """The user's holds placed after `after_seq`, in the order they were placed, each
+        with its placement's event body and its settlement's (None while it is open); only
+        the open ones (`settled` False) or only the settled ones (True), or all (None)."""
         ...
 
     def report(

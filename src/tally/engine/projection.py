@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tally.domain.events import Event
-from tally.domain.state import Entry, LedgerState, OrderTuple
-from tally.engine.ports import AccountRow, EntryRow, KeyRow, OrderRow, Projections
+from tally.domain.state import Entry, HoldTuple, LedgerState, OrderTuple
+from tally.engine.ports import AccountRow, EntryRow, HoldRow, KeyRow, OrderRow, Projections
 
 _new_tuple = tuple.__new__
 
@@ -14,6 +14,11 @@ _new_tuple = tuple.__new__
 def order_rows(orders: Iterable[OrderTuple]) -> list[OrderRow]:
     """The state's orders (plain tuples of OrderRow's fields) as rows."""
     return [_new_tuple(OrderRow, order) for order in orders]
+
+
+def hold_rows(holds: Iterable[HoldTuple]) -> list[HoldRow]:
+    """The state's holds (plain tuples of HoldRow's fields) as rows."""
+    return [_new_tuple(HoldRow, hold) for hold in holds]
 
 
 def key_row(event: Event) -> KeyRow:
@@ -36,18 +41,21 @@ class Rebuild:
 
     def take(self) -> Projections:
         """The entries and keys added since the last take, for a store to write while the
-        fold goes on (replay); accounts and orders come once the log is folded (`rest`)."""
-        part = Projections(accounts=[], entries=self.entries, orders=[], keys=self.keys)
+        fold goes on (replay); accounts, orders and holds come once the log is folded
+        (`rest`)."""
+        part = Projections(accounts=[], entries=self.entries, orders=[], keys=self.keys, holds=[])
         self.entries, self.keys = [], []
         return part
 
     def rest(self, state: LedgerState) -> Projections:
-        """After the last `take`: every account and order, final, and what was added since."""
+        """After the last `take`: every account, order and hold, final, and what was added
+        since."""
         return Projections(
             accounts=self._accounts(state),
             entries=self.entries,
             orders=order_rows(sorted(state.orders.values())),
             keys=self.keys,
+            holds=hold_rows(sorted(state.holds.values())),
         )
 
     def _accounts(self, state: LedgerState) -> list[AccountRow]:
@@ -62,4 +70,5 @@ class Rebuild:
             entries=sorted(self.entries),
             orders=order_rows(sorted(state.orders.values())),
             keys=sorted(self.keys),
+            holds=hold_rows(sorted(state.holds.values())),
         )

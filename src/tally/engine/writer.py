@@ -53,7 +53,7 @@ from tally.engine.ports import (
     Projections,
     Store,
 )
-from tally.engine.projection import order_rows
+from tally.engine.projection import hold_rows, order_rows
 from tally.engine.results import CommitFailed, Committed, DecidingFailed, Outcome, WriterStopped
 
 log = structlog.get_logger(__name__)
@@ -510,6 +510,7 @@ class LedgerWriter:
         balances = state.balances
         orders = state.orders
         created = state.created_orders
+        holds, placed = state.holds, state.created_holds
         opened = state.created_accounts
         last_seq = {e.account: e.seq for e in entry_rows if e.account in opened} if opened else {}
         batch = BatchWrite(
@@ -522,8 +523,14 @@ class LedgerWriter:
                 entries=entry_rows,
                 orders=order_rows(orders[o] for o in created),
                 keys=key_rows,
+                holds=hold_rows(holds[h] for h in placed) if placed else [],
             ),
             order_updates=order_rows(orders[o] for o in state.dirty_orders if o not in created),
+            hold_updates=(
+                hold_rows(holds[h] for h in state.dirty_holds if h not in placed)
+                if state.dirty_holds
+                else []
+            ),
         )
         return outcomes, batch
 

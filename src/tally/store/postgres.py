@@ -41,6 +41,7 @@ from tally.engine.ports import (
     EventRow,
     Head,
     HeadMoved,
+    HoldRow,
     KeyRow,
     Movement,
     OrderRow,
@@ -151,11 +152,12 @@ _ORDER_COLUMNS = (
     "paid",
     "refunded",
 )
-_ORDER_MISSING = "tally: an order to update is missing"
+_ORDER_MISSING = "tally: an order or a hold to update is missing"
 
 
 class _OrdersNotSeen(Exception):
-    """A one-statement commit found fewer refunded orders than it had to update."""
+    """A one-statement commit found fewer refunded orders or settled holds than it had to
+    update."""
 
 
 _UPDATE_ORDERS = """
@@ -163,12 +165,29 @@ UPDATE orders SET refunded = u.refunded
 FROM unnest($2::text[], $3::bigint[]) AS u (order_id, refunded)
 WHERE orders.ledger = $1 AND orders.order_id = u.order_id
 """
+_HOLD_COLUMNS = (
+    "ledger",
+    "hold_id",
+    "transaction_id",
+    "seq",
+    "user_id",
+    "currency",
+    "amount",
+    "expires_at_us",
+    "settled_by",
+)
+_UPDATE_HOLDS = """
+UPDATE holds SET settled_by = u.settled_by
+FROM unnest($2::text[], $3::text[]) AS u (hold_id, settled_by)
+WHERE holds.ledger = $1 AND holds.hold_id = u.hold_id
+"""
 # The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), every table's rows as
-# arrays, inserted only when the head moved, and the refunded orders that existed before the
-# batch (`up`: the CTEs share one snapshot, so it could not see orders inserted by `od`; the
-# writer never lists those). Each data-modifying CTE runs whether or not the main query reads
-# it; `moved` gates them. Should an order to update be missing, the cast of a text that is not
-# a number fails the statement, so nothing of the batch is written (no stored procedure).
+# arrays, inserted only when the head moved, and the refunded orders and settled holds that
+# existed before the batch (`up`, `hu`: the CTEs share one snapshot, so they could not see rows
+# inserted by `od` or `ho`; the writer never lists those). Each data-modifying CTE runs whether
+# or not the main query reads it; `moved` gates them. Should a row to update be missing, the
+# cast of a text that is not a number fails the statement, so nothing of the batch is written
+# (no stored procedure).
 _COMMIT_ONE_STATEMENT = f"""
 WITH head AS ({_MOVE_HEAD.strip()} AS moved),
 go AS (SELECT 1 FROM head WHERE moved),
@@ -200,8 +219,20 @@ ev AS (
     FROM unnest($31::text[], $32::bigint[]) AS u (order_id, refunded)
     WHERE orders.ledger = $3 AND orders.order_id = u.order_id AND EXISTS (SELECT FROM go)
     RETURNING 1
+), ho AS (
+    INSERT INTO holds (ledger, hold_id, transaction_id, seq, user_id, currency, amount,
+        expires_at_us, settled_by)
+    SELECT $3, * FROM unnest($33::text[], $34::text[], $35::bigint[], $36::text[],
+        $37::text[], $38::bigint[], $39::bigint[], $40::text[])
+    WHERE EXISTS (SELECT FROM go)
+), hu AS (
+    UPDATE holds SET settled_by = u.settled_by
+    FROM unnest($41::text[], $42::text[]) AS u (hold_id, settled_by)
+    WHERE holds.ledger = $3 AND holds.hold_id = u.hold_id AND EXISTS (SELECT FROM go)
+    RETURNING 1
 )
-SELECT CASE WHEN moved AND (SELECT count(*) FROM up) <> cardinality($31::text[])
+SELECT CASE WHEN moved AND ((SELECT count(*) FROM up) <> cardinality($31::text[])
+        OR (SELECT count(*) FROM hu) <> cardinality($41::text[]))
     THEN ('{_ORDER_MISSING} ' || (SELECT count(*) FROM up))::integer = 0
     ELSE moved END
 FROM head
@@ -225,6 +256,22 @@ _EVENT_BY_TRANSACTION = """
 SELECT seq, transaction_id, event_type, body, hash FROM events
 WHERE ledger = $1 AND transaction_id = $2
 """
+# A user's holds in the order they were placed (the index holds_by_user), each with its
+# placement's body and its settlement's (NULL while open); a hold whose event is gone (only
+# tampering) keeps its row, which the view refuses.
+_HOLDS_OF_ALL = """
+SELECT h.hold_id, h.transaction_id, h.seq, h.user_id, h.currency, h.amount, h.expires_at_us,
+    h.settled_by, p.body, s.body
+FROM holds h
+LEFT JOIN events p ON p.ledger = h.ledger AND p.seq = h.seq
+LEFT JOIN events s ON s.ledger = h.ledger AND s.transaction_id = h.settled_by
+WHERE h.ledger = $1 AND h.user_id = $2 AND h.seq > $3 {} ORDER BY h.seq LIMIT $4
+"""
+_HOLDS_OF = {
+    None: _HOLDS_OF_ALL.format(""),
+    False: _HOLDS_OF_ALL.format("AND h.settled_by IS NULL"),
+    True: _HOLDS_OF_ALL.format("AND h.settled_by IS NOT NULL"),
+}
 _ENTRIES_OF = """
 SELECT account, seq, idx, amount, balance_after, order_id FROM entries
 WHERE ledger = $1 AND account = ANY($3::text[]) AND seq = $2 ORDER BY idx
@@ -436,6 +483,12 @@ class PostgresStore:
                     ledger,
                     [(o.order_id, o.refunded) for o in batch.order_updates],
                 )
+                await _update(
+                    db,
+                    _UPDATE_HOLDS,
+                    ledger,
+                    [(h.hold_id, h.settled_by) for h in batch.hold_updates],
+                )
         except asyncpg.UniqueViolationError as error:
             # Another writer's committed rows hold a key of ours, so it moved the head on:
             # a fence. With the head still at our base it is no fence but a bug: raise it.
@@ -459,7 +512,8 @@ class PostgresStore:
         long-form batch N inserted (that one's turn comes before its commit). After a
         one-statement N, the common case, both waits are the same."""
         ledger = batch.ledger
-        waits_for = self._finished if batch.order_updates else self._cas_turns
+        updates = batch.order_updates or batch.hold_updates
+        waits_for = self._finished if updates else self._cas_turns
         before = waits_for.get((ledger, batch.base))
         if before is not None:
             await asyncio.shield(before)
@@ -470,6 +524,8 @@ class PostgresStore:
         order_columns = _columns(p.orders, 7)
         key_columns = _columns(p.keys, 3)
         update_columns = _columns([(o.order_id, o.refunded) for o in batch.order_updates], 2)
+        hold_columns = _columns(p.holds, 8)
+        settled_columns = _columns([(h.hold_id, h.settled_by) for h in batch.hold_updates], 2)
         async with self.pool.acquire() as db:
             try:
                 moved = await db.fetchval(
@@ -485,6 +541,8 @@ class PostgresStore:
                     *order_columns,
                     *key_columns,
                     *update_columns,
+                    *hold_columns,
+                    *settled_columns,
                 )
             except asyncpg.InvalidTextRepresentationError as error:
                 if _ORDER_MISSING not in str(error):
@@ -573,11 +631,17 @@ class PostgresStore:
                 'WHERE ledger = $1 ORDER BY idempotency_key COLLATE "C"',
                 ledger,
             )
+            hold_rows = await db.fetch(
+                f"SELECT {', '.join(_HOLD_COLUMNS[1:])} FROM holds "
+                'WHERE ledger = $1 ORDER BY hold_id COLLATE "C"',
+                ledger,
+            )
         return Projections(
             accounts=accounts_as_named(account_rows),
             entries=[_new_tuple(EntryRow, r) for r in entry_rows],
             orders=[_new_tuple(OrderRow, r) for r in order_rows],
             keys=[_new_tuple(KeyRow, r) for r in key_rows],
+            holds=[_new_tuple(HoldRow, r) for r in hold_rows],
         )
 
     def highest_projected_seq(self, ledger: str) -> int:
@@ -607,6 +671,12 @@ class PostgresStore:
 
     def order_events(self, ledger: str, order_id: str) -> list[EventRow]:
         return self._call(_order_events(self._fetch, ledger, order_id))
+
+    def holds_of(
+        self, ledger: str, user_id: str, *, after_seq: int, limit: int, settled: bool | None
+    ) -> list[tuple[HoldRow, bytes, bytes | None]]:
+        rows = self.rows(_HOLDS_OF[settled], ledger, user_id, after_seq, limit)
+        return [(_new_tuple(HoldRow, tuple(row[:8])), row[8], row[9]) for row in rows]
 
     def report(
         self, ledger: str, *, after_seq: int, upto_seq: int
@@ -774,6 +844,7 @@ async def _write_projections(db: _Connection, ledger: str, p: Projections) -> No
     )
     await _copy(db, "orders", _ORDER_COLUMNS, [(ledger, *row) for row in p.orders])
     await _copy(db, "idempotency_keys", _KEY_COLUMNS, [(ledger, *row) for row in p.keys])
+    await _copy(db, "holds", _HOLD_COLUMNS, [(ledger, *row) for row in p.holds])
 
 
 class _Stage:
@@ -805,11 +876,12 @@ class _Stage:
         )
 
 
-_STAGE_ENTRIES, _STAGE_ACCOUNTS, _STAGE_ORDERS, _STAGE_KEYS = _STAGES = (
+_STAGE_ENTRIES, _STAGE_ACCOUNTS, _STAGE_ORDERS, _STAGE_KEYS, _STAGE_HOLDS = _STAGES = (
     _Stage("entries", ("account", "seq", "idx"), ("amount", "balance_after", "order_id")),
     _Stage("accounts", ("account",), ("kind", "owner", "currency")),
     _Stage("orders", ("order_id",), _ORDER_COLUMNS[2:]),
     _Stage("idempotency_keys", ("idempotency_key",), ("command_digest", "seq")),
+    _Stage("holds", ("hold_id",), _HOLD_COLUMNS[2:]),
 )
 
 
@@ -830,6 +902,7 @@ async def _stage(db: _Connection, p: Projections) -> None:
         (_STAGE_ACCOUNTS, [(row.account, *accounts.split(row.account)) for row in p.accounts]),
         (_STAGE_ORDERS, p.orders),
         (_STAGE_KEYS, p.keys),
+        (_STAGE_HOLDS, p.holds),
     )
     for stage, records in parts:
         await _copy(

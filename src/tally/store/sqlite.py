@@ -31,6 +31,7 @@ from tally.engine.ports import (
     EventRow,
     Head,
     HeadMoved,
+    HoldRow,
     KeyRow,
     Movement,
     OrderRow,
@@ -93,15 +94,26 @@ def _order_updates(batch: BatchWrite) -> str:
     return _encode_rows({o.order_id: o.refunded for o in batch.order_updates}).decode()
 
 
-def _update_orders(db: sqlite3.Connection, batch: BatchWrite) -> None:
-    """The batch view trigger's update of refunded orders, as a statement of its own for a
-    batch written in chunks; checked by count, as RAISE runs only in a trigger."""
-    if not batch.order_updates:
-        return
-    before = db.total_changes
-    db.execute(_UPDATE_ORDERS_LISTED, (batch.ledger, _order_updates(batch)))
-    if db.total_changes - before != len(batch.order_updates):
-        raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing")
+def _hold_updates(batch: BatchWrite) -> str:
+    """The batch's settled holds that existed before it, as a JSON object of hold id to the
+    settling transaction's id (`_rows_updated`)."""
+    return _encode_rows({h.hold_id: h.settled_by for h in batch.hold_updates}).decode()
+
+
+def _update_orders_and_holds(db: sqlite3.Connection, batch: BatchWrite) -> None:
+    """The batch view trigger's updates of refunded orders and settled holds, as statements
+    of their own for a batch written in chunks; checked by count, as RAISE runs only in a
+    trigger."""
+    for updates, statement, listed in (
+        (batch.order_updates, _UPDATE_ORDERS_LISTED, _order_updates),
+        (batch.hold_updates, _UPDATE_HOLDS_LISTED, _hold_updates),
+    ):
+        if not updates:
+            continue
+        before = db.total_changes
+        db.execute(statement, (batch.ledger, listed(batch)))
+        if db.total_changes - before != len(updates):
+            raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing")
 
 
 def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
@@ -124,12 +136,14 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
                 _order_updates(batch),
+                _encode_rows(rows.holds).decode(),
+                _hold_updates(batch),
             ),
         )
     except sqlite3.IntegrityError as error:
         if str(error) == _HEAD_MOVED:
             raise HeadMoved(batch.ledger) from error
-        if str(error) == _ORDER_MISSING:
+        if str(error) in (_ORDER_MISSING, _HOLD_MISSING):
             raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing") from error
         raise
 
@@ -250,7 +264,8 @@ def _joined(high: int, low: int) -> int:
 
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
-_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY)
+_INSERT_HOLD = _JsonInsert("holds", 8)
+_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY, _INSERT_HOLD)
 
 
 class _Stage:
@@ -279,13 +294,37 @@ _STAGES = (
         "order_id",
     ),
     _Stage("idempotency_keys", "ledger, idempotency_key, command_digest, seq", "idempotency_key"),
+    _Stage(
+        "holds",
+        "ledger, hold_id, transaction_id, seq, user_id, currency, amount, expires_at_us, "
+        "settled_by",
+        "hold_id",
+    ),
 )
 _STAGED = (
     _JsonInsert(_STAGES[0].table, 6),
     _JsonInsert(_STAGES[1].table, 4),
     _JsonInsert(_STAGES[2].table, 7),
     _JsonInsert(_STAGES[3].table, 3),
+    _JsonInsert(_STAGES[4].table, 8),
 )
+_HOLD_COLUMNS = "hold_id, transaction_id, seq, user_id, currency, amount, expires_at_us, settled_by"
+# A user's holds in the order they were placed (the index holds_by_user), each with its
+# placement's body and its settlement's (found by transaction id; NULL while open). LEFT
+# JOINs keep the holds first, and keep a hold whose event is gone (only tampering: the view
+# refuses it).
+_HOLDS_OF_ALL = (
+    "SELECT h.hold_id, h.transaction_id, h.seq, h.user_id, h.currency, h.amount, "
+    "h.expires_at_us, h.settled_by, p.body, s.body FROM holds h "
+    "LEFT JOIN events p ON p.ledger = h.ledger AND p.seq = h.seq "
+    "LEFT JOIN events s ON s.ledger = h.ledger AND s.transaction_id = h.settled_by "
+    "WHERE h.ledger = ?1 AND h.user_id = ?2 AND h.seq > ?3 {} ORDER BY h.seq LIMIT ?4"
+)
+_HOLDS_OF = {
+    None: _HOLDS_OF_ALL.format(""),
+    False: _HOLDS_OF_ALL.format("AND h.settled_by IS NULL"),
+    True: _HOLDS_OF_ALL.format("AND h.settled_by IS NOT NULL"),
+}
 # The order's expense, then its refunds: the lines that credit a wallet for an order
 # (migration 0003 indexes exactly those). Without statistics SQLite would rather scan the
 # ledger's entries; INDEXED BY makes it use the index, or fail loudly if the terms drift.
@@ -320,34 +359,51 @@ _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AN
 # committing connection runs nothing else.
 _HEAD_MOVED = "tally: head moved"
 _ORDER_MISSING = "tally: an order to update is missing"
+_HOLD_MISSING = "tally: a hold to update is missing"
 
 
-def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
-    """Refunded orders that existed before the batch (`updates`: a JSON object of order id to
-    refunded), for the batch view's trigger, where a CTE is not allowed: a check that every
-    one is there, then the update. Both seek the orders by primary key through the `IN` list
-    of keys (joined to json_each, the planner, without statistics, scanned the ledger's
-    orders once per order to update), and each new value is looked up in the object by its
-    key (order ids are identifiers: no quote to escape), not by scanning the JSON per row
-    (tests/test_store_plans.py)."""
+def _rows_updated(
+    table: str, key: str, column: str, missing: str, *, ledger: str, updates: str
+) -> tuple[str, str]:
+    """Rows of `table` that existed before the batch, one column each to set (`updates`: a
+    JSON object of key to new value: refunded orders, settled holds), for the batch view's
+    trigger, where a CTE is not allowed: a check that every one is there, then the update.
+    Both seek the rows by primary key through the `IN` list of keys (joined to json_each,
+    the planner, without statistics, scanned the ledger's rows once per row to update), and
+    each new value is looked up in the object by its key (keys are identifiers: no quote to
+    escape), not by scanning the JSON per row (tests/test_store_plans.py)."""
     listed = f"(SELECT key FROM json_each({updates}))"
     check = (
-        f"SELECT RAISE(ABORT, '{_ORDER_MISSING}') WHERE (SELECT count(*) FROM json_each"
-        f"({updates})) != (SELECT count(*) FROM orders WHERE ledger = {ledger} AND order_id IN "
+        f"SELECT RAISE(ABORT, '{missing}') WHERE (SELECT count(*) FROM json_each"
+        f"({updates})) != (SELECT count(*) FROM {table} WHERE ledger = {ledger} AND {key} IN "
         f"{listed})"
     )
     update = (
-        f"UPDATE orders SET refunded = {updates} ->> ('$.\"' || order_id || '\"') "
-        f"WHERE ledger = {ledger} AND order_id IN {listed}"
+        f"UPDATE {table} SET {column} = {updates} ->> ('$.\"' || {key} || '\"') "
+        f"WHERE ledger = {ledger} AND {key} IN {listed}"
     )
     return check, update
 
 
+def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
+    return _rows_updated(
+        "orders", "order_id", "refunded", _ORDER_MISSING, ledger=ledger, updates=updates
+    )
+
+
+def _holds_updated(ledger: str, updates: str) -> tuple[str, str]:
+    return _rows_updated(
+        "holds", "hold_id", "settled_by", _HOLD_MISSING, ledger=ledger, updates=updates
+    )
+
+
 _CHECK_ORDERS_UPDATED, _UPDATE_ORDERS_LISTED = _orders_updated("?1", "?2")
+_UPDATE_HOLDS_LISTED = _holds_updated("?1", "?2")[1]
 _BATCH_VIEW = f"""
 CREATE TEMP VIEW IF NOT EXISTS batch_in (ledger, base_seq, base_hash, head_seq, head_hash,
-    spans, bodies, hashes, entries, accounts, orders, keys, order_updates)
-AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+    spans, bodies, hashes, entries, accounts, orders, keys, order_updates, holds, hold_updates)
+AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL WHERE 0;
 CREATE TEMP TRIGGER IF NOT EXISTS batch_in_insert INSTEAD OF INSERT ON batch_in
 BEGIN
     SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
@@ -359,9 +415,11 @@ BEGIN
     {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
     {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
     {"; ".join(_orders_updated("NEW.ledger", "NEW.order_updates"))};
+    {_INSERT_HOLD.statement("NEW.ledger", "NEW.holds")};
+    {"; ".join(_holds_updated("NEW.ledger", "NEW.hold_updates"))};
 END;
 """
-_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # A statement page in one step: the lines as one JSON array, their event bodies end to end
 # in one blob, each followed by a NUL (canonical JSON holds none). Row by row, Python's
 # sqlite3 releases and retakes the GIL for every row, and a server's worker thread then
@@ -540,7 +598,7 @@ class SqliteStore:
         else:  # a batch too large for one JSON text per table: a statement per chunk
             with _transaction(db, "BEGIN IMMEDIATE"):
                 self._write_in_chunks(db, batch)
-                _update_orders(db, batch)
+                _update_orders_and_holds(db, batch)
         self._checkpoint_soon()
 
     def commit_soon(self, batch: BatchWrite) -> None:
@@ -595,13 +653,14 @@ class SqliteStore:
         db: sqlite3.Connection,
         ledger: str,
         p: Projections,
-        into: tuple[_JsonInsert, _JsonInsert, _JsonInsert, _JsonInsert] | None = None,
+        into: tuple[_JsonInsert, ...] = _PROJECTED,
     ) -> None:
-        entries, accounts_, orders, keys = into or _PROJECTED
+        entries, accounts_, orders, keys, holds = into
         entries.run(db, ledger, p.entries)
         accounts_.run(db, ledger, [_account_values(row) for row in p.accounts])
         orders.run(db, ledger, p.orders)
         keys.run(db, ledger, p.keys)
+        holds.run(db, ledger, p.holds)
 
     # -- reads -------------------------------------------------------------------------
     def ledgers(self) -> list[str]:
@@ -665,6 +724,13 @@ class SqliteStore:
                 for r in db.execute(
                     "SELECT idempotency_key, command_digest, seq FROM idempotency_keys "
                     "WHERE ledger = ? ORDER BY idempotency_key",
+                    (ledger,),
+                )
+            ],
+            holds=[
+                _new_tuple(HoldRow, r)
+                for r in db.execute(
+                    f"SELECT {_HOLD_COLUMNS} FROM holds WHERE ledger = ? ORDER BY hold_id",
                     (ledger,),
                 )
             ],
@@ -737,6 +803,12 @@ class SqliteStore:
             .fetchone()
         )
         return None if row is None else OrderRow(*row)
+
+    def holds_of(
+        self, ledger: str, user_id: str, *, after_seq: int, limit: int, settled: bool | None
+    ) -> list[tuple[HoldRow, bytes, bytes | None]]:
+        rows = self._connection().execute(_HOLDS_OF[settled], (ledger, user_id, after_seq, limit))
+        return [(_new_tuple(HoldRow, row[:8]), row[8], row[9]) for row in rows]
 
     def report(
         self, ledger: str, *, after_seq: int, upto_seq: int
