@@ -489,7 +489,47 @@ def hold_view_of(
     ledger: str, hold_id: str, lines: Sequence[tuple[EntryRow, bytes]], *, now_us: int
 ) -> dict[str, Any]:
     """`hold_view` from the hold account's lines and their events' canonical bytes."""
-    events = [decode_event(body)[1] for _, body in lines]
+    return _hold_of_events(ledger, hold_id, [body for _, body in lines], now_us=now_us)
+
+
+holds_page_max = 100  # holds a page of `user_holds`: each decodes one or two events
+
+
+def user_holds(
+    store: Store,
+    ledger: str,
+    user_id: str,
+    *,
+    after_seq: int,
+    limit: int,
+    settled: bool | None,
+    now_us: int,
+) -> dict[str, Any]:
+    """A page of the user's holds, in the order they were placed (after the placement at
+    `after_seq`): only the open ones (`settled` False: their money is still held, expired
+    or not), only the settled ones (True), or all (None). `next_after_seq` is where the
+    next page starts, None on the last."""
+    rows = store.holds_of(ledger, user_id, after_seq=after_seq, limit=limit, settled=settled)
+    holds = []
+    for row, placed, settlement in rows:
+        listed = (placed,) if row.settled_by is None else (placed, settlement)
+        bodies = [body for body in listed if type(body) is bytes]
+        if len(bodies) != len(listed):  # a row whose events are gone: only tampering
+            raise InvariantViolated(f"{ledger}: hold {row.hold_id!r} has lost its events")
+        view = _hold_of_events(ledger, row.hold_id, bodies, now_us=now_us)
+        if view["user_id"] != user_id or row.user_id != user_id:
+            raise InvariantViolated(f"{ledger}: hold {row.hold_id!r} is not {user_id}'s")
+        holds.append(view)
+    next_after_seq = rows[-1][0].seq if len(rows) == limit else None
+    return {"user_id": user_id, "holds": holds, "next_after_seq": next_after_seq}
+
+
+def _hold_of_events(
+    ledger: str, hold_id: str, bodies: Sequence[bytes], *, now_us: int
+) -> dict[str, Any]:
+    """A hold's view from its events' canonical bytes: its placement, then its settlement
+    once it has one."""
+    events = [decode_event(body)[1] for body in bodies]
     placed = events[0] if events else None
     settled = events[1:]
     if (

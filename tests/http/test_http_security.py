@@ -147,6 +147,7 @@ def calls(shop: Shop) -> list[Call]:
         Call("GET", f"/v1/transactions/{shop.expense_id}", None, Scope.READ),
         Call("GET", f"/v1/orders/{shop.order_id}", None, Scope.READ),
         Call("GET", f"/v1/holds/{captured}", None, Scope.READ),
+        Call("GET", f"/v1/users/{user}/holds", None, Scope.READ),
         Call("GET", "/v1/events", None, Scope.READ),
         Call("GET", "/v1/reports/finance", None, Scope.READ),
     ]
@@ -242,6 +243,8 @@ def test_another_ledgers_ids_do_not_exist(live: Any, shop: Shop) -> None:
             assert response.json() == {"user_id": shop.user_id, "balances": []}
         elif "/statement" in call.path:
             assert response.json() == {"entries": [], "next_cursor": None}
+        elif call.path == f"/v1/users/{shop.user_id}/holds":
+            assert response.json() == {"user_id": shop.user_id, "holds": [], "next_cursor": None}
         elif call.path == "/v1/events":
             seen = {event["transaction_id"] for event in response.json()["events"]}
             assert shop.expense_id not in seen

@@ -280,6 +280,14 @@ class Hold(msgspec.Struct, kw_only=True):
     transactions: list[HoldTransaction]
 
 
+class UserHolds(msgspec.Struct, kw_only=True):
+    """A page of a user's holds (`tally.views.user_holds`), in the order they were placed."""
+
+    user_id: str
+    holds: list[Hold]
+    next_cursor: str | None
+
+
 class LoggedEvent(msgspec.Struct, kw_only=True):
     seq: int
     transaction_id: str

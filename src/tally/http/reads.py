@@ -276,6 +276,41 @@ async def get_hold(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> m
     return msgspec.convert(view, models.Hold)
 
 
+def _user_holds(view: dict[str, Any]) -> models.UserHolds:
+    after = view.pop("next_after_seq")
+    view["next_cursor"] = None if after is None else encode_cursor((after, 0))
+    return msgspec.convert(view, models.UserHolds)
+
+
+@get(
+    "/v1/users/{user_id:str}/holds",
+    summary="A user's holds, in the order they were placed",
+    description="`settled=false`: only the holds still holding the user's money (`open`, or "
+    "`expired` and not yet released); `settled=true`: only those captured or released; "
+    "without it, all. Cursor-paginated: pass `next_cursor` back as `cursor`.",
+    **_READ,
+)
+async def get_user_holds(
+    request: Request[Any, Any, Any],
+    *,
+    user_id: _UserId,
+    settled: Annotated[bool | None, QueryParameter()] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=views.holds_page_max)] = views.holds_page_max,
+    cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+) -> models.UserHolds:
+    after_seq = 0 if cursor is None else decode_cursor(cursor)[0]
+    check_identifier(user_id, "user_id")  # after the parameters, as the statement's
+    services, ledger = services_of(request), api_key_of(request).ledger
+    now_us = time.time_ns() // 1_000
+    store = services.engine.store
+    view = await services.read(
+        lambda: views.user_holds(
+            store, ledger, user_id, after_seq=after_seq, limit=limit, settled=settled, now_us=now_us
+        )
+    )
+    return _user_holds(view)
+
+
 def _events(store: Store, ledger: str, after_seq: int, limit: int) -> models.EventsPage:
     return _events_page(store.events(ledger, after_seq=after_seq, limit=limit), limit)
 
@@ -350,6 +385,7 @@ ROUTES = [
     get_transaction,
     get_order,
     get_hold,
+    get_user_holds,
     get_events,
     get_finance_report,
 ]
