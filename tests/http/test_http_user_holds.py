@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+
+from tally.client import AsyncClient, Client, InvalidRequest
 
 pytest_plugins = ["http_fixtures"]
 
@@ -31,11 +34,10 @@ def _history(http: httpx.Client, poster: Poster, unique: Unique) -> tuple[str, l
         body = {"user_id": who, "amount": "100.00", "currency": "USD", "gateway": "pp"}
         _ok(poster(http, "/v1/recharges", body))
     soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    extras: list[dict[str, Any]] = [{}, {}, {"metadata": {"cart": "c-1"}}, {"expires_at": soon}]
     for hold_id, amount, extra in zip(
-        holds, ("10.00", "20.00", "30.00", "5.00"), ({}, {}, {"metadata": {"cart": "c-1"}}, {})
+        holds, ("10.00", "20.00", "30.00", "5.00"), extras, strict=True
     ):
-        if hold_id == holds[3]:
-            extra = {"expires_at": soon}
         body = {"user_id": user, "amount": amount, "currency": "USD", "hold_id": hold_id, **extra}
         _ok(poster(http, "/v1/holds", body))
     body = {"user_id": other, "amount": "1.00", "currency": "USD", "hold_id": unique("h")}
@@ -127,3 +129,25 @@ def test_a_bad_parameter_is_a_400_naming_it(
 def test_reading_holds_needs_a_key_of_the_ledger(live: Any, unique: Unique) -> None:
     with live.client(None) as anonymous:
         assert anonymous.get(f"/v1/users/{unique('u')}/holds").status_code == 401
+
+
+def test_the_sdks_list_and_walk_a_users_holds(live: Any, unique: Unique, poster: Poster) -> None:
+    with live.client("read_write") as http:
+        user, holds = _history(http, poster, unique)
+    with Client(live.url, live.keys["read"]) as tally:
+        page = tally.holds(user, limit=2)
+        assert [h.hold_id for h in page.holds] == holds[:2]
+        assert page.next_cursor is not None
+        assert [h.hold_id for h in tally.iter_holds(user, page_size=1)] == holds
+        assert [h.hold_id for h in tally.iter_holds(user, settled=False)] == holds[2:]
+        assert [h.hold_id for h in tally.holds(user, settled=True).holds] == holds[:2]
+        assert tally.holds(user).holds[0].captured == "4.00"
+        with pytest.raises(InvalidRequest) as bad:
+            tally.holds(user, limit=0)
+        assert bad.value.field == "limit"
+
+    async def walk() -> list[str]:
+        async with AsyncClient(live.url, live.keys["read"]) as tally:
+            return [h.hold_id async for h in tally.iter_holds(user, settled=True, page_size=1)]
+
+    assert asyncio.run(walk()) == holds[:2]

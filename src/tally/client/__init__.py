@@ -69,6 +69,7 @@ from tally.client.models import (
     Transaction,
     TransferCommand,
     TransferPosting,
+    UserHolds,
 )
 
 __all__ = [
@@ -113,4 +114,5 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnreadableAnswer",
+    "UserHolds",
 ]

@@ -262,6 +262,34 @@ class AsyncClient:
     async def get_hold(self, hold_id: str) -> models.Hold:
         return await self._call(_plans.hold(hold_id))
 
+    async def holds(
+        self,
+        user_id: str,
+        *,
+        settled: bool | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> models.UserHolds:
+        """A page of USER's holds in the order they were placed: `settled=False` only those
+        still holding money (open, or expired and not released), `True` only the captured or
+        released ones, None all."""
+        return await self._call(
+            _plans.user_holds(user_id, settled=settled, limit=limit, cursor=cursor)
+        )
+
+    async def iter_holds(
+        self, user_id: str, *, settled: bool | None = None, page_size: int = 100
+    ) -> AsyncIterator[models.Hold]:
+        """Every hold of USER (as `holds` filters them), fetching page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.holds(user_id, settled=settled, limit=page_size, cursor=cursor)
+            for hold in page.holds:
+                yield hold
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     async def finance_report(
         self, *, since: str | None = None, until: str | None = None
     ) -> models.FinanceReport:

@@ -299,6 +299,23 @@ def hold(hold_id: str) -> Plan[models.Hold]:
     return Plan(method="GET", path=f"/v1/holds/{_segment(hold_id)}", read=_reader(models.Hold))
 
 
+def user_holds(
+    user_id: str, *, settled: bool | None, limit: int | None, cursor: str | None
+) -> Plan[models.UserHolds]:
+    params: dict[str, str | int] = {}
+    if settled is not None:
+        params["settled"] = "true" if settled else "false"
+    for name, value in (("limit", limit), ("cursor", cursor)):
+        if value is not None:
+            params[name] = value
+    return Plan(
+        method="GET",
+        path=f"/v1/users/{_segment(user_id)}/holds",
+        params=params,
+        read=_reader(models.UserHolds),
+    )
+
+
 def finance_report(since: str | None, until: str | None) -> Plan[models.FinanceReport]:
     params: dict[str, str | int] = {
         name: value for name, value in (("from", since), ("to", until)) if value is not None

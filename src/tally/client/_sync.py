@@ -261,6 +261,31 @@ class Client:
     def get_hold(self, hold_id: str) -> models.Hold:
         return self._call(_plans.hold(hold_id))
 
+    def holds(
+        self,
+        user_id: str,
+        *,
+        settled: bool | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> models.UserHolds:
+        """A page of USER's holds in the order they were placed: `settled=False` only those
+        still holding money (open, or expired and not released), `True` only the captured or
+        released ones, None all."""
+        return self._call(_plans.user_holds(user_id, settled=settled, limit=limit, cursor=cursor))
+
+    def iter_holds(
+        self, user_id: str, *, settled: bool | None = None, page_size: int = 100
+    ) -> Iterator[models.Hold]:
+        """Every hold of USER (as `holds` filters them), fetching page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.holds(user_id, settled=settled, limit=page_size, cursor=cursor)
+            yield from page.holds
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     def finance_report(
         self, *, since: str | None = None, until: str | None = None
     ) -> models.FinanceReport:

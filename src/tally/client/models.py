@@ -135,6 +135,14 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     transactions: list[HoldTransaction]
 
 
+class UserHolds(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a user's holds, in the order they were placed."""
+
+    user_id: str
+    holds: list[Hold]
+    next_cursor: str | None
+
+
 class ReportAccounts(msgspec.Struct, frozen=True, kw_only=True):
     """One line of a finance report's accounts: one account, or (`owner` None) every wallet
     or every hold of the currency added up; amounts are decimal strings."""
