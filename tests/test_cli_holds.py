@@ -409,3 +409,35 @@ def test_a_ledger_with_holds_verifies(cli: Cli) -> None:
     assert (verified["ok"], verified["events"], verified["problem"]) == (True, 6, None)
     assert cli.ok("replay")["seq"] == 6
     assert cli.ok("hold-show", "h-1")["status"] == "captured"
+
+
+def test_tally_holds_lists_a_users_holds_as_the_http_route_does(cli: Cli) -> None:
+    cli.ok("recharge", "alice", "100.00", "USD", "--gateway", "paypal", "--key", "r1")
+    cli.ok("recharge", "bob", "10.00", "USD", "--gateway", "paypal", "--key", "r2")
+    for hold_id, amount in (("h-1", "10.00"), ("h-2", "20.00"), ("h-3", "30.00")):
+        cli.ok("hold", "alice", amount, "USD", "--hold-id", hold_id, "--key", f"k-{hold_id}")
+    cli.ok("hold", "bob", "1.00", "USD", "--hold-id", "h-bob", "--key", "k-bob")
+    cli.ok("capture", "h-1", "--order", "o-1:4.00", "--key", "c-1")
+    cli.ok("release", "h-2", "--key", "x-2")
+
+    every = cli.ok("holds", "alice")
+    assert every["user_id"] == "alice"
+    assert [(h["hold_id"], h["status"]) for h in every["holds"]] == [
+        ("h-1", "captured"),
+        ("h-2", "released"),
+        ("h-3", "open"),
+    ]
+    assert every["holds"][2] == cli.ok("hold-show", "h-3")
+    assert [h["hold_id"] for h in cli.ok("holds", "alice", "--open")["holds"]] == ["h-3"]
+    assert [h["hold_id"] for h in cli.ok("holds", "alice", "--settled")["holds"]] == ["h-1", "h-2"]
+    assert cli.ok("holds", "carol") == {"user_id": "carol", "holds": []}
+
+    text = cli.run("holds", "alice", as_json=False)
+    assert text.returncode == 0, text.describe()
+    lines = " ".join(text.stdout.split())
+    assert "hold h-3 (USD): open; amount 30.00, captured 0.00, released 0.00" in lines
+    assert "3 hold(s) of alice" in lines
+
+    both = cli.run("holds", "alice", "--open", "--settled")
+    assert both.returncode == 2, both.describe()
+    assert cli.refused("holds", "a:b")["field"] == "user_id"

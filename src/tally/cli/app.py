@@ -477,6 +477,7 @@ app.command(_holds.hold)
 app.command(_holds.capture)
 app.command(_holds.release)
 app.command(_holds.hold_show, name="hold-show")
+app.command(_holds.holds)
 app.command(_holds.release_expired, name="release-expired")
 
 # -- the finance report (cli/report.py) ------------------------------------------------------

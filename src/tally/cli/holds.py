@@ -20,7 +20,7 @@ from tally.cli.ledger_access import (
     print_rejection,
     write,
 )
-from tally.cli.options import Common, console, print_json
+from tally.cli.options import Common, console, print_json, print_usage
 from tally.domain.commands import Capture, Envelope, Hold, Release
 from tally.domain.decide import check_identifier
 from tally.domain.rejections import Rejected, Rejection
@@ -147,6 +147,56 @@ def hold_show(hold_id: str, /, *, common: Common | None = None) -> int:
         console.print(f"  orders {', '.join(view['reference_order_ids'])}")
     for line in view["transactions"]:
         console.print(f"  {line['event_type']} {line['transaction_id']} seq {line['seq']}")
+    return 0
+
+
+def holds(
+    user_id: str,
+    /,
+    *,
+    open_only: Annotated[bool, Parameter(name="--open", negative="")] = False,
+    settled_only: Annotated[bool, Parameter(name="--settled", negative="")] = False,
+    common: Common | None = None,
+) -> int:
+    """USER_ID's holds in the order they were placed, with their status (open, expired,
+    captured, released). --open lists only those still holding money (open, or expired and
+    not yet released), --settled only those captured or released."""
+    common = common or Common()
+    if open_only and settled_only:
+        return print_usage("--open and --settled exclude each other: give one, or neither")
+    try:
+        check_identifier(user_id, "user_id")
+    except Rejected as rejection:
+        return print_rejection(rejection, common)
+    settled = False if open_only else True if settled_only else None
+    found: list[dict[str, Any]] = []
+    with existing_ledger(common) as engine:
+        if engine is None:
+            return print_no_ledger(common)
+        after_seq: int | None = 0
+        now_us = _now_us()
+        while after_seq is not None:
+            page = views.user_holds(
+                engine.store,
+                common.ledger,
+                user_id,
+                after_seq=after_seq,
+                limit=views.holds_page_max,
+                settled=settled,
+                now_us=now_us,
+            )
+            found.extend(page["holds"])
+            after_seq = page["next_after_seq"]
+    if common.json:
+        print_json({"user_id": user_id, "holds": found})
+        return 0
+    for view in found:
+        console.print(
+            f"hold {view['hold_id']} ({view['currency']}): {view['status']}; amount "
+            f"{view['amount']}, captured {view['captured']}, released {view['released']}; "
+            f"expires {view['expires_at'] or 'never'}"
+        )
+    console.print(f"{len(found)} hold(s) of {user_id}")
     return 0
 
 
