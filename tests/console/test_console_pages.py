@@ -103,6 +103,11 @@ def test_the_user_page_shows_balances_and_the_statement_with_its_links(console: 
     assert f'<a href="/console/orders/{story.order_id}">' in page
     assert f'<a href="/console/holds/{story.captured_hold_id}">' in page
     assert 'class="more"' not in page  # one page holds all nine lines
+    holds = re.findall(r'<tr class="hold">(.*?)</tr>', page, re.S)
+    assert [[_TAG.sub("", cell).strip() for cell in _CELL.findall(row)] for row in holds] == [
+        [story.captured_hold_id, "captured", "10.00 EUR", "6.00", "4.00", "never"],
+        [story.released_hold_id, "released", "4.00 EUR", "0.00", "4.00", "never"],
+    ]
 
 
 def test_the_statement_is_paged_by_fragments_as_the_api_pages_it(console: Console) -> None:

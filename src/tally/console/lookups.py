@@ -79,6 +79,22 @@ async def hold(services: Services, ledger: str, hold_id: str) -> dict[str, Any] 
     return await services.read(views.hold_view, services.engine.store, ledger, hold_id, now_us)
 
 
+async def user_holds(services: Services, ledger: str, user_id: str) -> dict[str, Any]:
+    """The first page of the user's holds (all of them, in the order placed)."""
+    store, now_us = services.engine.store, time.time_ns() // 1_000
+    return await services.read(
+        lambda: views.user_holds(
+            store,
+            ledger,
+            user_id,
+            after_seq=0,
+            limit=views.holds_page_max,
+            settled=None,
+            now_us=now_us,
+        )
+    )
+
+
 def _events(store: Store, ledger: str, after_seq: int) -> list[EventRow]:
     return store.events(ledger, after_seq=after_seq, limit=events_page_events)
 

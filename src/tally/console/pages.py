@@ -144,7 +144,15 @@ async def user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Respo
     for balance in shown["balances"]:
         first = await lookups.statement(services, ledger, user_id, balance["currency"], None)
         statements.append((balance["currency"], first))
-    return page("user.html", ledger=ledger, user_id=user_id, balances=shown, statements=statements)
+    holds = await lookups.user_holds(services, ledger, user_id)
+    return page(
+        "user.html",
+        ledger=ledger,
+        user_id=user_id,
+        balances=shown,
+        statements=statements,
+        holds=holds,
+    )
 
 
 @get("/users/{user_id:str}/statement", **_PAGE)
