@@ -13,6 +13,7 @@ from pg import ADMIN_URL, fresh_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_engine, open_key_store
 from tally.cli.demo import run_demo
+from tally.domain.commands import Envelope, Hold, Release
 from tally.store.postgres import run_sync
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "postgresql.md"
@@ -50,6 +51,12 @@ def test_the_application_role_may_append_but_never_change_the_log() -> None:
             try:
                 outcome = run_demo(engine, "default")
                 assert outcome.verification.ok
+                # a hold placed (the holds table's insert), then released (its update)
+                placed = Hold(user_id="alice", amount=100, currency="USD", hold_id="h-1")
+                engine.execute("default", Envelope(idempotency_key="h", command=placed))
+                released = Release(hold_id="h-1")
+                engine.execute("default", Envelope(idempotency_key="x", command=released))
+                assert engine.projection_differences("default") == []
                 engine.close()
                 engine.replay("default")  # projections are disposable: rewritable
                 key = open_key_store(engine.store).authenticate(issued.secret)  # as `tally serve`
