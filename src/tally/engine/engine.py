@@ -202,7 +202,8 @@ class Replayer:
         return self._rebuild.take()
 
     def rest(self) -> Projections:
-        """Once every event is fed: the accounts and orders, and the last entries and keys."""
+        """Once every event is fed: the accounts, orders and holds, and the last entries and
+        keys."""
         return self._rebuild.rest(self.state)
 
 

@@ -103,7 +103,7 @@ class BatchWrite:
     base: Head
     head: Head
     events: list[EventRow]
-    # As of `head`: the accounts and orders the batch created, as rows to insert (an
+    # As of `head`: the accounts, orders and holds the batch created, as rows to insert (an
     # account's balance is its last entry's `balance_after`, so the store keeps only the
     # account itself), and in `order_updates` the orders that existed before it and changed
     # (refunded amounts); in `hold_updates` the holds that existed before it and were settled.
