@@ -98,7 +98,7 @@ def tamper(db: str, edit: Tamper) -> None:
     rawdb.tamper(db, edit)
 
 
-TABLES = ("ledgers", "events", "accounts", "entries", "orders", "idempotency_keys")
+TABLES = ("ledgers", "events", "accounts", "entries", "orders", "idempotency_keys", "holds")
 
 
 def snapshot(db: str) -> dict[str, list[tuple[object, ...]]]:
