@@ -17,14 +17,22 @@ CREATE INDEX holds_by_user ON holds (ledger, user_id, seq);
 
 -- The holds a ledger written before this migration already has, from its log (canonical
 -- JSON in UTF-8). `tally verify` compares the rows with a replay of the log, as it does
--- every projection.
+-- every projection. jsonb refuses the escape \u0000, which a metadata value or a reason may
+-- hold: those six characters become \u0001 before the cast (E'\\u0000' is them whatever
+-- standard_conforming_strings says), which changes no key read here (identifiers, a
+-- currency, integers: no backslash).
 INSERT INTO holds
 SELECT ledger, b ->> 'hold_id', transaction_id, seq, b ->> 'user_id', b ->> 'currency',
     (b ->> 'amount')::bigint, (b ->> 'expires_at_us')::bigint, NULL
-FROM (SELECT *, convert_from(body, 'UTF8')::jsonb AS b FROM events WHERE event_type = 'hold') e;
+FROM (
+    SELECT *, replace(convert_from(body, 'UTF8'), E'\\u0000', E'\\u0001')::jsonb AS b
+    FROM events WHERE event_type = 'hold'
+) e;
 UPDATE holds SET settled_by = settled.transaction_id
 FROM (
-    SELECT ledger, convert_from(body, 'UTF8')::jsonb ->> 'hold_id' AS hold_id, transaction_id
+    SELECT ledger,
+        replace(convert_from(body, 'UTF8'), E'\\u0000', E'\\u0001')::jsonb ->> 'hold_id' AS hold_id,
+        transaction_id
     FROM events WHERE event_type IN ('capture', 'release')
 ) AS settled
 WHERE holds.ledger = settled.ledger AND holds.hold_id = settled.hold_id;
