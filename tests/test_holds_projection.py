@@ -257,7 +257,7 @@ def spy_on_write_paths(db: str, path: str, monkeypatch: pytest.MonkeyPatch) -> l
         update = postgres._update
 
         async def long_form_update(db: Any, sql: str, ledger: str, rows: Sequence[Any]) -> None:
-            if sql is postgres._UPDATE_HOLDS:  # once per long-form batch, rows or none
+            if sql is postgres._UPDATE_ORDERS:  # once per long-form batch, rows or none
                 taken.append("split")
             await update(db, sql, ledger, rows)
 
@@ -403,12 +403,13 @@ def synthetic_batch(
 
 
 @pytest.mark.parametrize("path", WRITE_PATHS)
-def test_a_batch_settling_a_hold_that_is_not_there_writes_nothing(
+def test_a_batch_settling_a_hold_whose_row_is_missing_writes_the_row(
     db: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch that settles a hold the table lacks (a bug, or a tampered table) fails whole
-    on every path: neither its events, nor the hold it places, nor the settling of the hold
-    that is there are written."""
+    """A hold a tally older than the holds projection placed has no row (a rolling upgrade:
+    the old process wrote on after the new one migrated). Settling it writes its whole row,
+    on every path and in one go (PostgreSQL's statement does not miss it), beside the hold
+    the batch places and the one it settles that is there."""
     taken = spy_on_write_paths(db, path, monkeypatch)
     store = open_store(db)
     try:
@@ -420,40 +421,63 @@ def test_a_batch_settling_a_hold_that_is_not_there_writes_nothing(
         store.commit(placing)
         assert store.projections(LEDGER).holds == [h1]
 
-        ghost = HoldRow("h-ghost", "txn-0", 0, "alice", "USD", 1, None, "txn-4")
+        unseen = HoldRow("h-0", "txn-0", 2, "alice", "USD", 1, None, "txn-4")
         h5 = HoldRow("h-5", "txn-5", 5, "alice", "USD", 1_00, None, None)
-        settling = synthetic_batch(
-            placing.head, 3, holds=[h5], hold_updates=[h1._replace(settled_by="txn-3"), ghost]
-        )
-        with pytest.raises(RuntimeError, match="missing"):
-            store.commit(settling)
-        assert store.head(LEDGER) == placing.head
-        assert [e.seq for e in store.events(LEDGER, after_seq=0, limit=10)] == [1, 2]
-        assert store.projections(LEDGER).holds == [h1]
-        # PostgreSQL's statement fails on the ghost, then the long form does too.
-        assert taken[0] == path
-        assert taken[1:] == (
-            ["one-statement", "missed", "split"]
-            if is_postgres(db) and path == "one-statement"
-            else [path]
-        )
+        settled = h1._replace(settled_by="txn-3")
+        settling = synthetic_batch(placing.head, 3, holds=[h5], hold_updates=[settled, unseen])
+        store.commit(settling)
+        assert store.head(LEDGER) == settling.head
+        assert [e.seq for e in store.events(LEDGER, after_seq=0, limit=10)] == [1, 2, 3, 4, 5]
+        assert store.projections(LEDGER).holds == [unseen, settled, h5]
+        assert taken == [path, path]
     finally:
         store.close()
+
+
+def test_a_hold_placed_before_the_holds_projection_settles_and_verifies(
+    engine: Engine, db: str
+) -> None:
+    """The rolling upgrade end to end: holds whose rows are gone (placed by a tally without
+    the projection) are released and captured by the engine, whose state knows them; their
+    rows are then exactly a replay's, and verify passes."""
+    batch(engine, LEDGER, ("r-a", recharge("alice", 100_00)))
+    old1, old2, kept = batch(
+        engine,
+        LEDGER,
+        ("h-1", hold("alice", "old-1", 10_00)),
+        ("h-2", hold("alice", "old-2", 20_00)),
+        ("h-3", hold("alice", "kept", 30_00)),
+    )
+    with rawdb.connect(db) as raw:
+        deleted = raw.execute(
+            "DELETE FROM holds WHERE ledger = ? AND hold_id IN ('old-1', 'old-2')", (LEDGER,)
+        )
+        assert deleted.rowcount == 2
+    assert engine.projection_differences(LEDGER) != []
+    released = run(engine, LEDGER, "x-1", release("old-1"))
+    captured = run(engine, LEDGER, "c-2", capture("old-2", ("o-1", 5_00)))
+    assert stored_holds(engine) == by_hold_id(
+        [row_of(old1, released), row_of(old2, captured), row_of(kept)]
+    )
+    assert engine.projection_differences(LEDGER) == []
+    verification = verify(engine, LEDGER)
+    assert verification.ok, verification
 
 
 def test_a_postgresql_statement_settling_a_hold_sees_the_long_form_batch_before_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Batch N, in the long form, places a hold; N+1, one statement, settles it, started
-    while N still commits. N+1 waits for N to be done, so its statement's snapshot holds the
-    hold (having waited only for N's compare-and-set, it would miss it and be written again
-    in the long form). N is held between its compare-and-set and its commit until N+1 has
-    been started, as tests/test_refund_batches.py does for orders."""
+    while N still commits. N+1 waits only for N's compare-and-set, so its statement starts
+    before N's rows are committed; its upsert still finds N's row (READ COMMITTED's
+    INSERT ... ON CONFLICT checks the newest committed row, whatever the snapshot) and
+    updates it: no second row, no unique violation, no second try in the long form. N is
+    held between its compare-and-set and its commit until N+1 has been started."""
     update = postgres._update
     seen_in_flight = threading.Event()
 
     async def held_when_none(db: Any, sql: str, ledger: str, rows: Sequence[Any]) -> None:
-        if not rows and sql is postgres._UPDATE_HOLDS:  # N, after its compare-and-set
+        if not rows and sql is postgres._UPDATE_ORDERS:  # N, after its compare-and-set
             deadline = time.monotonic() + WAIT_S
             while not seen_in_flight.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
@@ -798,18 +822,21 @@ def forget_migration_0005(db: str) -> None:
 
 
 def migrated(db: str) -> tuple[bool, bool]:
-    """Whether version 5 is applied, and whether the index holds_by_user exists."""
+    """Whether version 5 is applied, and whether both its indexes (holds_by_user,
+    open_holds_by_user) exist."""
     with rawdb.connect(db) as raw:
         applied = raw.execute("SELECT 1 FROM schema_migrations WHERE version = 5").fetchall()
-        if raw.postgres:
-            index = raw.execute("SELECT to_regclass('holds_by_user')").fetchone()
-            indexed = index is not None and index[0] is not None
-        else:
-            indexed = bool(
-                raw.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'holds_by_user'"
-                ).fetchall()
-            )
+        indexed = True
+        for name in ("holds_by_user", "open_holds_by_user"):
+            if raw.postgres:
+                index = raw.execute(f"SELECT to_regclass('{name}')").fetchone()
+                indexed &= index is not None and index[0] is not None
+            else:
+                indexed &= bool(
+                    raw.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                    ).fetchall()
+                )
     return bool(applied), indexed
 
 

@@ -13,7 +13,8 @@ from pg import ADMIN_URL, fresh_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_engine, open_key_store
 from tally.cli.demo import run_demo
-from tally.domain.commands import Envelope, Hold, Release
+from tally.domain.commands import Envelope, Hold, Recharge, Release
+from tally.store import migrate, postgres
 from tally.store.postgres import run_sync
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "postgresql.md"
@@ -78,3 +79,52 @@ def test_the_application_role_may_append_but_never_change_the_log() -> None:
                     run_sync(_as(owner_url, statement))
     finally:
         run_sync(_as(ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def test_an_application_role_granted_before_the_holds_table_writes_holds_after_the_upgrade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A role given the grants as they were before migration 0005 (the projections without
+    `holds`): once the owner has migrated, the role places and settles holds, as migration
+    0005 grants it on `holds` what it has on `orders`; and no other role gains anything."""
+    role = f"tally_app_{uuid.uuid4().hex[:10]}"
+    bystander = f"tally_other_{uuid.uuid4().hex[:10]}"
+    run_sync(_as(ADMIN_URL, f'CREATE ROLE "{role}" LOGIN', f'CREATE ROLE "{bystander}" LOGIN'))
+    try:
+        with fresh_database() as owner_url:
+            every = migrate.migrations("postgresql")
+            before_holds = [m for m in every if m.version < 5]
+            with monkeypatch.context() as patch:
+                patch.setattr(postgres, "migrations", lambda engine: before_holds)
+                owner = open_engine(owner_url)
+                owner.store.ensure_ledger("default")
+                owner.close()
+                owner.store.close()
+            old_grants = grants(role).replace(", idempotency_keys, holds", ", idempotency_keys")
+            assert old_grants != grants(role)
+            run_sync(_as(owner_url, old_grants))
+
+            upgraded = open_engine(owner_url)  # migration 0005 and later, as the owner
+            upgraded.close()
+            upgraded.store.close()
+
+            engine = open_engine(owner_url.replace("postgres@", f"{role}@", 1))
+            try:
+                recharge = Recharge(user_id="alice", amount=500, currency="USD", gateway="pp")
+                engine.execute("default", Envelope(idempotency_key="r", command=recharge))
+                placed = Hold(user_id="alice", amount=100, currency="USD", hold_id="h-1")
+                engine.execute("default", Envelope(idempotency_key="h", command=placed))
+                released = Release(hold_id="h-1")
+                engine.execute("default", Envelope(idempotency_key="x", command=released))
+                assert engine.projection_differences("default") == []
+            finally:
+                engine.close()
+                engine.store.close()
+
+            bystander_url = owner_url.replace("postgres@", f"{bystander}@", 1)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                run_sync(_as(bystander_url, "SELECT 1 FROM holds"))
+    finally:
+        run_sync(
+            _as(ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"', f'DROP ROLE IF EXISTS "{bystander}"')
+        )

@@ -77,25 +77,14 @@ def test_refunded_orders_are_sought_by_primary_key(plan_of: Plan) -> None:
         assert not any(step.startswith("SCAN orders") for step in steps), steps
 
 
-def test_settled_holds_are_sought_by_primary_key(plan_of: Plan) -> None:
-    """As refunded orders: the batch view trigger's check and update of the holds a batch
-    settles seek each hold through an `IN` list."""
-    check, update = store._holds_updated("?1", "?2")
-    check = check.replace(f"RAISE(ABORT, '{store._HOLD_MISSING}')", "1")
-    for sql in (check, update, store._UPDATE_HOLDS_LISTED):
-        steps = plan_of(sql, "plans", '{"h-1": "t-1"}')
-        assert "SEARCH holds USING PRIMARY KEY (ledger=? AND hold_id=?)" in steps, steps
-        assert not any(step.startswith("SCAN holds") for step in steps), steps
-
-
 def test_a_users_holds_are_found_through_their_index(plan_of: Plan) -> None:
-    """A user's holds: the index holds_by_user, each event sought by its key (the placement
+    """A user's holds: the index holds_by_user (the open ones: open_holds_by_user, which
+    holds no settled hold), each event sought by its key (the placement
     by seq, the settlement by transaction id), never a scan of the log."""
-    for sql in store._HOLDS_OF.values():
+    for settled, sql in store._HOLDS_OF.items():
         steps = plan_of(sql, "plans", "u1", 0, 100)
-        assert steps[0].startswith("SEARCH h USING INDEX holds_by_user (ledger=? AND user_id=?"), (
-            steps
-        )
+        index = "open_holds_by_user" if settled is False else "holds_by_user"
+        assert steps[0].startswith(f"SEARCH h USING INDEX {index} (ledger=? AND user_id=?"), steps
         assert any(
             step.startswith("SEARCH p USING") and "(ledger=? AND seq=?)" in step for step in steps
         ), steps
@@ -154,11 +143,11 @@ def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Pla
             " paid, refunded);"
             "CREATE TABLE idempotency_keys (ledger, idempotency_key, command_digest, seq);"
             "CREATE TABLE holds (ledger, hold_id, transaction_id, seq, user_id, currency, amount,"
-            " expires_at_us, settled_by);"
+            " expires_at_us, settled_by, PRIMARY KEY (ledger, hold_id));"
         )
         connection.executescript(store._BATCH_VIEW)
         program = " ".join(
-            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 15)
+            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 14)
         )
     finally:
         connection.close()

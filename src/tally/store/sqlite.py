@@ -71,15 +71,18 @@ class _JsonInsert:
     while the GIL is released (docs/benchmarks.md).
     """
 
-    def __init__(self, table: str, columns: int) -> None:
+    def __init__(self, table: str, columns: int, *, on_conflict: str = "") -> None:
         self.table = table
         self.columns = columns
+        self.on_conflict = on_conflict
         self.sql = self.statement("?1", "?2")
 
     def statement(self, ledger: str, rows: str) -> str:
         """The INSERT, reading the ledger and the JSON rows from these SQL expressions."""
         picks = ", ".join(f"value ->> {i}" for i in range(self.columns))
-        return f"INSERT INTO {self.table} SELECT {ledger}, {picks} FROM json_each({rows})"
+        sql = f"INSERT INTO {self.table} SELECT {ledger}, {picks} FROM json_each({rows})"
+        # WHERE true: without it SQLite would read ON as a join's (its documented ambiguity)
+        return f"{sql} WHERE true {self.on_conflict}" if self.on_conflict else sql
 
     def run(self, db: sqlite3.Connection, ledger: str, rows: Sequence[Sequence[object]]) -> None:
         """Insert `rows`, each prefixed with `ledger`."""
@@ -94,26 +97,15 @@ def _order_updates(batch: BatchWrite) -> str:
     return _encode_rows({o.order_id: o.refunded for o in batch.order_updates}).decode()
 
 
-def _hold_updates(batch: BatchWrite) -> str:
-    """The batch's settled holds that existed before it, as a JSON object of hold id to the
-    settling transaction's id (`_rows_updated`)."""
-    return _encode_rows({h.hold_id: h.settled_by for h in batch.hold_updates}).decode()
-
-
-def _update_orders_and_holds(db: sqlite3.Connection, batch: BatchWrite) -> None:
-    """The batch view trigger's updates of refunded orders and settled holds, as statements
-    of their own for a batch written in chunks; checked by count, as RAISE runs only in a
-    trigger."""
-    for updates, statement, listed in (
-        (batch.order_updates, _UPDATE_ORDERS_LISTED, _order_updates),
-        (batch.hold_updates, _UPDATE_HOLDS_LISTED, _hold_updates),
-    ):
-        if not updates:
-            continue
-        before = db.total_changes
-        db.execute(statement, (batch.ledger, listed(batch)))
-        if db.total_changes - before != len(updates):
-            raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing")
+def _update_orders(db: sqlite3.Connection, batch: BatchWrite) -> None:
+    """The batch view trigger's update of refunded orders, as a statement of its own for a
+    batch written in chunks; checked by count, as RAISE runs only in a trigger."""
+    if not batch.order_updates:
+        return
+    before = db.total_changes
+    db.execute(_UPDATE_ORDERS_LISTED, (batch.ledger, _order_updates(batch)))
+    if db.total_changes - before != len(batch.order_updates):
+        raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing")
 
 
 def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
@@ -136,14 +128,13 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
                 _order_updates(batch),
-                _encode_rows(rows.holds).decode(),
-                _hold_updates(batch),
+                _encode_rows([*rows.holds, *batch.hold_updates]).decode(),
             ),
         )
     except sqlite3.IntegrityError as error:
         if str(error) == _HEAD_MOVED:
             raise HeadMoved(batch.ledger) from error
-        if str(error) in (_ORDER_MISSING, _HOLD_MISSING):
+        if str(error) == _ORDER_MISSING:
             raise RuntimeError(f"ledger {batch.ledger}: a row to update is missing") from error
         raise
 
@@ -264,8 +255,15 @@ def _joined(high: int, low: int) -> int:
 
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
-_INSERT_HOLD = _JsonInsert("holds", 8)
-_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY, _INSERT_HOLD)
+# A batch's holds, placed or settled, as whole rows: a settled hold's row is updated, or
+# inserted should it be missing (a hold placed by a tally older than the holds projection,
+# during a rolling upgrade; `tally verify` compares the rows with a replay either way).
+_UPSERT_HOLD = _JsonInsert(
+    "holds",
+    8,
+    on_conflict="ON CONFLICT (ledger, hold_id) DO UPDATE SET settled_by = excluded.settled_by",
+)
+_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY, _UPSERT_HOLD)
 
 
 class _Stage:
@@ -359,51 +357,35 @@ _MOVE_HEAD = "UPDATE ledgers SET seq = ?, hash = ? WHERE name = ? AND seq = ? AN
 # committing connection runs nothing else.
 _HEAD_MOVED = "tally: head moved"
 _ORDER_MISSING = "tally: an order to update is missing"
-_HOLD_MISSING = "tally: a hold to update is missing"
 
 
-def _rows_updated(
-    table: str, key: str, column: str, missing: str, *, ledger: str, updates: str
-) -> tuple[str, str]:
-    """Rows of `table` that existed before the batch, one column each to set (`updates`: a
-    JSON object of key to new value: refunded orders, settled holds), for the batch view's
-    trigger, where a CTE is not allowed: a check that every one is there, then the update.
-    Both seek the rows by primary key through the `IN` list of keys (joined to json_each,
-    the planner, without statistics, scanned the ledger's rows once per row to update), and
-    each new value is looked up in the object by its key (keys are identifiers: no quote to
-    escape), not by scanning the JSON per row (tests/test_store_plans.py)."""
+def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
+    """Refunded orders that existed before the batch (`updates`: a JSON object of order id to
+    refunded), for the batch view's trigger, where a CTE is not allowed: a check that every
+    one is there, then the update. Both seek the orders by primary key through the `IN` list
+    of keys (joined to json_each, the planner, without statistics, scanned the ledger's
+    orders once per order to update), and each new value is looked up in the object by its
+    key (order ids are identifiers: no quote to escape), not by scanning the JSON per row
+    (tests/test_store_plans.py)."""
     listed = f"(SELECT key FROM json_each({updates}))"
     check = (
-        f"SELECT RAISE(ABORT, '{missing}') WHERE (SELECT count(*) FROM json_each"
-        f"({updates})) != (SELECT count(*) FROM {table} WHERE ledger = {ledger} AND {key} IN "
+        f"SELECT RAISE(ABORT, '{_ORDER_MISSING}') WHERE (SELECT count(*) FROM json_each"
+        f"({updates})) != (SELECT count(*) FROM orders WHERE ledger = {ledger} AND order_id IN "
         f"{listed})"
     )
     update = (
-        f"UPDATE {table} SET {column} = {updates} ->> ('$.\"' || {key} || '\"') "
-        f"WHERE ledger = {ledger} AND {key} IN {listed}"
+        f"UPDATE orders SET refunded = {updates} ->> ('$.\"' || order_id || '\"') "
+        f"WHERE ledger = {ledger} AND order_id IN {listed}"
     )
     return check, update
 
 
-def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
-    return _rows_updated(
-        "orders", "order_id", "refunded", _ORDER_MISSING, ledger=ledger, updates=updates
-    )
-
-
-def _holds_updated(ledger: str, updates: str) -> tuple[str, str]:
-    return _rows_updated(
-        "holds", "hold_id", "settled_by", _HOLD_MISSING, ledger=ledger, updates=updates
-    )
-
-
 _CHECK_ORDERS_UPDATED, _UPDATE_ORDERS_LISTED = _orders_updated("?1", "?2")
-_UPDATE_HOLDS_LISTED = _holds_updated("?1", "?2")[1]
 _BATCH_VIEW = f"""
 CREATE TEMP VIEW IF NOT EXISTS batch_in (ledger, base_seq, base_hash, head_seq, head_hash,
-    spans, bodies, hashes, entries, accounts, orders, keys, order_updates, holds, hold_updates)
-AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    NULL WHERE 0;
+    spans, bodies, hashes, entries, accounts, orders, keys, order_updates, holds)
+AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE 0;
 CREATE TEMP TRIGGER IF NOT EXISTS batch_in_insert INSTEAD OF INSERT ON batch_in
 BEGIN
     SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
@@ -415,11 +397,10 @@ BEGIN
     {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
     {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
     {"; ".join(_orders_updated("NEW.ledger", "NEW.order_updates"))};
-    {_INSERT_HOLD.statement("NEW.ledger", "NEW.holds")};
-    {"; ".join(_holds_updated("NEW.ledger", "NEW.hold_updates"))};
+    {_UPSERT_HOLD.statement("NEW.ledger", "NEW.holds")};
 END;
 """
-_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # A statement page in one step: the lines as one JSON array, their event bodies end to end
 # in one blob, each followed by a NUL (canonical JSON holds none). Row by row, Python's
 # sqlite3 releases and retakes the GIL for every row, and a server's worker thread then
@@ -598,7 +579,8 @@ class SqliteStore:
         else:  # a batch too large for one JSON text per table: a statement per chunk
             with _transaction(db, "BEGIN IMMEDIATE"):
                 self._write_in_chunks(db, batch)
-                _update_orders_and_holds(db, batch)
+                _update_orders(db, batch)
+                _UPSERT_HOLD.run(db, batch.ledger, batch.hold_updates)
         self._checkpoint_soon()
 
     def commit_soon(self, batch: BatchWrite) -> None:

@@ -14,6 +14,29 @@ CREATE TABLE holds (
     PRIMARY KEY (ledger, hold_id)
 );
 CREATE INDEX holds_by_user ON holds (ledger, user_id, seq);
+-- A user's open holds (`settled=false`) without reading their settled ones.
+CREATE INDEX open_holds_by_user ON holds (ledger, user_id, seq) WHERE settled_by IS NULL;
+
+-- Whoever may write orders may write holds: an application role granted the projections'
+-- privileges before this table existed (docs/postgresql.md) would otherwise fail each
+-- batch that places or settles a hold.
+DO $$
+DECLARE
+    granted record;
+BEGIN
+    FOR granted IN
+        SELECT a.grantee, a.privilege_type
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'orders'::regclass AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format(
+            'GRANT %s ON holds TO %s', granted.privilege_type,
+            CASE WHEN granted.grantee = 0 THEN 'PUBLIC'
+                ELSE quote_ident(pg_get_userbyid(granted.grantee)) END
+        );
+    END LOOP;
+END
+$$;
 
 -- The holds a ledger written before this migration already has, from its log (canonical
 -- JSON in UTF-8). `tally verify` compares the rows with a replay of the log, as it does

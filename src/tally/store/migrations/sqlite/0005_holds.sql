@@ -14,6 +14,8 @@ CREATE TABLE holds (
     PRIMARY KEY (ledger, hold_id)
 ) WITHOUT ROWID;
 CREATE INDEX holds_by_user ON holds (ledger, user_id, seq);
+-- A user's open holds (`settled=false`) without reading their settled ones.
+CREATE INDEX open_holds_by_user ON holds (ledger, user_id, seq) WHERE settled_by IS NULL;
 
 -- The holds a ledger written before this migration already has, from its log. (The body
 -- column is a BLOB of canonical JSON text: read as text, never as SQLite's binary JSONB.)
