@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from forkserver import ForkServer
 from pg import fresh_database
 from rawdb import is_postgres
 from tally.bootstrap import open_engine, open_store
@@ -115,12 +118,39 @@ def engine(db: str) -> Iterator[Engine]:
         opened.store.close()
 
 
+@pytest.fixture(scope="session")
+def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer | None]:
+    """This test process's zygote for `tally` runs (tests/forkserver.py), or None with
+    TALLY_TESTS_FORK=0 (real subprocesses)."""
+    if os.environ.get("TALLY_TESTS_FORK") == "0":
+        yield None
+        return
+    # A short path: a UNIX socket's is limited to 107 bytes
+    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
+    server = ForkServer(folder, subprocess_env())
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_tally(fork_server: ForkServer | None, cwd: Path, *args: str) -> Run:
+    """`python -m tally.cli args...` in `cwd`: forked from the zygote, or a real subprocess."""
+    if fork_server is None:
+        return run_module("tally.cli", *args, cwd=cwd)
+    code, stdout, stderr = fork_server.run("tally.cli", args, cwd=cwd, timeout=SUBPROCESS_TIMEOUT_S)
+    command = (sys.executable, "-m", "tally.cli", *args)
+    return Run(args=command, returncode=code, stdout=stdout, stderr=stderr)
+
+
 @pytest.fixture
-def tally(tmp_path: Path) -> TallyRunner:
-    """Run the `tally` CLI as a subprocess: `tally("verify", "--db", str(path), "--json")`."""
+def tally(tmp_path: Path, fork_server: ForkServer | None) -> TallyRunner:
+    """Run the `tally` CLI in a process of its own: `tally("verify", "--db", str(path),
+    "--json")`."""
 
     def run(*args: str) -> Run:
-        return run_module("tally.cli", *args, cwd=tmp_path)
+        return run_tally(fork_server, tmp_path, *args)
 
     return run
 

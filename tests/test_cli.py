@@ -1,4 +1,5 @@
-"""The `tally` command line, run as a real subprocess (`python -m tally.cli`), on both stores."""
+"""The `tally` command line, each run a process of its own (`python -m tally.cli`, forked:
+tests/forkserver.py), on both stores."""
 
 from __future__ import annotations
 

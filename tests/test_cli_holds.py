@@ -1,4 +1,5 @@
-"""`tally hold`, `capture`, `release` and `hold-show`, run as a real subprocess on both stores."""
+"""`tally hold`, `capture`, `release` and `hold-show`, each run a process of its own, on both
+stores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tally report`, run as a real subprocess: the finance report as JSON and as tables, its
+"""`tally report`, each run a process of its own: the finance report as JSON and as tables, its
 exit status (0; 1 when a trial balance is not zero or there is no such ledger; 2 a usage
 error; 3 a ledger whose entries are broken), on both stores.
 

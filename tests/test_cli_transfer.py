@@ -1,4 +1,4 @@
-"""`tally transfer`, run as a real subprocess on both stores."""
+"""`tally transfer`, each run a process of its own, on both stores."""
 
 from __future__ import annotations
 

@@ -1,0 +1,82 @@
+"""The CLI tests' zygote (tests/forkserver.py) gives what a real `python -m tally.cli` gives:
+the same exit code, stdout and stderr, command by command, on a database each writes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Run, run_module, run_tally, subprocess_env
+from forkserver import ForkServer
+
+# Each: the arguments, after `--db DB` is appended where the command takes one
+COMMANDS = (
+    ("--help",),
+    ("recharge", "alice", "10.00", "USD", "--gateway", "pp", "--key", "r1", "--json"),
+    ("recharge", "alice", "10.00", "USD", "--gateway", "pp", "--key", "r2"),
+    ("expense", "alice", "USD", "--order", "o-1:2.50", "--key", "e1", "--json"),
+    ("expense", "alice", "USD", "--order", "o-2:99.00", "--key", "e2", "--json"),
+    ("recharge", "alice", "-1", "USD", "--gateway", "pp", "--key", "r3"),
+    ("balance", "alice", "--json"),
+    ("statement", "alice", "--currency", "USD"),
+    ("verify", "--json"),
+    ("no-such-command",),
+)
+# What differs between two runs of one command: ids, times and hashes made at the time
+_VARYING = re.compile(r"txn_[0-9a-z]+|\d{4}-\d\d-\d\dT[0-9:.]+Z|[0-9a-f]{64}|\d+(\.\d+)? ?(ms|s)\b")
+
+
+def _comparable(run: Run) -> tuple[int, str, str]:
+    return run.returncode, _VARYING.sub("*", run.stdout), _VARYING.sub("*", run.stderr)
+
+
+def _with_db(command: tuple[str, ...], db: Path) -> tuple[str, ...]:
+    return (
+        command
+        if command[0].startswith("--") or command[0] == "no-such-command"
+        else (
+            *command,
+            "--db",
+            str(db),
+        )
+    )
+
+
+@pytest.fixture
+def zygote() -> Iterator[ForkServer]:
+    """A zygote of this test's own (whatever TALLY_TESTS_FORK says for the others)."""
+    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
+    server = ForkServer(folder, subprocess_env())
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_forked_run_is_a_real_run(zygote: ForkServer, tmp_path: Path) -> None:
+    forked_db, real_db = tmp_path / "forked.db", tmp_path / "real.db"
+    codes = set()
+    for command in COMMANDS:
+        forked = run_tally(zygote, tmp_path, *_with_db(command, forked_db))
+        real = run_module("tally.cli", *_with_db(command, real_db), cwd=tmp_path)
+        assert _comparable(forked) == _comparable(real), (forked.describe(), real.describe())
+        codes.add(real.returncode)
+    assert codes >= {0, 1, 2}, codes  # successes, refusals and usage errors all compared
+
+
+def test_a_forked_run_in_its_own_directory(zygote: ForkServer, tmp_path: Path) -> None:
+    """The working directory is the run's: a relative `--db` lands there."""
+    folder = tmp_path / "here"
+    folder.mkdir()
+    made = run_tally(
+        zygote, folder, "recharge", "bob", "1.00", "USD", "--gateway", "pp", "--key", "r1",
+        "--db", "relative.db",
+    )  # fmt: skip
+    assert made.returncode == 0, made.describe()
+    assert (folder / "relative.db").exists()
