@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+import forkserver
 from forkserver import ForkServer
 from pg import fresh_database
 from rawdb import is_postgres
@@ -125,14 +124,8 @@ def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer
     if os.environ.get("TALLY_TESTS_FORK") == "0":
         yield None
         return
-    # A short path: a UNIX socket's is limited to 107 bytes
-    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
-    server = ForkServer(folder, subprocess_env())
-    try:
+    with forkserver.started(subprocess_env()) as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_tally(fork_server: ForkServer | None, cwd: Path, *args: str) -> Run:

@@ -25,13 +25,16 @@ import importlib
 import json
 import os
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 # What the CLI imports, eagerly or when a command runs: imported once, in the zygote.
@@ -196,6 +199,19 @@ class ForkServer:
         self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+
+
+@contextlib.contextmanager
+def started(env: dict[str, str]) -> Iterator[ForkServer]:
+    """A zygote with `env` for the length of the block, its files removed afterwards."""
+    # A short path: a UNIX socket's is limited to 107 bytes
+    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
+    server = ForkServer(folder, env)
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ the same exit code, stdout and stderr, command by command, on a database each wr
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import forkserver
 from conftest import Run, run_module, run_tally, subprocess_env
 from forkserver import ForkServer
 
@@ -50,13 +49,8 @@ def _with_db(command: tuple[str, ...], db: Path) -> tuple[str, ...]:
 @pytest.fixture
 def zygote() -> Iterator[ForkServer]:
     """A zygote of this test's own (whatever TALLY_TESTS_FORK says for the others)."""
-    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
-    server = ForkServer(folder, subprocess_env())
-    try:
+    with forkserver.started(subprocess_env()) as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_forked_run_is_a_real_run(zygote: ForkServer, tmp_path: Path) -> None:
