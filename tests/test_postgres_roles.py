@@ -13,7 +13,18 @@ from pg import ADMIN_URL, fresh_database
 from tally.api_keys import Scope
 from tally.bootstrap import open_engine, open_key_store
 from tally.cli.demo import run_demo
-from tally.domain.commands import Envelope, Hold, Recharge, Release
+from tally.domain.commands import (
+    Capture,
+    Command,
+    Envelope,
+    Hold,
+    OrderLine,
+    Recharge,
+    Refund,
+    Release,
+)
+from tally.engine.engine import Engine
+from tally.engine.results import Committed
 from tally.store import migrate, postgres
 from tally.store.postgres import run_sync
 
@@ -31,6 +42,14 @@ async def _as(url: str, *statements: str) -> None:
     try:
         for statement in statements:
             await db.execute(statement)
+    finally:
+        await db.close()
+
+
+async def _fetchval(url: str, sql: str, *args: object) -> object:
+    db = await asyncpg.connect(url)
+    try:
+        return await db.fetchval(sql, *args)
     finally:
         await db.close()
 
@@ -128,3 +147,78 @@ def test_an_application_role_granted_before_the_holds_table_writes_holds_after_t
         run_sync(
             _as(ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"', f'DROP ROLE IF EXISTS "{bystander}"')
         )
+
+
+def _place_capture_refund_release(engine: Engine, suffix: str) -> None:
+    """A hold captured into an order that is then refunded in part, and a hold released:
+    every write a hold or an order row gets, each command's ids ending in `suffix`."""
+
+    def do(key: str, command: Command) -> Committed:
+        envelope = Envelope(idempotency_key=f"{key}-{suffix}", command=command)
+        outcome = engine.execute("default", envelope)
+        assert isinstance(outcome, Committed), outcome
+        return outcome
+
+    do("r", Recharge(user_id="alice", amount=500, currency="USD", gateway="pp"))
+    do("h1", Hold(user_id="alice", amount=100, currency="USD", hold_id=f"h1-{suffix}"))
+    line = OrderLine(f"o-{suffix}", 60)
+    captured = do("c1", Capture(hold_id=f"h1-{suffix}", currency="USD", orders=(line,)))
+    expense_id = captured.event.transaction_id
+    do("f1", Refund(expense_id=expense_id, order_id=line.order_id, amount=10, currency="USD"))
+    do("h2", Hold(user_id="alice", amount=50, currency="USD", hold_id=f"h2-{suffix}"))
+    do("x2", Release(hold_id=f"h2-{suffix}"))
+
+
+def test_migration_0005_copies_column_grants_and_serves_the_owner_of_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migrations 0001-0004 run as one role (which owns `orders`), 0005 as another (which
+    then owns `holds`); the application role was granted UPDATE on `orders` for its
+    `refunded` column alone. After the upgrade the owner of `orders` and the application
+    role both place, capture and release holds, and the application role may update a
+    hold's `settled_by` and nothing else of it."""
+    owner = f"tally_owner_{uuid.uuid4().hex[:10]}"
+    role = f"tally_app_{uuid.uuid4().hex[:10]}"
+    run_sync(_as(ADMIN_URL, f'CREATE ROLE "{owner}" LOGIN', f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        with fresh_database() as admin_url:
+            run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{owner}"'))
+            owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
+            every = migrate.migrations("postgresql")
+            with monkeypatch.context() as patch:
+                patch.setattr(postgres, "migrations", lambda engine: every[:4])
+                old = open_engine(owner_url)
+                old.store.ensure_ledger("default")
+                old.close()
+                old.store.close()
+            projections = "accounts, entries, orders, idempotency_keys, holds"
+            old_grants = grants(role).replace(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {projections} TO",
+                "GRANT SELECT, INSERT, DELETE ON orders TO"
+                f' "{role}";\nGRANT UPDATE (refunded) ON orders TO'
+                f' "{role}";\nGRANT SELECT, INSERT, UPDATE, DELETE ON accounts, entries,'
+                " idempotency_keys TO",
+            )
+            assert "UPDATE (refunded)" in old_grants
+            run_sync(_as(owner_url, old_grants))
+
+            upgraded = open_engine(admin_url)  # migration 0005 as another role
+            upgraded.close()
+            upgraded.store.close()
+
+            app_url = admin_url.replace("postgres@", f"{role}@", 1)
+            for url, suffix in ((owner_url, "o"), (app_url, "a")):
+                engine = open_engine(url)
+                try:
+                    _place_capture_refund_release(engine, suffix)
+                    assert engine.projection_differences("default") == []
+                finally:
+                    engine.close()
+                    engine.store.close()
+
+            check = "SELECT has_column_privilege($1, 'holds', $2, 'UPDATE')"
+            assert run_sync(_fetchval(admin_url, check, role, "settled_by")) is True
+            assert run_sync(_fetchval(admin_url, check, role, "amount")) is False
+            assert run_sync(_fetchval(admin_url, check, owner, "amount")) is True
+    finally:
+        run_sync(_as(ADMIN_URL, f'DROP ROLE IF EXISTS "{owner}"', f'DROP ROLE IF EXISTS "{role}"'))

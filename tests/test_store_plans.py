@@ -147,7 +147,10 @@ def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Pla
         )
         connection.executescript(store._BATCH_VIEW)
         program = " ".join(
-            str(row[5]) for row in connection.execute(f"EXPLAIN {store._INSERT_BATCH}", [None] * 14)
+            str(row[5])
+            for row in connection.execute(
+                f"EXPLAIN {store._INSERT_BATCH}", [None] * store._INSERT_BATCH.count("?")
+            )
         )
     finally:
         connection.close()

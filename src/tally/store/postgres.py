@@ -175,36 +175,41 @@ _HOLD_COLUMNS = (
     "expires_at_us",
     "settled_by",
 )
-# A batch's holds, placed or settled, as whole rows: a settled hold's row is updated, or
-# inserted should it be missing (a hold placed by a tally older than the holds projection,
-# during a rolling upgrade; `tally verify` compares the rows with a replay either way). The
-# conflict is checked against the newest committed row, whatever the statement's snapshot
-# (READ COMMITTED's INSERT ... ON CONFLICT): a row another batch inserted is always updated.
-_HOLDS_UPSERT = """
+# A batch's settled holds, as whole rows: each row is updated, or inserted should it be
+# missing (a hold placed by a tally older than the holds projection, during a rolling
+# upgrade; `tally verify` compares the rows with a replay either way). The conflict is checked
+# against the newest committed row, whatever the statement's snapshot (READ COMMITTED's
+# INSERT ... ON CONFLICT): a row another batch inserted is always updated. The holds a batch
+# places are plain inserts (`_INSERT_HOLDS`), as every other new row is: a stale row in the
+# way fails the batch, and placing a hold needs no UPDATE privilege.
+_HOLDS_INSERT = """
 INSERT INTO holds (ledger, hold_id, transaction_id, seq, user_id, currency, amount,
     expires_at_us, settled_by)
 SELECT {ledger}, * FROM unnest({arrays})
-{gate}ON CONFLICT (ledger, hold_id) DO UPDATE SET settled_by = excluded.settled_by
+{gate}{conflict}
 """
+_SETTLE = "ON CONFLICT (ledger, hold_id) DO UPDATE SET settled_by = excluded.settled_by"
 _HOLD_ARRAY_TYPES = ("text", "text", "bigint", "text", "text", "bigint", "bigint", "text")
 
 
-def _holds_upsert(ledger: str, first: int, gate: str) -> str:
-    """`_HOLDS_UPSERT` reading the ledger from `ledger` and the eight columns from
+def _holds_insert(ledger: str, first: int, gate: str, conflict: str) -> str:
+    """`_HOLDS_INSERT` reading the ledger from `ledger` and the eight columns from
     parameters `first`.., its SELECT filtered by `gate` (a WHERE clause, or nothing)."""
     arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_HOLD_ARRAY_TYPES))
-    return _HOLDS_UPSERT.format(ledger=ledger, arrays=arrays, gate=gate).strip()
+    sql = _HOLDS_INSERT.format(ledger=ledger, arrays=arrays, gate=gate, conflict=conflict)
+    return sql.strip()
 
 
-_UPSERT_HOLDS = _holds_upsert("$1", 2, "")
+_UPSERT_HOLDS = _holds_insert("$1", 2, "", _SETTLE)
 # The whole of a small batch: the compare-and-set (as `_MOVE_HEAD`), every table's rows as
 # arrays, inserted only when the head moved, and the refunded orders that existed before the
 # batch (`up`: the CTEs share one snapshot, so it could not see rows inserted by `od`; the
 # writer never lists those). Each data-modifying CTE runs whether or not the main query reads
 # it; `moved` gates them. Should an order to update be missing, the cast of a text that is not
 # a number fails the statement, so nothing of the batch is written (no stored procedure). A
-# batch that places or settles holds adds `ho` (`_HOLDS_UPSERT`); the others leave it out,
-# with its eight parameters (measured: ~15% of a one-command commit's time).
+# batch that places holds adds `hp`, one that settles them `hu` (`_HOLDS_INSERT`); the others
+# leave them out, with their eight parameters each (measured: ~15% of a one-command commit's
+# time).
 _COMMIT_ONE_STATEMENT = f"""
 WITH head AS ({_MOVE_HEAD.strip()} AS moved),
 go AS (SELECT 1 FROM head WHERE moved),
@@ -242,8 +247,20 @@ SELECT CASE WHEN moved AND (SELECT count(*) FROM up) <> cardinality($31::text[])
     ELSE moved END
 FROM head
 """
-_HOLDS_CTE = _holds_upsert("$3", 33, "WHERE EXISTS (SELECT FROM go)\n")
-_COMMIT_WITH_HOLDS = _COMMIT_ONE_STATEMENT.format(holds=f", ho AS (\n{_HOLDS_CTE}\n)")
+_GO = "WHERE EXISTS (SELECT FROM go)\n"
+# By (places holds, settles holds): the statement, its holds' parameters from $33 on.
+_COMMIT_HOLDS = {
+    (True, False): _COMMIT_ONE_STATEMENT.format(
+        holds=f", hp AS (\n{_holds_insert('$3', 33, _GO, '')}\n)"
+    ),
+    (False, True): _COMMIT_ONE_STATEMENT.format(
+        holds=f", hu AS (\n{_holds_insert('$3', 33, _GO, _SETTLE)}\n)"
+    ),
+    (True, True): _COMMIT_ONE_STATEMENT.format(
+        holds=f", hp AS (\n{_holds_insert('$3', 33, _GO, '')}\n), "
+        f"hu AS (\n{_holds_insert('$3', 41, _GO, _SETTLE)}\n)"
+    ),
+}
 _COMMIT_ONE_STATEMENT = _COMMIT_ONE_STATEMENT.format(holds="")
 # A page of the log. A gapless log's next `limit` events are exactly the seqs after_seq + 1 to
 # after_seq + limit (`$4`, computed in Python so that it cannot overflow), and saying so keeps
@@ -537,8 +554,10 @@ class PostgresStore:
         ]
         statement = _COMMIT_ONE_STATEMENT
         if p.holds or batch.hold_updates:
-            statement = _COMMIT_WITH_HOLDS
-            arguments += _columns([*p.holds, *batch.hold_updates], 8)
+            statement = _COMMIT_HOLDS[bool(p.holds), bool(batch.hold_updates)]
+            for rows in (p.holds, batch.hold_updates):
+                if rows:
+                    arguments += _columns(rows, 8)
         async with self.pool.acquire() as db:
             try:
                 moved = await db.fetchval(statement, *arguments)

@@ -128,7 +128,8 @@ def _write_in_one_statement(db: sqlite3.Connection, batch: BatchWrite) -> None:
                 _encode_rows(rows.orders).decode(),
                 _encode_rows(rows.keys).decode(),
                 _order_updates(batch),
-                _encode_rows([*rows.holds, *batch.hold_updates]).decode(),
+                _encode_rows(rows.holds).decode(),
+                _encode_rows(batch.hold_updates).decode(),
             ),
         )
     except sqlite3.IntegrityError as error:
@@ -255,15 +256,17 @@ def _joined(high: int, low: int) -> int:
 
 _INSERT_ORDER = _JsonInsert("orders", 7)
 _INSERT_KEY = _JsonInsert("idempotency_keys", 3)
-# A batch's holds, placed or settled, as whole rows: a settled hold's row is updated, or
-# inserted should it be missing (a hold placed by a tally older than the holds projection,
-# during a rolling upgrade; `tally verify` compares the rows with a replay either way).
+_INSERT_HOLD = _JsonInsert("holds", 8)
+# A batch's settled holds, as whole rows: each row is updated, or inserted should it be
+# missing (a hold placed by a tally older than the holds projection, during a rolling
+# upgrade; `tally verify` compares the rows with a replay either way). The holds a batch
+# places are plain inserts, as every other new row is: a stale row in the way fails it.
 _UPSERT_HOLD = _JsonInsert(
     "holds",
     8,
     on_conflict="ON CONFLICT (ledger, hold_id) DO UPDATE SET settled_by = excluded.settled_by",
 )
-_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY, _UPSERT_HOLD)
+_PROJECTED = (_INSERT_ENTRY, _INSERT_ACCOUNT, _INSERT_ORDER, _INSERT_KEY, _INSERT_HOLD)
 
 
 class _Stage:
@@ -383,9 +386,10 @@ def _orders_updated(ledger: str, updates: str) -> tuple[str, str]:
 _CHECK_ORDERS_UPDATED, _UPDATE_ORDERS_LISTED = _orders_updated("?1", "?2")
 _BATCH_VIEW = f"""
 CREATE TEMP VIEW IF NOT EXISTS batch_in (ledger, base_seq, base_hash, head_seq, head_hash,
-    spans, bodies, hashes, entries, accounts, orders, keys, order_updates, holds)
-AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    WHERE 0;
+    spans, bodies, hashes, entries, accounts, orders, keys, order_updates, holds,
+    hold_updates)
+AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL WHERE 0;
 CREATE TEMP TRIGGER IF NOT EXISTS batch_in_insert INSTEAD OF INSERT ON batch_in
 BEGIN
     SELECT RAISE(ABORT, '{_HEAD_MOVED}') WHERE NOT EXISTS (SELECT 1 FROM ledgers
@@ -397,10 +401,11 @@ BEGIN
     {_INSERT_ORDER.statement("NEW.ledger", "NEW.orders")};
     {_INSERT_KEY.statement("NEW.ledger", "NEW.keys")};
     {"; ".join(_orders_updated("NEW.ledger", "NEW.order_updates"))};
-    {_UPSERT_HOLD.statement("NEW.ledger", "NEW.holds")};
+    {_INSERT_HOLD.statement("NEW.ledger", "NEW.holds")};
+    {_UPSERT_HOLD.statement("NEW.ledger", "NEW.hold_updates")};
 END;
 """
-_INSERT_BATCH = "INSERT INTO batch_in VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_BATCH = f"INSERT INTO batch_in VALUES ({', '.join('?' * 15)})"
 # A statement page in one step: the lines as one JSON array, their event bodies end to end
 # in one blob, each followed by a NUL (canonical JSON holds none). Row by row, Python's
 # sqlite3 releases and retakes the GIL for every row, and a server's worker thread then

@@ -19,20 +19,36 @@ CREATE INDEX open_holds_by_user ON holds (ledger, user_id, seq) WHERE settled_by
 
 -- Whoever may write orders may write holds: an application role granted the projections'
 -- privileges before this table existed (docs/postgresql.md) would otherwise fail each
--- batch that places or settles a hold.
+-- batch that places or settles a hold. Copied: each table privilege a role holds on
+-- `orders` (with its grant option), UPDATE of `refunded` alone as UPDATE of `settled_by`
+-- (a hold's only changing column, as `refunded` is an order's), and everything to the
+-- owner of `orders` should this migration run as another role (the owner of `holds`).
 DO $$
 DECLARE
     granted record;
+    orders_owner oid := (SELECT relowner FROM pg_class WHERE oid = 'orders'::regclass);
 BEGIN
+    IF orders_owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT ALL ON holds TO %I', pg_get_userbyid(orders_owner));
+    END IF;
     FOR granted IN
-        SELECT a.grantee, a.privilege_type
+        SELECT a.grantee, a.privilege_type, a.is_grantable, NULL AS column_name
         FROM pg_class c, aclexplode(c.relacl) a
-        WHERE c.oid = 'orders'::regclass AND a.grantee <> c.relowner
+        WHERE c.oid = 'orders'::regclass
+        UNION ALL
+        SELECT a.grantee, a.privilege_type, a.is_grantable, 'settled_by'
+        FROM pg_attribute t, aclexplode(t.attacl) a
+        WHERE t.attrelid = 'orders'::regclass AND t.attname = 'refunded'
+            AND a.privilege_type = 'UPDATE'
     LOOP
+        CONTINUE WHEN granted.grantee = (SELECT oid FROM pg_roles WHERE rolname = current_user);
         EXECUTE format(
-            'GRANT %s ON holds TO %s', granted.privilege_type,
+            'GRANT %s%s ON holds TO %s%s', granted.privilege_type,
+            CASE WHEN granted.column_name IS NULL THEN ''
+                ELSE format(' (%I)', granted.column_name) END,
             CASE WHEN granted.grantee = 0 THEN 'PUBLIC'
-                ELSE quote_ident(pg_get_userbyid(granted.grantee)) END
+                ELSE quote_ident(pg_get_userbyid(granted.grantee)) END,
+            CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
         );
     END LOOP;
 END
