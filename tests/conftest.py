@@ -124,7 +124,7 @@ def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer
     if os.environ.get("TALLY_TESTS_FORK") == "0":
         yield None
         return
-    with forkserver.started(subprocess_env()) as server:
+    with forkserver.started(subprocess_env(), tmp_path_factory.mktemp("zygote")) as server:
         yield server
 
 
@@ -132,7 +132,9 @@ def run_tally(fork_server: ForkServer | None, cwd: Path, *args: str) -> Run:
     """`python -m tally.cli args...` in `cwd`: forked from the zygote, or a real subprocess."""
     if fork_server is None:
         return run_module("tally.cli", *args, cwd=cwd)
-    code, stdout, stderr = fork_server.run("tally.cli", args, cwd=cwd, timeout=SUBPROCESS_TIMEOUT_S)
+    code, stdout, stderr = fork_server.run(
+        "tally.cli", args, cwd=cwd, env=subprocess_env(), timeout=SUBPROCESS_TIMEOUT_S
+    )
     command = (sys.executable, "-m", "tally.cli", *args)
     return Run(args=command, returncode=code, stdout=stdout, stderr=stderr)
 

@@ -2,19 +2,22 @@
 
 The CLI tests run `tally` a few thousand times; each fresh interpreter spent ~0.3 s of CPU
 importing tally and its dependencies before doing anything, most of the suite's time. A
-zygote imports them once (it starts no thread, so forking it is safe); each run is a child
-forked from it, which sets the run's working directory, points its stdin at /dev/null and
-its stdout and stderr at files, runs the module as `python -m` does (`runpy`, as
-`__main__`, `sys.argv` set) and exits as an interpreter does (non-daemon threads joined,
-atexit handlers run, streams flushed), with the exit code `python -m` would have given. It
-is still a process of its own: a crash, an `os._exit`, a hung command killed at the timeout
-are the child's alone. The environment is the zygote's, `conftest.subprocess_env()`, as for
-every subprocess of the suite. `TALLY_TESTS_FORK=0` runs real subprocesses instead, and
+zygote imports them once (it starts no thread, so forking it is safe). For each run it forks
+a child that forks the run and waits for it. The run sets its working directory,
+`sys.path[0]` and environment (the request's: `conftest.subprocess_env()`, as for every
+subprocess of the suite), points its stdin at /dev/null and its stdout and stderr at files,
+runs the module as `python -m` does (`runpy`, as `__main__`, `sys.argv` set) and exits as an
+interpreter does (non-daemon threads joined, atexit handlers run, streams flushed; SIGINT
+after an uncaught KeyboardInterrupt). It is still a process of its own: a crash, an
+`os._exit`, a hung command killed at the timeout are the run's alone, and its exit code is
+the one its waiter's `waitpid` saw, as `subprocess` reports it. What differs from a fresh
+interpreter: modules are imported once, before the run's environment is set, and every run
+has the zygote's hash seed. `TALLY_TESTS_FORK=0` runs real subprocesses instead, and
 tests/test_forkserver.py checks that both give the same result.
 
     zygote:  python tests/forkserver.py SOCKET   (prints "ready" once listening)
-    request: one JSON line {"module", "args", "cwd", "stdout", "stderr"}
-    answer:  the child's pid, a line; its exit code, a line, once it has flushed; then EOF
+    request: one JSON line {"module", "args", "cwd", "env", "stdout", "stderr"}
+    answer:  the run's pid, a line; its exit code, a line, once it has exited; then EOF
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import runpy
@@ -36,6 +40,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # What the CLI imports, eagerly or when a command runs: imported once, in the zygote.
 WARM = (
@@ -55,22 +60,20 @@ _ACCEPT_POLL_S = 1.0  # how often the zygote checks that the test process is sti
 
 
 class _Exit:
-    """The exit code the child reports, set just before it exits."""
+    """Set when the run ends with an uncaught KeyboardInterrupt: the interpreter then kills
+    itself with SIGINT once its atexit handlers have run."""
 
-    connection: socket.socket | None = None
-    code = 1
+    sigint = False
 
 
-def _report_exit() -> None:
-    # Registered first, so run last of the atexit handlers: after the command's own
-    # (threads are joined before any handler runs). Then only the streams' final flush is
-    # left, done here first, so the files are whole when the test reads them.
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    if _Exit.connection is not None:
-        with contextlib.suppress(OSError):
-            _Exit.connection.sendall(f"{_Exit.code}\n".encode())
+def _exit_by_sigint() -> None:
+    # Registered first, so run last of the atexit handlers, after the command's own.
+    if _Exit.sigint:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _exit_code(exit: SystemExit) -> int:
@@ -84,12 +87,12 @@ def _exit_code(exit: SystemExit) -> int:
     return 1
 
 
-def _run_child(connection: socket.socket) -> int:
-    """In the forked child: the request's module, run as `python -m` would; its exit code."""
-    reader = connection.makefile("rb")
-    request = json.loads(reader.readline())
-    connection.sendall(f"{os.getpid()}\n".encode())
+def _run(request: dict[str, Any]) -> int:
+    """In the run's process: the request's module, run as `python -m` would; its exit code."""
     os.chdir(request["cwd"])
+    sys.path[0] = os.getcwd()  # `python -m`'s first entry (the zygote's is tests/)
+    os.environ.clear()
+    os.environ.update(request["env"])
     stdin = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -101,16 +104,40 @@ def _run_child(connection: socket.socket) -> int:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as exit:
         return _exit_code(exit)
-    except BaseException:  # as the interpreter does with an uncaught exception
+    except BaseException as error:  # as the interpreter does with an uncaught exception
         traceback.print_exc()
+        _Exit.sigint = isinstance(error, KeyboardInterrupt)
         return 1
     return 0
 
 
+def _fork_run(connection: socket.socket) -> dict[str, Any]:
+    """In the zygote's child: read the request, fork the run, send its pid, wait for it and
+    send its exit code as `subprocess` gives it (negative: the signal that ended it), then
+    leave with nothing of the zygote's exit run. Returns only in the run's process: the
+    request, the connection closed (its EOF, once the child is gone, ends the answer)."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        connection.setblocking(True)
+        with connection.makefile("rb") as reader:
+            request: dict[str, Any] = json.loads(reader.readline())
+        pid = os.fork()
+        if pid == 0:
+            connection.close()
+            return request
+        connection.sendall(f"{pid}\n".encode())
+        _, status = os.waitpid(pid, 0)
+        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except BaseException:
+        traceback.print_exc()
+    os._exit(0)
+
+
 def serve(path: str) -> None:
     """The zygote: import, listen, and fork a child per connection, until the process that
-    started it is gone."""
-    atexit.register(_report_exit)
+    started it is gone. The child forks the run and waits for it, so that a run killed by a
+    signal or ended by `os._exit` reports its exit code as a fresh process's would."""
+    atexit.register(_exit_by_sigint)
     for module in WARM:
         importlib.import_module(module)
     if threading.active_count() != 1:
@@ -122,7 +149,7 @@ def serve(path: str) -> None:
     listener.settimeout(_ACCEPT_POLL_S)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its children are reaped by the kernel
     while os.getppid() == parent:
         try:
             connection, _ = listener.accept()
@@ -130,11 +157,8 @@ def serve(path: str) -> None:
             continue
         if os.fork() == 0:
             listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            connection.setblocking(True)
-            _Exit.connection = connection
-            _Exit.code = _run_child(connection)
-            sys.exit(_Exit.code)  # the interpreter's own exit: threads joined, atexit run
+            request = _fork_run(connection)
+            sys.exit(_run(request))  # the interpreter's own exit: threads joined, atexit run
         connection.close()
 
 
@@ -144,7 +168,7 @@ class ForkServer:
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self._folder = folder
         self._path = str(folder / "zygote.sock")
-        self._runs = 0
+        self._runs = itertools.count(1)  # next() is atomic: tests may run from threads
         self._process = subprocess.Popen(
             [sys.executable, __file__, self._path],
             stdout=subprocess.PIPE,
@@ -159,35 +183,41 @@ class ForkServer:
             raise RuntimeError(f"the zygote did not start: {line!r}")
 
     def run(
-        self, module: str, args: tuple[str, ...], *, cwd: Path, timeout: float
+        self,
+        module: str,
+        args: tuple[str, ...],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        timeout: float,
     ) -> tuple[int, str, str]:
-        """(exit code, stdout, stderr) of `python -m module args` run in `cwd`."""
-        self._runs += 1
-        out = self._folder / f"{self._runs}.out"
-        err = self._folder / f"{self._runs}.err"
+        """(exit code, stdout, stderr) of `python -m module args` run in `cwd` with `env`,
+        within `timeout` seconds (else it is killed and `subprocess.TimeoutExpired` raised)."""
+        run = next(self._runs)
+        out = self._folder / f"{run}.out"
+        err = self._folder / f"{run}.err"
         request = {
             "module": module,
             "args": list(args),
             "cwd": str(cwd),
+            "env": env,
             "stdout": str(out),
             "stderr": str(err),
         }
+        deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(timeout)
             connection.connect(self._path)
             connection.sendall(json.dumps(request).encode() + b"\n")
-            reader = connection.makefile("rb")
-            deadline = time.monotonic() + timeout
-            pid = int(reader.readline())
-            try:
-                answer = reader.read()  # the exit code, then EOF once the child is gone
-            except TimeoutError:
-                os.kill(pid, 9)
-                raise subprocess.TimeoutExpired([module, *args], timeout) from None
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired([module, *args], timeout)
-        # No exit code: the child died without exiting (a signal, os._exit)
-        code = int(answer) if answer.strip() else -9
+            with connection.makefile("rb") as reader:
+                pid = int(reader.readline())
+                try:
+                    connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                    answer = reader.read()  # the exit code, then EOF
+                except TimeoutError:
+                    os.kill(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired([module, *args], timeout) from None
+        code = int(answer)
         stdout = out.read_text(encoding="utf-8")
         stderr = err.read_text(encoding="utf-8")
         out.unlink()
@@ -201,11 +231,17 @@ class ForkServer:
             self._process.stdout.close()
 
 
+_SOCKET_PATH_MAX = 100  # a UNIX socket's path is limited to 107 bytes
+
+
 @contextlib.contextmanager
-def started(env: dict[str, str]) -> Iterator[ForkServer]:
-    """A zygote with `env` for the length of the block, its files removed afterwards."""
-    # A short path: a UNIX socket's is limited to 107 bytes
-    folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
+def started(env: dict[str, str], folder: Path | None = None) -> Iterator[ForkServer]:
+    """A zygote with `env` for the length of the block, its socket and the runs' output in
+    `folder` (pytest's, which pytest prunes even after a killed session; a new temporary
+    folder if none is given, or if the socket's path there would be too long), which it
+    empties afterwards."""
+    if folder is None or len(str(folder / "zygote.sock")) > _SOCKET_PATH_MAX:
+        folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
     server = ForkServer(folder, env)
     try:
         yield server

@@ -4,6 +4,8 @@ the same exit code, stdout and stderr, command by command, on a database each wr
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +76,54 @@ def test_a_forked_run_in_its_own_directory(zygote: ForkServer, tmp_path: Path) -
     )  # fmt: skip
     assert made.returncode == 0, made.describe()
     assert (folder / "relative.db").exists()
+
+
+PROBE = """
+import os, signal, sys, time
+print(sys.path[0] == os.getcwd(), os.environ.get("PROBE_VALUE"), flush=True)
+mode = sys.argv[1]
+if mode == "os-exit":
+    os._exit(3)
+elif mode == "signal":
+    os.kill(os.getpid(), signal.SIGTERM)
+elif mode == "interrupt":
+    raise KeyboardInterrupt
+elif mode == "exit":
+    sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"), [("os-exit", 3), ("signal", -15), ("interrupt", -2), ("exit", 4), ("", 0)]
+)
+def test_a_forked_run_ends_as_a_fresh_process_would(
+    zygote: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, code: int
+) -> None:
+    """The exit code `subprocess` would report (an `os._exit`, death by a signal, SIGINT
+    after an uncaught KeyboardInterrupt), `sys.path[0]` the working directory as `python
+    -m` has it, and the environment of the request, not the zygote's."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    monkeypatch.setenv("PROBE_VALUE", "set-after-the-zygote-started")
+    real = run_module("probe", mode, cwd=tmp_path)
+    forked = zygote.run("probe", (mode,), cwd=tmp_path, env=subprocess_env(), timeout=60)
+    assert real.returncode == code, real.describe()
+    assert forked[:2] == (code, "True set-after-the-zygote-started\n"), forked
+    assert forked[:2] == (real.returncode, real.stdout)
+    if mode == "interrupt":
+        assert forked[2].rstrip().endswith("KeyboardInterrupt"), forked[2]
+
+
+def test_a_forked_run_past_its_timeout_is_killed(zygote: ForkServer, tmp_path: Path) -> None:
+    (tmp_path / "sleeper.py").write_text(
+        "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        zygote.run("sleeper", (), cwd=tmp_path, env=subprocess_env(), timeout=2)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 30  # its waiter reaps it
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    (tmp_path / "after.py").write_text("print('ok')\n")
+    done = zygote.run("after", (), cwd=tmp_path, env=subprocess_env(), timeout=60)
+    assert done == (0, "ok\n", "")
