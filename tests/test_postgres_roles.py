@@ -169,17 +169,26 @@ def _place_capture_refund_release(engine: Engine, suffix: str) -> None:
     do("x2", Release(hold_id=f"h2-{suffix}"))
 
 
-def test_migration_0005_copies_column_grants_and_serves_the_owner_of_orders(
+def test_migration_0005_copies_column_grants_and_gives_holds_to_the_owner_of_orders(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Migrations 0001-0004 run as one role (which owns `orders`), 0005 as another (which
-    then owns `holds`); the application role was granted UPDATE on `orders` for its
-    `refunded` column alone. After the upgrade the owner of `orders` and the application
-    role both place, capture and release holds, and the application role may update a
-    hold's `settled_by` and nothing else of it."""
+    """Migrations 0001-0004 run as one role (which owns `orders`), 0005 as a superuser; the
+    application role was granted UPDATE on `orders` for its `refunded` column alone. After
+    the upgrade the owner of `orders` owns `holds` (it indexes it, as a later migration
+    would, and grants a new role the documented list); that owner, the application role and
+    the new role all place, capture and release holds, and the application role may update
+    a hold's `settled_by` and nothing else of it."""
     owner = f"tally_owner_{uuid.uuid4().hex[:10]}"
     role = f"tally_app_{uuid.uuid4().hex[:10]}"
-    run_sync(_as(ADMIN_URL, f'CREATE ROLE "{owner}" LOGIN', f'CREATE ROLE "{role}" LOGIN'))
+    newcomer = f"tally_new_{uuid.uuid4().hex[:10]}"
+    run_sync(
+        _as(
+            ADMIN_URL,
+            f'CREATE ROLE "{owner}" LOGIN',
+            f'CREATE ROLE "{role}" LOGIN',
+            f'CREATE ROLE "{newcomer}" LOGIN',
+        )
+    )
     try:
         with fresh_database() as admin_url:
             run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{owner}"'))
@@ -202,12 +211,17 @@ def test_migration_0005_copies_column_grants_and_serves_the_owner_of_orders(
             assert "UPDATE (refunded)" in old_grants
             run_sync(_as(owner_url, old_grants))
 
-            upgraded = open_engine(admin_url)  # migration 0005 as another role
+            upgraded = open_engine(admin_url)  # migration 0005 as a superuser
             upgraded.close()
             upgraded.store.close()
+            owner_of_holds = "SELECT tableowner FROM pg_tables WHERE tablename = 'holds'"
+            assert run_sync(_fetchval(admin_url, owner_of_holds)) == owner
+            run_sync(_as(owner_url, "CREATE INDEX holds_probe ON holds (currency)"))
+            run_sync(_as(owner_url, grants(newcomer)))
 
             app_url = admin_url.replace("postgres@", f"{role}@", 1)
-            for url, suffix in ((owner_url, "o"), (app_url, "a")):
+            newcomer_url = admin_url.replace("postgres@", f"{newcomer}@", 1)
+            for url, suffix in ((owner_url, "o"), (app_url, "a"), (newcomer_url, "n")):
                 engine = open_engine(url)
                 try:
                     _place_capture_refund_release(engine, suffix)
@@ -221,4 +235,70 @@ def test_migration_0005_copies_column_grants_and_serves_the_owner_of_orders(
             assert run_sync(_fetchval(admin_url, check, role, "amount")) is False
             assert run_sync(_fetchval(admin_url, check, owner, "amount")) is True
     finally:
-        run_sync(_as(ADMIN_URL, f'DROP ROLE IF EXISTS "{owner}"', f'DROP ROLE IF EXISTS "{role}"'))
+        run_sync(
+            _as(
+                ADMIN_URL,
+                f'DROP ROLE IF EXISTS "{owner}"',
+                f'DROP ROLE IF EXISTS "{role}"',
+                f'DROP ROLE IF EXISTS "{newcomer}"',
+            )
+        )
+
+
+def test_migration_0005_by_a_role_that_may_not_give_holds_away_grants_the_owner_all_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migration 0005 run by a role that is no superuser and no member of the owner's role
+    (it may create tables and read the log, no more): `holds` stays its own, and the owner
+    of `orders` gets every privilege on it with the grant option, so that the owner still
+    grants a new role the documented list, under which the new role places and settles
+    holds."""
+    owner = f"tally_owner_{uuid.uuid4().hex[:10]}"
+    migrator = f"tally_mig_{uuid.uuid4().hex[:10]}"
+    newcomer = f"tally_new_{uuid.uuid4().hex[:10]}"
+    roles = (owner, migrator, newcomer)
+    run_sync(_as(ADMIN_URL, *(f'CREATE ROLE "{name}" LOGIN' for name in roles)))
+    try:
+        with fresh_database() as admin_url:
+            run_sync(
+                _as(
+                    admin_url,
+                    f'GRANT CREATE ON SCHEMA public TO "{owner}", "{migrator}"',
+                )
+            )
+            owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
+            every = migrate.migrations("postgresql")
+            with monkeypatch.context() as patch:
+                patch.setattr(postgres, "migrations", lambda engine: every[:4])
+                old = open_engine(owner_url)
+                old.store.ensure_ledger("default")
+                old.close()
+                old.store.close()
+            run_sync(
+                _as(
+                    owner_url,
+                    f'GRANT SELECT ON events TO "{migrator}"',
+                    f'GRANT SELECT, INSERT, UPDATE ON schema_migrations TO "{migrator}"',
+                )
+            )
+            migrator_url = admin_url.replace("postgres@", f"{migrator}@", 1)
+            with monkeypatch.context() as patch:  # 0005 alone, as the migrator
+                patch.setattr(postgres, "migrations", lambda engine: every[:5])
+                upgraded = open_engine(migrator_url)
+                upgraded.close()
+                upgraded.store.close()
+
+            owner_of_holds = "SELECT tableowner FROM pg_tables WHERE tablename = 'holds'"
+            assert run_sync(_fetchval(admin_url, owner_of_holds)) == migrator
+            grantable = "SELECT has_table_privilege($1, 'holds', 'UPDATE WITH GRANT OPTION')"
+            assert run_sync(_fetchval(admin_url, grantable, owner)) is True
+            run_sync(_as(owner_url, grants(newcomer)))  # holds included, not skipped
+            engine = open_engine(admin_url.replace("postgres@", f"{newcomer}@", 1))
+            try:
+                _place_capture_refund_release(engine, "n")
+                assert engine.projection_differences("default") == []
+            finally:
+                engine.close()
+                engine.store.close()
+    finally:
+        run_sync(_as(ADMIN_URL, *(f'DROP ROLE IF EXISTS "{name}"' for name in roles)))

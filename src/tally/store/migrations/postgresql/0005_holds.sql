@@ -21,16 +21,12 @@ CREATE INDEX open_holds_by_user ON holds (ledger, user_id, seq) WHERE settled_by
 -- privileges before this table existed (docs/postgresql.md) would otherwise fail each
 -- batch that places or settles a hold. Copied: each table privilege a role holds on
 -- `orders` (with its grant option), UPDATE of `refunded` alone as UPDATE of `settled_by`
--- (a hold's only changing column, as `refunded` is an order's), and everything to the
--- owner of `orders` should this migration run as another role (the owner of `holds`).
+-- (a hold's only changing column, as `refunded` is an order's). The owner of `orders`
+-- becomes the owner of `holds` at the end of this file.
 DO $$
 DECLARE
     granted record;
-    orders_owner oid := (SELECT relowner FROM pg_class WHERE oid = 'orders'::regclass);
 BEGIN
-    IF orders_owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
-        EXECUTE format('GRANT ALL ON holds TO %I', pg_get_userbyid(orders_owner));
-    END IF;
     FOR granted IN
         SELECT a.grantee, a.privilege_type, a.is_grantable, NULL AS column_name
         FROM pg_class c, aclexplode(c.relacl) a
@@ -75,3 +71,25 @@ FROM (
     FROM events WHERE event_type IN ('capture', 'release')
 ) AS settled
 WHERE holds.ledger = settled.ledger AND holds.hold_id = settled.hold_id;
+
+-- Should another role run this migration (a superuser, say), `holds` goes to the owner of
+-- `orders`, as every table of the schema: that role grants on it (docs/postgresql.md's
+-- grant list) and runs the migrations after this one. Last, so that the rows above were
+-- written as the role that created the table. A migrating role that may not give a table
+-- away (not a member of the owner's role) gives the owner every privilege on it, grant
+-- option included, instead.
+DO $$
+DECLARE
+    orders_owner text := (
+        SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'orders'::regclass
+    );
+BEGIN
+    IF orders_owner <> current_user THEN
+        BEGIN
+            EXECUTE format('ALTER TABLE holds OWNER TO %I', orders_owner);
+        EXCEPTION WHEN insufficient_privilege THEN
+            EXECUTE format('GRANT ALL ON holds TO %I WITH GRANT OPTION', orders_owner);
+        END;
+    END IF;
+END
+$$;
