@@ -9,6 +9,7 @@ with enough rows for a bad plan to be plausible.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -113,13 +114,17 @@ def test_a_transactions_entries_are_found_by_primary_key(plan_of: Plan) -> None:
     assert steps[0] == "SEARCH entries USING PRIMARY KEY (ledger=? AND account=? AND seq=?)", steps
 
 
-@pytest.mark.parametrize("insert", ["entries", "accounts", "orders", "keys", "events"])
+@pytest.mark.parametrize(
+    "insert", ["entries", "accounts", "orders", "keys", "holds", "hold_updates", "events"]
+)
 def test_inserts_scan_only_their_json(plan_of: Plan, insert: str) -> None:
     sql = {
         "entries": store._INSERT_ENTRY.sql,
         "accounts": store._INSERT_ACCOUNT.sql,
         "orders": store._INSERT_ORDER.sql,
         "keys": store._INSERT_KEY.sql,
+        "holds": store._INSERT_HOLD.sql,
+        "hold_updates": store._UPSERT_HOLD.sql,  # the conflict's seek is no step of the plan
         "events": store._INSERT_EVENTS,
     }[insert]
     params: tuple[object, ...] = (
@@ -157,6 +162,37 @@ def test_a_batch_is_one_statement_whose_trigger_only_scans_its_json(plan_of: Pla
     assert "-- TRIGGER batch_in_insert" in program, program[:500]
     trigger = plan_of("SELECT 1 FROM ledgers WHERE name = ? AND seq = ? AND hash = ?", "p", 1, b"")
     assert trigger == ["SEARCH ledgers USING PRIMARY KEY (name=?)"], trigger
+
+
+def _trigger_statements() -> list[str]:
+    """The statements of the batch view's trigger, each `NEW.column` a parameter, and RAISE
+    (which runs only in a trigger) a constant."""
+    body = store._BATCH_VIEW.split("BEGIN", 1)[1].rsplit("END;", 1)[0]
+    statements = [s.strip() for s in body.split(";") if s.strip()]
+    raises = (store._HEAD_MOVED, store._ORDER_MISSING)
+    for message in raises:
+        statements = [s.replace(f"RAISE(ABORT, '{message}')", "1") for s in statements]
+    return [re.sub(r"NEW\.\w+", "?", s) for s in statements]
+
+
+def test_each_statement_of_the_batch_trigger_seeks_or_scans_only_its_json(
+    plan_of: Plan,
+) -> None:
+    """Planned one by one, as the trigger runs them: every insert (events, the projections,
+    holds placed and settled) scans only its JSON, and every read of a table seeks by primary
+    key or through an index, never a scan of a table."""
+    statements = _trigger_statements()
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) == 7, inserts  # events, entries, accounts, orders, keys, holds x2
+    assert any("ON CONFLICT (ledger, hold_id) DO UPDATE" in s for s in inserts), inserts
+    for sql in statements:
+        steps = plan_of(sql, *([None] * sql.count("?")))
+        scans = [step for step in steps if step.startswith("SCAN")]
+        assert all(
+            step == "SCAN CONSTANT ROW" or step.startswith("SCAN json_each ") for step in scans
+        ), (sql, steps)
+        if sql.startswith("INSERT"):
+            assert steps == ["SCAN json_each VIRTUAL TABLE INDEX 1:"], (sql, steps)
 
 
 def test_a_batch_commits_as_one_statement_in_its_own_transaction(
