@@ -127,7 +127,9 @@ def _fork_run(connection: socket.socket) -> dict[str, Any]:
             return request
         connection.sendall(f"{pid}\n".encode())
         _, status = os.waitpid(pid, 0)
-        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        # A client that timed out killed the run and hung up: nobody to tell.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
     except BaseException:
         traceback.print_exc()
     os._exit(0)
@@ -180,6 +182,8 @@ class ForkServer:
         line = self._process.stdout.readline()
         if line != "ready\n":
             self._process.kill()
+            self._process.wait()
+            self._process.stdout.close()
             raise RuntimeError(f"the zygote did not start: {line!r}")
 
     def run(
@@ -215,7 +219,9 @@ class ForkServer:
                     connection.settimeout(max(deadline - time.monotonic(), 0.001))
                     answer = reader.read()  # the exit code, then EOF
                 except TimeoutError:
-                    os.kill(pid, signal.SIGKILL)
+                    # Gone already if it ended as the deadline passed: a timeout all the same.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                     raise subprocess.TimeoutExpired([module, *args], timeout) from None
         code = int(answer)
         stdout = out.read_text(encoding="utf-8")
@@ -240,13 +246,15 @@ def started(env: dict[str, str], folder: Path | None = None) -> Iterator[ForkSer
     `folder` (pytest's, which pytest prunes even after a killed session; a new temporary
     folder if none is given, or if the socket's path there would be too long), which it
     empties afterwards."""
-    if folder is None or len(str(folder / "zygote.sock")) > _SOCKET_PATH_MAX:
+    if folder is None or len(os.fsencode(folder / "zygote.sock")) > _SOCKET_PATH_MAX:
         folder = Path(tempfile.mkdtemp(prefix="tally-zygote-"))
-    server = ForkServer(folder, env)
     try:
-        yield server
+        server = ForkServer(folder, env)
+        try:
+            yield server
+        finally:
+            server.close()
     finally:
-        server.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

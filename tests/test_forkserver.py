@@ -3,8 +3,10 @@ the same exit code, stdout and stderr, command by command, on a database each wr
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +129,42 @@ def test_a_forked_run_past_its_timeout_is_killed(zygote: ForkServer, tmp_path: P
     (tmp_path / "after.py").write_text("print('ok')\n")
     done = zygote.run("after", (), cwd=tmp_path, env=subprocess_env(), timeout=60)
     assert done == (0, "ok\n", "")
+
+
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def test_a_timed_out_run_leaves_nothing_on_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The client kills the run and hangs up; the run's waiter, which would have sent its
+    exit code, then ends quietly (the zygote's stderr is the test process's)."""
+    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(60)\n")
+    with forkserver.started(subprocess_env()) as server:
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.run("sleeper", (), cwd=tmp_path, env=subprocess_env(), timeout=1)
+        zygote = server._process.pid
+        deadline = time.monotonic() + 30  # the waiter reaps the run, then leaves
+        while _children(zygote) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _children(zygote) == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_socket_path_too_long_in_bytes_gets_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Short enough in characters, too long in bytes (a UNIX socket's limit is in bytes):
+    the zygote listens in a temporary folder instead, and runs."""
+    with tempfile.TemporaryDirectory() as short:  # pytest's tmp_path is too long already
+        _listens_elsewhere(Path(short) / ("é" * 40), tmp_path)
+
+
+def _listens_elsewhere(folder: Path, tmp_path: Path) -> None:
+    folder.mkdir()
+    assert len(str(folder / "zygote.sock")) <= forkserver._SOCKET_PATH_MAX
+    assert len(os.fsencode(folder / "zygote.sock")) > forkserver._SOCKET_PATH_MAX
+    (tmp_path / "hello.py").write_text("print('hello')\n")
+    with forkserver.started(subprocess_env(), folder) as server:
+        assert not server._path.startswith(str(folder))
+        done = server.run("hello", (), cwd=tmp_path, env=subprocess_env(), timeout=60)
+    assert done == (0, "hello\n", "")
