@@ -44,7 +44,7 @@ from tally.domain.commands import (
 from tally.domain.events import HoldCaptured, HoldPlaced, HoldReleased
 from tally.domain.rejections import Rejected, Rejection
 from tally.engine.engine import Engine
-from tally.engine.ports import BatchWrite, EventRow, Head, HoldRow, Projections
+from tally.engine.ports import BatchWrite, EventRow, Head, HoldRow, Projections, Store
 from tally.engine.results import Committed
 from tally.store import postgres, sqlite
 from tally.store.postgres import PostgresStore
@@ -137,6 +137,14 @@ def row_of(placed: Committed, settled: Committed | None = None) -> HoldRow:
 def by_hold_id(rows: Sequence[HoldRow]) -> list[HoldRow]:
     """Rows in the order the stores list the table (`Projections.holds`): by hold id."""
     return sorted(rows, key=lambda row: row.hold_id)
+
+
+def new_ledger(store: Store) -> Head:
+    """Create the ledger `LEDGER` in `store`; returns its genesis head."""
+    store.ensure_ledger(LEDGER)
+    genesis = store.head(LEDGER)
+    assert genesis is not None
+    return genesis
 
 
 def stored_holds(engine: Engine, ledger: str = LEDGER) -> list[HoldRow]:
@@ -415,9 +423,7 @@ def test_a_batch_settling_a_hold_whose_row_is_missing_writes_the_row(
     taken = spy_on_write_paths(db, path, monkeypatch)
     store = open_store(db)
     try:
-        store.ensure_ledger(LEDGER)
-        genesis = store.head(LEDGER)
-        assert genesis is not None
+        genesis = new_ledger(store)
         h1 = HoldRow("h-1", "txn-1", 1, "alice", "USD", 5_00, None, None)
         placing = synthetic_batch(genesis, 2, holds=[h1], hold_updates=[])
         store.commit(placing)
@@ -446,9 +452,7 @@ def test_a_batch_placing_a_hold_whose_row_is_already_there_writes_nothing(
     taken = spy_on_write_paths(db, path, monkeypatch)
     store = open_store(db)
     try:
-        store.ensure_ledger(LEDGER)
-        genesis = store.head(LEDGER)
-        assert genesis is not None
+        genesis = new_ledger(store)
         stale = HoldRow("h-1", "txn-0", 0, "mallory", "USD", 9_00, None, None)
         with rawdb.connect(db) as raw:
             raw.execute("INSERT INTO holds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (LEDGER, *stale))
@@ -532,9 +536,7 @@ def test_a_postgresql_statement_settling_a_hold_sees_the_long_form_batch_before_
     with fresh_database() as url:
         store = PostgresStore(url)
         try:
-            store.ensure_ledger(LEDGER)
-            genesis = store.head(LEDGER)
-            assert genesis is not None
+            genesis = new_ledger(store)
             placed = HoldRow("h-1", "txn-1", 1, "alice", "USD", 5_00, None, None)
             placing = synthetic_batch(
                 genesis, postgres.one_statement_events_max + 1, holds=[placed], hold_updates=[]

@@ -149,6 +149,21 @@ def test_an_application_role_granted_before_the_holds_table_writes_holds_after_t
         )
 
 
+def _migrated_before_holds(admin_url: str, owner: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database at `admin_url` migrated up to 0004 (before `holds`) by `owner`, with a
+    ledger; returns the owner's URL."""
+    run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{owner}"'))
+    owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
+    before_holds = [m for m in migrate.migrations("postgresql") if m.version < 5]
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres, "migrations", lambda engine: before_holds)
+        old = open_engine(owner_url)
+        old.store.ensure_ledger("default")
+        old.close()
+        old.store.close()
+    return owner_url
+
+
 def _place_capture_refund_release(engine: Engine, suffix: str) -> None:
     """A hold captured into an order that is then refunded in part, and a hold released:
     every write a hold or an order row gets, each command's ids ending in `suffix`."""
@@ -191,15 +206,7 @@ def test_migration_0005_copies_column_grants_and_gives_holds_to_the_owner_of_ord
     )
     try:
         with fresh_database() as admin_url:
-            run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{owner}"'))
-            owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
-            every = migrate.migrations("postgresql")
-            with monkeypatch.context() as patch:
-                patch.setattr(postgres, "migrations", lambda engine: every[:4])
-                old = open_engine(owner_url)
-                old.store.ensure_ledger("default")
-                old.close()
-                old.store.close()
+            owner_url = _migrated_before_holds(admin_url, owner, monkeypatch)
             projections = "accounts, entries, orders, idempotency_keys, holds"
             old_grants = grants(role).replace(
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON {projections} TO",
@@ -260,20 +267,8 @@ def test_migration_0005_by_a_role_that_may_not_give_holds_away_grants_the_owner_
     run_sync(_as(ADMIN_URL, *(f'CREATE ROLE "{name}" LOGIN' for name in roles)))
     try:
         with fresh_database() as admin_url:
-            run_sync(
-                _as(
-                    admin_url,
-                    f'GRANT CREATE ON SCHEMA public TO "{owner}", "{migrator}"',
-                )
-            )
-            owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
-            every = migrate.migrations("postgresql")
-            with monkeypatch.context() as patch:
-                patch.setattr(postgres, "migrations", lambda engine: every[:4])
-                old = open_engine(owner_url)
-                old.store.ensure_ledger("default")
-                old.close()
-                old.store.close()
+            run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{migrator}"'))
+            owner_url = _migrated_before_holds(admin_url, owner, monkeypatch)
             run_sync(
                 _as(
                     owner_url,
@@ -282,6 +277,7 @@ def test_migration_0005_by_a_role_that_may_not_give_holds_away_grants_the_owner_
                 )
             )
             migrator_url = admin_url.replace("postgres@", f"{migrator}@", 1)
+            every = migrate.migrations("postgresql")
             with monkeypatch.context() as patch:  # 0005 alone, as the migrator
                 patch.setattr(postgres, "migrations", lambda engine: every[:5])
                 upgraded = open_engine(migrator_url)
