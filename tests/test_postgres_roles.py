@@ -111,14 +111,7 @@ def test_an_application_role_granted_before_the_holds_table_writes_holds_after_t
     run_sync(_as(ADMIN_URL, f'CREATE ROLE "{role}" LOGIN', f'CREATE ROLE "{bystander}" LOGIN'))
     try:
         with fresh_database() as owner_url:
-            every = migrate.migrations("postgresql")
-            before_holds = [m for m in every if m.version < 5]
-            with monkeypatch.context() as patch:
-                patch.setattr(postgres, "migrations", lambda engine: before_holds)
-                owner = open_engine(owner_url)
-                owner.store.ensure_ledger("default")
-                owner.close()
-                owner.store.close()
+            _migrate_before_holds(owner_url, monkeypatch)
             old_grants = grants(role).replace(", idempotency_keys, holds", ", idempotency_keys")
             assert old_grants != grants(role)
             run_sync(_as(owner_url, old_grants))
@@ -154,14 +147,19 @@ def _migrated_before_holds(admin_url: str, owner: str, monkeypatch: pytest.Monke
     ledger; returns the owner's URL."""
     run_sync(_as(admin_url, f'GRANT CREATE ON SCHEMA public TO "{owner}"'))
     owner_url = admin_url.replace("postgres@", f"{owner}@", 1)
+    _migrate_before_holds(owner_url, monkeypatch)
+    return owner_url
+
+
+def _migrate_before_holds(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migrations 0001-0004 (before `holds`) as the role of `url`, and a ledger."""
     before_holds = [m for m in migrate.migrations("postgresql") if m.version < 5]
     with monkeypatch.context() as patch:
         patch.setattr(postgres, "migrations", lambda engine: before_holds)
-        old = open_engine(owner_url)
+        old = open_engine(url)
         old.store.ensure_ledger("default")
         old.close()
         old.store.close()
-    return owner_url
 
 
 def _place_capture_refund_release(engine: Engine, suffix: str) -> None:
