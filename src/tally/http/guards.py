@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,6 +62,46 @@ async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         raise ApiProblem(EdgeProblem.JSON_MALFORMED, "the body is empty; send a JSON object")
 
 
+# The read routes' integer and boolean query parameters, each in one spelling: Litestar's
+# lax parsing (msgspec's) would also take `1e2` or `1.0` for 100 and 1 and `1`, `0` or `True`
+# for a boolean, where the statement page's direct path (http/direct.py) takes digits alone.
+_WHOLE = (re.compile(r"0|[1-9][0-9]*"), "a whole number in digits")
+_QUERY_FORMS = {
+    "limit": _WHOLE,
+    "after_seq": _WHOLE,
+    "settled": (re.compile(r"true|false"), "true or false"),
+}
+_SHOWN_MAX = 40  # of a refused value, in the problem's detail
+
+
+async def strict_query(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """A route's `limit`, `after_seq` and `settled`, if it takes them and they are given,
+    are given once and spelled as the API documents them (400 `parameter_invalid` naming the
+    parameter). A parameter the route does not take is ignored, as any unknown one is."""
+    if not connection.scope["query_string"]:
+        return
+    query = connection.query_params
+    taken = handler.parsed_fn_signature.parameters  # memoized by Litestar
+    for name, (form, expected) in _QUERY_FORMS.items():
+        values = query.getall(name, []) if name in taken else ()
+        if not values:
+            continue
+        if len(values) > 1:
+            raise ApiProblem(
+                EdgeProblem.PARAMETER_INVALID,
+                f"{name} is given {len(values)} times; give it once",
+                field=name,
+            )
+        if form.fullmatch(values[0]) is None:
+            raise ApiProblem(
+                EdgeProblem.PARAMETER_INVALID,
+                f"{name} must be {expected} (got {values[0][:_SHOWN_MAX]!r})",
+                field=name,
+            )
+
+
 def checked(*guards: Guard) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
     """The guards as one before-request hook, which runs where guards do: before the
     parameters and the body are read. (Litestar hands each guard a `copy.copy` of the route
@@ -74,4 +115,4 @@ def checked(*guards: Guard) -> Callable[[Request[Any, Any, Any]], Awaitable[None
     return check
 
 
-__all__ = ["Guard", "checked", "json_body", "require"]
+__all__ = ["Guard", "checked", "json_body", "require", "strict_query"]

@@ -32,7 +32,7 @@ from tally.domain.decide import check_identifier
 from tally.domain.limits import INT64_MAX
 from tally.engine.ports import EventRow, Store
 from tally.http import models
-from tally.http.guards import checked, require
+from tally.http.guards import checked, require, strict_query
 from tally.http.problems import ApiProblem, EdgeProblem
 from tally.http.responses import READ_RESPONSES
 from tally.http.services import Services, api_key_of, services_of
@@ -45,7 +45,7 @@ _PAST_EVERY_POSTING = 2**31 - 1  # cursor index after every posting of an event
 
 _READ: dict[str, Any] = {
     "responses": READ_RESPONSES,
-    "before_request": checked(require(Scope.READ)),
+    "before_request": checked(require(Scope.READ), strict_query),
     "tags": ["reads"],
 }
 
