@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from litestar.handlers import HTTPRouteHandler
+
+from tally.http import guards, reads
 
 pytest_plugins = ["http_fixtures"]
 
@@ -83,3 +86,19 @@ def test_a_long_refused_value_is_quoted_in_part(live: Any) -> None:
     response = _get(live, "/v1/events", [("after_seq", "9" * 30 + "x" * 500)])
     _refused(response, "after_seq", "9" * 30)
     assert len(response.json()["detail"]) < 120, response.text
+
+
+def test_the_checked_parameters_are_each_routes_integers_and_booleans() -> None:
+    """Found from each read route's signature, not from a list of names: a new integer or
+    boolean query parameter is checked as these are."""
+    handlers = [v for v in vars(reads).values() if isinstance(v, HTTPRouteHandler)]
+    found = {
+        h.handler_name: [(key, expected) for key, _, expected in guards._query_forms(h)]
+        for h in handlers
+    }
+    whole, boolean = "a whole number in digits", "true or false"
+    assert {name: forms for name, forms in found.items() if forms} == {
+        "get_statement": [("limit", whole)],
+        "get_user_holds": [("settled", boolean), ("limit", whole)],
+        "get_events": [("after_seq", whole), ("limit", whole)],
+    }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection, Request
+from litestar.enums import ParamType
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import ParameterKwarg
 
 from tally.api_keys import Scope, secret_length_max
 from tally.http.problems import ApiProblem, EdgeProblem
@@ -62,43 +65,58 @@ async def json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         raise ApiProblem(EdgeProblem.JSON_MALFORMED, "the body is empty; send a JSON object")
 
 
-# The read routes' integer and boolean query parameters, each in one spelling: Litestar's
-# lax parsing (msgspec's) would also take `1e2` or `1.0` for 100 and 1 and `1`, `0` or `True`
-# for a boolean, where the statement page's direct path (http/direct.py) takes digits alone.
+# Integer and boolean query parameters in one spelling each: Litestar's lax parsing
+# (msgspec's) would also take `1e2` or `1.0` for 100 and 1 and `1`, `0` or `True` for a
+# boolean, where the statement page's direct path (http/direct.py) takes digits alone.
 _WHOLE = (re.compile(r"0|[1-9][0-9]*"), "a whole number in digits")
-_QUERY_FORMS = {
-    "limit": _WHOLE,
-    "after_seq": _WHOLE,
-    "settled": (re.compile(r"true|false"), "true or false"),
-}
+_BOOLEAN = (re.compile(r"true|false"), "true or false")
 _SHOWN_MAX = 40  # of a refused value, in the problem's detail
+
+
+@functools.cache  # a route handler lives as long as its app
+def _query_forms(handler: BaseRouteHandler) -> tuple[tuple[str, re.Pattern[str], str], ...]:
+    """The handler's integer and boolean query parameters (declared with `QueryParameter`,
+    as every route of the API's is): (the key in the query, its form, what it must be)."""
+    forms = []
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        declared = field.kwarg_definition
+        if not isinstance(declared, ParameterKwarg) or declared.param_type is not ParamType.QUERY:
+            continue
+        types = (field, *field.inner_types)  # `bool | None`: the bool is an inner type
+        if any(t.is_subclass_of(bool) for t in types):
+            form, expected = _BOOLEAN
+        elif any(t.is_subclass_of(int) for t in types):
+            form, expected = _WHOLE
+        else:
+            continue
+        forms.append((declared.name or declared.query or name, form, expected))
+    return tuple(forms)
 
 
 async def strict_query(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """A route's `limit`, `after_seq` and `settled`, if it takes them and they are given,
-    are given once and spelled as the API documents them (400 `parameter_invalid` naming the
-    parameter). A parameter the route does not take is ignored, as any unknown one is."""
+    """The route's integer and boolean query parameters, when given, are given once and
+    spelled as the API documents them (400 `parameter_invalid` naming the parameter). A
+    parameter the route does not take is ignored, as any unknown one is."""
     if not connection.scope["query_string"]:
         return
     query = connection.query_params
-    taken = handler.parsed_fn_signature.parameters  # memoized by Litestar
-    for name, (form, expected) in _QUERY_FORMS.items():
-        values = query.getall(name, []) if name in taken else ()
+    for key, form, expected in _query_forms(handler):
+        values = query.getall(key, [])
         if not values:
             continue
         if len(values) > 1:
             raise ApiProblem(
                 EdgeProblem.PARAMETER_INVALID,
-                f"{name} is given {len(values)} times; give it once",
-                field=name,
+                f"{key} is given {len(values)} times; give it once",
+                field=key,
             )
         if form.fullmatch(values[0]) is None:
             raise ApiProblem(
                 EdgeProblem.PARAMETER_INVALID,
-                f"{name} must be {expected} (got {values[0][:_SHOWN_MAX]!r})",
-                field=name,
+                f"{key} must be {expected} (got {values[0][:_SHOWN_MAX]!r})",
+                field=key,
             )
 
 
